@@ -1,0 +1,64 @@
+/*-------------------------------------------------------------------------
+ * fetch.h
+ *	  Backend side of reads: ask the instances that hold the partitions
+ *	  (this one over its local socket, others over HTTP), in parallel, and
+ *	  hand back their rows merged in key order.
+ *
+ * Every remote call has iq_fdw.peer_timeout and answers query cancel
+ * (statement_timeout, pg_cancel_backend) within a fraction of a second;
+ * a target that cannot be read fails the whole fetch with an error naming
+ * the instance and the partitions, keys or range it was asked for: a
+ * result is never silently partial.  Partitions beyond iq_fdw.max_lag fail
+ * (or wait, per iq_fdw.lag_policy).  Connections are kept per backend and
+ * reused across queries.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_FETCH_H
+#define IQ_FETCH_H
+
+#include "postgres.h"
+
+#include "shmem.h"
+#include "wire.h"
+
+/* One instance to ask, and for which partitions. */
+typedef struct IqTarget
+{
+	char		host[IQ_HOST_LEN];
+	int			port;
+	bool		is_local;		/* use the local socket */
+	int			npartitions;
+	uint16		partitions[IQ_MAX_PARTITIONS];
+} IqTarget;
+
+/* A row, palloc'd in the fetch's row context (reset on every next). */
+typedef struct IqFetchRow
+{
+	char	   *key;
+	int			key_len;
+	char	   *value;
+	int			value_len;		/* -1 for null */
+} IqFetchRow;
+
+typedef struct IqFetch IqFetch;
+
+/*
+ * Start the request on all targets at once.  req's partitions are filled
+ * in per target; for IQ_OP_GET, each target is sent only the keys whose
+ * partition it holds.
+ */
+extern IqFetch *iq_fetch_start(const IqWireRequest *req,
+							   const IqTarget *targets, int ntargets);
+
+/* Next row in key order over all targets; false at the end. */
+extern bool iq_fetch_next(IqFetch *fetch, IqFetchRow *row);
+
+/* Positions reported by all targets (valid once the first row or end is seen). */
+extern int	iq_fetch_positions(IqFetch *fetch, const IqWirePosition **positions);
+
+extern void iq_fetch_end(IqFetch *fetch);
+
+/* Abort hook: frees transfers of a fetch interrupted by an error. */
+extern void iq_fetch_cleanup_on_abort(void);
+
+#endif							/* IQ_FETCH_H */

@@ -1,0 +1,237 @@
+/*-------------------------------------------------------------------------
+ * functions.c
+ *	  SQL functions over what the worker publishes in shared memory: its
+ *	  state, per-partition progress, the instances of the group and the
+ *	  owner of a key.
+ *
+ * Each copies what it needs under the LWLock, then builds tuples without
+ * holding it, so a slow client never delays the worker.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "partitioner.h"
+#include "settings.h"
+#include "shmem.h"
+#include "stores.h"
+
+PG_FUNCTION_INFO_V1(iq_worker);
+PG_FUNCTION_INFO_V1(iq_stats);
+PG_FUNCTION_INFO_V1(iq_instances);
+PG_FUNCTION_INFO_V1(iq_key_owner);
+
+static IqShared *
+copy_shared(void)
+{
+	IqShared   *copy = palloc(sizeof(IqShared));
+
+	iq_shmem_attach();
+	LWLockAcquire(iq_shared->lock, LW_SHARED);
+	memcpy(copy, iq_shared, sizeof(IqShared));
+	LWLockRelease(iq_shared->lock);
+	return copy;
+}
+
+static ArrayType *
+int_array(const int *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int32GetDatum(values[i]);
+	return construct_array(d, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+}
+
+static ArrayType *
+store_names_array(void)
+{
+	Datum		d[IQ_NUM_STORES];
+
+	for (int i = 0; i < IQ_NUM_STORES; i++)
+		d[i] = CStringGetTextDatum(iq_stores[i].name);
+	return construct_array(d, IQ_NUM_STORES, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+static TupleDesc
+result_desc(FunctionCallInfo fcinfo)
+{
+	TupleDesc	desc;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	return BlessTupleDesc(desc);
+}
+
+/*
+ * iq_worker
+ *		The worker's state, last message and assigned partitions.
+ */
+Datum
+iq_worker(PG_FUNCTION_ARGS)
+{
+	IqShared   *s = copy_shared();
+	TupleDesc	desc = result_desc(fcinfo);
+	Datum		values[7];
+	bool		nulls[7] = {0};
+	int			assigned[IQ_MAX_PARTITIONS];
+	int			n = 0;
+
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		if (s->partitions[p].assigned)
+			assigned[n++] = p;
+
+	values[0] = CStringGetTextDatum(iq_worker_state_name(s->state));
+	values[1] = CStringGetTextDatum(s->message);
+	nulls[1] = s->message[0] == '\0';
+	values[2] = Int32GetDatum(s->worker_pid);
+	nulls[2] = s->worker_pid == 0;
+	values[3] = Int64GetDatum((int64) s->generation);
+	values[4] = Int32GetDatum(s->partition_count);
+	values[5] = PointerGetDatum(int_array(assigned, n));
+	values[6] = TimestampTzGetDatum(s->state_since);
+	nulls[6] = s->state_since == 0;
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+/*
+ * iq_stats
+ *		One row per partition this instance holds.
+ */
+Datum
+iq_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	IqShared   *s = copy_shared();
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		IqPartitionStats *ps = &s->partitions[p];
+		Datum		values[17];
+		bool		nulls[17] = {0};
+		int			i = 0;
+		const char *state;
+
+		if (!ps->assigned)
+			continue;
+		if (ps->restoring)
+			state = "restoring";
+		else if (s->state == IQ_WORKER_RUNNING)
+			state = "running";
+		else
+			state = iq_worker_state_name(s->state);
+
+		values[i++] = Int32GetDatum(p);
+		values[i++] = CStringGetTextDatum(state);
+		values[i++] = Int64GetDatum(ps->customer_offset);
+		values[i++] = Int64GetDatum(ps->customer_end);
+		values[i++] = Int64GetDatum(ps->order_offset);
+		values[i++] = Int64GetDatum(ps->order_end);
+		values[i++] = Int64GetDatum(Max(ps->order_end - ps->order_offset, 0) +
+									Max(ps->customer_end - ps->customer_offset, 0));
+		values[i++] = Int64GetDatum(ps->records_processed);
+		values[i++] = Int64GetDatum(ps->orders_joined);
+		values[i++] = Int64GetDatum(ps->orders_without_customer);
+		values[i++] = Int64GetDatum(ps->dropped_null_key);
+		values[i++] = Int64GetDatum(ps->dropped_malformed);
+		values[i++] = Int64GetDatum(ps->dropped_unprocessable);
+		values[i++] = Int64GetDatum(ps->wrong_partition);
+		values[i++] = Int64GetDatum(ps->restored_records);
+		values[i++] = Int64GetDatum(ps->restore_total);
+		values[i++] = Int64GetDatum(ps->changelog_offset);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * iq_instances
+ *		Members of the group holding partitions, as the seed's /metadata.
+ */
+Datum
+iq_instances(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	IqShared   *s = copy_shared();
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (int m = 0; m < s->nmembers; m++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {0};
+		int			parts[IQ_MAX_PARTITIONS];
+		int			n = 0;
+
+		for (int p = 0; p < s->partition_count && p < IQ_MAX_PARTITIONS; p++)
+			if (s->owner[p] == m)
+				parts[n++] = p;
+
+		values[0] = CStringGetTextDatum(s->members[m].host);
+		values[1] = Int32GetDatum(s->members[m].port);
+		values[2] = PointerGetDatum(store_names_array());
+		values[3] = PointerGetDatum(int_array(parts, n));
+		values[4] = BoolGetDatum(s->members[m].is_self);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * iq_key_owner
+ *		The instance owning a key's partition, whether or not the key exists.
+ */
+Datum
+iq_key_owner(PG_FUNCTION_ARGS)
+{
+	char	   *store = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *key = PG_GETARG_TEXT_PP(1);
+	IqShared   *s;
+	TupleDesc	desc = result_desc(fcinfo);
+	Datum		values[4];
+	bool		nulls[4] = {0};
+	int			partition;
+	int			owner;
+
+	if (iq_store_by_name(store) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("state store \"%s\" does not exist", store),
+				 errhint("The stores are \"%s\" and \"%s\".",
+						 iq_stores[0].name, iq_stores[1].name)));
+
+	s = copy_shared();
+	if (s->partition_count <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the partition count of store \"%s\" is not known yet", store),
+				 errdetail("The iq_fdw worker is %s%s%s.", iq_worker_state_name(s->state),
+						   s->message[0] ? ": " : "", s->message),
+				 errhint("Check SELECT * FROM iq_worker() and the server log.")));
+
+	partition = iq_partition_for_key(iq_partitioner, VARDATA_ANY(key),
+									 VARSIZE_ANY_EXHDR(key), s->partition_count);
+	owner = partition < IQ_MAX_PARTITIONS ? s->owner[partition] : -1;
+	if (owner < 0 || owner >= s->nmembers)
+	{
+		nulls[0] = nulls[1] = nulls[3] = true;
+	}
+	else
+	{
+		values[0] = CStringGetTextDatum(s->members[owner].host);
+		values[1] = Int32GetDatum(s->members[owner].port);
+		values[3] = BoolGetDatum(s->members[owner].is_self);
+	}
+	values[2] = Int32GetDatum(partition);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}

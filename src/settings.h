@@ -1,0 +1,63 @@
+/*-------------------------------------------------------------------------
+ * settings.h
+ *	  The iq_fdw.* configuration parameters (GUCs).
+ *
+ * Worker settings are PGC_SIGHUP: the worker notices a change on reload and
+ * restarts itself.  Query settings are PGC_USERSET.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_SETTINGS_H
+#define IQ_SETTINGS_H
+
+#include <stdbool.h>
+
+typedef enum IqPartitioner
+{
+	IQ_PARTITIONER_MURMUR2,		/* Java client default, Kafka Streams */
+	IQ_PARTITIONER_CRC32		/* librdkafka's "consistent" */
+} IqPartitioner;
+
+typedef enum IqGuarantee
+{
+	IQ_AT_LEAST_ONCE,
+	IQ_EXACTLY_ONCE
+} IqGuarantee;
+
+typedef enum IqLagPolicy
+{
+	IQ_LAG_FAIL,				/* a partition beyond max_lag fails the query */
+	IQ_LAG_WAIT					/* wait up to max_lag_wait, then fail */
+} IqLagPolicy;
+
+/* worker */
+extern char *iq_bootstrap_servers;
+extern char *iq_application_id;
+extern char *iq_customer_topic;
+extern char *iq_order_topic;
+extern char *iq_state_dir;		/* "" means $PGDATA/iq_fdw */
+extern char *iq_http_listen;	/* host:port */
+extern char *iq_advertised_endpoint;	/* "" means http_listen */
+extern int	iq_partitioner;
+extern int	iq_processing_guarantee;
+extern int	iq_memory_budget_mb;
+extern int	iq_http_threads;
+extern int	iq_commit_interval_ms;
+
+/* backends */
+extern int	iq_peer_timeout_ms;
+extern int	iq_ownership_wait_ms;
+extern int	iq_max_lag;
+extern int	iq_lag_policy;
+extern int	iq_max_lag_wait_ms;
+
+extern void iq_define_settings(void);
+
+/* Resolved values (defaults filled in); palloc'd in the caller's context. */
+extern char *iq_state_dir_path(void);
+extern char *iq_advertised(void);
+extern char *iq_changelog_topic(void);
+
+/* "host:port" parsing shared by checks and users; false on bad syntax */
+extern bool iq_parse_host_port(const char *spec, char *host, int hostlen, int *port);
+
+#endif							/* IQ_SETTINGS_H */

@@ -1,0 +1,134 @@
+/*-------------------------------------------------------------------------
+ * shmem.c
+ *	  The shared segment between the worker and the backends.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "shmem.h"
+
+IqShared   *iq_shared = NULL;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+
+static void
+iq_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(IqShared)));
+	RequestNamedLWLockTranche("iq_fdw", 1);
+}
+#endif
+
+static void
+iq_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	iq_shmem_attach();
+}
+
+/*
+ * iq_shmem_request
+ *		Ask for our segment; only possible from shared_preload_libraries.
+ */
+void
+iq_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = iq_shmem_request_hook;
+#else
+	RequestAddinShmemSpace(MAXALIGN(sizeof(IqShared)));
+	RequestNamedLWLockTranche("iq_fdw", 1);
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = iq_shmem_startup;
+}
+
+void
+iq_shmem_attach(void)
+{
+	bool		found;
+
+	if (iq_shared != NULL)
+		return;
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	iq_shared = ShmemInitStruct("iq_fdw", sizeof(IqShared), &found);
+	if (!found)
+	{
+		memset(iq_shared, 0, sizeof(IqShared));
+		iq_shared->lock = &(GetNamedLWLockTranche("iq_fdw"))->lock;
+		iq_shared->state = IQ_WORKER_STOPPED;
+		for (int i = 0; i < IQ_MAX_PARTITIONS; i++)
+			iq_shared->owner[i] = -1;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+const char *
+iq_worker_state_name(IqWorkerState state)
+{
+	switch (state)
+	{
+		case IQ_WORKER_STOPPED:
+			return "stopped";
+		case IQ_WORKER_STARTING:
+			return "starting";
+		case IQ_WORKER_RESTORING:
+			return "restoring";
+		case IQ_WORKER_RUNNING:
+			return "running";
+		case IQ_WORKER_REBALANCING:
+			return "rebalancing";
+		case IQ_WORKER_ERROR:
+			return "error";
+	}
+	return "unknown";
+}
+
+/*
+ * iq_set_worker_state
+ *		Publish the worker's state; an entry into "error" is logged once.
+ */
+void
+iq_set_worker_state(IqWorkerState state, const char *fmt,...)
+{
+	char		msg[IQ_MESSAGE_LEN];
+	bool		changed;
+
+	msg[0] = '\0';
+	if (fmt)
+	{
+		va_list		ap;
+
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+	}
+
+	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	changed = iq_shared->state != state || strcmp(iq_shared->message, msg) != 0;
+	if (iq_shared->state != state)
+		iq_shared->state_since = GetCurrentTimestamp();
+	iq_shared->state = state;
+	strlcpy(iq_shared->message, msg, sizeof(iq_shared->message));
+	LWLockRelease(iq_shared->lock);
+
+	if (changed && state == IQ_WORKER_ERROR)
+		ereport(LOG,
+				(errmsg("iq_fdw worker: %s", msg)));
+	else if (changed)
+		ereport(DEBUG1,
+				(errmsg("iq_fdw worker is %s%s%s", iq_worker_state_name(state),
+						msg[0] ? ": " : "", msg)));
+}

@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ * shmem.h
+ *	  State the worker publishes to every backend of its instance.
+ *
+ * One segment under one LWLock.  The worker's main thread writes (never its
+ * library threads); backends copy what they need under LW_SHARED.
+ * "generation" grows on every change of ownership, so a backend can tell
+ * that its cached copy is stale.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_SHMEM_H
+#define IQ_SHMEM_H
+
+#include "datatype/timestamp.h"
+#include "storage/lwlock.h"
+
+#define IQ_MAX_PARTITIONS	256
+#define IQ_MAX_MEMBERS		64
+#define IQ_HOST_LEN			256
+#define IQ_MESSAGE_LEN		512
+#define IQ_SOCKET_PATH_LEN	108
+
+typedef enum IqWorkerState
+{
+	IQ_WORKER_STOPPED = 0,
+	IQ_WORKER_STARTING,
+	IQ_WORKER_RESTORING,
+	IQ_WORKER_RUNNING,
+	IQ_WORKER_REBALANCING,
+	IQ_WORKER_ERROR
+} IqWorkerState;
+
+/* Per partition this instance holds. */
+typedef struct IqPartitionStats
+{
+	bool		assigned;
+	bool		restoring;
+	int64		customer_offset;	/* next offset to process */
+	int64		customer_end;	/* high watermark */
+	int64		order_offset;
+	int64		order_end;
+	int64		changelog_offset;	/* last changelog offset in the store */
+	int64		records_processed;
+	int64		orders_joined;
+	int64		orders_without_customer;
+	int64		dropped_null_key;
+	int64		dropped_malformed;
+	int64		dropped_unprocessable;
+	int64		wrong_partition;
+	int64		restored_records;
+	int64		restore_total;
+} IqPartitionStats;
+
+/* A member of the consumer group that holds partitions. */
+typedef struct IqMember
+{
+	char		host[IQ_HOST_LEN];	/* advertised endpoint */
+	int			port;
+	bool		is_self;
+	int			npartitions;
+} IqMember;
+
+typedef struct IqShared
+{
+	LWLock	   *lock;
+
+	/* the worker */
+	IqWorkerState state;
+	char		message[IQ_MESSAGE_LEN];	/* error, or what it waits for */
+	TimestampTz state_since;
+	int			worker_pid;
+	char		local_socket[IQ_SOCKET_PATH_LEN];	/* "" until it listens */
+
+	/* ownership, from the consumer group */
+	uint64		generation;
+	int			partition_count;	/* of the input topics; 0 if unknown */
+	int			nmembers;
+	IqMember	members[IQ_MAX_MEMBERS];
+	int16		owner[IQ_MAX_PARTITIONS];	/* member index, -1 if none */
+
+	IqPartitionStats partitions[IQ_MAX_PARTITIONS];
+} IqShared;
+
+extern IqShared *iq_shared;
+
+extern void iq_shmem_request(void);		/* from _PG_init */
+extern void iq_shmem_attach(void);	/* idempotent; errors if not preloaded */
+
+/* worker side: state changes, logged and visible in iq_worker() */
+extern void iq_set_worker_state(IqWorkerState state, const char *fmt,...) pg_attribute_printf(2, 3);
+extern const char *iq_worker_state_name(IqWorkerState state);
+
+#endif							/* IQ_SHMEM_H */

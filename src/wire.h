@@ -1,0 +1,159 @@
+/*-------------------------------------------------------------------------
+ * wire.h
+ *	  The compact read protocol between a backend and a worker: the same
+ *	  bytes over the local Unix socket and in the body of the peer HTTP
+ *	  endpoint (POST /iq/v1/read), so a 100,000-row range pays for no JSON.
+ *
+ * Plain C (malloc, no PostgreSQL calls): the worker's server threads use it.
+ * All integers are big-endian.
+ *
+ * Request:
+ *	 "IQ" u8 version(=1) u8 op u8 store u8 flags u32 limit
+ *	 u16 npartitions, u16 partition...	 (partitions the caller expects the
+ *										  server to hold; 0 = all it holds)
+ *	 u32 nkeys, { u32 len, bytes }...	 (IQ_OP_GET)
+ *	 u32 len, bytes						 (lower bound, if IQ_FLAG_LOWER)
+ *	 u32 len, bytes						 (upper bound, if IQ_FLAG_UPPER)
+ *	 Over the local socket the request is preceded by its u32 length.
+ *
+ * Response (a stream):
+ *	 "IQ" u8 version u8 status
+ *	 status != OK: u32 len, message, and nothing more
+ *	 status == OK: u16 npartitions, { u16 partition, i64 consumed, i64 end }...
+ *				   then frames: 'R' u32 klen key i32 vlen value  (a row)
+ *								'E' u8 status u32 len message (the end)
+ *	 Rows of IQ_OP_SCAN come in key byte order over all the partitions
+ *	 asked; IQ_OP_GET returns the keys found; IQ_OP_COUNT one row with an
+ *	 empty key and an 8-byte count; IQ_OP_POSITIONS only the header.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_WIRE_H
+#define IQ_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IQ_WIRE_VERSION 1
+#define IQ_WIRE_MAX_REQUEST (16 * 1024 * 1024)
+
+typedef enum IqWireOp
+{
+	IQ_OP_GET = 1,
+	IQ_OP_SCAN = 2,
+	IQ_OP_COUNT = 3,
+	IQ_OP_POSITIONS = 4
+} IqWireOp;
+
+#define IQ_FLAG_LOWER		0x01
+#define IQ_FLAG_LOWER_INCL	0x02
+#define IQ_FLAG_UPPER		0x04
+#define IQ_FLAG_UPPER_INCL	0x08
+
+typedef enum IqWireStatus
+{
+	IQ_WIRE_OK = 0,
+	IQ_WIRE_NOT_HELD = 1,		/* a partition asked is not held here: ownership moved */
+	IQ_WIRE_RESTORING = 2,		/* a partition asked is still restoring */
+	IQ_WIRE_UNKNOWN_STORE = 3,
+	IQ_WIRE_BAD_REQUEST = 4,
+	IQ_WIRE_INTERNAL = 5
+} IqWireStatus;
+
+/* A growable malloc'd buffer. */
+typedef struct IqBuf
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	bool		oom;			/* an append failed; the buffer is unusable */
+} IqBuf;
+
+extern void iq_buf_init(IqBuf *buf);
+extern void iq_buf_free(IqBuf *buf);
+extern void iq_buf_append(IqBuf *buf, const void *data, size_t len);
+extern void iq_buf_u8(IqBuf *buf, uint8_t v);
+extern void iq_buf_u16(IqBuf *buf, uint16_t v);
+extern void iq_buf_u32(IqBuf *buf, uint32_t v);
+extern void iq_buf_i64(IqBuf *buf, int64_t v);
+
+/* A decoded or to-be-encoded request; key and bound pointers are borrowed. */
+typedef struct IqWireRequest
+{
+	uint8_t		op;
+	uint8_t		store;
+	uint8_t		flags;
+	uint32_t	limit;			/* 0 = no limit */
+	int			npartitions;
+	uint16_t   *partitions;
+	uint32_t	nkeys;
+	const char **keys;
+	uint32_t   *key_lens;
+	const char *lower;
+	uint32_t	lower_len;
+	const char *upper;
+	uint32_t	upper_len;
+} IqWireRequest;
+
+extern void iq_wire_encode_request(const IqWireRequest *req, IqBuf *out);
+
+/*
+ * Decode a request of len bytes; pointers in *req point into data, arrays
+ * are malloc'd (free with iq_wire_request_free).  False with *err (static
+ * text) on malformed input.
+ */
+extern bool iq_wire_decode_request(const char *data, size_t len,
+								   IqWireRequest *req, const char **err);
+extern void iq_wire_request_free(IqWireRequest *req);
+
+/* Response writing (server side). */
+typedef struct IqWirePosition
+{
+	uint16_t	partition;
+	int64_t		consumed;
+	int64_t		end;
+} IqWirePosition;
+
+extern void iq_wire_response_error(IqBuf *out, IqWireStatus status, const char *message);
+extern void iq_wire_response_header(IqBuf *out, int npositions,
+									const IqWirePosition *positions);
+extern void iq_wire_response_row(IqBuf *out, const char *key, uint32_t key_len,
+								 const char *value, int32_t value_len);
+extern void iq_wire_response_end(IqBuf *out, IqWireStatus status, const char *message);
+
+/*
+ * Incremental response reading (client side): feed bytes as they arrive,
+ * then take events until IQ_EV_NEED_MORE.  Event data points into the
+ * reader's buffer and is valid until the next feed.
+ */
+typedef enum IqWireEvent
+{
+	IQ_EV_NEED_MORE,
+	IQ_EV_HEADER,				/* status OK; positions available */
+	IQ_EV_ROW,
+	IQ_EV_END,					/* clean end of stream */
+	IQ_EV_ERROR					/* status != OK, or a malformed stream */
+} IqWireEvent;
+
+typedef struct IqWireReader
+{
+	IqBuf		buf;
+	size_t		pos;
+	int			stage;
+	/* results of the last event */
+	IqWireStatus status;
+	char		message[512];
+	int			npositions;
+	IqWirePosition *positions;	/* malloc'd */
+	const char *key;
+	uint32_t	key_len;
+	const char *value;
+	int32_t		value_len;		/* -1 for null */
+} IqWireReader;
+
+extern void iq_wire_reader_init(IqWireReader *r);
+extern void iq_wire_reader_feed(IqWireReader *r, const char *data, size_t len);
+extern IqWireEvent iq_wire_reader_next(IqWireReader *r);
+extern void iq_wire_reader_free(IqWireReader *r);
+
+#endif							/* IQ_WIRE_H */

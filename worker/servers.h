@@ -1,0 +1,36 @@
+/*-------------------------------------------------------------------------
+ * servers.h
+ *	  The worker's two servers: the HTTP endpoints (the seed's API plus the
+ *	  compact peer endpoint) and the local Unix-socket channel that backends
+ *	  of this instance use to read its state.
+ *
+ * Both run on their own threads, read state through store.h and
+ * ownership.h only, and never call a PostgreSQL function.  The worker's
+ * main thread starts them once its stores are set up and stops them before
+ * it closes the stores.  Start functions return false with a malloc'd
+ * *err that names the setting at fault (e.g. a port in use).
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_SERVERS_H
+#define IQ_SERVERS_H
+
+#include <stdbool.h>
+
+typedef struct IqServerConfig
+{
+	char		listen_host[256];	/* iq_fdw.http_listen */
+	int			listen_port;
+	char		advertised_host[256];	/* iq_fdw.advertised_endpoint */
+	int			advertised_port;
+	int			threads;		/* iq_fdw.http_threads */
+	int			peer_timeout_ms;	/* for forwarded requests */
+	char		socket_path[108];	/* the local channel */
+} IqServerConfig;
+
+extern bool iq_http_start(const IqServerConfig *config, char **err);
+extern void iq_http_stop(void);
+
+extern bool iq_local_server_start(const IqServerConfig *config, char **err);
+extern void iq_local_server_stop(void);
+
+#endif							/* IQ_SERVERS_H */
