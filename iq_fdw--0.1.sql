@@ -76,3 +76,15 @@ CREATE FUNCTION iq_key_owner(
 RETURNS record
 AS 'MODULE_PATHNAME', 'iq_key_owner'
 LANGUAGE C STRICT VOLATILE;
+
+/* Kafka's murmur2 hash of raw bytes (Utils.murmur2), as a signed int. */
+CREATE FUNCTION iq_murmur2(bytea)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'iq_murmur2_sql'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+/* The partition of a key under iq_fdw.partitioner. */
+CREATE FUNCTION iq_partition_for_key(key text, partition_count integer)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'iq_partition_for_key_sql'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;

@@ -235,3 +235,37 @@ iq_key_owner(PG_FUNCTION_ARGS)
 	values[2] = Int32GetDatum(partition);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
+
+PG_FUNCTION_INFO_V1(iq_murmur2_sql);
+PG_FUNCTION_INFO_V1(iq_partition_for_key_sql);
+
+/*
+ * iq_murmur2_sql
+ *		Kafka's murmur2 of raw bytes, signed as Java returns it.
+ */
+Datum
+iq_murmur2_sql(PG_FUNCTION_ARGS)
+{
+	bytea	   *data = PG_GETARG_BYTEA_PP(0);
+
+	PG_RETURN_INT32((int32) iq_murmur2(VARDATA_ANY(data), VARSIZE_ANY_EXHDR(data)));
+}
+
+/*
+ * iq_partition_for_key_sql
+ *		The partition a producer using iq_fdw.partitioner puts a key in.
+ */
+Datum
+iq_partition_for_key_sql(PG_FUNCTION_ARGS)
+{
+	text	   *key = PG_GETARG_TEXT_PP(0);
+	int32		count = PG_GETARG_INT32(1);
+
+	if (count <= 0 || count > IQ_MAX_PARTITIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("partition count %d is out of range", count),
+				 errhint("Give a count between 1 and %d.", IQ_MAX_PARTITIONS)));
+	PG_RETURN_INT32(iq_partition_for_key(iq_partitioner, VARDATA_ANY(key),
+										 VARSIZE_ANY_EXHDR(key), count));
+}

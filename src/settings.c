@@ -135,6 +135,13 @@ check_bootstrap_servers(char **newval, void **extra, GucSource source)
 	bool		ok = true;
 	int			n = 0;
 
+	if (**newval == ',' || strstr(*newval, ",,") != NULL ||
+		(**newval && (*newval)[strlen(*newval) - 1] == ','))
+	{
+		GUC_check_errdetail("The list of brokers has an empty entry.");
+		GUC_check_errhint("Write a comma-separated list such as '127.0.0.1:9092,127.0.0.1:9093'.");
+		return false;
+	}
 	copy = strdup(*newval);
 	if (copy == NULL)
 		return false;

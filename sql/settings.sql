@@ -1,0 +1,24 @@
+-- Settings are validated where they are set, and the error names them.
+SHOW iq_fdw.application_id;
+SHOW iq_fdw.customer_topic;
+SHOW iq_fdw.order_topic;
+SHOW iq_fdw.partitioner;
+SHOW iq_fdw.processing_guarantee;
+
+SET iq_fdw.peer_timeout = -5;
+SET iq_fdw.peer_timeout = '2s';
+SHOW iq_fdw.peer_timeout;
+SET iq_fdw.max_lag = 1000;
+SET iq_fdw.lag_policy = 'sometimes';
+SET iq_fdw.lag_policy = 'wait';
+SET iq_fdw.no_such_setting = 1;
+
+-- Worker settings change with ALTER SYSTEM and a reload, not per session.
+SET iq_fdw.bootstrap_servers = '127.0.0.1:9092';
+ALTER SYSTEM SET iq_fdw.bootstrap_servers = 'no-port-here';
+ALTER SYSTEM SET iq_fdw.bootstrap_servers = '127.0.0.1:9092,';
+ALTER SYSTEM SET iq_fdw.http_listen = '127.0.0.1:99999';
+ALTER SYSTEM SET iq_fdw.state_dir = 'relative/path';
+ALTER SYSTEM SET iq_fdw.state_dir = '/proc/iq_fdw';
+ALTER SYSTEM SET iq_fdw.application_id = 'has space';
+ALTER SYSTEM SET iq_fdw.processing_guarantee = 'twice';
