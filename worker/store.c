@@ -1,0 +1,988 @@
+/*-------------------------------------------------------------------------
+ * store.c
+ *	  RocksDB state per partition: open/close/write for the worker's main
+ *	  thread, reads for any thread (store.h, store_admin.h).
+ *
+ * No PostgreSQL function is called here (postgres.h only for types), because the HTTP and local-socket
+ * threads read through this file.  Each partition has a writer-preferring
+ * rwlock: readers (get, cursors) hold it shared while they use the
+ * database, open/close take it exclusively, so a rebalance that closes a
+ * partition waits for its readers and never frees a database under them.
+ * The main thread writes without the lock: RocksDB is safe for concurrent
+ * reads and writes, and only the main thread opens or closes.
+ *
+ * Memory is bounded by one LRU block cache shared by every database (index
+ * and filter blocks charged to it) and by a write-buffer limit per database
+ * derived from the budget and the partition count.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <rocksdb/c.h>
+
+#include "shmem.h"
+#include "store_admin.h"
+
+/* RocksDB insists on "default"; it stays empty */
+#define CF_OF(store)	((store) + 1)
+#define CF_CHECKPOINT	(IQ_NUM_STORES + 1)
+#define NUM_CF			(IQ_NUM_STORES + 2)
+
+static const char *const cf_names[NUM_CF] = {
+	"default", "customer-v1-changelog", "order-count", "checkpoint"
+};
+
+typedef struct PartStore
+{
+	pthread_rwlock_t lock;
+	rocksdb_t  *db;				/* NULL when closed */
+	rocksdb_column_family_handle_t *cf[NUM_CF];
+	bool		held;			/* assigned to us and published */
+	bool		restoring;
+	int64_t		consumed_offset;	/* atomics: read without the lock */
+	int64_t		end_offset;
+} PartStore;
+
+struct IqStoreBatch
+{
+	int			partition;
+	rocksdb_writebatch_t *wb;
+};
+
+struct IqStoreCursor
+{
+	int			nparts;
+	int		   *parts;			/* locked partitions, ascending */
+	rocksdb_iterator_t **iters;
+	int		   *heap;			/* indexes into iters, min-heap by key */
+	int			heap_len;
+	int			last;			/* iterator of the row handed out, -1 none */
+	char	   *upper;
+	size_t		upper_len;
+	bool		upper_incl;
+	char	   *error;			/* first iterator error */
+	rocksdb_readoptions_t *ropts;
+};
+
+static PartStore parts[IQ_MAX_PARTITIONS];
+static bool initialized = false;
+static char *base_dir = NULL;
+static size_t budget = 0;
+static rocksdb_cache_t *block_cache = NULL;
+static rocksdb_readoptions_t *read_opts = NULL;
+static rocksdb_writeoptions_t *write_opts = NULL;
+static int	partition_count = 0;	/* atomic */
+
+static void set_err(char **err, const char *fmt,...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * set_err
+ *		A malloc'd message for the caller (no PostgreSQL allocator here).
+ */
+static void
+set_err(char **err, const char *fmt,...)
+{
+	char		buf[1024];
+	va_list		ap;
+
+	if (err == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	*err = strdup(buf);
+}
+
+/*
+ * mkdir_p
+ *		Create a directory and its parents (0700, as PostgreSQL's own).
+ */
+static int
+mkdir_p(const char *path)
+{
+	char		tmp[4096];
+	size_t		len = strlen(path);
+
+	if (len >= sizeof(tmp))
+		return ENAMETOOLONG;
+	memcpy(tmp, path, len + 1);
+	for (char *p = tmp + 1; *p; p++)
+	{
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+			return errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+		return errno;
+	return 0;
+}
+
+/*
+ * iq_store_init
+ *		Shared cache and options; partitions are opened on assignment.
+ */
+bool
+iq_store_init(const char *dir, size_t memory_budget_bytes, char **err)
+{
+	int			rc;
+
+	if (!initialized)
+	{
+		pthread_rwlockattr_t attr;
+
+		pthread_rwlockattr_init(&attr);
+		/* a waiting close must not be starved by a stream of new readers */
+		pthread_rwlockattr_setkind_np(&attr,
+									  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		for (int i = 0; i < IQ_MAX_PARTITIONS; i++)
+		{
+			memset(&parts[i], 0, sizeof(PartStore));
+			pthread_rwlock_init(&parts[i].lock, &attr);
+			parts[i].consumed_offset = -1;
+			parts[i].end_offset = -1;
+		}
+		pthread_rwlockattr_destroy(&attr);
+		initialized = true;
+	}
+	rc = mkdir_p(dir);
+	if (rc != 0)
+	{
+		set_err(err, "could not create state directory \"%s\": %s", dir, strerror(rc));
+		return false;
+	}
+	free(base_dir);
+	base_dir = strdup(dir);
+	budget = memory_budget_bytes;
+	if (block_cache == NULL)
+		block_cache = rocksdb_cache_create_lru(budget / 2);
+	if (read_opts == NULL)
+		read_opts = rocksdb_readoptions_create();
+	if (write_opts == NULL)
+	{
+		write_opts = rocksdb_writeoptions_create();
+		/* the WAL survives a crash of the process; the changelog covers the machine */
+		rocksdb_writeoptions_set_sync(write_opts, 0);
+	}
+	return true;
+}
+
+void
+iq_store_set_partition_count(int n)
+{
+	__atomic_store_n(&partition_count, n, __ATOMIC_RELEASE);
+}
+
+int
+iq_store_partition_count(void)
+{
+	return __atomic_load_n(&partition_count, __ATOMIC_ACQUIRE);
+}
+
+static void
+partition_path(int partition, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s/%d", base_dir, partition);
+}
+
+/*
+ * make_options
+ *		Options of one partition's database, sized from the budget.
+ *
+ * Half the budget is the shared block cache; the other half is split
+ * between the partitions for memtables (two per column family at most).
+ */
+static rocksdb_options_t *
+make_options(void)
+{
+	rocksdb_options_t *opts = rocksdb_options_create();
+	rocksdb_block_based_table_options_t *bbto;
+	int			np = iq_store_partition_count();
+	size_t		per_db;
+	size_t		per_cf;
+
+	if (np <= 0)
+		np = 1;
+	per_db = (budget / 2) / np;
+	if (per_db < 4 * 1024 * 1024)
+		per_db = 4 * 1024 * 1024;
+	per_cf = per_db / 4;
+
+	bbto = rocksdb_block_based_options_create();
+	rocksdb_block_based_options_set_block_cache(bbto, block_cache);
+	rocksdb_block_based_options_set_cache_index_and_filter_blocks(bbto, 1);
+	rocksdb_options_set_block_based_table_factory(opts, bbto);
+	rocksdb_block_based_options_destroy(bbto);
+
+	rocksdb_options_set_create_if_missing(opts, 1);
+	rocksdb_options_set_create_missing_column_families(opts, 1);
+	rocksdb_options_set_db_write_buffer_size(opts, per_db);
+	rocksdb_options_set_write_buffer_size(opts, per_cf);
+	rocksdb_options_set_max_write_buffer_number(opts, 2);
+	rocksdb_options_set_max_total_wal_size(opts, per_db * 2);
+	rocksdb_options_set_max_open_files(opts, 256);
+	rocksdb_options_set_max_background_jobs(opts, 2);
+	rocksdb_options_set_keep_log_file_num(opts, 2);
+	rocksdb_options_set_info_log_level(opts, 2);	/* WARN */
+	rocksdb_options_set_compression(opts, rocksdb_lz4_compression);
+	return opts;
+}
+
+static int64_t
+decode_i64(const char *p)
+{
+	uint64_t	u = 0;
+
+	for (int i = 0; i < 8; i++)
+		u = (u << 8) | (unsigned char) p[i];
+	return (int64_t) u;
+}
+
+static void
+encode_i64(int64_t v, char out[8])
+{
+	uint64_t	u = (uint64_t) v;
+
+	for (int i = 7; i >= 0; i--)
+	{
+		out[i] = (char) (u & 0xff);
+		u >>= 8;
+	}
+}
+
+static const char *const ckpt_keys[3] = {"customer", "order", "changelog"};
+
+/*
+ * read_checkpoint
+ *		The offsets written with the data; -1 where absent.
+ */
+static bool
+read_checkpoint(PartStore *ps, IqCheckpoint *ck, char **err)
+{
+	int64_t    *slots[3] = {&ck->customer_next, &ck->order_next, &ck->changelog_next};
+
+	for (int i = 0; i < 3; i++)
+	{
+		char	   *e = NULL;
+		size_t		vlen = 0;
+		char	   *v = rocksdb_get_cf(ps->db, read_opts, ps->cf[CF_CHECKPOINT],
+									   ckpt_keys[i], strlen(ckpt_keys[i]), &vlen, &e);
+
+		*slots[i] = -1;
+		if (e != NULL)
+		{
+			set_err(err, "could not read checkpoint: %s", e);
+			free(e);
+			return false;
+		}
+		if (v != NULL && vlen == 8)
+			*slots[i] = decode_i64(v);
+		rocksdb_free(v);
+	}
+	return true;
+}
+
+/*
+ * iq_store_open
+ *		Open (or create) one partition's database, not yet readable.
+ */
+bool
+iq_store_open(int partition, IqCheckpoint *checkpoint, bool *existed, char **err)
+{
+	PartStore  *ps;
+	char		path[4096];
+	char		current[4200];
+	struct stat st;
+	rocksdb_options_t *opts;
+	const rocksdb_options_t *cf_opts[NUM_CF];
+	char	   *e = NULL;
+	rocksdb_t  *db;
+	int			rc;
+
+	if (partition < 0 || partition >= IQ_MAX_PARTITIONS)
+	{
+		set_err(err, "partition %d is out of range", partition);
+		return false;
+	}
+	ps = &parts[partition];
+	if (ps->db != NULL)
+	{
+		if (existed)
+			*existed = true;
+		return read_checkpoint(ps, checkpoint, err);
+	}
+
+	partition_path(partition, path, sizeof(path));
+	snprintf(current, sizeof(current), "%s/CURRENT", path);
+	if (existed)
+		*existed = (stat(current, &st) == 0);
+	rc = mkdir_p(path);
+	if (rc != 0)
+	{
+		set_err(err, "could not create \"%s\": %s", path, strerror(rc));
+		return false;
+	}
+
+	opts = make_options();
+	for (int i = 0; i < NUM_CF; i++)
+		cf_opts[i] = opts;
+	{
+		rocksdb_column_family_handle_t *handles[NUM_CF];
+
+		db = rocksdb_open_column_families(opts, path, NUM_CF,
+										  (const char *const *) cf_names,
+										  cf_opts, handles, &e);
+		if (e != NULL)
+		{
+			set_err(err, "could not open RocksDB at \"%s\": %s", path, e);
+			free(e);
+			rocksdb_options_destroy(opts);
+			return false;
+		}
+		pthread_rwlock_wrlock(&ps->lock);
+		ps->db = db;
+		memcpy(ps->cf, handles, sizeof(handles));
+		ps->held = false;
+		ps->restoring = true;
+		pthread_rwlock_unlock(&ps->lock);
+	}
+	rocksdb_options_destroy(opts);
+	return read_checkpoint(ps, checkpoint, err);
+}
+
+bool
+iq_store_is_open(int partition)
+{
+	return partition >= 0 && partition < IQ_MAX_PARTITIONS && parts[partition].db != NULL;
+}
+
+void
+iq_store_set_held(int partition, bool held, bool restoring)
+{
+	PartStore  *ps = &parts[partition];
+
+	pthread_rwlock_wrlock(&ps->lock);
+	ps->held = held && ps->db != NULL;
+	ps->restoring = restoring;
+	pthread_rwlock_unlock(&ps->lock);
+}
+
+/*
+ * close_locked
+ *		Free a database's handles; the caller holds the write lock.
+ */
+static void
+close_locked(PartStore *ps)
+{
+	if (ps->db == NULL)
+		return;
+	for (int i = 0; i < NUM_CF; i++)
+	{
+		rocksdb_column_family_handle_destroy(ps->cf[i]);
+		ps->cf[i] = NULL;
+	}
+	rocksdb_close(ps->db);
+	ps->db = NULL;
+	ps->held = false;
+	ps->restoring = false;
+	__atomic_store_n(&ps->consumed_offset, -1, __ATOMIC_RELAXED);
+	__atomic_store_n(&ps->end_offset, -1, __ATOMIC_RELAXED);
+}
+
+void
+iq_store_close(int partition)
+{
+	PartStore  *ps = &parts[partition];
+
+	if (ps->db == NULL)
+		return;
+	pthread_rwlock_wrlock(&ps->lock);
+	close_locked(ps);
+	pthread_rwlock_unlock(&ps->lock);
+}
+
+/*
+ * iq_store_destroy
+ *		Close and delete one partition's database.
+ */
+bool
+iq_store_destroy(int partition, char **err)
+{
+	char		path[4096];
+	char	   *e = NULL;
+	rocksdb_options_t *opts;
+
+	iq_store_close(partition);
+	partition_path(partition, path, sizeof(path));
+	opts = rocksdb_options_create();
+	rocksdb_destroy_db(opts, path, &e);
+	rocksdb_options_destroy(opts);
+	if (e != NULL)
+	{
+		set_err(err, "could not delete RocksDB at \"%s\": %s", path, e);
+		free(e);
+		return false;
+	}
+	return true;
+}
+
+void
+iq_store_shutdown(void)
+{
+	if (!initialized)
+		return;
+	for (int i = 0; i < IQ_MAX_PARTITIONS; i++)
+		iq_store_close(i);
+	if (block_cache)
+		rocksdb_cache_destroy(block_cache);
+	block_cache = NULL;
+	if (read_opts)
+		rocksdb_readoptions_destroy(read_opts);
+	read_opts = NULL;
+	if (write_opts)
+		rocksdb_writeoptions_destroy(write_opts);
+	write_opts = NULL;
+	free(base_dir);
+	base_dir = NULL;
+}
+
+void
+iq_store_set_position(int partition, int64_t consumed, int64_t end)
+{
+	__atomic_store_n(&parts[partition].consumed_offset, consumed, __ATOMIC_RELAXED);
+	__atomic_store_n(&parts[partition].end_offset, end, __ATOMIC_RELAXED);
+}
+
+/* ---- reads, any thread ---- */
+
+int
+iq_store_held_partitions(int *out, int max)
+{
+	int			n = 0;
+
+	if (!initialized)
+		return 0;
+	for (int i = 0; i < IQ_MAX_PARTITIONS && n < max; i++)
+	{
+		PartStore  *ps = &parts[i];
+		bool		ok;
+
+		pthread_rwlock_rdlock(&ps->lock);
+		ok = ps->db != NULL && ps->held && !ps->restoring;
+		pthread_rwlock_unlock(&ps->lock);
+		if (ok)
+			out[n++] = i;
+	}
+	return n;
+}
+
+/*
+ * get_common
+ *		Point read under the partition's read lock.
+ */
+static IqReadStatus
+get_common(IqStoreId store, int partition, const char *key, size_t key_len,
+		   char **value, size_t *value_len, char **err, bool raw)
+{
+	PartStore  *ps;
+	char	   *e = NULL;
+	char	   *v;
+	size_t		vlen = 0;
+	IqReadStatus status;
+
+	*value = NULL;
+	*value_len = 0;
+	if (!initialized || partition < 0 || partition >= IQ_MAX_PARTITIONS ||
+		store < 0 || store >= IQ_NUM_STORES)
+		return IQ_READ_NOT_HELD;
+	ps = &parts[partition];
+	pthread_rwlock_rdlock(&ps->lock);
+	if (ps->db == NULL || (!raw && !ps->held))
+	{
+		pthread_rwlock_unlock(&ps->lock);
+		return IQ_READ_NOT_HELD;
+	}
+	if (!raw && ps->restoring)
+	{
+		pthread_rwlock_unlock(&ps->lock);
+		return IQ_READ_RESTORING;
+	}
+	v = rocksdb_get_cf(ps->db, read_opts, ps->cf[CF_OF(store)], key, key_len, &vlen, &e);
+	pthread_rwlock_unlock(&ps->lock);
+	if (e != NULL)
+	{
+		set_err(err, "RocksDB read failed: %s", e);
+		free(e);
+		rocksdb_free(v);
+		return IQ_READ_ERROR;
+	}
+	if (v == NULL)
+		return IQ_READ_NOT_FOUND;
+	/* hand out a malloc'd copy: callers free() it without knowing RocksDB */
+	*value = malloc(vlen + 1);
+	if (*value == NULL)
+		status = IQ_READ_ERROR;
+	else
+	{
+		memcpy(*value, v, vlen);
+		(*value)[vlen] = '\0';
+		*value_len = vlen;
+		status = IQ_READ_OK;
+	}
+	rocksdb_free(v);
+	if (status == IQ_READ_ERROR)
+		set_err(err, "out of memory");
+	return status;
+}
+
+IqReadStatus
+iq_store_get(IqStoreId store, int partition, const char *key, size_t key_len,
+			 char **value, size_t *value_len, char **err)
+{
+	return get_common(store, partition, key, key_len, value, value_len, err, false);
+}
+
+IqReadStatus
+iq_store_get_raw(IqStoreId store, int partition, const char *key, size_t key_len,
+				 char **value, size_t *value_len, char **err)
+{
+	return get_common(store, partition, key, key_len, value, value_len, err, true);
+}
+
+uint64_t
+iq_store_approximate_count(IqStoreId store, const int *partitions, int npartitions)
+{
+	uint64_t	total = 0;
+	int			held[IQ_MAX_PARTITIONS];
+
+	if (!initialized || store < 0 || store >= IQ_NUM_STORES)
+		return 0;
+	if (npartitions == 0)
+	{
+		npartitions = iq_store_held_partitions(held, IQ_MAX_PARTITIONS);
+		partitions = held;
+	}
+	for (int i = 0; i < npartitions; i++)
+	{
+		int			p = partitions[i];
+		PartStore  *ps;
+		uint64_t	n = 0;
+
+		if (p < 0 || p >= IQ_MAX_PARTITIONS)
+			continue;
+		ps = &parts[p];
+		pthread_rwlock_rdlock(&ps->lock);
+		if (ps->db != NULL && ps->held &&
+			rocksdb_property_int_cf(ps->db, ps->cf[CF_OF(store)],
+									"rocksdb.estimate-num-keys", &n) == 0)
+			total += n;
+		pthread_rwlock_unlock(&ps->lock);
+	}
+	return total;
+}
+
+bool
+iq_store_position(int partition, IqPartitionPosition *pos)
+{
+	PartStore  *ps;
+	bool		ok;
+
+	if (!initialized || partition < 0 || partition >= IQ_MAX_PARTITIONS)
+		return false;
+	ps = &parts[partition];
+	pthread_rwlock_rdlock(&ps->lock);
+	ok = ps->db != NULL && ps->held;
+	pthread_rwlock_unlock(&ps->lock);
+	if (!ok)
+		return false;
+	pos->partition = partition;
+	pos->consumed_offset = __atomic_load_n(&ps->consumed_offset, __ATOMIC_RELAXED);
+	pos->end_offset = __atomic_load_n(&ps->end_offset, __ATOMIC_RELAXED);
+	return true;
+}
+
+/* ---- cursors ---- */
+
+static int
+key_cmp(rocksdb_iterator_t *a, rocksdb_iterator_t *b)
+{
+	size_t		la,
+				lb;
+	const char *ka = rocksdb_iter_key(a, &la);
+	const char *kb = rocksdb_iter_key(b, &lb);
+	int			c = memcmp(ka, kb, la < lb ? la : lb);
+
+	if (c != 0)
+		return c;
+	return (la > lb) - (la < lb);
+}
+
+static void
+heap_down(IqStoreCursor *c, int i)
+{
+	for (;;)
+	{
+		int			l = 2 * i + 1,
+					r = l + 1,
+					m = i;
+
+		if (l < c->heap_len && key_cmp(c->iters[c->heap[l]], c->iters[c->heap[m]]) < 0)
+			m = l;
+		if (r < c->heap_len && key_cmp(c->iters[c->heap[r]], c->iters[c->heap[m]]) < 0)
+			m = r;
+		if (m == i)
+			return;
+		{
+			int			t = c->heap[i];
+
+			c->heap[i] = c->heap[m];
+			c->heap[m] = t;
+		}
+		i = m;
+	}
+}
+
+/*
+ * iter_usable
+ *		Valid and within the upper bound; records an iterator error.
+ */
+static bool
+iter_usable(IqStoreCursor *c, int i)
+{
+	rocksdb_iterator_t *it = c->iters[i];
+
+	if (!rocksdb_iter_valid(it))
+	{
+		char	   *e = NULL;
+
+		rocksdb_iter_get_error(it, &e);
+		if (e != NULL)
+		{
+			if (c->error == NULL)
+				c->error = e;
+			else
+				free(e);
+		}
+		return false;
+	}
+	if (c->upper != NULL)
+	{
+		size_t		kl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		int			cmp = memcmp(k, c->upper, kl < c->upper_len ? kl : c->upper_len);
+
+		if (cmp == 0)
+			cmp = (kl > c->upper_len) - (kl < c->upper_len);
+		if (cmp > 0 || (cmp == 0 && !c->upper_incl))
+			return false;
+	}
+	return true;
+}
+
+static void
+cursor_free(IqStoreCursor *c)
+{
+	for (int i = 0; i < c->nparts; i++)
+	{
+		if (c->iters[i])
+			rocksdb_iter_destroy(c->iters[i]);
+		pthread_rwlock_unlock(&parts[c->parts[i]].lock);
+	}
+	if (c->ropts)
+		rocksdb_readoptions_destroy(c->ropts);
+	free(c->iters);
+	free(c->heap);
+	free(c->parts);
+	free(c->upper);
+	free(c->error);
+	free(c);
+}
+
+static int
+int_cmp(const void *a, const void *b)
+{
+	return *(const int *) a - *(const int *) b;
+}
+
+/*
+ * iq_store_cursor_open
+ *		A k-way merge of one iterator per partition, in key byte order.
+ */
+IqStoreCursor *
+iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
+					 const char *lower, size_t lower_len, bool lower_incl,
+					 const char *upper, size_t upper_len, bool upper_incl,
+					 IqReadStatus *status, char **err)
+{
+	IqStoreCursor *c;
+	int			held[IQ_MAX_PARTITIONS];
+	int			n = 0;
+
+	*status = IQ_READ_OK;
+	if (!initialized || store < 0 || store >= IQ_NUM_STORES)
+	{
+		*status = IQ_READ_NOT_HELD;
+		return NULL;
+	}
+	if (npartitions == 0)
+	{
+		npartitions = iq_store_held_partitions(held, IQ_MAX_PARTITIONS);
+		partitions = held;
+	}
+	c = calloc(1, sizeof(IqStoreCursor));
+	if (c == NULL)
+		goto oom;
+	c->last = -1;
+	c->parts = malloc(sizeof(int) * (npartitions > 0 ? npartitions : 1));
+	c->iters = calloc(npartitions > 0 ? npartitions : 1, sizeof(rocksdb_iterator_t *));
+	c->heap = malloc(sizeof(int) * (npartitions > 0 ? npartitions : 1));
+	if (!c->parts || !c->iters || !c->heap)
+		goto oom;
+	/* sorted and deduplicated: locks are always taken in the same order */
+	memcpy(c->parts, partitions, sizeof(int) * npartitions);
+	qsort(c->parts, npartitions, sizeof(int), int_cmp);
+	for (int i = 0; i < npartitions; i++)
+		if (i == 0 || c->parts[i] != c->parts[n - 1])
+			c->parts[n++] = c->parts[i];
+	if (upper != NULL)
+	{
+		c->upper = malloc(upper_len > 0 ? upper_len : 1);
+		if (c->upper == NULL)
+			goto oom;
+		memcpy(c->upper, upper, upper_len);
+		c->upper_len = upper_len;
+		c->upper_incl = upper_incl;
+	}
+	c->ropts = rocksdb_readoptions_create();
+
+	c->nparts = 0;
+	for (int i = 0; i < n; i++)
+	{
+		int			p = c->parts[i];
+		PartStore  *ps;
+
+		if (p < 0 || p >= IQ_MAX_PARTITIONS)
+		{
+			*status = IQ_READ_NOT_HELD;
+			break;
+		}
+		ps = &parts[p];
+		pthread_rwlock_rdlock(&ps->lock);
+		if (ps->db == NULL || !ps->held || ps->restoring)
+		{
+			*status = (ps->db != NULL && ps->held) ? IQ_READ_RESTORING : IQ_READ_NOT_HELD;
+			pthread_rwlock_unlock(&ps->lock);
+			break;
+		}
+		c->parts[c->nparts] = p;
+		c->iters[c->nparts] = rocksdb_create_iterator_cf(ps->db, c->ropts, ps->cf[CF_OF(store)]);
+		c->nparts++;
+	}
+	if (*status != IQ_READ_OK)
+	{
+		cursor_free(c);
+		return NULL;
+	}
+
+	for (int i = 0; i < c->nparts; i++)
+	{
+		rocksdb_iterator_t *it = c->iters[i];
+
+		if (lower != NULL)
+		{
+			rocksdb_iter_seek(it, lower, lower_len);
+			if (!lower_incl && rocksdb_iter_valid(it))
+			{
+				size_t		kl;
+				const char *k = rocksdb_iter_key(it, &kl);
+
+				if (kl == lower_len && memcmp(k, lower, kl) == 0)
+					rocksdb_iter_next(it);
+			}
+		}
+		else
+			rocksdb_iter_seek_to_first(it);
+		if (iter_usable(c, i))
+			c->heap[c->heap_len++] = i;
+	}
+	for (int i = c->heap_len / 2 - 1; i >= 0; i--)
+		heap_down(c, i);
+	if (c->error != NULL)
+	{
+		*status = IQ_READ_ERROR;
+		set_err(err, "RocksDB iterator failed: %s", c->error);
+		cursor_free(c);
+		return NULL;
+	}
+	return c;
+
+oom:
+	if (c)
+	{
+		c->nparts = 0;
+		cursor_free(c);
+	}
+	*status = IQ_READ_ERROR;
+	set_err(err, "out of memory");
+	return NULL;
+}
+
+/*
+ * iq_store_cursor_next
+ *		Advance the iterator of the previous row, then hand out the least.
+ */
+bool
+iq_store_cursor_next(IqStoreCursor *c, IqStoreRow *row)
+{
+	rocksdb_iterator_t *it;
+
+	if (c->last >= 0)
+	{
+		/* the previous row's iterator is at the top of the heap */
+		rocksdb_iter_next(c->iters[c->last]);
+		if (!iter_usable(c, c->last))
+			c->heap[0] = c->heap[--c->heap_len];
+		c->last = -1;
+		if (c->heap_len > 0)
+			heap_down(c, 0);
+	}
+	if (c->heap_len == 0 || c->error != NULL)
+		return false;
+	c->last = c->heap[0];
+	it = c->iters[c->last];
+	row->key = rocksdb_iter_key(it, &row->key_len);
+	row->value = rocksdb_iter_value(it, &row->value_len);
+	row->partition = c->parts[c->last];
+	return true;
+}
+
+IqReadStatus
+iq_store_cursor_close(IqStoreCursor *c, char **err)
+{
+	IqReadStatus status = IQ_READ_OK;
+
+	if (c == NULL)
+		return IQ_READ_OK;
+	for (int i = 0; i < c->nparts && c->error == NULL; i++)
+	{
+		char	   *e = NULL;
+
+		rocksdb_iter_get_error(c->iters[i], &e);
+		if (e != NULL)
+			c->error = e;
+	}
+	if (c->error != NULL)
+	{
+		status = IQ_READ_ERROR;
+		set_err(err, "RocksDB iterator failed: %s", c->error);
+	}
+	cursor_free(c);
+	return status;
+}
+
+/* ---- writes, main thread ---- */
+
+IqStoreBatch *
+iq_store_batch_begin(int partition)
+{
+	IqStoreBatch *b = malloc(sizeof(IqStoreBatch));
+
+	if (b == NULL)
+		return NULL;
+	b->partition = partition;
+	b->wb = rocksdb_writebatch_create();
+	return b;
+}
+
+void
+iq_store_batch_put(IqStoreBatch *b, IqStoreId store, const char *key, size_t key_len,
+				   const char *value, size_t value_len)
+{
+	PartStore  *ps = &parts[b->partition];
+
+	if (ps->db == NULL)
+		return;
+	rocksdb_writebatch_put_cf(b->wb, ps->cf[CF_OF(store)], key, key_len, value, value_len);
+}
+
+void
+iq_store_batch_delete(IqStoreBatch *b, IqStoreId store, const char *key, size_t key_len)
+{
+	PartStore  *ps = &parts[b->partition];
+
+	if (ps->db == NULL)
+		return;
+	rocksdb_writebatch_delete_cf(b->wb, ps->cf[CF_OF(store)], key, key_len);
+}
+
+void
+iq_store_batch_checkpoint(IqStoreBatch *b, const IqCheckpoint *ck)
+{
+	PartStore  *ps = &parts[b->partition];
+	const int64_t vals[3] = {ck->customer_next, ck->order_next, ck->changelog_next};
+
+	if (ps->db == NULL)
+		return;
+	for (int i = 0; i < 3; i++)
+	{
+		char		v[8];
+
+		if (vals[i] < 0)
+			continue;
+		encode_i64(vals[i], v);
+		rocksdb_writebatch_put_cf(b->wb, ps->cf[CF_CHECKPOINT],
+								  ckpt_keys[i], strlen(ckpt_keys[i]), v, 8);
+	}
+}
+
+int
+iq_store_batch_count(IqStoreBatch *b)
+{
+	return rocksdb_writebatch_count(b->wb);
+}
+
+bool
+iq_store_batch_commit(IqStoreBatch *b, char **err)
+{
+	PartStore  *ps = &parts[b->partition];
+	char	   *e = NULL;
+	bool		ok = true;
+
+	if (ps->db == NULL)
+	{
+		set_err(err, "partition is not open");
+		ok = false;
+	}
+	else if (rocksdb_writebatch_count(b->wb) > 0)
+	{
+		rocksdb_write(ps->db, write_opts, b->wb, &e);
+		if (e != NULL)
+		{
+			set_err(err, "RocksDB write failed: %s", e);
+			free(e);
+			ok = false;
+		}
+	}
+	iq_store_batch_discard(b);
+	return ok;
+}
+
+void
+iq_store_batch_discard(IqStoreBatch *b)
+{
+	if (b == NULL)
+		return;
+	rocksdb_writebatch_destroy(b->wb);
+	free(b);
+}

@@ -1,0 +1,86 @@
+/*-------------------------------------------------------------------------
+ * store_admin.h
+ *	  The worker's side of the RocksDB state: open, close, write, restore
+ *	  bookkeeping.  Main thread of the worker only (store.h is the read side
+ *	  any thread may use).
+ *
+ * Errors come back as malloc'd strings (free with free()), so that the
+ * same code can be exercised outside PostgreSQL.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_STORE_ADMIN_H
+#define IQ_STORE_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/*
+ * What a partition's checkpoint column family records, written in the same
+ * WriteBatch as the data it covers.  Each is the next offset to read, -1
+ * when nothing has been read yet.
+ */
+typedef struct IqCheckpoint
+{
+	int64_t		customer_next;	/* customer topic */
+	int64_t		order_next;		/* order topic (the group's commit is the
+								 * authority; kept for freshness) */
+	int64_t		changelog_next; /* changelog topic */
+} IqCheckpoint;
+
+typedef struct IqStoreBatch IqStoreBatch;
+
+/* Set up the shared cache; base_dir is <state_dir>/<application_id>. */
+extern bool iq_store_init(const char *base_dir, size_t memory_budget_bytes,
+						  char **err);
+
+/* Close every partition and free the cache. */
+extern void iq_store_shutdown(void);
+
+extern void iq_store_set_partition_count(int partition_count);
+
+/*
+ * Open partition's database (creating it if missing), marked restoring and
+ * not yet held; *existed says whether a database was there before.
+ */
+extern bool iq_store_open(int partition, IqCheckpoint *checkpoint,
+						  bool *existed, char **err);
+extern bool iq_store_is_open(int partition);
+
+/* Readable by other threads (held) or not; restoring or not. */
+extern void iq_store_set_held(int partition, bool held, bool restoring);
+
+/* Close one partition; waits for readers of it. */
+extern void iq_store_close(int partition);
+
+/* Close and delete a partition's database (a wipe before a full restore). */
+extern bool iq_store_destroy(int partition, char **err);
+
+/* Freshness published to readers. */
+extern void iq_store_set_position(int partition, int64_t consumed_offset,
+								  int64_t end_offset);
+
+/* Main thread: read ignoring the restoring flag (base values for updates). */
+extern IqReadStatus iq_store_get_raw(IqStoreId store, int partition,
+									 const char *key, size_t key_len,
+									 char **value, size_t *value_len,
+									 char **err);
+
+/* One atomic write per partition. */
+extern IqStoreBatch *iq_store_batch_begin(int partition);
+extern void iq_store_batch_put(IqStoreBatch *batch, IqStoreId store,
+							   const char *key, size_t key_len,
+							   const char *value, size_t value_len);
+extern void iq_store_batch_delete(IqStoreBatch *batch, IqStoreId store,
+								  const char *key, size_t key_len);
+extern void iq_store_batch_checkpoint(IqStoreBatch *batch,
+									  const IqCheckpoint *checkpoint);
+extern int	iq_store_batch_count(IqStoreBatch *batch);
+
+/* Write and free the batch (freed on failure too). */
+extern bool iq_store_batch_commit(IqStoreBatch *batch, char **err);
+extern void iq_store_batch_discard(IqStoreBatch *batch);
+
+#endif							/* IQ_STORE_ADMIN_H */
