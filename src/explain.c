@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ * explain.c
+ *	  EXPLAIN of a foreign scan: the store, what it is asked, and where.
+ *
+ * Which instance owns a partition changes with the consumer group, so the
+ * instances are shown only with COSTS or ANALYZE, as postgres_fdw keeps
+ * what varies between runs out of EXPLAIN (COSTS OFF); the partitions of
+ * constant keys depend only on the topic and are shown with VERBOSE.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/explain.h"
+#include "lib/stringinfo.h"
+
+#include "iq_fdw.h"
+#include "owners.h"
+#include "plan.h"
+#include "quals.h"
+#include "scan.h"
+
+static void explain_partitions(List *keys, ExplainState *es);
+
+/*
+ * iqExplainForeignScan
+ *		Store, key lookup / key range / full scan, pushed LIMIT; with
+ *		VERBOSE the partitions of constant keys and their owners.
+ */
+void
+iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
+{
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	List	   *priv = plan->fdw_private;
+	IqScanKind	kind = intVal(list_nth(priv, IQ_PRIV_KIND));
+	const char *pushed = strVal(list_nth(priv, IQ_PRIV_PUSHED));
+	const char *limit = strVal(list_nth(priv, IQ_PRIV_LIMIT));
+	IqScanState *s = (IqScanState *) node->fdw_state;
+
+	ExplainPropertyText("Store",
+						iq_stores[intVal(list_nth(priv, IQ_PRIV_STORE))].name, es);
+	if (kind == IQ_SCAN_POINT)
+		ExplainPropertyText("Key Lookup", pushed, es);
+	else if (kind == IQ_SCAN_RANGE)
+		ExplainPropertyText("Key Range", pushed, es);
+	else
+		ExplainPropertyText("Full Scan", "all partitions", es);
+	if (limit[0] != '\0')
+		ExplainPropertyText("Limit", limit, es);
+
+	if (es->verbose && kind == IQ_SCAN_POINT)
+		explain_partitions((List *) list_nth(priv, IQ_PRIV_CONST_KEYS), es);
+
+	if (es->analyze && s != NULL && s->instances.len > 0)
+		ExplainPropertyText("Instances Asked", s->instances.data, es);
+}
+
+/*
+ * explain_partitions
+ *		Partitions of constant keys, and (with COSTS) their owners now.
+ */
+static void
+explain_partitions(List *keys, ExplainState *es)
+{
+	IqOwnership *o;
+	bool		needed[IQ_MAX_PARTITIONS] = {0};
+	StringInfoData buf;
+	ListCell   *lc;
+
+	if (keys == NIL)
+		return;
+	o = palloc(sizeof(IqOwnership));
+	iq_ownership_read(o);
+	if (o->partition_count <= 0)
+		return;
+
+	foreach(lc, keys)
+	{
+		const char *key = strVal(lfirst(lc));
+		int			p = iq_ownership_partition(o, key, strlen(key));
+
+		if (p >= 0 && p < IQ_MAX_PARTITIONS)
+			needed[p] = true;
+	}
+
+	initStringInfo(&buf);
+	for (int p = 0; p < o->partition_count; p++)
+		if (needed[p])
+			appendStringInfo(&buf, "%s%d", buf.len ? ", " : "", p);
+	ExplainPropertyText("Partitions", buf.data, es);
+
+	if (!es->costs && !es->analyze)
+		return;
+	resetStringInfo(&buf);
+	for (int p = 0; p < o->partition_count; p++)
+	{
+		int			m = o->owner[p];
+
+		if (!needed[p])
+			continue;
+		if (m >= 0 && m < o->nmembers)
+			appendStringInfo(&buf, "%s%s:%d%s (partition %d)", buf.len ? ", " : "",
+							 o->members[m].host, o->members[m].port,
+							 o->members[m].is_self ? " local" : "", p);
+		else
+			appendStringInfo(&buf, "%snone (partition %d)", buf.len ? ", " : "", p);
+	}
+	ExplainPropertyText("Instances", buf.data, es);
+}

@@ -1,0 +1,175 @@
+/*-------------------------------------------------------------------------
+ * owners.c
+ *	  Partition ownership as a backend sees it.
+ *
+ * The worker publishes the consumer group's assignment in shared memory;
+ * a read copies it once (under LW_SHARED) and routes from the copy.  A
+ * partition without an owner (a rebalance, or no instance running) is
+ * waited for a bounded time, then the query fails: a read never skips a
+ * partition silently.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+#include "owners.h"
+#include "partitioner.h"
+#include "settings.h"
+
+/* Between two looks at the shared state while waiting for an owner. */
+#define IQ_OWNERSHIP_POLL_MS	20
+
+static int	first_missing(const IqOwnership *o, const bool *needed,
+						  bool count_only);
+
+/*
+ * iq_ownership_read
+ *		Copy what routing needs from the shared segment.
+ */
+void
+iq_ownership_read(IqOwnership *o)
+{
+	iq_shmem_attach();
+	LWLockAcquire(iq_shared->lock, LW_SHARED);
+	o->generation = iq_shared->generation;
+	o->state = iq_shared->state;
+	memcpy(o->message, iq_shared->message, IQ_MESSAGE_LEN);
+	o->partition_count = Min(iq_shared->partition_count, IQ_MAX_PARTITIONS);
+	o->nmembers = Min(iq_shared->nmembers, IQ_MAX_MEMBERS);
+	memcpy(o->members, iq_shared->members, sizeof(IqMember) * o->nmembers);
+	memcpy(o->owner, iq_shared->owner, sizeof(int16) * IQ_MAX_PARTITIONS);
+	LWLockRelease(iq_shared->lock);
+	o->message[IQ_MESSAGE_LEN - 1] = '\0';
+}
+
+/*
+ * first_missing
+ *		The first needed partition with no usable owner; -1 if none, and
+ *		IQ_MAX_PARTITIONS when even the partition count is unknown.
+ */
+static int
+first_missing(const IqOwnership *o, const bool *needed, bool count_only)
+{
+	if (o->partition_count <= 0)
+		return IQ_MAX_PARTITIONS;
+	if (count_only)
+		return -1;
+	for (int p = 0; p < o->partition_count; p++)
+	{
+		int			m = o->owner[p];
+
+		if (needed && !needed[p])
+			continue;
+		if (m < 0 || m >= o->nmembers || o->members[m].host[0] == '\0')
+			return p;
+	}
+	return -1;
+}
+
+/*
+ * iq_ownership_wait
+ *		Wait, interruptibly, until every needed partition has an owner.
+ *
+ * needed is indexed by partition under the partition count of *o; if the
+ * count changes while waiting the caller's partitions would be wrong, so
+ * that is an error too (topics are not repartitioned under a running
+ * application).
+ */
+void
+iq_ownership_wait(IqOwnership *o, const bool *needed, bool count_only,
+				  const char *store, const char *what)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	int			count = o->partition_count;
+	int			missing;
+
+	while ((missing = first_missing(o, needed, count_only)) >= 0)
+	{
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
+									   iq_ownership_wait_ms))
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 IQ_OWNERSHIP_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		iq_ownership_read(o);
+		if (needed && count > 0 && o->partition_count != count)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+					 errmsg("the partition count of store \"%s\" changed from %d to %d during a read",
+							store, count, o->partition_count),
+					 errhint("Run the query again.")));
+	}
+
+	if (missing == IQ_MAX_PARTITIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("cannot read store \"%s\": the stream worker of this instance knows no partitions",
+						store),
+				 errdetail("The worker is %s%s%s; waited %d ms.",
+						   iq_worker_state_name(o->state),
+						   o->message[0] ? ": " : "", o->message,
+						   iq_ownership_wait_ms),
+				 errhint("Check SELECT * FROM iq_worker(); the worker may be starting, or unable to reach Kafka.")));
+	if (missing >= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("no instance owns partition %d of store \"%s\", needed for %s",
+						missing, store, what),
+				 errdetail("Waited %d ms for an owner; the worker of this instance is %s%s%s.",
+						   iq_ownership_wait_ms, iq_worker_state_name(o->state),
+						   o->message[0] ? ": " : "", o->message),
+				 errhint("The consumer group is rebalancing, or no instance of the application runs; see iq_instances(), or raise iq_fdw.ownership_wait.")));
+}
+
+/*
+ * iq_ownership_partition
+ *		A key's partition, as the producers compute it.
+ */
+int
+iq_ownership_partition(const IqOwnership *o, const char *key, int len)
+{
+	return iq_partition_for_key(iq_partitioner, key, len, o->partition_count);
+}
+
+/*
+ * iq_ownership_targets
+ *		Group the needed partitions by owner: one target per instance.
+ */
+IqTarget *
+iq_ownership_targets(const IqOwnership *o, const bool *needed, int *ntargets)
+{
+	IqTarget   *targets = palloc0(sizeof(IqTarget) * Max(o->nmembers, 1));
+	int			slot[IQ_MAX_MEMBERS];
+	int			n = 0;
+
+	for (int m = 0; m < IQ_MAX_MEMBERS; m++)
+		slot[m] = -1;
+
+	for (int p = 0; p < o->partition_count; p++)
+	{
+		int			m = o->owner[p];
+		IqTarget   *t;
+
+		if (needed && !needed[p])
+			continue;
+		Assert(m >= 0 && m < o->nmembers);
+		if (slot[m] < 0)
+		{
+			slot[m] = n++;
+			t = &targets[slot[m]];
+			strlcpy(t->host, o->members[m].host, IQ_HOST_LEN);
+			t->port = o->members[m].port;
+			t->is_local = o->members[m].is_self;
+		}
+		t = &targets[slot[m]];
+		t->partitions[t->npartitions++] = (uint16) p;
+	}
+	*ntargets = n;
+	return targets;
+}

@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ * owners.h
+ *	  Which instance owns which partition, as a backend sees it: a copy of
+ *	  the worker's shared state, a bounded wait for partitions that have no
+ *	  owner yet, and the targets a read is sent to.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_OWNERS_H
+#define IQ_OWNERS_H
+
+#include "postgres.h"
+
+#include "fetch.h"
+#include "shmem.h"
+
+typedef struct IqOwnership
+{
+	uint64		generation;
+	IqWorkerState state;
+	char		message[IQ_MESSAGE_LEN];
+	int			partition_count;
+	int			nmembers;
+	IqMember	members[IQ_MAX_MEMBERS];
+	int16		owner[IQ_MAX_PARTITIONS];
+} IqOwnership;
+
+/* Copy the shared state. */
+extern void iq_ownership_read(IqOwnership *o);
+
+/*
+ * Wait (up to iq_fdw.ownership_wait) until the partition count is known
+ * and every needed partition has an owner; needed == NULL means all.  The
+ * error names the store and what was read ("key '2'", "a full scan").
+ * With count_only, wait only for the partition count (to route keys).
+ */
+extern void iq_ownership_wait(IqOwnership *o, const bool *needed,
+							  bool count_only,
+							  const char *store, const char *what);
+
+/* The partition of a key under the configured partitioner. */
+extern int	iq_ownership_partition(const IqOwnership *o, const char *key, int len);
+
+/* One target per owner of the needed partitions (all if needed == NULL). */
+extern IqTarget *iq_ownership_targets(const IqOwnership *o, const bool *needed,
+									  int *ntargets);
+
+#endif							/* IQ_OWNERS_H */

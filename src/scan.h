@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ * scan.h
+ *	  Run-time state of a foreign scan, shared by scan.c and explain.c.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_SCAN_H
+#define IQ_SCAN_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "nodes/execnodes.h"
+
+#include "fetch.h"
+#include "quals.h"
+#include "stores.h"
+
+typedef struct IqScanState
+{
+	const IqStoreInfo *store;
+	IqScanKind	kind;
+	List	   *roles;			/* IqExprRole per fdw_exprs item */
+	List	   *expr_states;	/* ExprState per fdw_exprs item */
+	AttrNumber	key_attno;
+	AttrNumber	value_attno;
+	Oid			value_type;
+
+	MemoryContext batch_cxt;	/* one read: keys, targets, the fetch */
+	IqFetch    *fetch;			/* NULL before the first row or if empty */
+	bool		started;
+
+	/* for EXPLAIN ANALYZE */
+	int64		reads;			/* reads started (once per rescan) */
+	int64		empty_reads;	/* reads that needed no instance */
+	StringInfoData instances;	/* the targets of the last read */
+} IqScanState;
+
+/* A key for a message: quoted, unprintable bytes as \xNN. */
+extern char *iq_printable_key(const char *key, int len);
+
+#endif							/* IQ_SCAN_H */
