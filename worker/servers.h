@@ -25,6 +25,8 @@ typedef struct IqServerConfig
 	int			threads;		/* iq_fdw.http_threads */
 	int			peer_timeout_ms;	/* for forwarded requests */
 	char		socket_path[108];	/* the local channel */
+	int			partitioner;	/* iq_fdw.partitioner (IqPartitioner); 0 =
+								 * murmur2 */
 } IqServerConfig;
 
 extern bool iq_http_start(const IqServerConfig *config, char **err);

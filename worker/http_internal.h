@@ -1,0 +1,94 @@
+/*-------------------------------------------------------------------------
+ * http_internal.h
+ *	  What the HTTP server's files share (http_server.c, http_routes.c,
+ *	  http_json.c, http_peer.c).  Server threads only: no PostgreSQL calls.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_HTTP_INTERNAL_H
+#define IQ_HTTP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "servers.h"
+#include "stores.h"
+#include "wire.h"
+
+/* Longest URL we answer; longer ones get 414 (MHD's own 414 beyond its pool). */
+#define IQ_HTTP_MAX_URL			8192
+#define IQ_HTTP_MEMORY_LIMIT	(64 * 1024)
+#define IQ_HTTP_CONN_TIMEOUT_S	30
+#define IQ_HTTP_MAX_CONNECTIONS 1000
+
+/*
+ * Ownership as the server threads need it: a plain-C copy of ownership.h's
+ * snapshot (whose header pulls in PostgreSQL's, whose snprintf and friends
+ * these threads must not call), made by http_ownership.c.
+ */
+#define IQ_HTTP_MAX_MEMBERS		64
+#define IQ_HTTP_MAX_PARTITIONS	256
+#define IQ_HTTP_HOST_LEN		256
+
+typedef struct IqHttpMember
+{
+	char		host[IQ_HTTP_HOST_LEN];
+	int			port;
+} IqHttpMember;
+
+typedef struct IqHttpOwnership
+{
+	int			partition_count;
+	int			nmembers;
+	int			self;			/* member index, -1 if this instance holds nothing */
+	IqHttpMember members[IQ_HTTP_MAX_MEMBERS];
+	int16_t		owner[IQ_HTTP_MAX_PARTITIONS];	/* member index or -1 */
+} IqHttpOwnership;
+
+/* in http_ownership.c */
+extern void iq_http_ownership(IqHttpOwnership *out);
+
+/* The running server's settings (copied at start; read-only afterwards). */
+extern IqServerConfig iq_http_config;
+
+/* in http_json.c */
+extern json_t *iq_json_bytes(const char *data, size_t len);
+extern json_t *iq_json_value(IqStoreId store, const char *value, size_t len);
+extern enum MHD_Result iq_http_send_json(struct MHD_Connection *conn,
+										 unsigned int status, json_t *body);
+extern enum MHD_Result iq_http_send_error(struct MHD_Connection *conn,
+										  unsigned int status,
+										  const char *owner,
+										  const char *fmt,...)
+			__attribute__((format(printf, 4, 5)));
+extern size_t iq_url_decode(char *s, bool plus_is_space);
+extern void iq_url_encode(IqBuf *out, const char *data, size_t len);
+
+/* in http_routes.c */
+extern enum MHD_Result iq_http_route_get(struct MHD_Connection *conn,
+										 const char *url);
+
+/* in http_peer.c */
+extern enum MHD_Result iq_http_peer_read(struct MHD_Connection *conn,
+										 const char *body, size_t len);
+
+/* in http_forward.c */
+typedef struct IqForwardResult
+{
+	long		status;			/* HTTP status, 0 if the transfer failed */
+	bool		timed_out;
+	char		error[256];		/* curl's text when status == 0 */
+	IqBuf		body;
+} IqForwardResult;
+
+extern void iq_forward_init(void);
+extern void iq_forward_shutdown(void);
+extern void iq_forward_get(const char *host, int port, const char *path,
+						   IqForwardResult *res);
+extern void iq_forward_post(const char *host, int port, const char *path,
+							const char *body, size_t len, IqForwardResult *res);
+
+#endif							/* IQ_HTTP_INTERNAL_H */

@@ -1,0 +1,228 @@
+/*-------------------------------------------------------------------------
+ * http_json.c
+ *	  JSON values and responses for the HTTP server, and URL escaping.
+ *
+ * Keys and values are bytes as produced to Kafka; JSON strings must be
+ * valid UTF-8.  Valid UTF-8 is passed through (non-ASCII unescaped, as
+ * jansson writes it; quotes, backslashes, control characters and NUL are
+ * escaped by jansson).  Each byte that is not part of a valid UTF-8
+ * sequence is replaced by U+FFFD, so a response is always valid JSON; the
+ * compact endpoint (and SQL) still see the exact bytes.
+ *-------------------------------------------------------------------------
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_internal.h"
+
+/* utf8_seq_len: length of the valid UTF-8 sequence at p, 0 if invalid */
+static size_t
+utf8_seq_len(const unsigned char *p, size_t left)
+{
+	unsigned char c = p[0];
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		return (left >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+	if (c >= 0xE0 && c <= 0xEF)
+	{
+		if (left < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
+			return 0;
+		if (c == 0xE0 && p[1] < 0xA0)
+			return 0;			/* overlong */
+		if (c == 0xED && p[1] >= 0xA0)
+			return 0;			/* surrogate */
+		return 3;
+	}
+	if (c >= 0xF0 && c <= 0xF4)
+	{
+		if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
+			(p[3] & 0xC0) != 0x80)
+			return 0;
+		if (c == 0xF0 && p[1] < 0x90)
+			return 0;			/* overlong */
+		if (c == 0xF4 && p[1] >= 0x90)
+			return 0;			/* beyond U+10FFFF */
+		return 4;
+	}
+	return 0;
+}
+
+/* iq_json_bytes: a JSON string for arbitrary bytes (see the file header) */
+json_t *
+iq_json_bytes(const char *data, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) data;
+	size_t		i = 0;
+	IqBuf		fixed;
+	json_t	   *j;
+
+	/* the common case: already valid, no copy */
+	while (i < len)
+	{
+		size_t		n = utf8_seq_len(p + i, len - i);
+
+		if (n == 0)
+			break;
+		i += n;
+	}
+	if (i == len)
+		return json_stringn_nocheck(data, len);
+
+	iq_buf_init(&fixed);
+	iq_buf_append(&fixed, data, i);
+	while (i < len)
+	{
+		size_t		n = utf8_seq_len(p + i, len - i);
+
+		if (n == 0)
+		{
+			iq_buf_append(&fixed, "\xEF\xBF\xBD", 3);
+			i++;
+		}
+		else
+		{
+			iq_buf_append(&fixed, p + i, n);
+			i += n;
+		}
+	}
+	j = fixed.oom ? NULL : json_stringn_nocheck(fixed.data ? fixed.data : "", fixed.len);
+	iq_buf_free(&fixed);
+	return j;
+}
+
+/* iq_json_value: a store's value as the seed shows it (counts as numbers) */
+json_t *
+iq_json_value(IqStoreId store, const char *value, size_t len)
+{
+	if (value == NULL)
+		return json_null();
+	if (iq_stores[store].value_kind == IQ_VALUE_INT64 && len == 8)
+		return json_integer((json_int_t) iq_decode_int64((const unsigned char *) value));
+	return iq_json_bytes(value, len);
+}
+
+/* iq_http_send_json: queue body (taken) with status; 500 if it cannot be dumped */
+enum MHD_Result
+iq_http_send_json(struct MHD_Connection *conn, unsigned int status, json_t *body)
+{
+	char	   *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	json_decref(body);
+	if (text == NULL)
+	{
+		static const char oom[] = "{\"error\":\"out of memory\",\"status\":500}";
+
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		resp = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *) oom,
+											   MHD_RESPMEM_PERSISTENT);
+	}
+	else
+		resp = MHD_create_response_from_buffer(strlen(text), text,
+											   MHD_RESPMEM_MUST_FREE);
+	if (resp == NULL)
+	{
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+		MHD_add_response_header(resp, "Retry-After", "1");
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* iq_http_send_error: {"error": text, "status": n[, "owner": "host:port"]} */
+enum MHD_Result
+iq_http_send_error(struct MHD_Connection *conn, unsigned int status,
+				   const char *owner, const char *fmt,...)
+{
+	char		msg[1024];
+	va_list		ap;
+	json_t	   *body;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	body = json_object();
+	if (body)
+	{
+		json_object_set_new(body, "error", iq_json_bytes(msg, strlen(msg)));
+		json_object_set_new(body, "status", json_integer(status));
+		if (owner)
+			json_object_set_new(body, "owner", iq_json_bytes(owner, strlen(owner)));
+	}
+	return iq_http_send_json(conn, status, body);
+}
+
+/* hexval: a hex digit's value, -1 if not one */
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * iq_url_decode: %HH decoding in place (and '+' in query strings); returns
+ * the new length (the result may hold NUL bytes).  A '%' not followed by
+ * two hex digits is kept as it is, as browsers do.
+ */
+size_t
+iq_url_decode(char *s, bool plus_is_space)
+{
+	char	   *r = s;
+	char	   *w = s;
+
+	while (*r)
+	{
+		if (r[0] == '%' && hexval(r[1]) >= 0 && hexval(r[2]) >= 0)
+		{
+			*w++ = (char) (hexval(r[1]) * 16 + hexval(r[2]));
+			r += 3;
+		}
+		else if (plus_is_space && *r == '+')
+		{
+			*w++ = ' ';
+			r++;
+		}
+		else
+			*w++ = *r++;
+	}
+	*w = '\0';
+	return (size_t) (w - s);
+}
+
+/* iq_url_encode: percent-encode all but RFC 3986 unreserved characters */
+void
+iq_url_encode(IqBuf *out, const char *data, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) data[i];
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~')
+			iq_buf_u8(out, c);
+		else
+		{
+			char		e[3] = {'%', hex[c >> 4], hex[c & 15]};
+
+			iq_buf_append(out, e, 3);
+		}
+	}
+}

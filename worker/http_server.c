@@ -1,0 +1,271 @@
+/*-------------------------------------------------------------------------
+ * http_server.c
+ *	  The worker's HTTP server: libmicrohttpd with its own polling threads
+ *	  (a pool of iq_fdw.http_threads), bounded connections, request sizes
+ *	  and idle time; requests are dispatched to http_routes.c (the seed's
+ *	  JSON API) and http_peer.c (the compact endpoint for peers).
+ *
+ * MHD's threads never call PostgreSQL.  Signals are blocked while MHD
+ * creates its threads, so they inherit a full mask and every signal meant
+ * for the worker (SIGTERM, SIGHUP, the latch's SIGURG) reaches its main
+ * thread.  URLs are left escaped by MHD (a no-op unescape callback) so that
+ * an escaped '/' in a key (%2F) does not split the path: the routes split
+ * first and decode each segment.
+ *-------------------------------------------------------------------------
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http_internal.h"
+#include "read_handler.h"
+
+IqServerConfig iq_http_config;
+
+static struct MHD_Daemon *http_daemon = NULL;
+
+/* Per-request state, for requests with a body (the peer endpoint). */
+typedef struct RequestCtx
+{
+	IqBuf		body;
+	bool		too_large;
+} RequestCtx;
+
+/* no_unescape: keep MHD from decoding the URL; the routes do it per segment */
+static size_t
+no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	return strlen(s);
+}
+
+/* request_completed: free what a request allocated, however it ended */
+static void
+request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+				  enum MHD_RequestTerminationCode toe)
+{
+	RequestCtx *ctx = *con_cls;
+
+	if (ctx)
+	{
+		iq_buf_free(&ctx->body);
+		free(ctx);
+		*con_cls = NULL;
+	}
+}
+
+/* access_handler: MHD's entry point for every request (and body chunk) */
+static enum MHD_Result
+access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+			   const char *method, const char *version,
+			   const char *upload_data, size_t *upload_data_size,
+			   void **con_cls)
+{
+	RequestCtx *ctx = *con_cls;
+
+	if (strlen(url) > IQ_HTTP_MAX_URL)
+		return iq_http_send_error(conn, MHD_HTTP_URI_TOO_LONG, NULL,
+								  "URL longer than %d bytes", IQ_HTTP_MAX_URL);
+
+	if (strcmp(method, "POST") == 0 && strcmp(url, "/iq/v1/read") == 0)
+	{
+		if (ctx == NULL)
+		{
+			ctx = calloc(1, sizeof(RequestCtx));
+			if (ctx == NULL)
+				return MHD_NO;
+			iq_buf_init(&ctx->body);
+			*con_cls = ctx;
+			return MHD_YES;		/* MHD calls again with the body */
+		}
+		if (*upload_data_size > 0)
+		{
+			/* keep reading an oversized body, but do not keep it */
+			if (!ctx->too_large &&
+				ctx->body.len + *upload_data_size > IQ_WIRE_MAX_REQUEST)
+			{
+				ctx->too_large = true;
+				iq_buf_free(&ctx->body);
+			}
+			if (!ctx->too_large)
+				iq_buf_append(&ctx->body, upload_data, *upload_data_size);
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		if (ctx->too_large)
+			return iq_http_send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+									  "request body larger than %d bytes",
+									  IQ_WIRE_MAX_REQUEST);
+		if (ctx->body.oom)
+			return iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+									  "out of memory reading the request");
+		return iq_http_peer_read(conn, ctx->body.data ? ctx->body.data : "",
+								 ctx->body.len);
+	}
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+	{
+		/* a body we do not want: swallow it, then answer */
+		if (ctx == NULL)
+		{
+			ctx = calloc(1, sizeof(RequestCtx));
+			if (ctx == NULL)
+				return MHD_NO;
+			iq_buf_init(&ctx->body);
+			*con_cls = ctx;
+			return MHD_YES;
+		}
+		if (*upload_data_size > 0)
+		{
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
+								  "method %s not allowed on %s", method,
+								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
+	}
+	return iq_http_route_get(conn, url);
+}
+
+/* open_listener: bind host:port ourselves, so a port in use is reported clearly */
+static int
+open_listener(const char *host, int port, char **err)
+{
+	struct addrinfo hints;
+	struct addrinfo *res = NULL;
+	struct addrinfo *ai;
+	char		portstr[16];
+	char		msg[512];
+	int			fd = -1;
+	int			rc;
+	int			saved = 0;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	if (strcmp(host, "*") == 0 || host[0] == '\0')
+		host = NULL;
+	rc = getaddrinfo(host, portstr, &hints, &res);
+	if (rc != 0)
+	{
+		snprintf(msg, sizeof(msg), "iq_fdw.http_listen: cannot resolve \"%s\": %s",
+				 host ? host : "*", gai_strerror(rc));
+		*err = strdup(msg);
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next)
+	{
+		int			one = 1;
+
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+					ai->ai_protocol);
+		if (fd < 0)
+		{
+			saved = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
+			break;
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+	{
+		snprintf(msg, sizeof(msg), "iq_fdw.http_listen: cannot listen on %s:%d: %s",
+				 host ? host : "*", port, strerror(saved));
+		*err = strdup(msg);
+	}
+	return fd;
+}
+
+/* connection_limit: what the process's file limit allows, at most our maximum */
+static unsigned int
+connection_limit(void)
+{
+	struct rlimit rl;
+	unsigned int limit = IQ_HTTP_MAX_CONNECTIONS;
+
+	/* leave half of the descriptors to RocksDB, Kafka and PostgreSQL */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		rl.rlim_cur / 2 < limit)
+		limit = rl.rlim_cur / 2 > 16 ? (unsigned int) (rl.rlim_cur / 2) : 16;
+	return limit;
+}
+
+/* iq_http_start: listen and start the pool; false with *err (malloc'd) */
+bool
+iq_http_start(const IqServerConfig *config, char **err)
+{
+	sigset_t	all;
+	sigset_t	old;
+	int			fd;
+	unsigned int threads;
+
+	*err = NULL;
+	if (http_daemon != NULL)
+		return true;
+	iq_http_config = *config;
+	iq_read_set_partitioner(config->partitioner);
+
+	fd = open_listener(config->listen_host, config->listen_port, err);
+	if (fd < 0)
+		return false;
+
+	threads = config->threads > 0 ? (unsigned int) config->threads : 1;
+	iq_forward_init();
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	http_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+								   MHD_USE_TURBO,
+								   0,	/* port: we pass our own socket */
+								   NULL, NULL,
+								   access_handler, NULL,
+								   MHD_OPTION_LISTEN_SOCKET, fd,
+								   MHD_OPTION_THREAD_POOL_SIZE, threads,
+								   MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
+								   MHD_OPTION_CONNECTION_TIMEOUT,
+								   (unsigned int) IQ_HTTP_CONN_TIMEOUT_S,
+								   MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+								   (size_t) IQ_HTTP_MEMORY_LIMIT,
+								   MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
+								   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+								   MHD_OPTION_END);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	if (http_daemon == NULL)
+	{
+		char		msg[512];
+
+		close(fd);
+		iq_forward_shutdown();
+		snprintf(msg, sizeof(msg),
+				 "iq_fdw.http_listen: could not start the HTTP server on %s:%d (iq_fdw.http_threads = %d)",
+				 config->listen_host, config->listen_port, config->threads);
+		*err = strdup(msg);
+		return false;
+	}
+	return true;
+}
+
+/* iq_http_stop: stop accepting, finish or drop connections, join threads */
+void
+iq_http_stop(void)
+{
+	if (http_daemon == NULL)
+		return;
+	MHD_stop_daemon(http_daemon);	/* closes the listening socket */
+	http_daemon = NULL;
+	iq_forward_shutdown();
+}
