@@ -1,0 +1,484 @@
+/*-------------------------------------------------------------------------
+ * consumer.c
+ *	  The group consumer of the customer and order topics, and what happens
+ *	  when partitions are assigned or revoked.
+ *
+ * The range assignor gives partition p of both topics to the same member
+ * when they have the same partition count: the co-partitioning the join
+ * needs.  The rebalance callback runs on the worker's main thread inside a
+ * poll; on assignment it opens and restores each partition's store before
+ * assigning explicit offsets, so no input is processed against a store that
+ * is not caught up.  Offsets are never committed by librdkafka itself:
+ * topology.c commits them after the state and changelog are durable.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+
+#include "worker.h"
+
+static void on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list);
+static void on_revoke(rd_kafka_t *rk);
+
+/*
+ * topic_partition_count
+ *		Partitions of a topic from the broker's metadata; -1 when missing.
+ */
+static int
+topic_partition_count(rd_kafka_t *rk, const char *topic, char *why, size_t whylen)
+{
+	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t err;
+	int			n = -1;
+
+	if (rkt == NULL)
+	{
+		snprintf(why, whylen, "%s", rd_kafka_err2str(rd_kafka_last_error()));
+		return -1;
+	}
+	err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		snprintf(why, whylen, "%s", rd_kafka_err2str(err));
+	else if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		snprintf(why, whylen, "%s",
+				 md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err) : "no metadata");
+	else
+		n = md->topics[0].partition_cnt;
+	if (md)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+	return n;
+}
+
+/*
+ * rebalance_cb
+ *		Called inside our polls.  Never lets a PostgreSQL error unwind
+ *		through librdkafka's frames: a failure becomes iq_fail().
+ */
+static void
+rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *list, void *opaque)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+			on_assign(rk, list);
+		else
+			on_revoke(rk);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		iq_fail("rebalance failed: %s", edata->message);
+		FreeErrorData(edata);
+		rd_kafka_assign(rk, NULL);
+	}
+	PG_END_TRY();
+	iq_w->ownership_due = true;
+}
+
+/*
+ * iq_consumer_start
+ *		Create the group consumer and subscribe to both topics.
+ */
+bool
+iq_consumer_start(char **err)
+{
+	rd_kafka_conf_t *conf = iq_conf_new(err);
+	rd_kafka_topic_partition_list_t *topics;
+	rd_kafka_resp_err_t rerr;
+	char		errstr[512];
+	rd_kafka_t *rk;
+
+	if (conf == NULL)
+		return false;
+	if (!iq_conf_set(conf, "group.id", iq_w->cfg.app_id, err) ||
+		!iq_conf_set(conf, "partition.assignment.strategy", "range", err) ||
+		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
+		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+		!iq_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
+		/* restores run inside the rebalance callback */
+		!iq_conf_set(conf, "max.poll.interval.ms", "900000", err) ||
+		!iq_conf_set(conf, "session.timeout.ms", "10000", err) ||
+		!iq_conf_set(conf, "heartbeat.interval.ms", "2000", err) ||
+		!iq_conf_set(conf, "fetch.wait.max.ms", "50", err) ||
+		!iq_conf_set(conf, "queued.max.messages.kbytes", "65536", err) ||
+		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
+	{
+		rd_kafka_conf_destroy(conf);
+		return false;
+	}
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		*err = strdup(errstr);
+		return false;
+	}
+	iq_w->consumer = rk;
+	iq_log_attach(rk, IQ_H_CONSUMER);
+	rd_kafka_poll_set_consumer(rk);
+	iq_w->consumer_q = rd_kafka_queue_get_consumer(rk);
+	rd_kafka_queue_io_event_enable(iq_w->consumer_q, iq_w->wake_fd[1], "1", 1);
+
+	topics = rd_kafka_topic_partition_list_new(2);
+	rd_kafka_topic_partition_list_add(topics, iq_w->cfg.customer_topic, RD_KAFKA_PARTITION_UA);
+	rd_kafka_topic_partition_list_add(topics, iq_w->cfg.order_topic, RD_KAFKA_PARTITION_UA);
+	rerr = rd_kafka_subscribe(rk, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		*err = strdup(rd_kafka_err2str(rerr));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * iq_consumer_stop
+ *		Commit what is done, leave the group, free the handle.
+ */
+void
+iq_consumer_stop(void)
+{
+	rd_kafka_t *rk = iq_w->consumer;
+	rd_kafka_queue_t *q;
+	rd_kafka_error_t *error;
+	int64		deadline;
+
+	if (rk == NULL)
+		return;
+	if (!iq_w->failed)
+		iq_consumer_commit(true);
+	on_revoke(rk);
+
+	/* close on a queue we serve, so a dead coordinator cannot hang us */
+	q = rd_kafka_queue_new(rk);
+	error = rd_kafka_consumer_close_queue(rk, q);
+	if (error != NULL)
+		rd_kafka_error_destroy(error);
+	else
+	{
+		deadline = iq_now_ms() + 10000;
+		while (!rd_kafka_consumer_closed(rk) && iq_now_ms() < deadline)
+		{
+			rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+
+			if (ev == NULL)
+				continue;
+			if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+				rd_kafka_assign(rk, NULL);
+			rd_kafka_event_destroy(ev);
+		}
+	}
+	rd_kafka_queue_destroy(q);
+	if (iq_w->consumer_q)
+	{
+		rd_kafka_queue_io_event_enable(iq_w->consumer_q, -1, NULL, 0);
+		rd_kafka_queue_destroy(iq_w->consumer_q);
+	}
+	iq_w->consumer_q = NULL;
+	if (iq_w->admin_q)
+		rd_kafka_queue_destroy(iq_w->admin_q);
+	iq_w->admin_q = NULL;
+	iq_log_detach(IQ_H_CONSUMER);
+	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	iq_w->consumer = NULL;
+}
+
+/*
+ * iq_consumer_poll
+ *		Up to max records, for at most budget_ms; 0 when nothing is there.
+ */
+int
+iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms)
+{
+	int			n = 0;
+	int64		deadline = iq_now_ms() + budget_ms;
+	char		buf[256];
+
+	/* the wake-up pipe is level-triggered for us: empty it first */
+	while (read(iq_w->wake_fd[0], buf, sizeof(buf)) > 0)
+		;
+	while (n < max && !iq_w->failed)
+	{
+		ssize_t		got = rd_kafka_consume_batch_queue(iq_w->consumer_q, 0,
+													   msgs + n, max - n);
+
+		if (got <= 0)
+			break;
+		n += got;
+		if (iq_now_ms() >= deadline)
+			break;
+	}
+	return n;
+}
+
+/*
+ * iq_consumer_positions
+ *		Next offsets of every assigned partition of both topics.
+ */
+rd_kafka_topic_partition_list_t *
+iq_consumer_positions(void)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(2 * iq_w->partition_count + 1);
+
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (!part->assigned)
+			continue;
+		if (part->order_next >= 0)
+			rd_kafka_topic_partition_list_add(list, iq_w->cfg.order_topic, p)->offset = part->order_next;
+		if (part->customer_next >= 0)
+			rd_kafka_topic_partition_list_add(list, iq_w->cfg.customer_topic, p)->offset = part->customer_next;
+	}
+	return list;
+}
+
+/*
+ * iq_consumer_commit
+ *		Commit the positions of processed records (at_least_once).
+ *
+ * Asynchronous in the steady state; synchronous, bounded by a timeout, on
+ * revoke and shutdown.
+ */
+bool
+iq_consumer_commit(bool sync)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_queue_t *q = NULL;
+	bool		ok = true;
+
+	if (iq_w->consumer == NULL || iq_w->cfg.guarantee == IQ_EXACTLY_ONCE)
+		return true;
+	list = iq_consumer_positions();
+	if (list->cnt == 0)
+	{
+		rd_kafka_topic_partition_list_destroy(list);
+		return true;
+	}
+	if (sync)
+		q = rd_kafka_queue_new(iq_w->consumer);
+	rd_kafka_commit_queue(iq_w->consumer, list, q, NULL, NULL);
+	if (q == NULL)
+		rd_kafka_commit(iq_w->consumer, list, 1);
+	else
+	{
+		rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+
+		if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			ereport(LOG,
+					(errmsg("iq_fdw worker: could not commit offsets of group \"%s\"",
+							iq_w->cfg.app_id),
+					 errdetail("%s", ev ? rd_kafka_event_error_string(ev) : "timed out")));
+			ok = false;
+		}
+		if (ev)
+			rd_kafka_event_destroy(ev);
+		rd_kafka_queue_destroy(q);
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	return ok;
+}
+
+/*
+ * iq_consumer_refresh_ends
+ *		High watermarks from the last fetches (no network round trip).
+ */
+void
+iq_consumer_refresh_ends(void)
+{
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+		int64_t		lo,
+					hi;
+
+		if (!part->assigned)
+			continue;
+		if (rd_kafka_get_watermark_offsets(iq_w->consumer, iq_w->cfg.order_topic, p,
+										   &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
+			part->order_end = hi;
+		if (rd_kafka_get_watermark_offsets(iq_w->consumer, iq_w->cfg.customer_topic, p,
+										   &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
+			part->customer_end = hi;
+		part->stats.order_end = part->order_end;
+		part->stats.customer_end = part->customer_end;
+		iq_store_set_position(p, part->order_next, part->order_end);
+	}
+}
+
+/*
+ * on_assign
+ *		Check co-partitioning, open and restore each partition, then assign
+ *		explicit offsets.
+ */
+static void
+on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
+{
+	char		why[256] = "";
+	int			nc,
+				no;
+	bool		mine[IQ_MAX_PARTITIONS];
+	rd_kafka_topic_partition_list_t *committed;
+	rd_kafka_topic_partition_list_t *assign;
+	rd_kafka_resp_err_t err;
+
+	iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions assigned, checking topics");
+	nc = topic_partition_count(rk, iq_w->cfg.customer_topic, why, sizeof(why));
+	no = topic_partition_count(rk, iq_w->cfg.order_topic, why, sizeof(why));
+	if (nc <= 0 || no <= 0)
+	{
+		iq_fail("topic \"%s\" (iq_fdw.%s_topic) is not readable: %s",
+				nc <= 0 ? iq_w->cfg.customer_topic : iq_w->cfg.order_topic,
+				nc <= 0 ? "customer" : "order", why);
+		rd_kafka_assign(rk, NULL);
+		return;
+	}
+	if (nc != no || nc != iq_w->partition_count)
+	{
+		iq_fail("topics \"%s\" (%d partitions), \"%s\" (%d partitions) and \"%s\" (%d partitions) must have the same partition count for the join (co-partitioning)",
+				iq_w->cfg.customer_topic, nc, iq_w->cfg.order_topic, no,
+				iq_w->cfg.changelog_topic, iq_w->partition_count);
+		rd_kafka_assign(rk, NULL);
+		return;
+	}
+
+	memset(mine, 0, sizeof(mine));
+	for (int i = 0; i < list->cnt; i++)
+	{
+		int			p = list->elems[i].partition;
+
+		if (p >= 0 && p < iq_w->partition_count)
+			mine[p] = true;
+	}
+	/* what we held and no longer hold is closed: another member owns it now */
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		if (!mine[p] && iq_store_is_open(p))
+			iq_store_close(p);
+
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqCheckpoint ck;
+		bool		existed = false;
+		char	   *err_open = NULL;
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (!mine[p])
+			continue;
+		memset(&part->stats, 0, sizeof(part->stats));
+		part->stats.assigned = true;
+		part->stats.restoring = true;
+		part->wrong_partition_logged = false;
+		part->order_next = -1;
+		part->order_end = -1;
+		part->customer_end = -1;
+		if (!iq_store_open(p, &ck, &existed, &err_open))
+		{
+			iq_fail("could not open the state of partition %d under iq_fdw.state_dir: %s",
+					p, err_open ? err_open : "?");
+			free(err_open);
+			rd_kafka_assign(rk, NULL);
+			return;
+		}
+		iq_store_set_held(p, true, true);
+		if (!iq_restore_partition(p, existed, &ck))
+		{
+			rd_kafka_assign(rk, NULL);
+			return;
+		}
+		part->customer_next = ck.customer_next;
+		part->changelog_next = ck.changelog_next;
+		part->stats.restoring = false;
+		part->stats.customer_offset = ck.customer_next;
+		part->stats.changelog_offset = ck.changelog_next - 1;
+	}
+
+	/* the group's committed order offsets are the authority for the stream */
+	committed = rd_kafka_topic_partition_list_new(iq_w->partition_count);
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (mine[p])
+			rd_kafka_topic_partition_list_add(committed, iq_w->cfg.order_topic, p);
+	err = rd_kafka_committed(rk, committed, 30000);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read the committed offsets of group \"%s\" (iq_fdw.application_id): %s",
+				iq_w->cfg.app_id, rd_kafka_err2str(err));
+		rd_kafka_topic_partition_list_destroy(committed);
+		rd_kafka_assign(rk, NULL);
+		return;
+	}
+
+	assign = rd_kafka_topic_partition_list_new(2 * iq_w->partition_count);
+	for (int i = 0; i < committed->cnt; i++)
+	{
+		int			p = committed->elems[i].partition;
+		IqPart	   *part = &iq_w->parts[p];
+		int64		off = committed->elems[i].offset;
+
+		part->order_next = off >= 0 ? off : -1;
+		part->stats.order_offset = part->order_next;
+		rd_kafka_topic_partition_list_add(assign, iq_w->cfg.order_topic, p)->offset =
+			off >= 0 ? off : RD_KAFKA_OFFSET_BEGINNING;
+		rd_kafka_topic_partition_list_add(assign, iq_w->cfg.customer_topic, p)->offset =
+			part->customer_next >= 0 ? part->customer_next : RD_KAFKA_OFFSET_BEGINNING;
+		part->assigned = true;
+		iq_store_set_held(p, true, false);
+	}
+	rd_kafka_topic_partition_list_destroy(committed);
+	err = rd_kafka_assign(rk, assign);
+	rd_kafka_topic_partition_list_destroy(assign);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not assign partitions: %s", rd_kafka_err2str(err));
+		return;
+	}
+	iq_stats_publish();
+	iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+}
+
+/*
+ * on_revoke
+ *		Commit what was processed and stop reading; stores stay open until
+ *		the next assignment tells whether we keep them.
+ */
+static void
+on_revoke(rd_kafka_t *rk)
+{
+	bool		any = false;
+
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		any |= iq_w->parts[p].assigned;
+	if (any && !iq_w->failed)
+		iq_consumer_commit(true);
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (iq_store_is_open(p))
+			iq_store_set_held(p, false, false);
+		part->assigned = false;
+		part->stats.assigned = false;
+	}
+	rd_kafka_assign(rk, NULL);
+	iq_stats_publish();
+	if (!iq_w->failed && !iq_got_sigterm)
+		iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions revoked");
+}

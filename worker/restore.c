@@ -1,0 +1,259 @@
+/*-------------------------------------------------------------------------
+ * restore.c
+ *	  Bring a partition's stores up to date before its input is processed.
+ *
+ * order-count is replayed from the changelog partition, customer from the
+ * customer topic's partition, each from the checkpoint of the local store
+ * (or from the beginning when there was none) to the end (read_committed,
+ * so an aborted transaction is never restored).  A separate consumer
+ * without a group reads in large fetches and the records go into RocksDB
+ * in large write batches, each with the checkpoint it reached, so an
+ * interrupted restore resumes where it stopped.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "worker.h"
+
+#define RESTORE_BATCH		50000
+#define RESTORE_STALL_MS	60000
+
+bool
+iq_restorer_start(char **err)
+{
+	rd_kafka_conf_t *conf = iq_conf_new(err);
+	char		errstr[512];
+	rd_kafka_t *rk;
+
+	if (conf == NULL)
+		return false;
+	if (!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
+		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
+		!iq_conf_set(conf, "enable.partition.eof", "true", err) ||
+		!iq_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+		!iq_conf_set(conf, "fetch.max.bytes", "52428800", err) ||
+		!iq_conf_set(conf, "max.partition.fetch.bytes", "16777216", err) ||
+		!iq_conf_set(conf, "queued.min.messages", "500000", err) ||
+		!iq_conf_set(conf, "queued.max.messages.kbytes", "131072", err) ||
+		!iq_conf_set(conf, "fetch.wait.max.ms", "20", err))
+	{
+		rd_kafka_conf_destroy(conf);
+		return false;
+	}
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		*err = strdup(errstr);
+		return false;
+	}
+	iq_log_attach(rk, IQ_H_RESTORER);
+	rd_kafka_poll_set_consumer(rk);
+	iq_w->restorer = rk;
+	return true;
+}
+
+void
+iq_restorer_stop(void)
+{
+	if (iq_w->restorer == NULL)
+		return;
+	rd_kafka_assign(iq_w->restorer, NULL);
+	iq_log_detach(IQ_H_RESTORER);
+	rd_kafka_destroy_flags(iq_w->restorer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	iq_w->restorer = NULL;
+}
+
+/*
+ * restore_topic
+ *		Replay topic's partition into store from *next up to the end;
+ *		*next is left after the last record applied.  -1 = from the start.
+ *		Returns 1 done, 0 failed (iq_fail called), -1 when the checkpoint is
+ *		beyond the topic's end (the topic was recreated: wipe and retry).
+ */
+static int
+restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
+			  int64_t *next)
+{
+	rd_kafka_t *rk = iq_w->restorer;
+	rd_kafka_queue_t *q;
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_message_t **msgs;
+	rd_kafka_resp_err_t err;
+	int64_t		lo,
+				hi,
+				start,
+				last = -1;
+	int64		stalled_since = iq_now_ms();
+	bool		done = false;
+	int			result = 1;
+	IqPart	   *part = &iq_w->parts[p];
+
+	err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 15000);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read the offsets of \"%s\" partition %d to restore from: %s",
+				topic, p, rd_kafka_err2str(err));
+		return 0;
+	}
+	if (*next > hi)
+		return -1;
+	start = (*next < 0 || *next < lo) ? lo : *next;
+	if (start >= hi)
+	{
+		*next = hi;
+		return 1;
+	}
+
+	part->stats.restoring = true;
+	part->stats.restore_total += hi - start;
+	iq_set_worker_state(IQ_WORKER_RESTORING, "restoring partition %d of \"%s\" (%lld records)",
+						p, topic, (long long) (hi - start));
+	iq_stats_publish();
+
+	list = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(list, topic, p)->offset = start;
+	err = rd_kafka_assign(rk, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read \"%s\" partition %d to restore: %s", topic, p,
+				rd_kafka_err2str(err));
+		return 0;
+	}
+	q = rd_kafka_queue_get_consumer(rk);
+	msgs = palloc(sizeof(rd_kafka_message_t *) * RESTORE_BATCH);
+
+	while (!done)
+	{
+		ssize_t		n;
+		IqStoreBatch *batch;
+		char	   *werr = NULL;
+
+		if (iq_got_sigterm)
+		{
+			iq_fail("shutting down during restore");
+			result = 0;
+			break;
+		}
+		n = rd_kafka_consume_batch_queue(q, 200, msgs, RESTORE_BATCH);
+		iq_drain_logs();
+		if (n <= 0)
+		{
+			if (iq_now_ms() - stalled_since > RESTORE_STALL_MS)
+			{
+				iq_fail("restore of \"%s\" partition %d stalled at offset %lld of %lld",
+						topic, p, (long long) (last >= 0 ? last + 1 : start), (long long) hi);
+				result = 0;
+				break;
+			}
+			continue;
+		}
+		stalled_since = iq_now_ms();
+		batch = iq_store_batch_begin(p);
+		for (ssize_t i = 0; i < n; i++)
+		{
+			rd_kafka_message_t *m = msgs[i];
+
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				done = true;
+			else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				if (result == 1)
+					iq_fail("could not read \"%s\" partition %d to restore: %s",
+							topic, p, rd_kafka_message_errstr(m));
+				result = 0;
+			}
+			else if (m->offset >= start && m->offset > last)
+			{
+				last = m->offset;
+				if (m->payload == NULL)
+					iq_store_batch_delete(batch, store, m->key ? m->key : "", m->key_len);
+				else if (store == IQ_STORE_ORDER_COUNT && m->len != 8)
+					part->stats.dropped_malformed++;
+				else
+					iq_store_batch_put(batch, store, m->key ? m->key : "", m->key_len,
+									   m->payload, m->len);
+				part->stats.restored_records++;
+			}
+			rd_kafka_message_destroy(m);
+		}
+		if (last >= 0)
+		{
+			*next = last + 1;
+			iq_store_batch_checkpoint(batch, ck);
+		}
+		if (result == 1 && !iq_store_batch_commit(batch, &werr))
+		{
+			iq_fail("could not write the restored state of partition %d under iq_fdw.state_dir: %s",
+					p, werr ? werr : "?");
+			free(werr);
+			result = 0;
+		}
+		else if (result != 1)
+			iq_store_batch_discard(batch);
+		if (result != 1)
+			break;
+		if (last >= hi - 1)
+			done = true;
+		iq_stats_publish();
+	}
+	pfree(msgs);
+	rd_kafka_assign(rk, NULL);
+	rd_kafka_queue_destroy(q);
+	if (result == 1 && *next < hi)
+		*next = hi;				/* only control records were left */
+	return result;
+}
+
+/*
+ * iq_restore_partition
+ *		Restore both stores of a partition; false after iq_fail().
+ */
+bool
+iq_restore_partition(int p, bool existed, IqCheckpoint *ck)
+{
+	int			r;
+
+	if (!existed)
+	{
+		ck->changelog_next = -1;
+		ck->customer_next = -1;
+	}
+	r = restore_topic(iq_w->cfg.changelog_topic, p, IQ_STORE_ORDER_COUNT, ck, &ck->changelog_next);
+	if (r < 0)
+	{
+		char	   *err = NULL;
+		bool		dummy;
+
+		/* the store claims records the changelog does not have */
+		ereport(LOG,
+				(errmsg("iq_fdw worker: the state of partition %d is ahead of changelog topic \"%s\"; rebuilding it from the changelog",
+						p, iq_w->cfg.changelog_topic)));
+		if (!iq_store_destroy(p, &err) || !iq_store_open(p, ck, &dummy, &err))
+		{
+			iq_fail("could not rebuild the state of partition %d: %s", p, err ? err : "?");
+			free(err);
+			return false;
+		}
+		iq_store_set_held(p, true, true);
+		ck->changelog_next = -1;
+		ck->customer_next = -1;
+		r = restore_topic(iq_w->cfg.changelog_topic, p, IQ_STORE_ORDER_COUNT, ck, &ck->changelog_next);
+	}
+	if (r <= 0)
+	{
+		if (r < 0)
+			iq_fail("changelog topic \"%s\" partition %d ends before the state restored from it", iq_w->cfg.changelog_topic, p);
+		return false;
+	}
+	r = restore_topic(iq_w->cfg.customer_topic, p, IQ_STORE_CUSTOMER, ck, &ck->customer_next);
+	if (r < 0)
+	{
+		/* the customer topic was recreated: read it again from the start */
+		ck->customer_next = -1;
+		r = restore_topic(iq_w->cfg.customer_topic, p, IQ_STORE_CUSTOMER, ck, &ck->customer_next);
+	}
+	return r > 0;
+}

@@ -1,0 +1,345 @@
+/*-------------------------------------------------------------------------
+ * topology.c
+ *	  The seed's topology on a batch of records: customer -> customer
+ *	  store; order LEFT JOIN customer -> group by key -> count.
+ *
+ * A batch is aggregated in memory first (one entry per partition and key),
+ * then made durable in the order that keeps the local state equal to what
+ * is committed: changelog records (and, under exactly_once, the input
+ * offsets in the same transaction), then one RocksDB write batch per
+ * partition holding the new values and the checkpoint, then (at_least_once)
+ * the consumer offsets.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "partitioner.h"
+#include "settings.h"
+#include "worker.h"
+
+typedef struct Entry
+{
+	uint32		hash;			/* 0 = empty slot */
+	int			partition;
+	const char *key;			/* points into a message of the batch */
+	size_t		key_len;
+	bool		is_order;
+	int64		count;			/* order: the new count */
+	bool		joined;			/* order: a customer exists */
+	const char *value;			/* customer: new value, NULL = tombstone */
+	size_t		value_len;
+} Entry;
+
+typedef struct Table
+{
+	Entry	   *slots;
+	int			size;			/* power of two */
+	int			used;
+} Table;
+
+static uint32
+hash_key(int partition, bool is_order, const char *key, size_t len)
+{
+	uint32		h = 2166136261u ^ (uint32) partition ^ (is_order ? 0x9e3779b9u : 0);
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char) key[i]) * 16777619u;
+	return h ? h : 1;
+}
+
+/*
+ * lookup
+ *		The entry of (partition, kind, key), inserted empty if missing.
+ */
+static Entry *
+lookup(Table *t, int partition, bool is_order, const char *key, size_t len, bool *found)
+{
+	uint32		h = hash_key(partition, is_order, key, len);
+	int			i = h & (t->size - 1);
+
+	for (;;)
+	{
+		Entry	   *e = &t->slots[i];
+
+		if (e->hash == 0)
+		{
+			e->hash = h;
+			e->partition = partition;
+			e->is_order = is_order;
+			e->key = key;
+			e->key_len = len;
+			t->used++;
+			*found = false;
+			return e;
+		}
+		if (e->hash == h && e->partition == partition && e->is_order == is_order &&
+			e->key_len == len && memcmp(e->key, key, len) == 0)
+		{
+			*found = true;
+			return e;
+		}
+		i = (i + 1) & (t->size - 1);
+	}
+}
+
+/*
+ * customer_exists
+ *		The join's lookup: this batch's updates first, then the store.
+ */
+static bool
+customer_exists(Table *t, int p, const char *key, size_t len)
+{
+	bool		found;
+	uint32		h = hash_key(p, false, key, len);
+	int			i = h & (t->size - 1);
+	char	   *v = NULL;
+	size_t		vlen;
+	IqReadStatus st;
+
+	for (;;)
+	{
+		Entry	   *e = &t->slots[i];
+
+		if (e->hash == 0)
+			break;
+		if (e->hash == h && e->partition == p && !e->is_order &&
+			e->key_len == len && memcmp(e->key, key, len) == 0)
+			return e->value != NULL;
+		i = (i + 1) & (t->size - 1);
+	}
+	(void) found;
+	st = iq_store_get_raw(IQ_STORE_CUSTOMER, p, key, len, &v, &vlen, NULL);
+	free(v);
+	return st == IQ_READ_OK;
+}
+
+/*
+ * base_count
+ *		The stored count of a key before this batch.
+ */
+static int64
+base_count(int p, const char *key, size_t len)
+{
+	char	   *v = NULL;
+	size_t		vlen = 0;
+	char	   *err = NULL;
+	int64		n = 0;
+	IqReadStatus st = iq_store_get_raw(IQ_STORE_ORDER_COUNT, p, key, len, &v, &vlen, &err);
+
+	if (st == IQ_READ_OK && vlen == 8)
+		n = iq_decode_int64((const unsigned char *) v);
+	else if (st == IQ_READ_ERROR)
+	{
+		iq_fail("could not read the count of a key in partition %d: %s", p, err ? err : "?");
+		free(err);
+	}
+	free(v);
+	return n;
+}
+
+/*
+ * note_wrong_partition
+ *		A key found where the configured partitioner would not put it.
+ */
+static void
+note_wrong_partition(IqPart *part, int p, int expected, const char *topic,
+					 const char *key, size_t len)
+{
+	part->stats.wrong_partition++;
+	if (part->wrong_partition_logged)
+		return;
+	part->wrong_partition_logged = true;
+	ereport(LOG,
+			(errmsg("iq_fdw worker: a record of topic \"%s\" with key \"%.*s\" is in partition %d, but the key belongs to partition %d",
+					topic, (int) Min(len, 64), key, p, expected),
+			 errdetail("Further such records of partition %d are counted in iq_stats without being logged.", p),
+			 errhint("The producer partitions keys differently from iq_fdw.partitioner (%s); lookups of such keys go to the wrong instance. Use the same partitioner in the producer and in iq_fdw.partitioner.",
+					 iq_w->cfg.partitioner == IQ_PARTITIONER_MURMUR2 ? "murmur2" : "crc32")));
+}
+
+/*
+ * iq_topology_process
+ *		Process and destroy a batch of consumed messages.
+ */
+void
+iq_topology_process(rd_kafka_message_t **msgs, int n)
+{
+	Table		t;
+	bool		touched[IQ_MAX_PARTITIONS];
+	bool		any_output = false;
+	bool		any_input = false;
+	rd_kafka_topic_partition_list_t *positions = NULL;
+
+	t.size = 1024;
+	while (t.size < 2 * n)
+		t.size <<= 1;
+	t.used = 0;
+	t.slots = palloc0(sizeof(Entry) * t.size);
+	memset(touched, 0, sizeof(touched));
+
+	for (int i = 0; i < n && !iq_w->failed; i++)
+	{
+		rd_kafka_message_t *m = msgs[i];
+		int			p = m->partition;
+		IqPart	   *part;
+		const char *topic;
+		bool		is_order;
+		bool		found;
+		int			expected;
+		Entry	   *e;
+
+		if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				continue;
+			/* a missing topic and the like: visible, retried by librdkafka */
+			iq_w->error_state = true;
+			iq_set_worker_state(IQ_WORKER_ERROR, "consumer: %s%s%s",
+								m->rkt ? rd_kafka_topic_name(m->rkt) : "",
+								m->rkt ? ": " : "", rd_kafka_message_errstr(m));
+			continue;
+		}
+		if (p < 0 || p >= iq_w->partition_count || m->rkt == NULL)
+			continue;
+		part = &iq_w->parts[p];
+		if (!part->assigned)
+			continue;			/* revoked during the poll */
+		topic = rd_kafka_topic_name(m->rkt);
+		is_order = strcmp(topic, iq_w->cfg.order_topic) == 0;
+		if (!is_order && strcmp(topic, iq_w->cfg.customer_topic) != 0)
+			continue;
+		/* a record seen again after a seek: already in the state */
+		if (is_order ? (part->order_next >= 0 && m->offset < part->order_next)
+			: (part->customer_next >= 0 && m->offset < part->customer_next))
+			continue;
+		if (is_order)
+			part->order_next = m->offset + 1;
+		else
+			part->customer_next = m->offset + 1;
+		touched[p] = true;
+		any_input = true;
+
+		if (m->key == NULL)
+		{
+			part->stats.dropped_null_key++;
+			continue;
+		}
+		expected = iq_partition_for_key(iq_w->cfg.partitioner, m->key, m->key_len,
+										iq_w->partition_count);
+		if (expected != p)
+			note_wrong_partition(part, p, expected, topic, m->key, m->key_len);
+
+		e = lookup(&t, p, is_order, m->key, m->key_len, &found);
+		if (!is_order)
+		{
+			Entry	   *o;
+			bool		ofound;
+
+			e->value = m->payload;	/* NULL: tombstone */
+			e->value_len = m->len;
+			/* an order of this key later in the batch joins the new state */
+			o = lookup(&t, p, true, m->key, m->key_len, &ofound);
+			if (ofound)
+				o->joined = m->payload != NULL;
+			else
+			{
+				o->hash = 0;	/* undo the probe's insert */
+				t.used--;
+			}
+			any_output = true;
+		}
+		else
+		{
+			if (!found)
+			{
+				e->count = base_count(p, m->key, m->key_len);
+				e->joined = customer_exists(&t, p, m->key, m->key_len);
+			}
+			e->count++;
+			if (e->joined)
+				part->stats.orders_joined++;
+			else
+				part->stats.orders_without_customer++;
+			any_output = true;
+		}
+		part->stats.records_processed++;
+	}
+
+	if (iq_w->failed || !any_input)
+		goto done;
+
+	/* 1. the changelog (and offsets, in one transaction under exactly_once) */
+	if (!iq_changelog_begin())
+		goto done;
+	for (int i = 0; i < t.size && any_output; i++)
+	{
+		Entry	   *e = &t.slots[i];
+
+		if (e->hash != 0 && e->is_order &&
+			!iq_changelog_produce(e->partition, e->key, e->key_len, e->count))
+			goto done;
+	}
+	positions = iq_consumer_positions();
+	if (!iq_changelog_finish(positions))
+		goto done;
+
+	/* 2. the local state with its checkpoint, one write per partition */
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+		IqStoreBatch *b;
+		IqCheckpoint ck;
+		char	   *err = NULL;
+
+		if (!touched[p])
+			continue;
+		if (iq_w->changelog_last[p] >= 0)
+			part->changelog_next = iq_w->changelog_last[p] + 1;
+		b = iq_store_batch_begin(p);
+		for (int i = 0; i < t.size; i++)
+		{
+			Entry	   *e = &t.slots[i];
+			unsigned char v[8];
+
+			if (e->hash == 0 || e->partition != p)
+				continue;
+			if (e->is_order)
+			{
+				iq_encode_int64(e->count, v);
+				iq_store_batch_put(b, IQ_STORE_ORDER_COUNT, e->key, e->key_len,
+								   (const char *) v, 8);
+			}
+			else if (e->value == NULL)
+				iq_store_batch_delete(b, IQ_STORE_CUSTOMER, e->key, e->key_len);
+			else
+				iq_store_batch_put(b, IQ_STORE_CUSTOMER, e->key, e->key_len,
+								   e->value, e->value_len);
+		}
+		ck.customer_next = part->customer_next;
+		ck.order_next = part->order_next;
+		ck.changelog_next = part->changelog_next;
+		iq_store_batch_checkpoint(b, &ck);
+		if (!iq_store_batch_commit(b, &err))
+		{
+			iq_fail("could not write the state of partition %d under iq_fdw.state_dir: %s",
+					p, err ? err : "?");
+			free(err);
+			goto done;
+		}
+		part->stats.customer_offset = part->customer_next;
+		part->stats.order_offset = part->order_next;
+		part->stats.changelog_offset = part->changelog_next - 1;
+	}
+
+	/* 3. the offsets (at_least_once; exactly_once committed them above) */
+	iq_consumer_commit(false);
+
+done:
+	if (positions)
+		rd_kafka_topic_partition_list_destroy(positions);
+	if (iq_w->failed)
+		iq_changelog_abort();
+	for (int i = 0; i < n; i++)
+		rd_kafka_message_destroy(msgs[i]);
+	pfree(t.slots);
+}

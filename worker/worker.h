@@ -1,0 +1,142 @@
+/*-------------------------------------------------------------------------
+ * worker.h
+ *	  The stream worker's modules and the state they share, as a table of
+ *	  contents.  Main thread of the worker only.
+ *
+ * The worker runs a "pipeline": a producer (changelog, transactions), a
+ * group consumer (customer + order), a restore consumer (no group) and the
+ * RocksDB stores.  Any failure it cannot ride out tears the pipeline down
+ * and builds it again after a backoff; state is then taken from the local
+ * checkpoint, the changelog and the group's committed offsets, so a restart
+ * is always correct, only slower.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_WORKER_H
+#define IQ_WORKER_H
+
+#include <signal.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "shmem.h"
+#include "settings.h"
+#include "store_admin.h"
+
+/* The three librdkafka handles, for their log queues */
+typedef enum IqHandle
+{
+	IQ_H_CONSUMER = 0,
+	IQ_H_PRODUCER,
+	IQ_H_RESTORER
+} IqHandle;
+
+/* What the worker knows about one partition (index = partition number). */
+typedef struct IqPart
+{
+	bool		assigned;
+	int64		customer_next;	/* next customer offset to process */
+	int64		order_next;		/* next order offset to process, -1 unknown */
+	int64		changelog_next; /* after the last changelog record in the store */
+	int64		customer_end;
+	int64		order_end;
+	bool		wrong_partition_logged;
+	IqPartitionStats stats;		/* the worker's copy, published per batch */
+} IqPart;
+
+/* Settings the worker runs with: a change of any of them restarts it. */
+typedef struct IqWorkerConfig
+{
+	char	   *brokers;
+	char	   *app_id;
+	char	   *customer_topic;
+	char	   *order_topic;
+	char	   *changelog_topic;
+	char	   *state_dir;		/* <state_dir>/<application_id> */
+	char	   *http_listen;
+	char	   *advertised;
+	int			partitioner;
+	int			guarantee;
+	int			memory_budget_mb;
+	int			http_threads;
+	int			commit_interval_ms;
+} IqWorkerConfig;
+
+typedef struct IqWorker
+{
+	IqWorkerConfig cfg;
+	char		client_id[512];
+	char		transactional_id[512];
+
+	rd_kafka_t *producer;
+	rd_kafka_t *consumer;
+	rd_kafka_t *restorer;
+	rd_kafka_queue_t *consumer_q;
+	rd_kafka_queue_t *log_q[3]; /* logs of each handle (IqHandle) */
+	rd_kafka_queue_t *admin_q;	/* ownership's DescribeConsumerGroups */
+	int			wake_fd[2];		/* consumer queue -> WaitLatchOrSocket */
+
+	int			partition_count;
+	IqPart		parts[IQ_MAX_PARTITIONS];
+
+	/* set by callbacks, acted on by the main loop */
+	bool		failed;			/* tear the pipeline down and retry */
+	char		failure[IQ_MESSAGE_LEN];
+	bool		error_state;	/* in ERROR without a restart (e.g. topic missing) */
+	bool		broker_error;	/* from the error callback, not yet shown */
+	char		broker_reason[256];
+	int64		delivery_errors;
+	int64		changelog_last[IQ_MAX_PARTITIONS];	/* from delivery reports */
+	bool		ownership_due;	/* describe the group now */
+	bool		txn_open;
+} IqWorker;
+
+extern IqWorker *iq_w;
+
+/* in worker_main.c */
+extern volatile sig_atomic_t iq_got_sigterm;
+extern void iq_fail(const char *fmt,...) pg_attribute_printf(1, 2);
+extern void iq_drain_logs(void);
+extern void iq_log_attach(rd_kafka_t *rk, IqHandle h);
+extern void iq_log_detach(IqHandle h);
+extern int64 iq_now_ms(void);
+extern rd_kafka_conf_t *iq_conf_new(char **err);
+extern bool iq_conf_set(rd_kafka_conf_t *conf, const char *name,
+						const char *value, char **err);
+extern void iq_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+
+/* in consumer.c */
+extern bool iq_consumer_start(char **err);
+extern void iq_consumer_stop(void);
+extern int	iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms);
+extern bool iq_consumer_commit(bool sync);
+extern void iq_consumer_refresh_ends(void);
+extern rd_kafka_topic_partition_list_t *iq_consumer_positions(void);
+
+/* in topology.c */
+extern void iq_topology_process(rd_kafka_message_t **msgs, int n);
+
+/* in changelog.c */
+extern bool iq_changelog_ensure_topic(int *partition_count, char **err);
+extern bool iq_producer_start(char **err);
+extern void iq_producer_stop(void);
+extern bool iq_changelog_produce(int partition, const char *key, size_t key_len,
+								 int64 count);
+extern bool iq_changelog_begin(void);
+extern bool iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets);
+extern void iq_changelog_abort(void);
+
+/* in restore.c */
+extern bool iq_restorer_start(char **err);
+extern void iq_restorer_stop(void);
+extern bool iq_restore_partition(int partition, bool existed, IqCheckpoint *ck);
+
+/* in ownership.c */
+extern void iq_ownership_init(void);
+extern void iq_ownership_tick(void);
+extern void iq_ownership_clear(void);
+
+/* in stats.c */
+extern void iq_stats_publish(void);
+extern void iq_stats_clear(void);
+
+#endif							/* IQ_WORKER_H */

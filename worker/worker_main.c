@@ -1,0 +1,553 @@
+/*-------------------------------------------------------------------------
+ * worker_main.c
+ *	  The stream worker's entry point and main loop.
+ *
+ * worker_spi's discipline: signal handlers before unblocking signals, one
+ * WaitLatch loop that exits on postmaster death, CHECK_FOR_INTERRUPTS, and
+ * a reload check.  SIGTERM stops cleanly (commit, leave the group, close
+ * the stores); a reload that changes a worker setting stops cleanly too and
+ * exits with 1 so the postmaster starts a worker with the new settings.
+ *
+ * Nothing Kafka, RocksDB or the network does ends the process: a failure
+ * tears the pipeline down (worker.h), shows the state "error" with a
+ * message that names the cause and the setting, and retries with backoff.
+ * The wait is on the latch and on a pipe that librdkafka writes when the
+ * consumer queue becomes non-empty, so records are taken as soon as they
+ * arrive and at full speed while they keep coming.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "servers.h"
+#include "settings.h"
+#include "worker.h"
+
+#define BATCH_MAX			20000
+#define IDLE_WAIT_MS		100
+#define BACKOFF_MIN_MS		1000
+#define BACKOFF_MAX_MS		30000
+
+PGDLLEXPORT void iq_worker_main(Datum main_arg);
+
+volatile sig_atomic_t iq_got_sigterm = false;
+IqWorker   *iq_w = NULL;
+
+static bool pipeline_up = false;
+static int64 retry_at = 0;
+static int	backoff_ms = BACKOFF_MIN_MS;
+static bool servers_up = false;
+static int64 servers_retry_at = 0;
+static int	servers_backoff_ms = BACKOFF_MIN_MS;
+
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	iq_got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+int64
+iq_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * iq_fail
+ *		Something the pipeline cannot ride out: remember why; the main loop
+ *		tears it down and retries.  Safe inside librdkafka callbacks.
+ */
+void
+iq_fail(const char *fmt,...)
+{
+	va_list		ap;
+
+	if (iq_w->failed)
+		return;					/* keep the first cause */
+	va_start(ap, fmt);
+	vsnprintf(iq_w->failure, sizeof(iq_w->failure), fmt, ap);
+	va_end(ap);
+	iq_w->failed = true;
+}
+
+/*
+ * iq_error_cb
+ *		librdkafka's error callback, served by our polls (main thread).
+ */
+void
+iq_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR__FATAL)
+	{
+		char		buf[256];
+
+		rd_kafka_fatal_error(rk, buf, sizeof(buf));
+		iq_fail("Kafka client failed: %s", buf);
+	}
+	else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+			 err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+			 err == RD_KAFKA_RESP_ERR__RESOLVE)
+	{
+		iq_w->broker_error = true;
+		strlcpy(iq_w->broker_reason, reason ? reason : rd_kafka_err2str(err),
+				sizeof(iq_w->broker_reason));
+	}
+}
+
+/*
+ * iq_conf_set
+ *		Set one librdkafka property; false with *err (the conf stays the
+ *		caller's to destroy).
+ */
+bool
+iq_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char **err)
+{
+	char		errstr[512];
+
+	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
+		return true;
+	*err = strdup(errstr);
+	return false;
+}
+
+/*
+ * iq_conf_new
+ *		What every handle shares: brokers, client id, logs to a queue.
+ */
+rd_kafka_conf_t *
+iq_conf_new(char **err)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+	if (!iq_conf_set(conf, "bootstrap.servers", iq_w->cfg.brokers, err) ||
+		!iq_conf_set(conf, "client.id", iq_w->client_id, err) ||
+		!iq_conf_set(conf, "log.queue", "true", err) ||
+		!iq_conf_set(conf, "log.connection.close", "false", err) ||
+		!iq_conf_set(conf, "socket.timeout.ms", "30000", err))
+	{
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	rd_kafka_conf_set_error_cb(conf, (void (*) (rd_kafka_t *, int, const char *, void *)) iq_error_cb);
+	return conf;
+}
+
+void
+iq_log_attach(rd_kafka_t *rk, IqHandle h)
+{
+	iq_w->log_q[h] = rd_kafka_queue_new(rk);
+	rd_kafka_set_log_queue(rk, iq_w->log_q[h]);
+}
+
+static void
+drain_one(rd_kafka_queue_t *q)
+{
+	rd_kafka_event_t *ev;
+
+	while ((ev = rd_kafka_queue_poll(q, 0)) != NULL)
+	{
+		const char *fac = NULL;
+		const char *str = NULL;
+		int			level = 7;
+
+		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_LOG &&
+			rd_kafka_event_log(ev, &fac, &str, &level) == 0)
+			ereport(level <= 4 ? LOG : (level <= 6 ? DEBUG1 : DEBUG2),
+					(errmsg("iq_fdw worker: librdkafka %s: %s", fac ? fac : "", str ? str : "")));
+		rd_kafka_event_destroy(ev);
+	}
+}
+
+/*
+ * iq_drain_logs
+ *		librdkafka's logs, emitted from our thread only.
+ */
+void
+iq_drain_logs(void)
+{
+	for (int h = 0; h < 3; h++)
+		if (iq_w->log_q[h])
+			drain_one(iq_w->log_q[h]);
+}
+
+void
+iq_log_detach(IqHandle h)
+{
+	if (iq_w->log_q[h] == NULL)
+		return;
+	drain_one(iq_w->log_q[h]);
+	rd_kafka_queue_destroy(iq_w->log_q[h]);
+	iq_w->log_q[h] = NULL;
+}
+
+/*
+ * load_config
+ *		The settings this worker runs with, copied so a reload can be
+ *		compared against them.
+ */
+static void
+load_config(IqWorkerConfig *c)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	char	   *dir = iq_state_dir_path();
+
+	c->brokers = pstrdup(iq_bootstrap_servers);
+	c->app_id = pstrdup(iq_application_id);
+	c->customer_topic = pstrdup(iq_customer_topic);
+	c->order_topic = pstrdup(iq_order_topic);
+	c->changelog_topic = iq_changelog_topic();
+	c->state_dir = psprintf("%s/%s", dir, iq_application_id);
+	c->http_listen = pstrdup(iq_http_listen);
+	c->advertised = iq_advertised();
+	c->partitioner = iq_partitioner;
+	c->guarantee = iq_processing_guarantee;
+	c->memory_budget_mb = iq_memory_budget_mb;
+	c->http_threads = iq_http_threads;
+	c->commit_interval_ms = iq_commit_interval_ms;
+	pfree(dir);
+	MemoryContextSwitchTo(old);
+}
+
+static bool
+config_changed(void)
+{
+	IqWorkerConfig n;
+	IqWorkerConfig *o = &iq_w->cfg;
+	bool		changed;
+
+	load_config(&n);
+	changed = strcmp(n.brokers, o->brokers) != 0 ||
+		strcmp(n.app_id, o->app_id) != 0 ||
+		strcmp(n.customer_topic, o->customer_topic) != 0 ||
+		strcmp(n.order_topic, o->order_topic) != 0 ||
+		strcmp(n.state_dir, o->state_dir) != 0 ||
+		strcmp(n.http_listen, o->http_listen) != 0 ||
+		strcmp(n.advertised, o->advertised) != 0 ||
+		n.partitioner != o->partitioner ||
+		n.guarantee != o->guarantee ||
+		n.memory_budget_mb != o->memory_budget_mb ||
+		n.http_threads != o->http_threads ||
+		n.commit_interval_ms != o->commit_interval_ms;
+	return changed;
+}
+
+/*
+ * pipeline_stop
+ *		Leave the group (committing what is done unless we failed), drop
+ *		the producers and close every store.
+ */
+static void
+pipeline_stop(void)
+{
+	iq_consumer_stop();
+	iq_producer_stop();
+	iq_restorer_stop();
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		iq_store_close(p);
+	iq_stats_clear();
+	iq_ownership_clear();
+	iq_drain_logs();
+	pipeline_up = false;
+}
+
+/*
+ * pipeline_start
+ *		Producer, topics, restorer, consumer; false with *err.
+ */
+static bool
+pipeline_start(char **err)
+{
+	int			n = 0;
+
+	iq_w->failed = false;
+	iq_w->broker_error = false;
+	iq_set_worker_state(IQ_WORKER_STARTING, "connecting to Kafka at %s", iq_w->cfg.brokers);
+	if (!iq_producer_start(err))
+		return false;
+	if (!iq_changelog_ensure_topic(&n, err))
+		return false;
+	iq_w->partition_count = n;
+	iq_store_set_partition_count(n);
+	if (!iq_restorer_start(err))
+		return false;
+	if (!iq_consumer_start(err))
+		return false;
+	iq_w->admin_q = rd_kafka_queue_new(iq_w->consumer);
+	iq_w->ownership_due = true;
+	iq_w->error_state = false;
+	iq_stats_publish();
+	iq_set_worker_state(IQ_WORKER_REBALANCING, "joining group \"%s\"", iq_w->cfg.app_id);
+	pipeline_up = true;
+	return true;
+}
+
+/*
+ * servers_start
+ *		HTTP and the local socket, once the stores are set up.
+ */
+static bool
+servers_start(char **err)
+{
+	IqServerConfig sc;
+
+	memset(&sc, 0, sizeof(sc));
+	if (!iq_parse_host_port(iq_w->cfg.http_listen, sc.listen_host,
+							sizeof(sc.listen_host), &sc.listen_port) ||
+		!iq_parse_host_port(iq_w->cfg.advertised, sc.advertised_host,
+							sizeof(sc.advertised_host), &sc.advertised_port))
+	{
+		*err = strdup("bad host:port");
+		return false;
+	}
+	sc.threads = iq_w->cfg.http_threads;
+	sc.peer_timeout_ms = iq_peer_timeout_ms;
+	snprintf(sc.socket_path, sizeof(sc.socket_path), "/tmp/iq_fdw.%d.sock", PostPortNumber);
+
+	if (!iq_http_start(&sc, err))
+	{
+		char	   *inner = *err;
+
+		*err = psprintf("HTTP server on %s (iq_fdw.http_listen): %s",
+						iq_w->cfg.http_listen, inner ? inner : "?");
+		*err = strdup(*err);
+		free(inner);
+		return false;
+	}
+	if (!iq_local_server_start(&sc, err))
+	{
+		char	   *inner = *err;
+
+		iq_http_stop();
+		*err = strdup(psprintf("local socket %s: %s", sc.socket_path, inner ? inner : "?"));
+		free(inner);
+		return false;
+	}
+	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	strlcpy(iq_shared->local_socket, sc.socket_path, sizeof(iq_shared->local_socket));
+	LWLockRelease(iq_shared->lock);
+	return true;
+}
+
+static void
+servers_stop(void)
+{
+	if (!servers_up)
+		return;
+	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared->local_socket[0] = '\0';
+	LWLockRelease(iq_shared->lock);
+	iq_local_server_stop();
+	iq_http_stop();
+	servers_up = false;
+}
+
+/*
+ * worker_cleanup
+ *		before_shmem_exit: threads stop before the stores they read close.
+ */
+static void
+worker_cleanup(int code, Datum arg)
+{
+	servers_stop();
+	if (pipeline_up)
+		pipeline_stop();
+	iq_store_shutdown();
+	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared->worker_pid = 0;
+	LWLockRelease(iq_shared->lock);
+	iq_set_worker_state(IQ_WORKER_STOPPED, NULL);
+}
+
+static void
+schedule_retry(void)
+{
+	retry_at = iq_now_ms() + backoff_ms;
+	backoff_ms = Min(backoff_ms * 2, BACKOFF_MAX_MS);
+}
+
+/*
+ * iq_worker_main
+ *		Entry point of the stream worker.
+ */
+void
+iq_worker_main(Datum main_arg)
+{
+	rd_kafka_message_t **msgs;
+	char	   *err = NULL;
+	int64		last_stats = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+	iq_shmem_attach();
+
+	iq_w = MemoryContextAllocZero(TopMemoryContext, sizeof(IqWorker));
+	load_config(&iq_w->cfg);
+	snprintf(iq_w->client_id, sizeof(iq_w->client_id), "iq_fdw|%s", iq_w->cfg.advertised);
+	snprintf(iq_w->transactional_id, sizeof(iq_w->transactional_id), "%s-%s",
+			 iq_w->cfg.app_id, iq_w->cfg.advertised);
+	for (char *c = iq_w->transactional_id + strlen(iq_w->cfg.app_id) + 1; *c; c++)
+		if (!isalnum((unsigned char) *c) && *c != '.' && *c != '_' && *c != '-')
+			*c = '_';
+	if (pipe2(iq_w->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("iq_fdw worker: could not create a pipe: %m")));
+	msgs = MemoryContextAlloc(TopMemoryContext, sizeof(rd_kafka_message_t *) * BATCH_MAX);
+
+	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared->worker_pid = MyProcPid;
+	iq_shared->local_socket[0] = '\0';
+	LWLockRelease(iq_shared->lock);
+	before_shmem_exit(worker_cleanup, 0);
+	iq_set_worker_state(IQ_WORKER_STARTING, NULL);
+	iq_ownership_init();
+
+	while (!iq_store_init(iq_w->cfg.state_dir,
+						  (size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024, &err))
+	{
+		iq_set_worker_state(IQ_WORKER_ERROR, "state directory (iq_fdw.state_dir): %s", err);
+		free(err);
+		err = NULL;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 BACKOFF_MAX_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (iq_got_sigterm)
+			proc_exit(0);
+	}
+
+	while (!iq_got_sigterm)
+	{
+		int			n = 0;
+		int			events;
+		int64		now = iq_now_ms();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (config_changed())
+			{
+				ereport(LOG,
+						(errmsg("iq_fdw worker: restarting to apply changed iq_fdw settings")));
+				proc_exit(1);	/* worker_cleanup stops everything first */
+			}
+		}
+
+		if (!servers_up && now >= servers_retry_at)
+		{
+			if (servers_start(&err))
+			{
+				servers_up = true;
+				servers_backoff_ms = BACKOFF_MIN_MS;
+			}
+			else
+			{
+				iq_set_worker_state(IQ_WORKER_ERROR, "%s", err);
+				free(err);
+				err = NULL;
+				servers_retry_at = now + servers_backoff_ms;
+				servers_backoff_ms = Min(servers_backoff_ms * 2, BACKOFF_MAX_MS);
+			}
+		}
+
+		if (!pipeline_up && now >= retry_at)
+		{
+			if (!pipeline_start(&err))
+			{
+				iq_set_worker_state(IQ_WORKER_ERROR, "%s", err ? err : iq_w->failure);
+				free(err);
+				err = NULL;
+				iq_w->failed = true;	/* no commit on the way down */
+				pipeline_stop();
+				schedule_retry();
+			}
+		}
+
+		if (pipeline_up)
+		{
+			n = iq_consumer_poll(msgs, BATCH_MAX, iq_w->cfg.commit_interval_ms);
+			if (n > 0 && !iq_w->failed)
+				iq_topology_process(msgs, n);
+			else
+				for (int i = 0; i < n; i++)
+					rd_kafka_message_destroy(msgs[i]);
+			if (iq_w->producer)
+				rd_kafka_poll(iq_w->producer, 0);
+			if (n > 0 || now - last_stats > 1000)
+			{
+				iq_consumer_refresh_ends();
+				iq_stats_publish();
+				last_stats = now;
+				if (n > 0 && iq_w->error_state && !iq_w->failed)
+				{
+					iq_w->error_state = false;
+					iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+				}
+			}
+			if (iq_w->broker_error && !iq_w->failed)
+			{
+				iq_w->broker_error = false;
+				iq_w->error_state = true;
+				iq_set_worker_state(IQ_WORKER_ERROR,
+									"cannot reach Kafka at %s (iq_fdw.bootstrap_servers): %s",
+									iq_w->cfg.brokers, iq_w->broker_reason);
+			}
+			iq_ownership_tick();
+			if (iq_w->failed)
+			{
+				char		why[IQ_MESSAGE_LEN];
+
+				strlcpy(why, iq_w->failure, sizeof(why));
+				pipeline_stop();
+				if (iq_got_sigterm)
+					break;
+				iq_set_worker_state(IQ_WORKER_ERROR, "%s", why);
+				schedule_retry();
+			}
+			else if (n > 0)
+				backoff_ms = BACKOFF_MIN_MS;
+		}
+		iq_drain_logs();
+
+		/* more may be waiting: take it without sleeping */
+		if (n == BATCH_MAX)
+		{
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+		events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
+		if (pipeline_up && n == 0)
+			events |= WL_SOCKET_READABLE;
+		if (n == 0)
+			(void) WaitLatchOrSocket(MyLatch, events, iq_w->wake_fd[0],
+									 pipeline_up ? IDLE_WAIT_MS : Min(IDLE_WAIT_MS * 5, Max(retry_at - now, 1)),
+									 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	ereport(LOG, (errmsg("iq_fdw worker: shutting down")));
+	proc_exit(0);
+}
