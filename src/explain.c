@@ -2,10 +2,11 @@
  * explain.c
  *	  EXPLAIN of a foreign scan: the store, what it is asked, and where.
  *
- * Which instance owns a partition changes with the consumer group, so the
- * instances are shown only with COSTS or ANALYZE, as postgres_fdw keeps
- * what varies between runs out of EXPLAIN (COSTS OFF); the partitions of
- * constant keys depend only on the topic and are shown with VERBOSE.
+ * Which instance owns a partition changes with the consumer group, and the
+ * partition count is known only once the worker has met the topics, so
+ * the partitions of constant keys and their owners are shown only with
+ * VERBOSE and COSTS or ANALYZE, as postgres_fdw keeps what varies between
+ * runs out of EXPLAIN (COSTS OFF).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -47,7 +48,7 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	if (limit[0] != '\0')
 		ExplainPropertyText("Limit", limit, es);
 
-	if (es->verbose && kind == IQ_SCAN_POINT)
+	if (es->verbose && (es->costs || es->analyze) && kind == IQ_SCAN_POINT)
 		explain_partitions((List *) list_nth(priv, IQ_PRIV_CONST_KEYS), es);
 
 	if (es->analyze && s != NULL && s->instances.len > 0)
@@ -56,7 +57,7 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 /*
  * explain_partitions
- *		Partitions of constant keys, and (with COSTS) their owners now.
+ *		Partitions of constant keys, and their owners now.
  */
 static void
 explain_partitions(List *keys, ExplainState *es)
@@ -88,8 +89,6 @@ explain_partitions(List *keys, ExplainState *es)
 			appendStringInfo(&buf, "%s%d", buf.len ? ", " : "", p);
 	ExplainPropertyText("Partitions", buf.data, es);
 
-	if (!es->costs && !es->analyze)
-		return;
 	resetStringInfo(&buf);
 	for (int p = 0; p < o->partition_count; p++)
 	{

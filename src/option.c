@@ -185,13 +185,13 @@ valid_store_list(void)
 /*
  * nearest_name
  *		The candidate closest to a misspelt name, or NULL if none is close:
- *		at most a third of the name's length away, as a typo would be.
+ *		two edits, or a third of the name, as a typo would be.
  */
 static const char *
 nearest_name(const char *name, const char **candidates, int n)
 {
 	const char *best = NULL;
-	int			best_d = strlen(name) / 3 + 1;
+	int			best_d = Max(2, (int) strlen(name) / 3) + 1;
 
 	for (int i = 0; i < n; i++)
 	{

@@ -68,6 +68,7 @@ static bool limit_is_safe(PlannerInfo *root, RelOptInfo *baserel,
 static char *deparse_arg(PlannerInfo *root, Expr *arg);
 static char *deparse_pushed(PlannerInfo *root, IqRelInfo *ri, IqKeyQuals *q);
 static List *const_keys(IqKeyQuals *q);
+static bool contain_param(Node *node, void *context);
 
 /*
  * iqGetForeignRelSize
@@ -406,6 +407,8 @@ deparse_arg(PlannerInfo *root, Expr *arg)
 	}
 	if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN)
 		return psprintf("$%d", ((Param *) arg)->paramid);
+	if (IsA(arg, Param))
+		return "(outer value)";
 	if (IsA(arg, Var) && ((Var *) arg)->varlevelsup == 0)
 	{
 		Var		   *var = (Var *) arg;
@@ -414,8 +417,8 @@ deparse_arg(PlannerInfo *root, Expr *arg)
 		return psprintf("%s.%s", quote_identifier(rte->eref->aliasname),
 						quote_identifier(get_rte_attribute_name(rte, var->varattno)));
 	}
-	if (bms_is_empty(pull_varnos(root, (Node *) arg)) &&
-		!contain_var_clause((Node *) arg))
+	/* ruleutils needs a plan to name Vars and executor Params */
+	if (!contain_var_clause((Node *) arg) && !contain_param((Node *) arg, NULL))
 		return deparse_expression((Node *) arg, NIL, false, false);
 	return "(expression)";
 }
@@ -504,4 +507,18 @@ const_keys(IqKeyQuals *q)
 				keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
 	}
 	return keys;
+}
+
+/*
+ * contain_param
+ *		Does an expression use a parameter of any kind?
+ */
+static bool
+contain_param(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param))
+		return true;
+	return expression_tree_walker(node, contain_param, context);
 }
