@@ -23,11 +23,15 @@ iq_restorer_start(char **err)
 {
 	rd_kafka_conf_t *conf = iq_conf_new(err);
 	char		errstr[512];
+	char		group[600];
 	rd_kafka_t *rk;
 
 	if (conf == NULL)
 		return false;
-	if (!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
+	/* librdkafka wants a group for its consumer queue; it never joins it */
+	snprintf(group, sizeof(group), "%s-restore", iq_w->cfg.app_id);
+	if (!iq_conf_set(conf, "group.id", group, err) ||
+		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
 		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
 		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
 		!iq_conf_set(conf, "enable.partition.eof", "true", err) ||
