@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# bench/fdw_lookup.sh: the speed goals of issue 5, on one instance, in one run.
+#
+#   IQ_PORT_OFFSET=... bench/fdw_lookup.sh [ROWS]      (default 1000000)
+#
+# Needs a running cluster (scripts/cluster up). Produces ROWS orders with
+# distinct keys "b:NNNNNNN" (once; skipped when the store already has them),
+# copies the order-count store into a heap table with a primary key, then
+# with pgbench -M prepared on instance 1:
+#   1. SELECT count FROM order_count WHERE key = :k   keys owned by instance 1
+#   2. the same on the heap table                     (same keys)
+#   3. the same for keys owned by other instances, and on the heap table
+#   4. a full scan of the store vs a sequential scan of the heap table (rows/s)
+# The key is picked by pgbench from a constant array of 200 keys, so both
+# sides pay the same for choosing it.  Prints a markdown table.
+#
+# Environment: BENCH_SECONDS (default 15) per pgbench run, BENCH_CLIENTS
+# (default: number of CPUs), BENCH_INSTANCE (default 1).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/../scripts/lib.sh"
+
+ROWS=${1:-1000000}
+SECONDS_PER_RUN=${BENCH_SECONDS:-15}
+CLIENTS=${BENCH_CLIENTS:-$(nproc)}
+I=${BENCH_INSTANCE:-1}
+PORT=$(pg_port "$I")
+PGB="$PG_BIN/pgbench"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+sql() { "$PG_BIN/psql" -X -At -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+
+msg "instance $I (port $PORT), $ROWS rows, ${SECONDS_PER_RUN}s per run, $CLIENTS clients"
+
+sql <<-'EOF'
+	CREATE SCHEMA IF NOT EXISTS bench;
+	DO $$ BEGIN
+	  IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = 'iq_bench') THEN
+	    CREATE SERVER iq_bench FOREIGN DATA WRAPPER iq_fdw;
+	  END IF;
+	END $$;
+	DROP FOREIGN TABLE IF EXISTS bench.order_count, bench.customer;
+	IMPORT FOREIGN SCHEMA stores FROM SERVER iq_bench INTO bench;
+EOF
+
+have=$(sql -c "SELECT count(*) FROM bench.order_count WHERE key >= 'b:' AND key < 'b;'")
+if ((have < ROWS)); then
+	msg "producing $ROWS orders (have $have)"
+	awk -v n="$ROWS" 'BEGIN { for (i = 0; i < n; i++) printf "b:%07d--food\n", i }' |
+		"$IQ_REPO/scripts/kafka" produce order
+	deadline=$((SECONDS + 900))
+	until have=$(sql -c "SELECT count(*) FROM bench.order_count WHERE key >= 'b:' AND key < 'b;'") &&
+		((have >= ROWS)); do
+		((SECONDS < deadline)) || die "the store holds $have of $ROWS bench keys after 15 minutes"
+		sleep 2
+	done
+fi
+
+msg "copying the store into bench.heap"
+sql <<-'EOF'
+	DROP TABLE IF EXISTS bench.heap;
+	CREATE TABLE bench.heap (key text COLLATE "C" PRIMARY KEY, count bigint);
+	INSERT INTO bench.heap SELECT key, count FROM bench.order_count;
+	VACUUM ANALYZE bench.heap;
+EOF
+total=$(sql -c "SELECT count(*) FROM bench.heap")
+
+# 200 keys owned by this instance, and 200 owned by others
+keys() {
+	sql -c "SELECT string_agg(quote_literal(key), ',') FROM (
+	          SELECT key FROM bench.heap WHERE key >= 'b:' AND key < 'b:0002000'
+	             AND (iq_key_owner('order-count', key)).is_local = $1
+	           ORDER BY key LIMIT 200) s"
+}
+local_keys=$(keys true)
+remote_keys=$(keys false)
+[[ -n $local_keys ]] || die "instance $I owns no bench key (does it hold partitions? SELECT * FROM iq_worker())"
+[[ -n $remote_keys ]] || die "every bench key is owned by instance $I: start more instances"
+
+script() { # script NAME TABLE KEYS
+	printf '\\set r random(1, 200)\nSELECT count FROM %s WHERE key = (ARRAY[%s])[:r];\n' "$2" "$3" >"$WORK/$1.sql"
+}
+script fdw_local bench.order_count "$local_keys"
+script heap_local bench.heap "$local_keys"
+script fdw_remote bench.order_count "$remote_keys"
+script heap_remote bench.heap "$remote_keys"
+printf 'SELECT count(*) FROM bench.order_count;\n' >"$WORK/fdw_scan.sql"
+printf 'SELECT count(*) FROM bench.heap;\n' >"$WORK/heap_scan.sql"
+
+tps() { # tps SCRIPT CLIENTS SECONDS
+	"$PGB" -n -M prepared -h 127.0.0.1 -p "$PORT" -U postgres -c "$2" -j "$2" -T "$3" \
+		-f "$WORK/$1.sql" postgres 2>&1 | tee "$WORK/$1.log" |
+		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
+}
+
+declare -A R
+for s in heap_local fdw_local heap_remote fdw_remote; do
+	R[$s]=$(tps "$s" "$CLIENTS" "$SECONDS_PER_RUN")
+	[[ -n ${R[$s]} ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
+	msg "$s: ${R[$s]} tps"
+done
+for s in heap_scan fdw_scan; do
+	R[$s]=$(tps "$s" 1 "$SECONDS_PER_RUN")
+	[[ -n ${R[$s]} ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
+	msg "$s: ${R[$s]} scans/s"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+rows_s() { awk -v t="$1" -v n="$total" 'BEGIN { printf "%.0f", t * n }'; }
+
+cat <<EOF
+
+### iq_fdw lookups and scans ($(date -u +%Y-%m-%d), $(nproc) CPUs, instance $I of $(recorded_instances), $CLIENTS clients, ${SECONDS_PER_RUN}s each, pgbench -M prepared)
+
+| query | iq_fdw | heap table | ratio | goal |
+|---|---|---|---|---|
+| key = :k, keys owned by this instance | ${R[fdw_local]} tps | ${R[heap_local]} tps | $(ratio "${R[fdw_local]}" "${R[heap_local]}") | >= 0.67 |
+| key = :k, keys owned by other instances | ${R[fdw_remote]} tps | ${R[heap_remote]} tps | $(ratio "${R[fdw_remote]}" "${R[heap_local]}") | >= 0.33 |
+| count(*) of all $total rows | $(rows_s "${R[fdw_scan]}") rows/s | $(rows_s "${R[heap_scan]}") rows/s | $(ratio "${R[fdw_scan]}" "${R[heap_scan]}") | (reported) |
+EOF
