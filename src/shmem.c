@@ -34,6 +34,11 @@ iq_shmem_startup(void)
 {
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
+	/*
+	 * After a crash the postmaster builds a new segment: the pointer it kept
+	 * (and children inherit) is stale, so attach afresh.
+	 */
+	iq_shared = NULL;
 	iq_shmem_attach();
 }
 
