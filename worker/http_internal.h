@@ -20,7 +20,7 @@
 
 /* Longest URL we answer; longer ones get 414 (MHD's own 414 beyond its pool). */
 #define IQ_HTTP_MAX_URL			8192
-#define IQ_HTTP_MEMORY_LIMIT	(64 * 1024)
+#define IQ_HTTP_MEMORY_LIMIT	(16 * 1024)	/* MHD clears it per request */
 #define IQ_HTTP_CONN_TIMEOUT_S	30
 #define IQ_HTTP_MAX_CONNECTIONS 1000
 

@@ -38,6 +38,12 @@ typedef struct RequestCtx
 	bool		too_large;
 } RequestCtx;
 
+/*
+ * Marks a GET whose headers have been seen: answering on the first call,
+ * before MHD knows the request has no body, makes it close the connection.
+ */
+static char headers_seen;
+
 /* no_unescape: keep MHD from decoding the URL; the routes do it per segment */
 static size_t
 no_unescape(void *cls, struct MHD_Connection *c, char *s)
@@ -52,7 +58,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	RequestCtx *ctx = *con_cls;
 
-	if (ctx)
+	if (ctx && (void *) ctx != (void *) &headers_seen)
 	{
 		iq_buf_free(&ctx->body);
 		free(ctx);
@@ -129,6 +135,16 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
 								  "method %s not allowed on %s", method,
 								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
+	}
+	if (*con_cls == NULL)
+	{
+		*con_cls = &headers_seen;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0)
+	{
+		*upload_data_size = 0;	/* a body on a GET is ignored */
+		return MHD_YES;
 	}
 	return iq_http_route_get(conn, url);
 }

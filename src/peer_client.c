@@ -1,0 +1,241 @@
+/*-------------------------------------------------------------------------
+ * peer_client.c
+ *	  A backend's reads from other instances: POST /iq/v1/read with libcurl.
+ *
+ * One multi handle per backend drives every transfer of every open fetch
+ * at once, and its connection cache keeps connections to peers open across
+ * queries (no TCP handshake per point get).  curl never sees palloc'd
+ * memory: bodies and buffers are the sources' malloc'd ones.  Nothing here
+ * raises an error: failures are recorded in the source for fetch.c, which
+ * releases everything before it reports.
+ *
+ * curl runs with CURLOPT_NOSIGNAL, and every signal is blocked while it
+ * works: a thread it starts (the threaded resolver) then inherits a full
+ * mask and cannot take the backend's SIGINT or the latch's SIGURG.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <poll.h>
+#include <signal.h>
+
+#include <curl/curl.h>
+
+#include "fetch_internal.h"
+#include "settings.h"
+
+static CURLM *multi = NULL;
+static struct curl_slist *headers = NULL;
+static int	in_flight = 0;
+
+/* get_multi: the backend's multi handle, made on first use */
+static CURLM *
+get_multi(void)
+{
+	if (multi == NULL)
+	{
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			return NULL;
+		multi = curl_multi_init();
+		if (multi == NULL)
+			return NULL;
+		curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 64L);
+	}
+	if (headers == NULL)
+	{
+		struct curl_slist *h;
+
+		h = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+		if (h)
+		{
+			struct curl_slist *h2 = curl_slist_append(h, "Expect:");
+
+			if (h2 == NULL)
+				curl_slist_free_all(h);
+			else
+				headers = h2;
+		}
+	}
+	return multi;
+}
+
+/* write_cb: bytes of an answer; pause the transfer while the merge lags behind */
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	IqFetchSource *src = userdata;
+	size_t		n = size * nmemb;
+
+	if (src->inbox.len >= IQ_FETCH_INBOX_MAX)
+	{
+		/* curl keeps these bytes and hands them again after unpausing */
+		src->paused = true;
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	iq_buf_append(&src->inbox, ptr, n);
+	if (src->inbox.oom)
+		return 0;				/* fails the transfer */
+	src->last_activity = iq_fetch_now_us();
+	return n;
+}
+
+/* fail: record a failure that happened before the transfer could start */
+static void
+fail(IqFetchSource *src, const char *what)
+{
+	strlcpy(src->error, what, sizeof(src->error));
+	src->failed = true;
+	src->done = true;
+}
+
+/* iq_peer_start: add src's transfer to the multi handle */
+void
+iq_peer_start(IqFetchSource *src)
+{
+	CURLM	   *m = get_multi();
+	CURL	   *h;
+	char		url[IQ_HOST_LEN + 64];
+
+	src->last_activity = iq_fetch_now_us();
+	if (m == NULL || headers == NULL)
+	{
+		fail(src, "could not initialise libcurl");
+		return;
+	}
+	h = curl_easy_init();
+	if (h == NULL)
+	{
+		fail(src, "could not create a curl handle");
+		return;
+	}
+	if (strchr(src->target.host, ':'))
+		snprintf(url, sizeof(url), "http://[%s]:%d/iq/v1/read", src->target.host, src->target.port);
+	else
+		snprintf(url, sizeof(url), "http://%s:%d/iq/v1/read", src->target.host, src->target.port);
+	src->error[0] = '\0';
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_POST, 1L);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, src->request.data);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) src->request.len);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, src);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, src);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, src->error);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) iq_peer_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_PROXY, "");
+	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (curl_multi_add_handle(m, h) != CURLM_OK)
+	{
+		curl_easy_cleanup(h);
+		fail(src, "could not add a transfer to the curl multi handle");
+		return;
+	}
+	src->easy = h;
+	in_flight++;
+}
+
+/* finish: a transfer ended; record how, and give its handle back */
+static void
+finish(CURL *h, CURLcode rc)
+{
+	IqFetchSource *src = NULL;
+
+	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **) &src);
+	if (src == NULL)
+		return;
+	src->done = true;
+	if (rc != CURLE_OK)
+	{
+		src->failed = true;
+		src->timed_out = (rc == CURLE_OPERATION_TIMEDOUT);
+		if (src->error[0] == '\0')
+			strlcpy(src->error, curl_easy_strerror(rc), sizeof(src->error));
+	}
+	else
+	{
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &src->http_status);
+		if (src->http_status != 200)
+		{
+			snprintf(src->error, sizeof(src->error), "HTTP status %ld", src->http_status);
+			src->failed = true;
+		}
+	}
+	iq_peer_abort(src);
+}
+
+/* perform: let curl move every transfer on, then collect the finished */
+static void
+perform(void)
+{
+	sigset_t	all;
+	sigset_t	old;
+	int			running;
+	CURLMsg    *msg;
+	int			left;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	curl_multi_perform(multi, &running);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE)
+			finish(msg->easy_handle, msg->data.result);
+}
+
+/*
+ * iq_peer_drive: move transfers on; with wait_ms > 0, first wait up to
+ * that long for any of them (or extra_fd, if >= 0) to have something.
+ */
+void
+iq_peer_drive(int wait_ms, int extra_fd)
+{
+	if (in_flight == 0)
+	{
+		if (wait_ms > 0 && extra_fd >= 0)
+		{
+			struct pollfd pfd = {extra_fd, POLLIN, 0};
+
+			(void) poll(&pfd, 1, wait_ms);
+		}
+		else if (wait_ms > 0)
+			pg_usleep(wait_ms * 1000L);
+		return;
+	}
+	perform();
+	if (wait_ms > 0)
+	{
+		struct curl_waitfd extra = {extra_fd, CURL_WAIT_POLLIN, 0};
+
+		curl_multi_poll(multi, extra_fd >= 0 ? &extra : NULL, extra_fd >= 0 ? 1 : 0,
+						wait_ms, NULL);
+		perform();
+	}
+}
+
+/* iq_peer_resume: unpause a transfer whose inbox the merge has drained */
+void
+iq_peer_resume(IqFetchSource *src)
+{
+	if (src->paused && src->easy && src->inbox.len < IQ_FETCH_INBOX_MAX)
+	{
+		src->paused = false;
+		curl_easy_pause((CURL *) src->easy, CURLPAUSE_CONT);
+	}
+}
+
+/* iq_peer_abort: take src's transfer out (closing its connection if unfinished) */
+void
+iq_peer_abort(IqFetchSource *src)
+{
+	CURL	   *h = (CURL *) src->easy;
+
+	if (h == NULL)
+		return;
+	src->easy = NULL;
+	curl_multi_remove_handle(multi, h);
+	curl_easy_cleanup(h);
+	in_flight--;
+}
