@@ -150,14 +150,19 @@ iq_http_send_error(struct MHD_Connection *conn, unsigned int status,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	body = json_object();
-	if (body)
-	{
-		json_object_set_new(body, "error", iq_json_bytes(msg, strlen(msg)));
-		json_object_set_new(body, "status", json_integer(status));
-		if (owner)
-			json_object_set_new(body, "owner", iq_json_bytes(owner, strlen(owner)));
-	}
+	/*
+	 * Never call jansson's json_object() here: the postgres executable
+	 * exports a json_object() of its own (the SQL function), which wins
+	 * symbol resolution in a loaded module.  json_pack builds the object
+	 * inside libjansson, where the call is bound to jansson's.
+	 */
+	if (owner)
+		body = json_pack("{s:o,s:i,s:o}", "error", iq_json_bytes(msg, strlen(msg)),
+						 "status", (int) status,
+						 "owner", iq_json_bytes(owner, strlen(owner)));
+	else
+		body = json_pack("{s:o,s:i}", "error", iq_json_bytes(msg, strlen(msg)),
+						 "status", (int) status);
 	return iq_http_send_json(conn, status, body);
 }
 
