@@ -1,0 +1,247 @@
+"""Issue 3: the stream worker. The seed's topology on the real broker and
+instances: join + count, null and empty keys, keys in the wrong partition,
+exact counts over hundreds of thousands of orders, exact counts across a
+SIGKILL of the worker under exactly_once, and a wiped state directory
+restored from the changelog.
+
+Counts are read per instance from the HTTP endpoints (?scope=local: each
+instance answers for the partitions it holds), so the union over the
+instances is the whole store and a key held twice is an error.
+
+Other tests produce to the same topics, so every check is on keys this run
+made up, or on deltas.
+"""
+
+import random
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, http_json, java_partition,
+                      produce, psql, unique, wait_until)
+
+STAT_COLS = ["partition", "state", "order_offset", "order_end_offset", "records_processed",
+             "dropped_null_key", "wrong_partition", "restored_records", "restore_total"]
+
+
+def stats(i):
+    """{partition: {column: value}} of iq_stats() on instance i."""
+    out = psql(i, f"select {', '.join(STAT_COLS)} from iq_stats()")
+    rows = {}
+    for line in out.splitlines():
+        vals = line.split("|")
+        row = dict(zip(STAT_COLS, vals))
+        for k in STAT_COLS:
+            if k != "state":
+                row[k] = int(row[k]) if row[k] != "" else None
+        rows[row["partition"]] = row
+    return rows
+
+
+def worker(i):
+    """(state, message, pid, assigned partitions) of iq_worker() on instance i."""
+    out = psql(i, "select state, message, pid, assigned_partitions from iq_worker()")
+    state, message, pid, parts = out.split("|")
+    parts = [int(p) for p in parts.strip("{}").split(",") if p]
+    return state, message, int(pid) if pid else None, parts
+
+
+def all_running():
+    """Every instance running, every partition held by exactly one of them."""
+    held = []
+    for i in INSTANCES:
+        state, _, _, parts = worker(i)
+        if state != "running":
+            return False
+        held += parts
+    return sorted(held) == list(range(3))
+
+
+def owner_of(partition):
+    for i in INSTANCES:
+        if partition in worker(i)[3]:
+            return i
+    return None
+
+
+def counts(prefix):
+    """{key: count} of order-count for keys starting with prefix, from every instance."""
+    q = urllib.parse.urlencode({"from": prefix, "to": prefix + "~", "scope": "local"})
+    got = {}
+    for i in INSTANCES:
+        for r in http_json(i, f"/stores/order-count/range?{q}")["result"]:
+            assert r["key"] not in got, f"key {r['key']!r} held by two instances"
+            got[r["key"]] = r["value"]
+    return got
+
+
+def all_counts():
+    got = {}
+    for i in INSTANCES:
+        for r in http_json(i, "/stores/order-count/all?scope=local")["result"]:
+            assert r["key"] not in got, f"key {r['key']!r} held by two instances"
+            got[r["key"]] = r["value"]
+    return got
+
+
+def kcat_produce(topic, lines, partition, keyed=True):
+    """Produce with kcat to an explicit partition (-K: key--value; else null keys)."""
+    args = ["kcat", "-b", BOOTSTRAP, "-P", "-t", topic, "-p", str(partition)]
+    if keyed:
+        args += ["-K", "--"]
+    subprocess.run(args, input="".join(l + "\n" for l in lines), text=True, check=True,
+                   timeout=60)
+
+
+def orders(prefix, n, nkeys, seed):
+    """n order lines over nkeys keys, and the true count per key."""
+    rnd = random.Random(seed)
+    lines, truth = [], {}
+    for j in range(n):
+        k = f"{prefix}{rnd.randrange(nkeys)}"
+        lines.append(f"{k}--food{j}")
+        truth[k] = truth.get(k, 0) + 1
+    return lines, truth
+
+
+def wait_counts(prefix, truth, timeout=180):
+    try:
+        wait_until(lambda: counts(prefix) == truth, timeout=timeout, interval=1,
+                   message=f"counts of {len(truth)} keys {prefix}*")
+    except AssertionError:
+        got = counts(prefix)
+        bad = [(k, truth.get(k), got.get(k)) for k in set(truth) | set(got)
+               if truth.get(k) != got.get(k)]
+        raise AssertionError(f"{len(bad)} keys differ (key, truth, got): {bad[:10]}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster_settled():
+    wait_until(all_running, timeout=120, interval=0.5, message="every worker running")
+
+
+# ---- the seed's topology ----------------------------------------------------
+
+def test_seed_orders_count_one_each_and_empty_key_is_a_key():
+    before = all_counts()
+    produce("customer", ["1--john", "2--adam", "3--daniel", "4--james", "5--jack",
+                         "6--mathew", "7--will"])
+    produce("order", ["1--spagety", "2--pizza", "--pasta"])
+    want = {k: before.get(k, 0) + 1 for k in ("1", "2", "")}
+    wait_until(lambda: {k: all_counts().get(k) for k in want} == want, timeout=60,
+               message=f"counts {want}")
+    # the empty key lives where murmur2("") puts it
+    assert owner_of(java_partition("", 3)) is not None
+
+
+def test_customer_store_and_tombstone():
+    prefix = unique("wcust") + "_"
+    key = prefix + "1"
+    produce("customer", [f"{key}--alice"])
+    p = java_partition(key, 3)
+
+    def value():
+        for i in INSTANCES:
+            r = http_json(i, f"/stores/customer-v1-changelog/range?"
+                             f"{urllib.parse.urlencode({'from': key, 'to': key, 'scope': 'local'})}")
+            if r["result"]:
+                return r["result"][0]["value"]
+        return None
+    wait_until(lambda: value() == "alice", timeout=60, message="customer alice")
+    # a null value deletes (kcat -Z: empty value is null)
+    subprocess.run(["kcat", "-b", BOOTSTRAP, "-P", "-t", "customer", "-p", str(p), "-K", "--",
+                    "-Z"], input=f"{key}--\n", text=True, check=True, timeout=60)
+    wait_until(lambda: value() is None, timeout=60, message="customer deleted by a tombstone")
+
+
+def test_null_key_dropped_and_counted():
+    owner = owner_of(0)
+    before = stats(owner)[0]
+    kcat_produce("order", ["no key at all", "nor here"], partition=0, keyed=False)
+    wait_until(lambda: stats(owner)[0]["dropped_null_key"] >= before["dropped_null_key"] + 2,
+               timeout=60, message="dropped_null_key +2")
+    after = stats(owner)[0]
+    assert after["dropped_null_key"] == before["dropped_null_key"] + 2
+
+
+def test_key_in_wrong_partition_counted_and_logged():
+    prefix = unique("wwrong") + "_"
+    key = next(f"{prefix}{j}" for j in range(100) if java_partition(f"{prefix}{j}", 3) == 0)
+    owner = owner_of(1)
+    before = stats(owner)[1]["wrong_partition"]
+    kcat_produce("order", [f"{key}--x"], partition=1)
+    wait_until(lambda: stats(owner)[1]["wrong_partition"] == before + 1, timeout=60,
+               message="wrong_partition +1")
+    log = (IQ_HOME / "pg" / str(owner) / "server.log").read_text(errors="replace")
+    assert f'with key "{key}" is in partition 1, but the key belongs to partition 0' in log
+    assert "iq_fdw.partitioner" in log
+
+
+# ---- exact counts -------------------------------------------------------------
+
+def test_many_orders_exact_counts():
+    prefix = unique("wmany") + "_"
+    lines, truth = orders(prefix, 200_000, 3000, seed=1)
+    produce("order", lines, timeout=600)
+    wait_counts(prefix, truth)
+
+
+def set_guarantee(sql):
+    """Apply an ALTER SYSTEM of processing_guarantee; wait for the workers
+    that it changed to restart with it (a worker restarts itself on reload)."""
+    before = {i: (psql(i, "show iq_fdw.processing_guarantee"), worker(i)[2]) for i in INSTANCES}
+    for i in INSTANCES:
+        psql(i, f"{sql}; select pg_reload_conf()")
+    time.sleep(0.5)
+    changed = [i for i in INSTANCES if psql(i, "show iq_fdw.processing_guarantee") != before[i][0]]
+    wait_until(lambda: all(worker(i)[2] != before[i][1] for i in changed) and all_running(),
+               timeout=120, interval=0.5, message=f"workers restarted after {sql}")
+
+
+@pytest.fixture
+def exactly_once():
+    set_guarantee("alter system set iq_fdw.processing_guarantee = 'exactly_once'")
+    yield
+    set_guarantee("alter system reset iq_fdw.processing_guarantee")
+
+
+def test_sigkill_under_exactly_once_keeps_counts_exact(exactly_once):
+    prefix = unique("wkill") + "_"
+    lines, truth = orders(prefix, 300_000, 4000, seed=2)
+    victim = owner_of(1)
+    start_end = stats(victim)[1]["order_end_offset"]
+    proc = subprocess.Popen([str(SCRIPTS / "kafka"), "produce", "order"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    proc.stdin.write("".join(l + "\n" for l in lines))
+    proc.stdin.close()
+    # kill while records of partition 1 are flowing, not before or after
+    wait_until(lambda: stats(victim)[1]["order_offset"] > start_end + 10_000, timeout=120,
+               interval=0.05, message="the victim processing the new orders")
+    pid = worker(victim)[2]
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    assert proc.wait(timeout=600) == 0
+    wait_until(all_running, timeout=180, interval=0.5, message="cluster recovered")
+    wait_counts(prefix, truth)
+
+
+def test_wiped_state_is_restored_from_the_changelog():
+    victim = 2
+    before = all_counts()
+    assert before
+    wait_until(lambda: all_counts() == before, timeout=30, message="stable counts")
+    env_run = lambda *a: subprocess.run([str(SCRIPTS / "instance"), *a], check=True,  # noqa: E731
+                                        capture_output=True, text=True, timeout=120)
+    env_run("stop", str(victim))
+    state = IQ_HOME / "pg" / str(victim) / "state"
+    for d in state.iterdir():
+        shutil.rmtree(d)
+    env_run("start", str(victim))
+    wait_until(lambda: all_running() and victim in [owner_of(p) for p in range(3)],
+               timeout=180, interval=0.5, message="victim holds partitions again")
+    wait_until(lambda: all_counts() == before, timeout=120, message="restored counts")
+    restored = sum(r["restored_records"] for r in stats(victim).values())
+    assert restored > 0
