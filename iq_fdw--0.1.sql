@@ -88,3 +88,15 @@ CREATE FUNCTION iq_partition_for_key(key text, partition_count integer)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'iq_partition_for_key_sql'
 LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+/* Freshness of every partition, asked of its owner: consumed offset and lag. */
+CREATE FUNCTION iq_freshness(
+    OUT host text,
+    OUT port integer,
+    OUT partition integer,
+    OUT consumed_offset bigint,
+    OUT end_offset bigint,
+    OUT lag bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'iq_freshness'
+LANGUAGE C STRICT VOLATILE;

@@ -1,0 +1,89 @@
+/*-------------------------------------------------------------------------
+ * freshness.c
+ *	  iq_freshness(): how current every partition's state is, asked of the
+ *	  instance that owns it.
+ *
+ * Users read it to see how stale an answer may be before they pick an
+ * iq_fdw.max_lag; so it must answer even when partitions are beyond that
+ * bound, which is why the bound is lifted for its own read.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+
+#include "fetch.h"
+#include "owners.h"
+#include "settings.h"
+#include "stores.h"
+
+PG_FUNCTION_INFO_V1(iq_freshness);
+
+/*
+ * iq_freshness
+ *		One row per partition: owner, consumed offset, end offset, lag.
+ */
+Datum
+iq_freshness(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	IqOwnership *o = palloc(sizeof(IqOwnership));
+	IqTarget   *targets;
+	int			ntargets;
+	IqWireRequest req;
+	IqFetch    *fetch;
+	IqFetchRow	row;
+	const IqWirePosition *positions;
+	int			npositions;
+	int			saved_max_lag = iq_max_lag;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	iq_ownership_wait(o, NULL, false, "order-count", "the positions of all partitions");
+	targets = iq_ownership_targets(o, NULL, &ntargets);
+
+	memset(&req, 0, sizeof(req));
+	req.op = IQ_OP_POSITIONS;
+	req.store = IQ_STORE_ORDER_COUNT;
+
+	iq_max_lag = -1;
+	PG_TRY();
+	{
+		fetch = iq_fetch_start(&req, targets, ntargets);
+		while (iq_fetch_next(fetch, &row))
+			;
+		npositions = iq_fetch_positions(fetch, &positions);
+		for (int i = 0; i < npositions; i++)
+		{
+			const IqWirePosition *p = &positions[i];
+			int			m = p->partition < IQ_MAX_PARTITIONS ? o->owner[p->partition] : -1;
+			Datum		values[6];
+			bool		nulls[6] = {0};
+
+			if (m >= 0 && m < o->nmembers)
+			{
+				values[0] = CStringGetTextDatum(o->members[m].host);
+				values[1] = Int32GetDatum(o->members[m].port);
+			}
+			else
+				nulls[0] = nulls[1] = true;
+			values[2] = Int32GetDatum(p->partition);
+			values[3] = Int64GetDatum(p->consumed);
+			values[4] = Int64GetDatum(p->end);
+			nulls[4] = p->end < 0;
+			values[5] = Int64GetDatum(p->end >= 0 ? Max(p->end - Max(p->consumed, 0), 0) : 0);
+			nulls[5] = p->end < 0;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		iq_fetch_end(fetch);
+	}
+	PG_FINALLY();
+	{
+		iq_max_lag = saved_max_lag;
+	}
+	PG_END_TRY();
+
+	return (Datum) 0;
+}
