@@ -67,22 +67,43 @@ extern enum MHD_Result iq_http_send_error(struct MHD_Connection *conn,
 extern size_t iq_url_decode(char *s, bool plus_is_space);
 extern void iq_url_encode(IqBuf *out, const char *data, size_t len);
 
+/* in http_forwarder.c: gets forwarded without blocking a server thread */
+typedef struct IqForwardJob IqForwardJob;
+typedef struct IqForwardResult IqForwardResult;
+
+extern bool iq_forwarder_start(char **err);
+extern void iq_forwarder_stop(void);
+extern IqForwardJob *iq_forward_submit(struct MHD_Connection *conn, const char *url);
+extern bool iq_forward_job_done(IqForwardJob *job);
+extern IqForwardResult *iq_forward_job_result(IqForwardJob *job);
+extern void iq_forward_job_free(IqForwardJob *job);
+
+/* A GET's state across the access handler's calls. */
+typedef struct IqGetCtx
+{
+	IqForwardJob *job;			/* a forward in flight or done */
+	char		owner[IQ_HTTP_HOST_LEN + 16];	/* host:port it went to */
+	int			partition;
+} IqGetCtx;
+
 /* in http_routes.c */
 extern enum MHD_Result iq_http_route_get(struct MHD_Connection *conn,
-										 const char *url);
+										 const char *url, IqGetCtx *ctx);
+extern enum MHD_Result iq_http_forward_answer(struct MHD_Connection *conn,
+											  IqGetCtx *ctx);
 
 /* in http_peer.c */
 extern enum MHD_Result iq_http_peer_read(struct MHD_Connection *conn,
 										 const char *body, size_t len);
 
 /* in http_forward.c */
-typedef struct IqForwardResult
+struct IqForwardResult
 {
 	long		status;			/* HTTP status, 0 if the transfer failed */
 	bool		timed_out;
 	char		error[256];		/* curl's text when status == 0 */
 	IqBuf		body;
-} IqForwardResult;
+};
 
 extern void iq_forward_init(void);
 extern void iq_forward_shutdown(void);

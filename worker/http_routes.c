@@ -12,7 +12,8 @@
  * As in the seed, all, range and approximate-num-entries answer for the
  * partitions this instance holds; ?scope=all gathers every instance's
  * (http_gather.c).  A get of a key another instance owns is forwarded to
- * the owner (http_forward.c) and its answer returned as it is.  Keys are
+ * the owner (http_forwarder.c, without blocking a server thread) and its
+ * answer returned as it is.  Keys are
  * everything after ".../get/" or ".../key/", percent-decoded, so a key may
  * hold '/', '%', NUL or any byte.
  *-------------------------------------------------------------------------
@@ -132,54 +133,77 @@ send_passthrough(struct MHD_Connection *conn, IqForwardResult *res)
 	return ret;
 }
 
-/* forward_get: ask the owner for the key and answer what it answers */
+/*
+ * forward_get: hand the get to the forwarder and suspend the connection;
+ * iq_http_forward_answer answers once the owner has.
+ */
 static enum MHD_Result
-forward_get(struct MHD_Connection *conn, const IqHttpMember *owner,
+forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owner,
 			const char *store_name, const char *key, size_t len, int partition)
 {
-	IqForwardResult res;
-	IqBuf		path;
-	char		owner_name[IQ_HTTP_HOST_LEN + 16];
-	enum MHD_Result ret;
+	IqBuf		url;
+	char		port[16];
 
-	snprintf(owner_name, sizeof(owner_name), "%s:%d", owner->host, owner->port);
+	snprintf(ctx->owner, sizeof(ctx->owner), "%s:%d", owner->host, owner->port);
+	ctx->partition = partition;
 	/* a forwarded request that is not ours either: ownership is moving */
 	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-IQ-Forwarded"))
-		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, owner_name,
+		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
 								  "partition %d moved while the request was forwarded",
 								  partition);
 
-	iq_buf_init(&path);
-	iq_buf_append(&path, "/stores/", 8);
-	iq_url_encode(&path, store_name, strlen(store_name));
-	iq_buf_append(&path, "/get/", 5);
-	iq_url_encode(&path, key, len);
-	iq_buf_u8(&path, 0);
-	if (path.oom)
+	iq_buf_init(&url);
+	iq_buf_append(&url, "http://", 7);
+	if (strchr(owner->host, ':'))
 	{
-		iq_buf_free(&path);
+		iq_buf_u8(&url, '[');
+		iq_buf_append(&url, owner->host, strlen(owner->host));
+		iq_buf_u8(&url, ']');
+	}
+	else
+		iq_buf_append(&url, owner->host, strlen(owner->host));
+	snprintf(port, sizeof(port), ":%d", owner->port);
+	iq_buf_append(&url, port, strlen(port));
+	iq_buf_append(&url, "/stores/", 8);
+	iq_url_encode(&url, store_name, strlen(store_name));
+	iq_buf_append(&url, "/get/", 5);
+	iq_url_encode(&url, key, len);
+	iq_buf_u8(&url, 0);
+	if (url.oom)
+	{
+		iq_buf_free(&url);
 		return iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "out of memory");
 	}
-	iq_forward_get(owner->host, owner->port, path.data, &res);
-	iq_buf_free(&path);
+	ctx->job = iq_forward_submit(conn, url.data);
+	iq_buf_free(&url);
+	if (ctx->job == NULL)
+		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
+								  "cannot forward to the owner of partition %d now (server stopping?)",
+								  partition);
+	return MHD_YES;
+}
 
-	if (res.status == 0)
+/* iq_http_forward_answer: the owner's answer to a forwarded get, as it came */
+enum MHD_Result
+iq_http_forward_answer(struct MHD_Connection *conn, IqGetCtx *ctx)
+{
+	IqForwardResult *res = iq_forward_job_result(ctx->job);
+
+	if (res->status == 0)
 	{
-		unsigned int status = res.timed_out ? MHD_HTTP_GATEWAY_TIMEOUT : MHD_HTTP_BAD_GATEWAY;
+		unsigned int status = res->timed_out ? MHD_HTTP_GATEWAY_TIMEOUT : MHD_HTTP_BAD_GATEWAY;
 
-		ret = iq_http_send_error(conn, status, owner_name,
-								 "owner %s of partition %d %s: %s", owner_name, partition,
-								 res.timed_out ? "did not answer in time" : "is unreachable",
-								 res.error);
-		iq_buf_free(&res.body);
-		return ret;
+		return iq_http_send_error(conn, status, ctx->owner,
+								  "owner %s of partition %d %s: %s", ctx->owner, ctx->partition,
+								  res->timed_out ? "did not answer in time" : "is unreachable",
+								  res->error);
 	}
-	return send_passthrough(conn, &res);
+	return send_passthrough(conn, res);
 }
 
 /* route_get: the value of key, from this instance or from its owner */
 static enum MHD_Result
-route_get(struct MHD_Connection *conn, const IqStoreInfo *store,
+route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 		  const char *key, size_t len)
 {
 	static __thread IqHttpOwnership o;
@@ -197,7 +221,7 @@ route_get(struct MHD_Connection *conn, const IqStoreInfo *store,
 								  "no instance owns partition %d yet (rebalance or startup in progress)", p);
 	owner = o.owner[p];
 	if (owner != o.self)
-		return forward_get(conn, &o.members[owner], store->name, key, len, p);
+		return forward_get(conn, ctx, &o.members[owner], store->name, key, len, p);
 
 	st = iq_store_get(store->id, p, key, len, &value, &value_len, &err);
 	switch (st)
@@ -397,7 +421,8 @@ scope_all(struct MHD_Connection *conn, bool *bad)
 
 /* route_store: the /stores/:store/... endpoints */
 static enum MHD_Result
-route_store(struct MHD_Connection *conn, const IqStoreInfo *store, const char *rest)
+route_store(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
+			const char *rest)
 {
 	bool		all;
 	bool		bad;
@@ -411,7 +436,7 @@ route_store(struct MHD_Connection *conn, const IqStoreInfo *store, const char *r
 		if (key == NULL)
 			return MHD_NO;
 		len = iq_url_decode(key, false);
-		ret = route_get(conn, store, key, len);
+		ret = route_get(conn, ctx, store, key, len);
 		free(key);
 		return ret;
 	}
@@ -473,7 +498,7 @@ lookup_store(const char **p, char *name, size_t namelen)
 
 /* iq_http_route_get: dispatch a GET by its (still escaped) path */
 enum MHD_Result
-iq_http_route_get(struct MHD_Connection *conn, const char *url)
+iq_http_route_get(struct MHD_Connection *conn, const char *url, IqGetCtx *ctx)
 {
 	char		name[256];
 	const IqStoreInfo *store;
@@ -514,7 +539,7 @@ iq_http_route_get(struct MHD_Connection *conn, const char *url)
 		if (store == NULL)
 			return iq_http_send_error(conn, MHD_HTTP_NOT_FOUND, NULL,
 									  "unknown store \"%s\"", name);
-		return route_store(conn, store, p);
+		return route_store(conn, ctx, store, p);
 	}
 
 	if (url[0] != '/')

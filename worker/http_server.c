@@ -36,13 +36,8 @@ typedef struct RequestCtx
 {
 	IqBuf		body;
 	bool		too_large;
+	IqGetCtx	get;			/* a GET's forward */
 } RequestCtx;
-
-/*
- * Marks a GET whose headers have been seen: answering on the first call,
- * before MHD knows the request has no body, makes it close the connection.
- */
-static char headers_seen;
 
 /* no_unescape: keep MHD from decoding the URL; the routes do it per segment */
 static size_t
@@ -58,8 +53,9 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	RequestCtx *ctx = *con_cls;
 
-	if (ctx && (void *) ctx != (void *) &headers_seen)
+	if (ctx)
 	{
+		iq_forward_job_free(ctx->get.job);
 		iq_buf_free(&ctx->body);
 		free(ctx);
 		*con_cls = NULL;
@@ -136,9 +132,17 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 								  "method %s not allowed on %s", method,
 								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
 	}
-	if (*con_cls == NULL)
+	/*
+	 * Answering on the first call, before MHD knows the request has no
+	 * body, would make it close the connection: answer on the second.
+	 */
+	if (ctx == NULL)
 	{
-		*con_cls = &headers_seen;
+		ctx = calloc(1, sizeof(RequestCtx));
+		if (ctx == NULL)
+			return MHD_NO;
+		iq_buf_init(&ctx->body);
+		*con_cls = ctx;
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0)
@@ -146,7 +150,14 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		*upload_data_size = 0;	/* a body on a GET is ignored */
 		return MHD_YES;
 	}
-	return iq_http_route_get(conn, url);
+	if (ctx->get.job)
+	{
+		/* resumed: the owner answered a forwarded get */
+		if (!iq_forward_job_done(ctx->get.job))
+			return MHD_YES;
+		return iq_http_forward_answer(conn, &ctx->get);
+	}
+	return iq_http_route_get(conn, url, &ctx->get);
 }
 
 /* open_listener: bind host:port ourselves, so a port in use is reported clearly */
@@ -240,11 +251,17 @@ iq_http_start(const IqServerConfig *config, char **err)
 
 	threads = config->threads > 0 ? (unsigned int) config->threads : 1;
 	iq_forward_init();
+	if (!iq_forwarder_start(err))
+	{
+		close(fd);
+		iq_forward_shutdown();
+		return false;
+	}
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	http_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-								   MHD_USE_TURBO,
+								   MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME,
 								   0,	/* port: we pass our own socket */
 								   NULL, NULL,
 								   access_handler, NULL,
@@ -265,6 +282,7 @@ iq_http_start(const IqServerConfig *config, char **err)
 		char		msg[512];
 
 		close(fd);
+		iq_forwarder_stop();
 		iq_forward_shutdown();
 		snprintf(msg, sizeof(msg),
 				 "iq_fdw.http_listen: could not start the HTTP server on %s:%d (iq_fdw.http_threads = %d)",
@@ -281,6 +299,8 @@ iq_http_stop(void)
 {
 	if (http_daemon == NULL)
 		return;
+	/* first answer every suspended (forwarding) connection */
+	iq_forwarder_stop();
 	MHD_stop_daemon(http_daemon);	/* closes the listening socket */
 	http_daemon = NULL;
 	iq_forward_shutdown();

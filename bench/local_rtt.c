@@ -1,0 +1,126 @@
+/*
+ * local_rtt.c: round trip of a point get over the worker's local socket,
+ * as a backend does it (u32 length + wire request, read the answer).
+ *
+ *   cc -O2 -Isrc bench/local_rtt.c src/wire.c -o /tmp/local_rtt
+ *   /tmp/local_rtt /tmp/iq_fdw.<pgport>.sock <store 0|1> <key> [iterations]
+ *
+ * Prints the median, p99 and mean round trip in microseconds.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+static double
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int
+cmp(const void *a, const void *b)
+{
+	double		x = *(const double *) a;
+	double		y = *(const double *) b;
+
+	return (x > y) - (x < y);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sockaddr_un addr;
+	IqWireRequest req;
+	IqBuf		body;
+	IqBuf		msg;
+	const char *key;
+	uint32_t	klen;
+	int			n;
+	int			fd;
+	double	   *t;
+	double		sum = 0;
+	int			rows = 0;
+
+	if (argc < 4)
+	{
+		fprintf(stderr, "usage: %s socket store key [iterations]\n", argv[0]);
+		return 2;
+	}
+	n = argc > 4 ? atoi(argv[4]) : 100000;
+	key = argv[3];
+	klen = (uint32_t) strlen(key);
+	memset(&req, 0, sizeof(req));
+	req.op = IQ_OP_GET;
+	req.store = (uint8_t) atoi(argv[2]);
+	req.nkeys = 1;
+	req.keys = &key;
+	req.key_lens = &klen;
+	iq_buf_init(&body);
+	iq_wire_encode_request(&req, &body);
+	iq_buf_init(&msg);
+	iq_buf_u32(&msg, (uint32_t) body.len);
+	iq_buf_append(&msg, body.data, body.len);
+
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	memset(&addr, 0, sizeof(addr));
+	addr.sun_family = AF_UNIX;
+	strncpy(addr.sun_path, argv[1], sizeof(addr.sun_path) - 1);
+	if (connect(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0)
+	{
+		perror("connect");
+		return 1;
+	}
+	t = malloc(sizeof(double) * n);
+	for (int i = 0; i < n; i++)
+	{
+		IqWireReader r;
+		char		buf[4096];
+		IqWireEvent ev = IQ_EV_NEED_MORE;
+		double		t0 = now_us();
+
+		if (write(fd, msg.data, msg.len) != (ssize_t) msg.len)
+		{
+			perror("write");
+			return 1;
+		}
+		iq_wire_reader_init(&r);
+		while (ev != IQ_EV_END && ev != IQ_EV_ERROR)
+		{
+			ssize_t		got;
+
+			ev = iq_wire_reader_next(&r);
+			if (ev == IQ_EV_ROW)
+				rows++;
+			if (ev != IQ_EV_NEED_MORE)
+				continue;
+			got = read(fd, buf, sizeof(buf));
+			if (got <= 0)
+			{
+				perror("read");
+				return 1;
+			}
+			iq_wire_reader_feed(&r, buf, (size_t) got);
+		}
+		if (ev == IQ_EV_ERROR)
+		{
+			fprintf(stderr, "error: %s\n", r.message);
+			return 1;
+		}
+		iq_wire_reader_free(&r);
+		t[i] = now_us() - t0;
+		sum += t[i];
+	}
+	qsort(t, n, sizeof(double), cmp);
+	printf("%d point gets over %s: median %.1f us, p99 %.1f us, mean %.1f us (%d found)\n",
+		   n, argv[1], t[n / 2], t[n * 99 / 100], sum / n, rows);
+	return 0;
+}

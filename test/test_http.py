@@ -1,0 +1,415 @@
+"""Issue 4: the seed's HTTP API on every instance, and the compact peer endpoint.
+
+With the seed's data produced as the seed does it: the seed's curl lines give
+the seed's answers (up to the order of instances, and alongside whatever
+other tests produced, so answers are compared with the truth read back from
+the topics); a get of any key from any instance gives the same value; the
+owner named by /metadata/.../key/k is the same from everywhere and holds the
+partition the key was produced to; bad input (malformed requests, unknown
+stores, very long URLs, escaped and non-ASCII keys, invalid UTF-8) and a few
+hundred concurrent connections leave every server answering.
+"""
+
+import json
+import os
+import socket
+import struct
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import (INSTANCES, consume, http_get, http_json, http_port,
+                      java_partition, produce, wait_until)
+
+SEED_CUSTOMERS = ["1--john", "2--adam", "3--daniel", "4--james", "5--jack", "6--mathew", "7--will"]
+SEED_ORDERS = ["1--spagety", "2--pizza", "--pasta"]
+STORE_NAMES = ["customer-v1-changelog", "order-count"]
+PARTITIONS = 3
+
+RUN = f"h{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}"
+# keys that need escaping in a URL, or are not ASCII; the console producer
+# splits on "--" and lines, so neither appears in them
+ODD_KEYS = [f"{RUN} space", f"{RUN}/slash", f"{RUN}%percent", f"{RUN}?q=1&x", f"{RUN}#frag",
+            f"{RUN}+plus", f'{RUN}"quote', f"{RUN}\\backslash", f"{RUN}\u00e9t\u00e9",
+            f"{RUN}\u65e5\u672c", f"{RUN}\U0001F600", f"{RUN}\ttab"]
+BULK_KEYS = [f"{RUN}-k{i:04d}" for i in range(300)]
+
+
+def url_key(k):
+    return urllib.parse.quote(k, safe="")
+
+
+def instance_name(i):
+    return ("localhost", http_port(i))
+
+
+@pytest.fixture(scope="module")
+def data():
+    """The seed's records, our odd and bulk keys, and the truth from the topics."""
+    produce("customer", SEED_CUSTOMERS + [f"{k}--name of {k}" for k in ODD_KEYS + BULK_KEYS])
+    produce("order", SEED_ORDERS + [f"{k}--food" for k in BULK_KEYS[:50]])
+
+    def truth():
+        customers, parts = {}, {}
+        for p, k, v in consume("customer", timeout=120):
+            if k is None:
+                continue
+            parts[k] = p
+            if v is None:
+                customers.pop(k, None)
+            else:
+                customers[k] = v
+        return customers, parts
+
+    customers, parts = truth()
+
+    def caught_up():
+        for i in INSTANCES:
+            for k in ODD_KEYS + BULK_KEYS[-1:] + ["7"]:
+                body = http_json(i, f"/stores/customer-v1-changelog/get/{url_key(k)}")
+                if body != {"response": customers[k]}:
+                    return False
+            if http_json(i, f"/stores/order-count/get/{url_key(BULK_KEYS[49])}")["response"] is None:
+                return False
+        return True
+
+    wait_until(caught_up, timeout=120, message="every instance serves the produced keys")
+    return customers, parts
+
+
+def all_local(i, store, query=""):
+    return http_json(i, f"/stores/{store}/all{query}")["result"]
+
+
+# ---- the seed's curl lines --------------------------------------------------
+
+def test_metadata_lists_every_instance_with_both_stores(data):
+    expected = sorted(instance_name(i) for i in INSTANCES)
+    for i in INSTANCES:
+        for path in ("/metadata", "/metadata/stores/order-count",
+                     "/metadata/stores/customer-v1-changelog"):
+            result = http_json(i, path)["result"]
+            assert sorted((m["host"], m["port"]) for m in result) == expected, path
+            for m in result:
+                assert list(m) == ["host", "port", "state-store-names"]
+                assert m["state-store-names"] == STORE_NAMES
+
+
+def test_all_answers_for_this_instances_partitions_in_key_order(data):
+    customers, _ = data
+    seen = {}
+    for i in INSTANCES:
+        rows = all_local(i, "customer-v1-changelog")
+        keys = [r["key"] for r in rows]
+        assert keys == sorted(keys, key=lambda k: k.encode("utf-8", "surrogatepass"))
+        for r in rows:
+            assert list(r) == ["key", "value"]
+            assert r["key"] not in seen, f"{r['key']!r} on two instances"
+            seen[r["key"]] = r["value"]
+            # this instance owns the key
+            owner = http_json(i, f"/metadata/stores/customer-v1-changelog/key/{url_key(r['key'])}")
+            assert owner["result"]["port"] == http_port(i)
+    for k in ["1", "2", "3", "4", "5", "6", "7"] + ODD_KEYS + BULK_KEYS:
+        assert seen[k] == customers[k]
+
+
+def test_all_with_scope_all_gathers_every_instance(data):
+    customers, _ = data
+    answers = [all_local(i, "customer-v1-changelog", "?scope=all") for i in INSTANCES]
+    assert answers[0] == answers[1] == answers[2]
+    keys = [r["key"] for r in answers[0]]
+    assert keys == sorted(keys, key=lambda k: k.encode("utf-8", "surrogatepass"))
+    got = {r["key"]: r["value"] for r in answers[0]}
+    for k in ["1", "2", "3", "4", "5", "6", "7"] + ODD_KEYS + BULK_KEYS:
+        assert got[k] == customers[k]
+
+
+def test_get_like_the_seed_from_every_instance(data):
+    for i in INSTANCES:
+        assert http_json(i, "/stores/customer-v1-changelog/get/2") == {"response": "adam"}
+        assert http_json(i, "/stores/customer-v1-changelog/get/no-such-key") == {"response": None}
+        counts = http_json(i, "/stores/order-count/get/1")["response"]
+        assert isinstance(counts, int) and counts >= 1
+
+
+def test_range_like_the_seed(data):
+    customers, _ = data
+    truth = sorted(k for k in customers if "1" <= k <= "5")
+    union = []
+    for i in INSTANCES:
+        rows = http_json(i, "/stores/customer-v1-changelog/range?from=1&to=5")["result"]
+        keys = [r["key"] for r in rows]
+        assert keys == sorted(keys)
+        assert all(r["value"] == customers[r["key"]] for r in rows)
+        union += keys
+    assert sorted(union) == truth
+    everywhere = http_json(1, "/stores/customer-v1-changelog/range?from=1&to=5&scope=all")
+    assert [r["key"] for r in everywhere["result"]] == truth
+
+
+def test_approximate_num_entries(data):
+    total = 0
+    for i in INSTANCES:
+        n = http_json(i, "/stores/customer-v1-changelog/approximate-num-entries")["result"]
+        assert isinstance(n, int) and n >= 0
+        total += n
+    assert total > 0
+    everywhere = http_json(1, "/stores/customer-v1-changelog/approximate-num-entries?scope=all")
+    assert isinstance(everywhere["result"], int) and everywhere["result"] > 0
+
+
+def test_order_counts_are_json_numbers(data):
+    rows = all_local(1, "order-count", "?scope=all")
+    assert rows and all(isinstance(r["value"], int) for r in rows)
+    for k in BULK_KEYS[:50]:
+        assert http_json(2, f"/stores/order-count/get/{url_key(k)}") == {"response": 1}
+
+
+# ---- any key, any instance ----------------------------------------------------
+
+def test_get_every_key_from_every_instance_gives_the_same_value(data):
+    customers, _ = data
+    for k in ["1", "2", "3", "4", "5", "6", "7"] + ODD_KEYS + BULK_KEYS:
+        for i in INSTANCES:
+            body = http_json(i, f"/stores/customer-v1-changelog/get/{url_key(k)}")
+            assert body == {"response": customers[k]}, (i, k)
+
+
+def test_key_metadata_agrees_everywhere_and_with_the_partition_produced_to(data):
+    _, parts = data
+    owners_of_partition = {}
+    for k in ["1", "2", "3", "4", "5", "6", "7"] + ODD_KEYS + BULK_KEYS[:60]:
+        named = {json.dumps(http_json(i, f"/metadata/stores/order-count/key/{url_key(k)}"))
+                 for i in INSTANCES}
+        assert len(named) == 1, (k, named)
+        owner = json.loads(named.pop())["result"]
+        assert parts[k] == java_partition(k, PARTITIONS)
+        # one owner per partition, and it holds the key in its local "all"
+        owners_of_partition.setdefault(parts[k], set()).add(owner["port"])
+    for p, owners in owners_of_partition.items():
+        assert len(owners) == 1, (p, owners)
+    local = {http_port(i): {r["key"] for r in all_local(i, "customer-v1-changelog")}
+             for i in INSTANCES}
+    for k in ["1", "2", "3", "4", "5", "6", "7"] + ODD_KEYS:
+        owner = http_json(1, f"/metadata/stores/customer-v1-changelog/key/{url_key(k)}")
+        assert k in local[owner["result"]["port"]]
+
+
+def test_escaped_slash_and_raw_utf8_in_the_path(data):
+    customers, _ = data
+    k = f"{RUN}/slash"
+    # %2F and a raw '/' both reach the same key
+    assert http_json(3, f"/stores/customer-v1-changelog/get/{RUN}%2Fslash")["response"] == customers[k]
+    assert http_json(3, f"/stores/customer-v1-changelog/get/{RUN}/slash")["response"] == customers[k]
+    raw = f"/stores/customer-v1-changelog/get/{RUN}\u00e9t\u00e9".encode()
+    status, body = raw_request(1, b"GET " + raw + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200 and json.loads(body) == {"response": customers[f"{RUN}\u00e9t\u00e9"]}
+
+
+def test_invalid_utf8_still_gives_valid_json(data):
+    """Bytes that are not UTF-8 come back as U+FFFD (records with such keys
+    are not produced here: they would break other tests' readers of the
+    shared topics; the store path uses the same escaping)."""
+    for i in INSTANCES:
+        status, body = http_get(i, "/stores/%FF%FEx%C3%28/all")
+        assert status == 404
+        assert json.loads(body)["error"] == 'unknown store "\ufffd\ufffdx\ufffd("'
+        status, body = http_get(i, "/stores/customer-v1-changelog/get/%FF%00%C0%AF")
+        assert status == 200 and json.loads(body) == {"response": None}
+
+
+# ---- errors -------------------------------------------------------------------
+
+def raw_request(i, data, timeout=5):
+    """Send raw bytes; return (status, body) of the answer, (None, '') if none."""
+    chunks = []
+    with socket.create_connection(("127.0.0.1", http_port(i)), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                chunks.append(c)
+        except (socket.timeout, ConnectionResetError, BrokenPipeError):
+            pass  # the server may hang up on what it will not read
+    reply = b"".join(chunks)
+    if not reply.startswith(b"HTTP/"):
+        return None, ""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode("utf-8", "replace")
+
+
+def error_of(i, path):
+    status, body = http_get(i, path)
+    return status, json.loads(body)
+
+
+def test_unknown_store_is_404(data):
+    for path in ("/stores/nope/all", "/stores/nope/get/1", "/metadata/stores/nope",
+                 "/metadata/stores/nope/key/1", "/stores/nope/approximate-num-entries"):
+        status, body = error_of(1, path)
+        assert status == 404 and "nope" in body["error"], path
+
+
+def test_unknown_path_and_bad_scope(data):
+    assert error_of(2, "/nothing/here")[0] == 404
+    assert error_of(2, "/stores/order-count/whatever")[0] == 404
+    assert error_of(2, "/stores/order-count/all?scope=galaxy")[0] == 400
+
+
+def test_very_long_urls_are_414(data):
+    status, body = error_of(1, "/stores/customer-v1-changelog/get/" + "x" * 9000)
+    assert status == 414 and "longer" in body["error"]
+    # beyond the connection's memory, libmicrohttpd answers 414 itself
+    status, _ = raw_request(1, b"GET /stores/customer-v1-changelog/get/" + b"y" * 200_000 +
+                            b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status in (414, 431, None)
+    assert http_json(1, "/metadata")["result"]
+
+
+def test_malformed_requests_leave_the_server_answering(data):
+    garbage = [b"\x00\x01\x02garbage\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+               b"GET /metadata HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+               b"GET /metadata HTTP/1.1\r\n" + b"X-Long: " + b"h" * 100_000 + b"\r\n\r\n",
+               b"POST /iq/v1/read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+               b"GET /stores/customer-v1-changelog/get/%zz%1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+               b"DELETE /metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    for g in garbage:
+        for i in INSTANCES:
+            status, _ = raw_request(i, g, timeout=2)
+            assert status is None or 200 <= status < 600
+    for i in INSTANCES:
+        assert http_json(i, "/stores/customer-v1-changelog/get/2") == {"response": "adam"}
+
+
+def test_peer_endpoint_rejects_bad_bodies(data):
+    for body in (b"", b"IQ", b"XX\x01\x02\x00\x00\x00\x00\x00\x00", b"IQ\x01\x09" + b"\x00" * 20,
+                 b"IQ\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"):
+        status, answer = post_read(1, body)
+        assert status == 200
+        assert answer[:2] == b"IQ" and answer[3] == 4  # IQ_WIRE_BAD_REQUEST
+    assert http_json(1, "/metadata")["result"]
+
+
+def test_hundreds_of_concurrent_connections(data):
+    customers, _ = data
+    errors = []
+    start = threading.Barrier(300)
+
+    def client(n):
+        i = INSTANCES[n % len(INSTANCES)]
+        k = BULK_KEYS[n % len(BULK_KEYS)]
+        try:
+            with socket.create_connection(("127.0.0.1", http_port(i)), timeout=30) as s:
+                start.wait(timeout=60)
+                for _ in range(3):
+                    s.sendall(f"GET /stores/customer-v1-changelog/get/{url_key(k)} HTTP/1.1\r\n"
+                              f"Host: x\r\n\r\n".encode())
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        c = s.recv(4096)
+                        if not c:
+                            raise AssertionError("connection closed")
+                        head += c
+                    h, _, body = head.partition(b"\r\n\r\n")
+                    length = int([line.split(b":")[1] for line in h.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")][0])
+                    while len(body) < length:
+                        body += s.recv(4096)
+                    assert json.loads(body) == {"response": customers[k]}
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(300)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:5]
+    for i in INSTANCES:
+        assert http_json(i, "/metadata")["result"]
+
+
+# ---- the compact endpoint -------------------------------------------------------
+
+def wire_request(op, store, partitions=(), keys=(), lower=None, upper=None, limit=0):
+    flags = (0x03 if lower is not None else 0) | (0x0C if upper is not None else 0)
+    out = b"IQ" + struct.pack(">BBBBI", 1, op, store, flags, limit)
+    out += struct.pack(">H", len(partitions)) + b"".join(struct.pack(">H", p) for p in partitions)
+    if op == 1:
+        out += struct.pack(">I", len(keys)) + b"".join(struct.pack(">I", len(k)) + k for k in keys)
+    for b in (lower, upper):
+        if b is not None:
+            out += struct.pack(">I", len(b)) + b
+    return out
+
+
+def post_read(i, body):
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port(i)}/iq/v1/read", data=body,
+                                 headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.read()
+
+
+def parse_answer(data):
+    """(status, positions {p: (consumed, end)}, rows [(key, value)], message)."""
+    assert data[:3] == b"IQ\x01"
+    status = data[3]
+    if status != 0:
+        (n,) = struct.unpack(">I", data[4:8])
+        return status, {}, [], data[8:8 + n].decode()
+    (n,) = struct.unpack(">H", data[4:6])
+    pos, off = {}, 6
+    for _ in range(n):
+        p, c, e = struct.unpack(">Hqq", data[off:off + 18])
+        pos[p] = (c, e)
+        off += 18
+    rows = []
+    while True:
+        tag = data[off:off + 1]
+        if tag == b"R":
+            (kl,) = struct.unpack(">I", data[off + 1:off + 5])
+            k = data[off + 5:off + 5 + kl]
+            (vl,) = struct.unpack(">i", data[off + 5 + kl:off + 9 + kl])
+            v = data[off + 9 + kl:off + 9 + kl + max(vl, 0)] if vl >= 0 else None
+            rows.append((k, v))
+            off += 9 + kl + max(vl, 0)
+        else:
+            assert tag == b"E", data[off:off + 20]
+            st = data[off + 1]
+            (ml,) = struct.unpack(">I", data[off + 2:off + 6])
+            assert off + 6 + ml == len(data)
+            return st, pos, rows, data[off + 6:off + 6 + ml].decode()
+
+
+def test_peer_endpoint_scans_held_partitions_and_refuses_others(data):
+    customers, parts = data
+    owner = {}
+    for p in range(PARTITIONS):
+        k = next(k for k, pp in parts.items() if pp == p and k in customers)
+        port = http_json(1, f"/metadata/stores/customer-v1-changelog/key/{url_key(k)}")["result"]["port"]
+        owner[p] = next(i for i in INSTANCES if http_port(i) == port)
+    for p, i in owner.items():
+        st, pos, rows, _ = parse_answer(post_read(i, wire_request(2, 0, partitions=[p]))[1])
+        assert st == 0 and list(pos) == [p]
+        consumed, end = pos[p]
+        assert end >= 0
+        keys = [r[0] for r in rows]
+        assert keys == sorted(keys)
+        expected = sorted(k.encode() for k, pp in parts.items() if pp == p and k in customers)
+        assert keys == expected
+        # a bounded, limited scan
+        st, _, rows, _ = parse_answer(post_read(i, wire_request(2, 0, partitions=[p], lower=b"1",
+                                                                upper=b"5", limit=1))[1])
+        assert st == 0 and len(rows) <= 1
+        # a partition held elsewhere: NOT_HELD, no rows
+        other = (p + 1) % PARTITIONS
+        st, _, rows, msg = parse_answer(post_read(i, wire_request(2, 0, partitions=[other]))[1])
+        assert st == 1 and not rows and str(other) in msg
+    # unknown store
+    st, _, _, _ = parse_answer(post_read(1, wire_request(2, 9))[1])
+    assert st == 3

@@ -1,0 +1,301 @@
+/*-------------------------------------------------------------------------
+ * http_forwarder.c
+ *	  Forwarded gets without blocking a server thread.
+ *
+ * A get for a key another instance owns is handed to the forwarder thread
+ * and its connection suspended (MHD_suspend_connection); the forwarder
+ * drives every forwarded transfer with one curl multi handle, whose
+ * connection cache keeps connections to peers open and reused, and
+ * resumes the connection when the owner has answered.  Server threads
+ * never wait on a peer: with blocking forwards, instances forwarding to
+ * each other could take every thread of the bounded pools and wait for one
+ * another until the peer timeout.
+ *-------------------------------------------------------------------------
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "http_internal.h"
+
+struct IqForwardJob
+{
+	IqForwardJob *next;			/* in the queue, then in the in-flight list */
+	struct MHD_Connection *conn;
+	char	   *url;
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char		errbuf[CURL_ERROR_SIZE];
+	bool		done;			/* under fwd_lock */
+	IqForwardResult result;
+};
+
+static pthread_mutex_t fwd_lock = PTHREAD_MUTEX_INITIALIZER;
+static IqForwardJob *queue = NULL;
+static bool fwd_stopping = false;
+static bool fwd_running = false;
+static CURLM *fwd_multi = NULL;
+static pthread_t fwd_thread;
+static IqForwardJob *flying = NULL;	/* transfers added to fwd_multi */
+
+/* body_cb: an owner's answer, into the job's buffer */
+static size_t
+body_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	IqForwardJob *job = userdata;
+	size_t		n = size * nmemb;
+
+	if (job->result.body.len + n > 64 * 1024 * 1024)
+		return 0;
+	iq_buf_append(&job->result.body, ptr, n);
+	return job->result.body.oom ? 0 : n;
+}
+
+/* complete: record the outcome and wake the waiting connection */
+static void
+complete(IqForwardJob *job, CURLcode rc)
+{
+	if (job->easy)
+	{
+		IqForwardJob **p;
+
+		if (rc == CURLE_OK)
+			curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &job->result.status);
+		curl_multi_remove_handle(fwd_multi, job->easy);
+		curl_easy_cleanup(job->easy);
+		job->easy = NULL;
+		for (p = &flying; *p; p = &(*p)->next)
+			if (*p == job)
+			{
+				*p = job->next;
+				break;
+			}
+	}
+	if (rc != CURLE_OK)
+	{
+		job->result.status = 0;
+		job->result.timed_out = (rc == CURLE_OPERATION_TIMEDOUT);
+		snprintf(job->result.error, sizeof(job->result.error), "%s",
+				 job->errbuf[0] ? job->errbuf : curl_easy_strerror(rc));
+		iq_buf_free(&job->result.body);
+	}
+	curl_slist_free_all(job->headers);
+	job->headers = NULL;
+	pthread_mutex_lock(&fwd_lock);
+	job->done = true;
+	pthread_mutex_unlock(&fwd_lock);
+	/* the job belongs to the request again from here on */
+	MHD_resume_connection(job->conn);
+}
+
+/* launch: a queued job's transfer, added to the multi handle */
+static void
+launch(IqForwardJob *job)
+{
+	CURL	   *h = curl_easy_init();
+
+	if (h == NULL)
+	{
+		complete(job, CURLE_OUT_OF_MEMORY);
+		return;
+	}
+	job->headers = curl_slist_append(NULL, "X-IQ-Forwarded: 1");
+	curl_easy_setopt(h, CURLOPT_URL, job->url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, job->headers);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_PROXY, "");
+	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, job);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, job);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, job->errbuf);
+	if (curl_multi_add_handle(fwd_multi, h) != CURLM_OK)
+	{
+		curl_easy_cleanup(h);
+		complete(job, CURLE_FAILED_INIT);
+		return;
+	}
+	job->easy = h;
+	job->next = flying;
+	flying = job;
+}
+
+/* forwarder_main: the forwarder thread's loop */
+static void *
+forwarder_main(void *arg)
+{
+	for (;;)
+	{
+		IqForwardJob *jobs;
+		CURLMsg    *msg;
+		int			running;
+		int			left;
+		bool		stopping;
+
+		pthread_mutex_lock(&fwd_lock);
+		jobs = queue;
+		queue = NULL;
+		stopping = fwd_stopping;
+		pthread_mutex_unlock(&fwd_lock);
+
+		while (jobs)
+		{
+			IqForwardJob *next = jobs->next;
+
+			if (stopping)
+				complete(jobs, CURLE_ABORTED_BY_CALLBACK);
+			else
+				launch(jobs);
+			jobs = next;
+		}
+		curl_multi_perform(fwd_multi, &running);
+		while ((msg = curl_multi_info_read(fwd_multi, &left)) != NULL)
+		{
+			IqForwardJob *job = NULL;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &job);
+			complete(job, msg->data.result);
+		}
+		if (stopping)
+		{
+			/* answer whatever is still in flight as failed, then go */
+			while (flying)
+				complete(flying, CURLE_ABORTED_BY_CALLBACK);
+			break;
+		}
+		curl_multi_poll(fwd_multi, NULL, 0, 1000, NULL);
+	}
+	return NULL;
+}
+
+/* iq_forwarder_start: the multi handle and its thread */
+bool
+iq_forwarder_start(char **err)
+{
+	sigset_t	all;
+	sigset_t	old;
+	int			rc;
+
+	if (fwd_running)
+		return true;
+	fwd_multi = curl_multi_init();
+	if (fwd_multi == NULL)
+	{
+		*err = strdup("could not create the curl multi handle for forwarded gets");
+		return false;
+	}
+	/* enough idle connections to peers for a busy server's forwards */
+	curl_multi_setopt(fwd_multi, CURLMOPT_MAXCONNECTS, 256L);
+	fwd_stopping = false;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&fwd_thread, NULL, forwarder_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+	{
+		curl_multi_cleanup(fwd_multi);
+		fwd_multi = NULL;
+		*err = strdup("could not start the forwarding thread");
+		return false;
+	}
+	fwd_running = true;
+	return true;
+}
+
+/*
+ * iq_forwarder_stop: answer every pending forward (as failed if need be),
+ * then end the thread.  Called before MHD is stopped, so no connection is
+ * left suspended.
+ */
+void
+iq_forwarder_stop(void)
+{
+	if (!fwd_running)
+		return;
+	pthread_mutex_lock(&fwd_lock);
+	fwd_stopping = true;
+	pthread_mutex_unlock(&fwd_lock);
+	curl_multi_wakeup(fwd_multi);
+	pthread_join(fwd_thread, NULL);
+	curl_multi_cleanup(fwd_multi);
+	fwd_multi = NULL;
+	fwd_running = false;
+}
+
+/*
+ * iq_forward_submit: suspend conn and forward GET url; the access handler
+ * is called again when iq_forward_job_done says so.  NULL if the forward
+ * could not be queued (conn is then not suspended).
+ */
+IqForwardJob *
+iq_forward_submit(struct MHD_Connection *conn, const char *url)
+{
+	IqForwardJob *job;
+
+	if (!fwd_running)
+		return NULL;
+	job = calloc(1, sizeof(IqForwardJob));
+	if (job == NULL)
+		return NULL;
+	job->url = strdup(url);
+	if (job->url == NULL)
+	{
+		free(job);
+		return NULL;
+	}
+	job->conn = conn;
+	iq_buf_init(&job->result.body);
+	MHD_suspend_connection(conn);
+	pthread_mutex_lock(&fwd_lock);
+	if (fwd_stopping)
+	{
+		pthread_mutex_unlock(&fwd_lock);
+		MHD_resume_connection(conn);
+		free(job->url);
+		free(job);
+		return NULL;
+	}
+	job->next = queue;
+	queue = job;
+	pthread_mutex_unlock(&fwd_lock);
+	curl_multi_wakeup(fwd_multi);
+	return job;
+}
+
+/* iq_forward_job_done: whether the owner has answered (or the forward failed) */
+bool
+iq_forward_job_done(IqForwardJob *job)
+{
+	bool		done;
+
+	pthread_mutex_lock(&fwd_lock);
+	done = job->done;
+	pthread_mutex_unlock(&fwd_lock);
+	return done;
+}
+
+/* iq_forward_job_result: the outcome of a done job (body may be taken) */
+IqForwardResult *
+iq_forward_job_result(IqForwardJob *job)
+{
+	return &job->result;
+}
+
+/* iq_forward_job_free: a done job, after its answer was sent */
+void
+iq_forward_job_free(IqForwardJob *job)
+{
+	if (job == NULL)
+		return;
+	iq_buf_free(&job->result.body);
+	free(job->url);
+	free(job);
+}
