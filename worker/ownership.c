@@ -256,6 +256,20 @@ iq_ownership_tick(void)
 			return;
 		pending = false;
 		complete = handle_result(ev);
+		/* the broker answers again: an error shown from the callback is over */
+		if (rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+			iq_w->error_state && !iq_w->failed)
+		{
+			bool		any = false;
+
+			for (int p = 0; p < iq_w->partition_count; p++)
+				any |= iq_w->parts[p].assigned;
+			iq_w->error_state = false;
+			if (any)
+				iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+			else
+				iq_set_worker_state(IQ_WORKER_REBALANCING, "waiting for partitions");
+		}
 		rd_kafka_event_destroy(ev);
 		if (!iq_w->ownership_due)
 			next_due = now + (complete ? OWNERSHIP_SLOW_MS : OWNERSHIP_FAST_MS);

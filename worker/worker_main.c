@@ -52,6 +52,7 @@ static int	backoff_ms = BACKOFF_MIN_MS;
 static bool servers_up = false;
 static int64 servers_retry_at = 0;
 static int	servers_backoff_ms = BACKOFF_MIN_MS;
+static char servers_error[IQ_MESSAGE_LEN] = "";
 
 static void
 handle_sigterm(SIGNAL_ARGS)
@@ -327,9 +328,12 @@ servers_start(char **err)
 	{
 		char	   *inner = *err;
 
-		*err = psprintf("HTTP server on %s (iq_fdw.http_listen): %s",
-						iq_w->cfg.http_listen, inner ? inner : "?");
-		*err = strdup(*err);
+		/* the server's own message may already name the setting */
+		if (inner && strstr(inner, "iq_fdw.http_listen"))
+			*err = strdup(inner);
+		else
+			*err = strdup(psprintf("HTTP server on %s (iq_fdw.http_listen): %s",
+								   iq_w->cfg.http_listen, inner ? inner : "?"));
 		free(inner);
 		return false;
 	}
@@ -461,9 +465,11 @@ iq_worker_main(Datum main_arg)
 			{
 				servers_up = true;
 				servers_backoff_ms = BACKOFF_MIN_MS;
+				servers_error[0] = '\0';
 			}
 			else
 			{
+				strlcpy(servers_error, err, sizeof(servers_error));
 				iq_set_worker_state(IQ_WORKER_ERROR, "%s", err);
 				free(err);
 				err = NULL;
@@ -530,6 +536,10 @@ iq_worker_main(Datum main_arg)
 				backoff_ms = BACKOFF_MIN_MS;
 		}
 		iq_drain_logs();
+
+		/* stream processing goes on without the servers, but say they are down */
+		if (!servers_up && servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
+			iq_set_worker_state(IQ_WORKER_ERROR, "%s", servers_error);
 
 		/* more may be waiting: take it without sleeping */
 		if (n == BATCH_MAX)
