@@ -90,6 +90,8 @@ count_local(IqOwnership *o, const IqStoreInfo *store)
 		return -1;
 
 	LWLockAcquire(iq_shared->lock, LW_SHARED);
+	if (iq_shared->local_socket[0] == '\0')
+		restoring = true;		/* not serving yet: do not ask */
 	for (int p = 0; p < o->partition_count; p++)
 	{
 		int			m = o->owner[p];

@@ -57,7 +57,7 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 /*
  * explain_partitions
- *		Partitions of constant keys, and their owners now.
+ *		Partitions of constant keys, and their owners as of now.
  */
 static void
 explain_partitions(List *keys, ExplainState *es)
@@ -89,6 +89,9 @@ explain_partitions(List *keys, ExplainState *es)
 			appendStringInfo(&buf, "%s%d", buf.len ? ", " : "", p);
 	ExplainPropertyText("Partitions", buf.data, es);
 
+	/* with ANALYZE, the instances actually asked are shown instead */
+	if (es->analyze)
+		return;
 	resetStringInfo(&buf);
 	for (int p = 0; p < o->partition_count; p++)
 	{
@@ -97,9 +100,9 @@ explain_partitions(List *keys, ExplainState *es)
 		if (!needed[p])
 			continue;
 		if (m >= 0 && m < o->nmembers)
-			appendStringInfo(&buf, "%s%s:%d%s (partition %d)", buf.len ? ", " : "",
-							 o->members[m].host, o->members[m].port,
-							 o->members[m].is_self ? " local" : "", p);
+			appendStringInfo(&buf, "%s%s:%d (partition %d%s)", buf.len ? ", " : "",
+							 o->members[m].host, o->members[m].port, p,
+							 o->members[m].is_self ? ", local" : "");
 		else
 			appendStringInfo(&buf, "%snone (partition %d)", buf.len ? ", " : "", p);
 	}

@@ -200,14 +200,13 @@ start_read(ForeignScanState *node, IqScanState *s)
 	resetStringInfo(&s->instances);
 	for (int t = 0; t < ntargets; t++)
 	{
-		appendStringInfo(&s->instances, "%s%s:%d%s (partition%s",
+		appendStringInfo(&s->instances, "%s%s:%d (partition%s",
 						 t ? ", " : "", targets[t].host, targets[t].port,
-						 targets[t].is_local ? " local" : "",
 						 targets[t].npartitions > 1 ? "s" : "");
 		for (int i = 0; i < targets[t].npartitions; i++)
 			appendStringInfo(&s->instances, "%s%d", i ? ", " : " ",
 							 targets[t].partitions[i]);
-		appendStringInfoChar(&s->instances, ')');
+		appendStringInfoString(&s->instances, targets[t].is_local ? ", local)" : ")");
 	}
 
 	req = palloc0(sizeof(IqWireRequest));
