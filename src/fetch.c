@@ -477,7 +477,8 @@ worst_lag(IqFetch *f, int64 *lag_out, IqFetchSource **src_out)
 	int			i;
 	int			k;
 
-	if (iq_max_lag < 0)
+	/* a bound on rows handed out; counts are estimates for the planner */
+	if (iq_max_lag < 0 || f->op == IQ_OP_COUNT || f->op == IQ_OP_POSITIONS)
 		return -1;
 	for (i = 0; i < f->nsources; i++)
 	{

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# bench/http_get.sh: wrk against GET /stores/order-count/get/:k on instance 1,
+# for keys it owns (answered from its RocksDB) and for keys another instance
+# owns (forwarded over a reused connection), requests/s and p99.
+#
+#   IQ_PORT_OFFSET=... bench/http_get.sh [seconds] [connections] [keys]
+#
+# Needs a running cluster (scripts/cluster up).  Produces the keys
+# bench-00000.. once to the order topic (a count of 1 each, or more when run
+# again), waits until instance 1 serves them, then runs wrk twice.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/../scripts/lib.sh"
+SECONDS_RUN=${1:-10}
+CONNS=${2:-64}
+NKEYS=${3:-3000}
+THREADS=${WRK_THREADS:-2}
+PORT=$(http_port 1)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
+curl -sf "http://127.0.0.1:$PORT/metadata" >/dev/null || die "instance 1 does not answer on port $PORT"
+
+last=$(printf 'bench-%05d' $((NKEYS - 1)))
+if [[ $(curl -s "http://127.0.0.1:$PORT/stores/order-count/get/$last") == '{"response":null}' ]]; then
+	msg "producing $NKEYS keys to the order topic"
+	for ((k = 0; k < NKEYS; k++)); do printf 'bench-%05d--bench\n' "$k"; done |
+		"$HERE/../scripts/kafka" produce order >/dev/null
+	for _ in $(seq 1 120); do
+		[[ $(curl -s "http://127.0.0.1:$PORT/stores/order-count/get/$last") != '{"response":null}' ]] && break
+		sleep 1
+	done
+fi
+
+# split the keys by owner, as instance 1 sees it
+python3 - "$PORT" "$NKEYS" "$WORK" <<'PY'
+import json, sys, urllib.request
+port, n, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+local, remote = open(f"{work}/local", "w"), open(f"{work}/remote", "w")
+for k in range(n):
+    key = f"bench-{k:05d}"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metadata/stores/order-count/key/{key}") as r:
+        owner = json.load(r)["result"]["port"]
+    (local if owner == port else remote).write(key + "\n")
+PY
+msg "$(wc -l <"$WORK/local") keys owned by instance 1, $(wc -l <"$WORK/remote") by others"
+
+for kind in local remote; do
+	out=$(KEYFILE="$WORK/$kind" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency \
+		-s "$HERE/http_get.lua" "http://127.0.0.1:$PORT")
+	echo "$kind: $(grep RESULT <<<"$out" | sed 's/^RESULT //')"
+done
