@@ -3,9 +3,11 @@
  * as a backend does it (u32 length + wire request, read the answer).
  *
  *   cc -O2 -Isrc bench/local_rtt.c src/wire.c -o /tmp/local_rtt
- *   /tmp/local_rtt /tmp/iq_fdw.<pgport>.sock <store 0|1> <key> [iterations]
+ *   /tmp/local_rtt /tmp/iq_fdw.<pgport>.sock <store 0|1> <key> [iterations] [spin_us]
  *
- * Prints the median, p99 and mean round trip in microseconds.
+ * Prints the median, p99 and mean round trip in microseconds.  With
+ * spin_us, the answer is first awaited by spinning on a non-blocking recv
+ * for up to that long (as src/fetch.c does) before blocking.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,7 @@ main(int argc, char **argv)
 	double	   *t;
 	double		sum = 0;
 	int			rows = 0;
+	double		spin;
 
 	if (argc < 4)
 	{
@@ -56,6 +59,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	n = argc > 4 ? atoi(argv[4]) : 100000;
+	spin = argc > 5 ? atof(argv[5]) : 0;
 	key = argv[3];
 	klen = (uint32_t) strlen(key);
 	memset(&req, 0, sizeof(req));
@@ -102,7 +106,17 @@ main(int argc, char **argv)
 				rows++;
 			if (ev != IQ_EV_NEED_MORE)
 				continue;
-			got = read(fd, buf, sizeof(buf));
+			got = -1;
+			if (spin > 0)
+			{
+				double		until = now_us() + spin;
+
+				do
+					got = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+				while (got < 0 && now_us() < until);
+			}
+			if (got < 0)
+				got = read(fd, buf, sizeof(buf));
 			if (got <= 0)
 			{
 				perror("read");
