@@ -14,8 +14,9 @@
 # The key is picked by pgbench from a constant array of 200 keys, so both
 # sides pay the same for choosing it.  Prints a markdown table.
 #
-# Environment: BENCH_SECONDS (default 15) per pgbench run, BENCH_CLIENTS
-# (default: number of CPUs), BENCH_INSTANCE (default 1).
+# Environment: BENCH_SECONDS (default 15) per pgbench run, BENCH_ROUNDS
+# (default 3), BENCH_CLIENTS (default: number of CPUs), BENCH_INSTANCE
+# (default 1).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../scripts/lib.sh"
@@ -89,33 +90,48 @@ printf 'SELECT count(*) FROM bench.order_count;\n' >"$WORK/fdw_scan.sql"
 printf 'SELECT count(*) FROM bench.heap;\n' >"$WORK/heap_scan.sql"
 
 tps() { # tps SCRIPT CLIENTS SECONDS
-	"$PGB" -n -M prepared -h 127.0.0.1 -p "$PORT" -U postgres -c "$2" -j "$2" -T "$3" \
+	# the store is read by one backend: so is the heap table
+	PGOPTIONS="-c max_parallel_workers_per_gather=0" \
+		"$PGB" -n -M prepared -h 127.0.0.1 -p "$PORT" -U postgres -c "$2" -j "$2" -T "$3" \
 		-f "$WORK/$1.sql" postgres 2>&1 | tee "$WORK/$1.log" |
 		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
 }
 
+# Rounds of all runs, one after the other, so that a busy neighbour slows
+# both sides of a ratio alike; the median ratio of the rounds is reported.
 declare -A R
-for s in heap_local fdw_local heap_remote fdw_remote; do
-	R[$s]=$(tps "$s" "$CLIENTS" "$SECONDS_PER_RUN")
-	[[ -n ${R[$s]} ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
-	msg "$s: ${R[$s]} tps"
-done
-for s in heap_scan fdw_scan; do
-	R[$s]=$(tps "$s" 1 "$SECONDS_PER_RUN")
-	[[ -n ${R[$s]} ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
-	msg "$s: ${R[$s]} scans/s"
+ROUNDS=${BENCH_ROUNDS:-3}
+for ((round = 1; round <= ROUNDS; round++)); do
+	for s in heap_local fdw_local heap_remote fdw_remote; do
+		v=$(tps "$s" "$CLIENTS" "$SECONDS_PER_RUN")
+		[[ -n $v ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
+		R[$s]+="$v "
+		msg "round $round $s: $v tps"
+	done
+	for s in heap_scan fdw_scan; do
+		v=$(tps "$s" 1 "$SECONDS_PER_RUN")
+		[[ -n $v ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
+		R[$s]+="$v "
+		msg "round $round $s: $v scans/s"
+	done
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# median LIST: of the rounds; median_ratio A B: median over rounds of A/B
+median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median_ratio() {
+	paste <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ print $1 / $2 }' | sort -g |
+		awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
+}
 rows_s() { awk -v t="$1" -v n="$total" 'BEGIN { printf "%.0f", t * n }'; }
+tps_m() { printf '%.0f' "$(median "${R[$1]}")"; }
 
 cat <<EOF
 
-### iq_fdw lookups and scans ($(date -u +%Y-%m-%d), $(nproc) CPUs, instance $I of $(recorded_instances), $CLIENTS clients, ${SECONDS_PER_RUN}s each, pgbench -M prepared)
+### iq_fdw lookups and scans ($(date -u +%Y-%m-%d), $(nproc) CPUs, instance $I of $(recorded_instances), $CLIENTS clients, $ROUNDS rounds of ${SECONDS_PER_RUN}s, pgbench -M prepared; medians)
 
 | query | iq_fdw | heap table | ratio | goal |
 |---|---|---|---|---|
-| key = :k, keys owned by this instance | ${R[fdw_local]} tps | ${R[heap_local]} tps | $(ratio "${R[fdw_local]}" "${R[heap_local]}") | >= 0.67 |
-| key = :k, keys owned by other instances | ${R[fdw_remote]} tps | ${R[heap_remote]} tps | $(ratio "${R[fdw_remote]}" "${R[heap_local]}") | >= 0.33 |
-| count(*) of all $total rows | $(rows_s "${R[fdw_scan]}") rows/s | $(rows_s "${R[heap_scan]}") rows/s | $(ratio "${R[fdw_scan]}" "${R[heap_scan]}") | (reported) |
+| key = :k, keys owned by this instance | $(tps_m fdw_local) tps | $(tps_m heap_local) tps | $(median_ratio "${R[fdw_local]}" "${R[heap_local]}") | >= 0.67 |
+| key = :k, keys owned by other instances | $(tps_m fdw_remote) tps | $(tps_m heap_remote) tps | $(median_ratio "${R[fdw_remote]}" "${R[heap_remote]}") | >= 0.33 |
+| count(*) of all $total rows | $(rows_s "$(median "${R[fdw_scan]}")") rows/s | $(rows_s "$(median "${R[heap_scan]}")") rows/s | $(median_ratio "${R[fdw_scan]}" "${R[heap_scan]}") | (reported) |
 EOF
