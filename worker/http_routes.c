@@ -39,6 +39,7 @@ typedef struct JsonStream
 	size_t		off;
 	bool		first;
 	bool		done;
+	bool		failed;			/* the cursor failed: break the stream */
 } JsonStream;
 
 /* member_json: the seed's host info of a member */
@@ -282,8 +283,14 @@ stream_fill(JsonStream *js)
 		{
 			char	   *err = NULL;
 
-			iq_store_cursor_close(js->cursor, &err);
-			free(err);			/* too late for a status: the JSON just ends */
+			/*
+			 * Too late for a status: a failed iterator breaks the chunked
+			 * stream instead, so the answer is never a valid but partial
+			 * list.
+			 */
+			if (iq_store_cursor_close(js->cursor, &err) != IQ_READ_OK)
+				js->failed = true;
+			free(err);
 			js->cursor = NULL;
 			iq_buf_append(&js->buf, "]}", 2);
 			js->done = true;
@@ -312,7 +319,7 @@ stream_reader(void *cls, uint64_t pos, char *out, size_t max)
 			return MHD_CONTENT_READER_END_OF_STREAM;
 		stream_fill(js);
 	}
-	if (js->buf.oom)
+	if (js->buf.oom || js->failed)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	n = js->buf.len - js->off;
 	if (n > max)
@@ -339,6 +346,41 @@ stream_free(void *cls)
 	free(js);
 }
 
+/*
+ * local_partitions: the partitions this instance owns, all readable; false
+ * with a 503 queued when one is still restoring or being opened, so a
+ * local answer never silently lacks a partition.
+ */
+static bool
+local_partitions(struct MHD_Connection *conn, int *held, int *nheld,
+				 enum MHD_Result *ret)
+{
+	static __thread IqHttpOwnership o;
+	int			p;
+	int			i;
+
+	*nheld = iq_store_held_partitions(held, IQ_HTTP_MAX_PARTITIONS);
+	iq_http_ownership(&o);
+	if (o.self < 0)
+		return true;
+	for (p = 0; p < o.partition_count; p++)
+	{
+		if (o.owner[p] != o.self)
+			continue;
+		for (i = 0; i < *nheld; i++)
+			if (held[i] == p)
+				break;
+		if (i == *nheld)
+		{
+			*ret = iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+									  "partition %d of this instance is not readable yet (restoring or being opened)",
+									  p);
+			return false;
+		}
+	}
+	return true;
+}
+
 /* route_scan_local: all / range over this instance's partitions, streamed */
 static enum MHD_Result
 route_scan_local(struct MHD_Connection *conn, const IqStoreInfo *store,
@@ -346,13 +388,15 @@ route_scan_local(struct MHD_Connection *conn, const IqStoreInfo *store,
 				 const char *to, size_t to_len)
 {
 	int			held[IQ_HTTP_MAX_PARTITIONS];
-	int			nheld = iq_store_held_partitions(held, IQ_HTTP_MAX_PARTITIONS);
+	int			nheld;
 	IqReadStatus st = IQ_READ_OK;
 	char	   *err = NULL;
 	JsonStream *js;
 	struct MHD_Response *resp;
-	enum MHD_Result ret;
+	enum MHD_Result ret = MHD_NO;
 
+	if (!local_partitions(conn, held, &nheld, &ret))
+		return ret;
 	if (nheld == 0)
 		return iq_http_send_json(conn, MHD_HTTP_OK, json_pack("{s:[]}", "result"));
 	js = calloc(1, sizeof(JsonStream));
@@ -468,11 +512,17 @@ route_store(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store
 	}
 	if (strcmp(rest, "approximate-num-entries") == 0)
 	{
+		int			held[IQ_HTTP_MAX_PARTITIONS];
+		int			nheld;
+		enum MHD_Result ret = MHD_NO;
+
 		if (all)
 			return iq_http_gather_count(conn, store);
+		if (!local_partitions(conn, held, &nheld, &ret))
+			return ret;
 		return iq_http_send_json(conn, MHD_HTTP_OK,
-								 json_pack("{s:I}", "result",
-										   (json_int_t) iq_store_approximate_count(store->id, NULL, 0)));
+								 json_pack("{s:I}", "result", (json_int_t)
+										   (nheld > 0 ? iq_store_approximate_count(store->id, held, nheld) : 0)));
 	}
 	return iq_http_send_error(conn, MHD_HTTP_NOT_FOUND, NULL, "no such endpoint");
 }
