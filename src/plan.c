@@ -28,6 +28,7 @@
 #include "utils/pg_locale.h"
 #include "utils/ruleutils.h"
 
+#include "deparse.h"
 #include "iq_fdw.h"
 #include "option.h"
 #include "plan.h"
@@ -65,10 +66,6 @@ static void add_parameterized_paths(PlannerInfo *root, RelOptInfo *baserel,
 									IqRelInfo *ri);
 static bool limit_is_safe(PlannerInfo *root, RelOptInfo *baserel,
 						  IqKeyQuals *q, ForeignPath *path);
-static char *deparse_arg(PlannerInfo *root, Expr *arg);
-static char *deparse_pushed(PlannerInfo *root, IqRelInfo *ri, IqKeyQuals *q);
-static List *const_keys(IqKeyQuals *q);
-static bool contain_param(Node *node, void *context);
 
 /*
  * iqGetForeignRelSize
@@ -317,13 +314,13 @@ iqGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 
 		fdw_exprs = lappend(fdw_exprs, count);
 		roles = lappend_int(roles, IQ_EXPR_LIMIT);
-		limit_text = deparse_arg(root, (Expr *) count);
+		limit_text = iq_deparse_arg(root, (Expr *) count);
 		if (offset)
 		{
 			fdw_exprs = lappend(fdw_exprs, offset);
 			roles = lappend_int(roles, IQ_EXPR_OFFSET);
 			limit_text = psprintf("%s + %s (offset)", limit_text,
-								  deparse_arg(root, (Expr *) offset));
+								  iq_deparse_arg(root, (Expr *) offset));
 		}
 	}
 
@@ -333,9 +330,9 @@ iqGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 							 makeInteger(ri->table.key_attno),
 							 makeInteger(ri->table.value_attno));
 	fdw_private = lappend(fdw_private, makeInteger(ri->table.value_type));
-	fdw_private = lappend(fdw_private, makeString(deparse_pushed(root, ri, &q)));
+	fdw_private = lappend(fdw_private, makeString(iq_deparse_pushed(root, &ri->table, &q)));
 	fdw_private = lappend(fdw_private, makeString(limit_text));
-	fdw_private = lappend(fdw_private, const_keys(&q));
+	fdw_private = lappend(fdw_private, iq_const_keys(&q));
 	Assert(list_length(fdw_private) == IQ_PRIV_COUNT);
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid, fdw_exprs,
@@ -379,146 +376,4 @@ limit_is_safe(PlannerInfo *root, RelOptInfo *baserel, IqKeyQuals *q,
 		!pathkeys_contained_in(root->sort_pathkeys, path->path.pathkeys))
 		return false;
 	return true;
-}
-
-/*
- * deparse_arg
- *		The other side of a pushed-down condition, for EXPLAIN: a literal, a
- *		parameter, a column of another relation, or an expression.
- */
-static char *
-deparse_arg(PlannerInfo *root, Expr *arg)
-{
-	while (IsA(arg, RelabelType))
-		arg = ((RelabelType *) arg)->arg;
-
-	if (IsA(arg, Const))
-	{
-		Const	   *c = (Const *) arg;
-		Oid			typout;
-		bool		isvarlena;
-
-		if (c->constisnull)
-			return "NULL";
-		if (c->consttype == INT8OID)
-			return psprintf(INT64_FORMAT, DatumGetInt64(c->constvalue));
-		getTypeOutputInfo(c->consttype, &typout, &isvarlena);
-		return quote_literal_cstr(OidOutputFunctionCall(typout, c->constvalue));
-	}
-	if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN)
-		return psprintf("$%d", ((Param *) arg)->paramid);
-	if (IsA(arg, Param))
-		return "(outer value)";
-	if (IsA(arg, Var) && ((Var *) arg)->varlevelsup == 0)
-	{
-		Var		   *var = (Var *) arg;
-		RangeTblEntry *rte = planner_rt_fetch(var->varno, root);
-
-		return psprintf("%s.%s", quote_identifier(rte->eref->aliasname),
-						quote_identifier(get_rte_attribute_name(rte, var->varattno)));
-	}
-	/* ruleutils needs a plan to name Vars and executor Params */
-	if (!contain_var_clause((Node *) arg) && !contain_param((Node *) arg, NULL))
-		return deparse_expression((Node *) arg, NIL, false, false);
-	return "(expression)";
-}
-
-/*
- * deparse_pushed
- *		What the store is asked, as a condition on the key column.
- */
-static char *
-deparse_pushed(PlannerInfo *root, IqRelInfo *ri, IqKeyQuals *q)
-{
-	StringInfoData buf;
-	const char *key;
-	ListCell   *lc1;
-	ListCell   *lc2;
-
-	if (q->kind == IQ_SCAN_FULL)
-		return "";
-	key = quote_identifier(get_attname(ri->table.relid, ri->table.key_attno, false));
-	initStringInfo(&buf);
-
-	if (q->kind == IQ_SCAN_POINT && !q->point_is_array)
-		appendStringInfo(&buf, "%s = %s", key, deparse_arg(root, q->point));
-	else if (q->kind == IQ_SCAN_POINT)
-	{
-		List	   *keys = const_keys(q);
-
-		if (keys == NIL && !IsA(q->point, Const))
-			appendStringInfo(&buf, "%s = ANY (%s)", key, deparse_arg(root, q->point));
-		else
-		{
-			appendStringInfo(&buf, "%s IN (", key);
-			foreach(lc1, keys)
-				appendStringInfo(&buf, "%s%s", foreach_current_index(lc1) ? ", " : "",
-								 quote_literal_cstr(strVal(lfirst(lc1))));
-			appendStringInfoChar(&buf, ')');
-		}
-	}
-	else
-	{
-		forboth(lc1, q->lower, lc2, q->lower_incl)
-			appendStringInfo(&buf, "%s%s %s %s", buf.len ? " AND " : "", key,
-							 lfirst_int(lc2) ? ">=" : ">",
-							 deparse_arg(root, lfirst(lc1)));
-		forboth(lc1, q->upper, lc2, q->upper_incl)
-			appendStringInfo(&buf, "%s%s %s %s", buf.len ? " AND " : "", key,
-							 lfirst_int(lc2) ? "<=" : "<",
-							 deparse_arg(root, lfirst(lc1)));
-	}
-	return buf.data;
-}
-
-/*
- * const_keys
- *		The keys of a point lookup when all are constants (String nodes,
- *		nulls left out), so EXPLAIN can name their partitions.
- */
-static List *
-const_keys(IqKeyQuals *q)
-{
-	Const	   *c;
-	List	   *keys = NIL;
-
-	if (q->kind != IQ_SCAN_POINT || !IsA(q->point, Const))
-		return NIL;
-	c = (Const *) q->point;
-	if (c->constisnull)
-		return NIL;
-	if (!q->point_is_array)
-		return list_make1(makeString(TextDatumGetCString(c->constvalue)));
-	else
-	{
-		ArrayType  *arr = DatumGetArrayTypeP(c->constvalue);
-		Datum	   *elems;
-		bool	   *nulls;
-		int			n;
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-
-		get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
-		deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
-						  &elems, &nulls, &n);
-		for (int i = 0; i < n; i++)
-			if (!nulls[i])
-				keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
-	}
-	return keys;
-}
-
-/*
- * contain_param
- *		Does an expression use a parameter of any kind?
- */
-static bool
-contain_param(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Param))
-		return true;
-	return expression_tree_walker(node, contain_param, context);
 }

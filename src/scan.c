@@ -19,40 +19,13 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "ask.h"
 #include "iq_fdw.h"
 #include "owners.h"
 #include "plan.h"
 #include "scan.h"
 
-/* A key or bound, copied out of the expression that produced it. */
-typedef struct IqKey
-{
-	char	   *data;
-	int			len;
-} IqKey;
-
-/* What one read asks, from the evaluated expressions. */
-typedef struct IqAsk
-{
-	IqKey	   *keys;			/* point lookups: sorted, distinct */
-	int			nkeys;
-	bool		has_lower;
-	IqKey		lower;
-	bool		lower_incl;
-	bool		has_upper;
-	IqKey		upper;
-	bool		upper_incl;
-	uint32		limit;			/* 0 = none */
-	bool		empty;			/* no row can match: ask nobody */
-} IqAsk;
-
 static void start_read(ForeignScanState *node, IqScanState *s);
-static void evaluate(ForeignScanState *node, IqScanState *s, IqAsk *ask);
-static void add_keys_from_array(IqAsk *ask, Datum array, int *cap);
-static void add_key(IqAsk *ask, Datum text, int *cap);
-static int	key_cmp(const IqKey *a, const IqKey *b);
-static int	key_qsort_cmp(const void *a, const void *b);
-static char *describe_ask(IqScanState *s, IqAsk *ask);
 static Datum key_datum(IqScanState *s, IqFetchRow *row);
 static Datum value_datum(IqScanState *s, IqFetchRow *row);
 
@@ -169,14 +142,15 @@ start_read(ForeignScanState *node, IqScanState *s)
 
 	s->started = true;
 	s->reads++;
-	evaluate(node, s, &ask);
+	iq_ask_evaluate(node->ss.ps.ps_ExprContext, s->kind, s->expr_states,
+					s->roles, &ask);
 	if (ask.empty)
 	{
 		s->empty_reads++;
 		MemoryContextSwitchTo(old);
 		return;
 	}
-	what = describe_ask(s, &ask);
+	what = iq_ask_describe(s->kind, &ask);
 
 	o = palloc(sizeof(IqOwnership));
 	iq_ownership_read(o);
@@ -239,244 +213,6 @@ start_read(ForeignScanState *node, IqScanState *s)
 
 	s->fetch = iq_fetch_start(req, targets, ntargets);
 	MemoryContextSwitchTo(old);
-}
-
-/*
- * evaluate
- *		The keys, the tightest bounds and the limit, from fdw_exprs.  A null
- *		key or bound matches nothing (the comparison is never true).
- */
-static void
-evaluate(ForeignScanState *node, IqScanState *s, IqAsk *ask)
-{
-	ExprContext *econtext = node->ss.ps.ps_ExprContext;
-	ListCell   *lc1;
-	ListCell   *lc2;
-	int			cap = 0;
-	int64		limit = -1;
-	int64		offset = 0;
-
-	memset(ask, 0, sizeof(*ask));
-	forboth(lc1, s->expr_states, lc2, s->roles)
-	{
-		ExprState  *state = (ExprState *) lfirst(lc1);
-		IqExprRole	role = lfirst_int(lc2);
-		IqKey		bound;
-		bool		isnull;
-		Datum		d;
-		MemoryContext old;
-
-		old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
-		d = ExecEvalExpr(state, econtext, &isnull);
-		MemoryContextSwitchTo(old);
-
-		if (role == IQ_EXPR_LIMIT || role == IQ_EXPR_OFFSET)
-		{
-			if (role == IQ_EXPR_LIMIT)
-				limit = isnull ? -1 : DatumGetInt64(d);
-			else
-				offset = isnull ? 0 : DatumGetInt64(d);
-			continue;
-		}
-		if (isnull)
-		{
-			if (role != IQ_EXPR_KEYS)
-				ask->empty = true;
-			else if (s->kind == IQ_SCAN_POINT)
-				ask->empty = true;
-			continue;
-		}
-		if (role == IQ_EXPR_KEY)
-		{
-			add_key(ask, d, &cap);
-			continue;
-		}
-		if (role == IQ_EXPR_KEYS)
-		{
-			add_keys_from_array(ask, d, &cap);
-			continue;
-		}
-
-		{
-			text	   *t = DatumGetTextPP(d);
-
-			bound.len = VARSIZE_ANY_EXHDR(t);
-			bound.data = pnstrdup(VARDATA_ANY(t), bound.len);
-		}
-		if (role == IQ_EXPR_LOWER || role == IQ_EXPR_LOWER_INCL)
-		{
-			bool		incl = (role == IQ_EXPR_LOWER_INCL);
-			int			c = ask->has_lower ? key_cmp(&bound, &ask->lower) : 1;
-
-			if (c > 0 || (c == 0 && !incl))
-			{
-				ask->lower = bound;
-				ask->lower_incl = (c > 0) ? incl : false;
-				ask->has_lower = true;
-			}
-		}
-		else
-		{
-			bool		incl = (role == IQ_EXPR_UPPER_INCL);
-			int			c = ask->has_upper ? key_cmp(&bound, &ask->upper) : -1;
-
-			if (c < 0 || (c == 0 && !incl))
-			{
-				ask->upper = bound;
-				ask->upper_incl = (c < 0) ? incl : false;
-				ask->has_upper = true;
-			}
-		}
-	}
-
-	if (s->kind == IQ_SCAN_POINT && !ask->empty)
-	{
-		int			n = 0;
-
-		/* each key once: IN ('1', '1') is one row */
-		if (ask->nkeys > 1)
-			qsort(ask->keys, ask->nkeys, sizeof(IqKey), key_qsort_cmp);
-		for (int i = 0; i < ask->nkeys; i++)
-			if (n == 0 || key_cmp(&ask->keys[i], &ask->keys[n - 1]) != 0)
-				ask->keys[n++] = ask->keys[i];
-		ask->nkeys = n;
-		if (n == 0)
-			ask->empty = true;
-	}
-	if (ask->has_lower && ask->has_upper)
-	{
-		int			c = key_cmp(&ask->lower, &ask->upper);
-
-		if (c > 0 || (c == 0 && !(ask->lower_incl && ask->upper_incl)))
-			ask->empty = true;
-	}
-	if (limit >= 0 && offset >= 0 && limit + offset <= PG_UINT32_MAX &&
-		limit + offset > 0)
-		ask->limit = (uint32) (limit + offset);
-}
-
-/*
- * add_key
- *		Copy one text key.
- */
-static void
-add_key(IqAsk *ask, Datum d, int *cap)
-{
-	text	   *t = DatumGetTextPP(d);
-
-	if (ask->nkeys >= *cap)
-	{
-		*cap = Max(8, *cap * 2);
-		ask->keys = ask->keys ? repalloc(ask->keys, sizeof(IqKey) * *cap)
-			: palloc(sizeof(IqKey) * *cap);
-	}
-	ask->keys[ask->nkeys].len = VARSIZE_ANY_EXHDR(t);
-	ask->keys[ask->nkeys].data = pnstrdup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-	ask->nkeys++;
-}
-
-/*
- * add_keys_from_array
- *		Every non-null element of a text (or varchar) array.
- */
-static void
-add_keys_from_array(IqAsk *ask, Datum array, int *cap)
-{
-	ArrayType  *arr = DatumGetArrayTypeP(array);
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
-	deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
-					  &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-		if (!nulls[i])
-			add_key(ask, elems[i], cap);
-}
-
-/*
- * key_cmp
- *		Byte order, as RocksDB's default comparator.
- */
-static int
-key_cmp(const IqKey *a, const IqKey *b)
-{
-	int			c = memcmp(a->data, b->data, Min(a->len, b->len));
-
-	if (c != 0)
-		return c;
-	return (a->len > b->len) - (a->len < b->len);
-}
-
-static int
-key_qsort_cmp(const void *a, const void *b)
-{
-	return key_cmp((const IqKey *) a, (const IqKey *) b);
-}
-
-/*
- * describe_ask
- *		What a read needs, for errors: "key '2'", "keys '1', '2' and 3
- *		more", "key range ['1', '5']", "a full scan".
- */
-static char *
-describe_ask(IqScanState *s, IqAsk *ask)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	if (s->kind == IQ_SCAN_POINT)
-	{
-		appendStringInfoString(&buf, ask->nkeys == 1 ? "key " : "keys ");
-		for (int i = 0; i < ask->nkeys && i < 3; i++)
-			appendStringInfo(&buf, "%s%s", i ? ", " : "",
-							 iq_printable_key(ask->keys[i].data, ask->keys[i].len));
-		if (ask->nkeys > 3)
-			appendStringInfo(&buf, " and %d more", ask->nkeys - 3);
-	}
-	else if (ask->has_lower || ask->has_upper)
-		appendStringInfo(&buf, "key range %s%s, %s%s",
-						 ask->has_lower && ask->lower_incl ? "[" : "(",
-						 ask->has_lower ? iq_printable_key(ask->lower.data, ask->lower.len) : "",
-						 ask->has_upper ? iq_printable_key(ask->upper.data, ask->upper.len) : "",
-						 ask->has_upper && ask->upper_incl ? "]" : ")");
-	else
-		appendStringInfoString(&buf, "a full scan");
-	return buf.data;
-}
-
-/*
- * iq_printable_key
- *		A key for a message: quoted, with bytes that are not printable ASCII
- *		as \xNN, so a broken key cannot break the message.
- */
-char *
-iq_printable_key(const char *key, int len)
-{
-	StringInfoData buf;
-	int			shown = Min(len, 200);
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '\'');
-	for (int i = 0; i < shown; i++)
-	{
-		unsigned char c = (unsigned char) key[i];
-
-		if (c == '\'' || c == '\\')
-			appendStringInfo(&buf, "%c%c", c, c);
-		else if (c >= 0x20 && c < 0x7f)
-			appendStringInfoChar(&buf, c);
-		else
-			appendStringInfo(&buf, "\\x%02x", c);
-	}
-	appendStringInfoChar(&buf, '\'');
-	if (shown < len)
-		appendStringInfo(&buf, "... (%d bytes)", len);
-	return buf.data;
 }
 
 /*

@@ -35,7 +35,4 @@ typedef struct IqScanState
 	StringInfoData instances;	/* the targets of the last read */
 } IqScanState;
 
-/* A key for a message: quoted, unprintable bytes as \xNN. */
-extern char *iq_printable_key(const char *key, int len);
-
 #endif							/* IQ_SCAN_H */

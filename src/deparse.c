@@ -1,0 +1,167 @@
+/*-------------------------------------------------------------------------
+ * deparse.c
+ *	  What a scan asks the store, as text for EXPLAIN, made at plan time
+ *	  while the planner can still name the columns of other relations.
+ *
+ * ruleutils cannot name a Var of another relation or an executor Param
+ * without the finished plan, which an FDW's EXPLAIN callback does not get,
+ * so those are named here from the planner's range table.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parsetree.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/ruleutils.h"
+
+#include "deparse.h"
+
+static bool contain_param(Node *node, void *context);
+
+/*
+ * iq_deparse_arg
+ *		The other side of a pushed-down condition, for EXPLAIN: a literal, a
+ *		parameter, a column of another relation, or an expression.
+ */
+char *
+iq_deparse_arg(PlannerInfo *root, Expr *arg)
+{
+	while (IsA(arg, RelabelType))
+		arg = ((RelabelType *) arg)->arg;
+
+	if (IsA(arg, Const))
+	{
+		Const	   *c = (Const *) arg;
+		Oid			typout;
+		bool		isvarlena;
+
+		if (c->constisnull)
+			return "NULL";
+		if (c->consttype == INT8OID)
+			return psprintf(INT64_FORMAT, DatumGetInt64(c->constvalue));
+		getTypeOutputInfo(c->consttype, &typout, &isvarlena);
+		return quote_literal_cstr(OidOutputFunctionCall(typout, c->constvalue));
+	}
+	if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN)
+		return psprintf("$%d", ((Param *) arg)->paramid);
+	if (IsA(arg, Param))
+		return "(outer value)";
+	if (IsA(arg, Var) && ((Var *) arg)->varlevelsup == 0)
+	{
+		Var		   *var = (Var *) arg;
+		RangeTblEntry *rte = planner_rt_fetch(var->varno, root);
+
+		return psprintf("%s.%s", quote_identifier(rte->eref->aliasname),
+						quote_identifier(get_rte_attribute_name(rte, var->varattno)));
+	}
+	/* ruleutils needs a plan to name Vars and executor Params */
+	if (!contain_var_clause((Node *) arg) && !contain_param((Node *) arg, NULL))
+		return deparse_expression((Node *) arg, NIL, false, false);
+	return "(expression)";
+}
+
+/*
+ * iq_deparse_pushed
+ *		What the store is asked, as a condition on the key column.
+ */
+char *
+iq_deparse_pushed(PlannerInfo *root, const IqTableInfo *info, IqKeyQuals *q)
+{
+	StringInfoData buf;
+	const char *key;
+	ListCell   *lc1;
+	ListCell   *lc2;
+
+	if (q->kind == IQ_SCAN_FULL)
+		return "";
+	key = quote_identifier(get_attname(info->relid, info->key_attno, false));
+	initStringInfo(&buf);
+
+	if (q->kind == IQ_SCAN_POINT && !q->point_is_array)
+		appendStringInfo(&buf, "%s = %s", key, iq_deparse_arg(root, q->point));
+	else if (q->kind == IQ_SCAN_POINT)
+	{
+		List	   *keys = iq_const_keys(q);
+
+		if (keys == NIL && !IsA(q->point, Const))
+			appendStringInfo(&buf, "%s = ANY (%s)", key, iq_deparse_arg(root, q->point));
+		else
+		{
+			appendStringInfo(&buf, "%s IN (", key);
+			foreach(lc1, keys)
+				appendStringInfo(&buf, "%s%s", foreach_current_index(lc1) ? ", " : "",
+								 quote_literal_cstr(strVal(lfirst(lc1))));
+			appendStringInfoChar(&buf, ')');
+		}
+	}
+	else
+	{
+		forboth(lc1, q->lower, lc2, q->lower_incl)
+			appendStringInfo(&buf, "%s%s %s %s", buf.len ? " AND " : "", key,
+							 lfirst_int(lc2) ? ">=" : ">",
+							 iq_deparse_arg(root, lfirst(lc1)));
+		forboth(lc1, q->upper, lc2, q->upper_incl)
+			appendStringInfo(&buf, "%s%s %s %s", buf.len ? " AND " : "", key,
+							 lfirst_int(lc2) ? "<=" : "<",
+							 iq_deparse_arg(root, lfirst(lc1)));
+	}
+	return buf.data;
+}
+
+/*
+ * iq_const_keys
+ *		The keys of a point lookup when all are constants (String nodes,
+ *		nulls left out), so EXPLAIN can name their partitions.
+ */
+List *
+iq_const_keys(IqKeyQuals *q)
+{
+	Const	   *c;
+	List	   *keys = NIL;
+
+	if (q->kind != IQ_SCAN_POINT || !IsA(q->point, Const))
+		return NIL;
+	c = (Const *) q->point;
+	if (c->constisnull)
+		return NIL;
+	if (!q->point_is_array)
+		return list_make1(makeString(TextDatumGetCString(c->constvalue)));
+	else
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(c->constvalue);
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
+		deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
+						  &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+			if (!nulls[i])
+				keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
+	}
+	return keys;
+}
+
+/*
+ * contain_param
+ *		Does an expression use a parameter of any kind?
+ */
+static bool
+contain_param(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param))
+		return true;
+	return expression_tree_walker(node, contain_param, context);
+}
