@@ -76,6 +76,19 @@ CREATE FOREIGN TABLE order_count_ci (key text COLLATE push_ci, count bigint)
   SERVER iq_push OPTIONS (store 'order-count');
 EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count_ci WHERE key = 'a';
 
+-- a request that can match nothing asks no instance
+SELECT * FROM order_count WHERE key IN (NULL, NULL);
+SELECT * FROM order_count WHERE key > 'b' AND key < 'a';
+SELECT * FROM order_count WHERE key > 'a' AND key < 'a';
+SET plan_cache_mode = force_generic_plan;
+PREPARE nothing(text, text) AS SELECT * FROM order_count WHERE key >= $1 AND key < $2;
+EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE nothing('5', '5');
+EXECUTE nothing(NULL, '5');
+PREPARE nothing_key(text) AS SELECT * FROM order_count WHERE key = $1;
+EXECUTE nothing_key(NULL);
+RESET plan_cache_mode;
+DEALLOCATE ALL;
+
 -- joins: one lookup per outer row through a parameterized scan
 CREATE TABLE push_local (k text PRIMARY KEY, note text);
 INSERT INTO push_local VALUES ('1', 'one'), ('2', 'two'), ('9', 'nine');
