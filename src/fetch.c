@@ -10,6 +10,7 @@
  * header is read, so that a partition that moved, is restoring, or lags
  * beyond iq_fdw.max_lag fails (or, with lag_policy = 'wait', is asked
  * again) before the caller has seen anything: a result is never partial.
+ * A partition still restoring is asked again up to iq_fdw.ownership_wait.
  *
  * Waiting is in slices of at most 100 ms with CHECK_FOR_INTERRUPTS between
  * them, so statement_timeout and pg_cancel_backend act at once.  Whatever
@@ -536,6 +537,7 @@ static void
 prime(IqFetch *f)
 {
 	int64		deadline = iq_fetch_now_us() + (int64) iq_max_lag_wait_ms * 1000;
+	int64		restore_deadline = iq_fetch_now_us() + (int64) iq_ownership_wait_ms * 1000;
 	int			i;
 
 	for (;;)
@@ -544,11 +546,23 @@ prime(IqFetch *f)
 		int			partition;
 		IqFetchSource *stale = NULL;
 
+		bool		restoring = false;
+
 		for (i = 0; i < f->nsources; i++)
 		{
 			IqFetchSource *src = &f->sources[i];
 			IqWireEvent ev = next_event(f, src);
 
+			/*
+			 * A partition restoring (or being opened after a rebalance) is
+			 * waited for, up to iq_fdw.ownership_wait, like a missing owner.
+			 */
+			if (ev == IQ_EV_ERROR && src->reader.status == IQ_WIRE_RESTORING &&
+				iq_fetch_now_us() < restore_deadline)
+			{
+				restoring = true;
+				break;
+			}
 			if (ev == IQ_EV_ERROR)
 				fail_answer(f, src);
 			if (ev != IQ_EV_HEADER)
@@ -558,6 +572,15 @@ prime(IqFetch *f)
 				fail_transport(f, src);
 			}
 			src->header_seen = true;
+		}
+		if (restoring)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 50, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			restart(f);
+			continue;
 		}
 		partition = worst_lag(f, &lag, &stale);
 		if (partition < 0)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http_internal.h"		/* iq_http_ownership */
 #include "partitioner.h"
 #include "read_handler.h"
 #include "store.h"
@@ -52,6 +53,26 @@ held_status(int partition, const int *held, int nheld)
 	/* held but not readable yet means it is restoring */
 	if (iq_store_position(partition, &pos))
 		return IQ_READ_RESTORING;
+
+	/*
+	 * Assigned to us but not opened yet (just after a rebalance or a
+	 * start): transient like a restore, not a sign that ownership moved.
+	 */
+	if (partition >= 0 && partition < IQ_HTTP_MAX_PARTITIONS)
+	{
+		IqHttpOwnership *o = malloc(sizeof(IqHttpOwnership));
+		bool		ours = false;
+
+		if (o)
+		{
+			iq_http_ownership(o);
+			ours = (o->self >= 0 && partition < o->partition_count &&
+					o->owner[partition] == o->self);
+			free(o);
+		}
+		if (ours)
+			return IQ_READ_RESTORING;
+	}
 	return IQ_READ_NOT_HELD;
 }
 
@@ -90,7 +111,7 @@ fail_partition(IqReadStream *s, IqReadStatus st, int partition)
 	char		msg[128];
 
 	if (st == IQ_READ_RESTORING)
-		snprintf(msg, sizeof(msg), "partition %d is still restoring", partition);
+		snprintf(msg, sizeof(msg), "partition %d is still restoring (or being opened)", partition);
 	else
 		snprintf(msg, sizeof(msg), "partition %d is not held by this instance", partition);
 	fail(s, wire_status(st), msg);
