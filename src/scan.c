@@ -10,11 +10,9 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "mb/pg_wchar.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -72,8 +70,11 @@ iqIterateForeignScan(ForeignScanState *node)
 		start_read(node, s);
 
 	ExecClearTuple(slot);
-	if (s->fetch == NULL || !iq_fetch_next(s->fetch, &row))
+	if (s->fetch == NULL || s->at_end || !iq_fetch_next(s->fetch, &row))
+	{
+		s->at_end = true;
 		return slot;
+	}
 
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	if (s->key_attno != InvalidAttrNumber)
@@ -85,6 +86,23 @@ iqIterateForeignScan(ForeignScanState *node)
 	{
 		slot->tts_values[s->value_attno - 1] = value_datum(s, &row);
 		slot->tts_isnull[s->value_attno - 1] = false;
+	}
+
+	/*
+	 * Every key has its row: read the end of the answer now (the datums are
+	 * copies), so that an executor that stops at one row (SELECT INTO,
+	 * EXISTS) still leaves the connection reusable.
+	 */
+	if (s->rows_left > 0 && --s->rows_left == 0)
+	{
+		if (iq_fetch_next(s->fetch, &row))
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_ERROR),
+					 errmsg("store \"%s\" returned more rows than the keys asked for",
+							s->store->name),
+					 errdetail("An extra row has key %s.",
+							   iq_printable_key(row.key, row.key_len))));
+		s->at_end = true;
 	}
 	return ExecStoreVirtualTuple(slot);
 }
@@ -141,6 +159,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 	char	   *what;
 
 	s->started = true;
+	s->at_end = false;
 	s->reads++;
 	iq_ask_evaluate(node->ss.ps.ps_ExprContext, s->kind, s->expr_states,
 					s->roles, &ask);
@@ -211,6 +230,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 		req->upper_len = ask.upper.len;
 	}
 
+	s->rows_left = (s->kind == IQ_SCAN_POINT) ? ask.nkeys : -1;
 	s->fetch = iq_fetch_start(req, targets, ntargets);
 	MemoryContextSwitchTo(old);
 }

@@ -28,6 +28,8 @@ typedef struct IqScanState
 	MemoryContext batch_cxt;	/* one read: keys, targets, the fetch */
 	IqFetch    *fetch;			/* NULL before the first row or if empty */
 	bool		started;
+	bool		at_end;			/* the answer was read to its end */
+	int64		rows_left;		/* point lookups: keys without a row yet */
 
 	/* for EXPLAIN ANALYZE */
 	int64		reads;			/* reads started (once per rescan) */
