@@ -321,8 +321,13 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 {
 	rd_kafka_resp_err_t err;
 	rd_kafka_error_t *error;
+	int64		deadline;
 
-	err = rd_kafka_flush(iq_w->producer, FLUSH_TIMEOUT_MS);
+	/* in slices, so that a shutdown does not wait for a dead broker */
+	deadline = iq_now_ms() + FLUSH_TIMEOUT_MS;
+	while ((err = rd_kafka_flush(iq_w->producer, 100)) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
+		   !iq_got_sigterm && iq_now_ms() < deadline)
+		iq_drain_logs();
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		iq_fail("timed out writing changelog topic \"%s\" to %s (iq_fdw.bootstrap_servers)",

@@ -19,6 +19,7 @@
 
 #include "miscadmin.h"
 
+#include "cache.h"
 #include "worker.h"
 
 static void on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list);
@@ -114,7 +115,7 @@ iq_consumer_start(char **err)
 		!iq_conf_set(conf, "session.timeout.ms", "10000", err) ||
 		!iq_conf_set(conf, "heartbeat.interval.ms", "2000", err) ||
 		!iq_conf_set(conf, "fetch.wait.max.ms", "50", err) ||
-		!iq_conf_set(conf, "queued.max.messages.kbytes", "65536", err) ||
+		!iq_conf_set(conf, "queued.max.messages.kbytes", "16384", err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
 		rd_kafka_conf_destroy(conf);
@@ -337,10 +338,12 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	int			nc,
 				no;
 	bool		mine[IQ_MAX_PARTITIONS];
+	int64		local_order_next[IQ_MAX_PARTITIONS];
 	rd_kafka_topic_partition_list_t *committed;
 	rd_kafka_topic_partition_list_t *assign;
 	rd_kafka_resp_err_t err;
 
+	iq_cache_clear();			/* restores below change the state under it */
 	iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions assigned, checking topics");
 	nc = topic_partition_count(rk, iq_w->cfg.customer_topic, why, sizeof(why));
 	no = topic_partition_count(rk, iq_w->cfg.order_topic, why, sizeof(why));
@@ -406,6 +409,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		}
 		part->customer_next = ck.customer_next;
 		part->changelog_next = ck.changelog_next;
+		local_order_next[p] = ck.order_next;
 		part->stats.restoring = false;
 		part->stats.customer_offset = ck.customer_next;
 		part->stats.changelog_offset = ck.changelog_next - 1;
@@ -433,6 +437,13 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		IqPart	   *part = &iq_w->parts[p];
 		int64		off = committed->elems[i].offset;
 
+		/*
+		 * The local checkpoint can be ahead of the group's commit only when
+		 * an at_least_once worker stopped between writing its state (after
+		 * the changelog) and committing: those records are counted already.
+		 */
+		if (local_order_next[p] > off)
+			off = local_order_next[p];
 		part->order_next = off >= 0 ? off : -1;
 		part->stats.order_offset = part->order_next;
 		rd_kafka_topic_partition_list_add(assign, iq_w->cfg.order_topic, p)->offset =
@@ -464,6 +475,7 @@ on_revoke(rd_kafka_t *rk)
 {
 	bool		any = false;
 
+	iq_cache_clear();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		any |= iq_w->parts[p].assigned;
 	if (any && !iq_w->failed)

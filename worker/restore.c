@@ -39,7 +39,7 @@ iq_restorer_start(char **err)
 		!iq_conf_set(conf, "fetch.max.bytes", "52428800", err) ||
 		!iq_conf_set(conf, "max.partition.fetch.bytes", "16777216", err) ||
 		!iq_conf_set(conf, "queued.min.messages", "500000", err) ||
-		!iq_conf_set(conf, "queued.max.messages.kbytes", "131072", err) ||
+		!iq_conf_set(conf, "queued.max.messages.kbytes", "65536", err) ||
 		!iq_conf_set(conf, "fetch.wait.max.ms", "20", err))
 	{
 		rd_kafka_conf_destroy(conf);

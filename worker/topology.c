@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "cache.h"
 #include "partitioner.h"
 #include "settings.h"
 #include "worker.h"
@@ -108,6 +109,12 @@ customer_exists(Table *t, int p, const char *key, size_t len)
 		i = (i + 1) & (t->size - 1);
 	}
 	(void) found;
+	{
+		IqCacheEntry *ce = iq_cache_find(p, key, len);
+
+		if (ce != NULL && ce->customer != IQ_CUSTOMER_UNKNOWN)
+			return ce->customer == IQ_CUSTOMER_PRESENT;
+	}
 	st = iq_store_get_raw(IQ_STORE_CUSTOMER, p, key, len, &v, &vlen, NULL);
 	free(v);
 	return st == IQ_READ_OK;
@@ -124,7 +131,12 @@ base_count(int p, const char *key, size_t len)
 	size_t		vlen = 0;
 	char	   *err = NULL;
 	int64		n = 0;
-	IqReadStatus st = iq_store_get_raw(IQ_STORE_ORDER_COUNT, p, key, len, &v, &vlen, &err);
+	IqReadStatus st;
+	IqCacheEntry *ce = iq_cache_find(p, key, len);
+
+	if (ce != NULL && ce->has_count)
+		return ce->count;
+	st = iq_store_get_raw(IQ_STORE_ORDER_COUNT, p, key, len, &v, &vlen, &err);
 
 	if (st == IQ_READ_OK && vlen == 8)
 		n = iq_decode_int64((const unsigned char *) v);
@@ -333,6 +345,24 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 
 	/* 3. the offsets (at_least_once; exactly_once committed them above) */
 	iq_consumer_commit(false);
+
+	/* 4. what is now committed, for the next batches */
+	for (int i = 0; i < t.size; i++)
+	{
+		Entry	   *e = &t.slots[i];
+		IqCacheEntry *ce;
+
+		if (e->hash == 0 || (ce = iq_cache_upsert(e->partition, e->key, e->key_len)) == NULL)
+			continue;
+		if (e->is_order)
+		{
+			ce->has_count = true;
+			ce->count = e->count;
+			ce->customer = e->joined ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
+		}
+		else
+			ce->customer = e->value ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
+	}
 
 done:
 	if (positions)

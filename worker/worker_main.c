@@ -32,6 +32,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "cache.h"
 #include "servers.h"
 #include "settings.h"
 #include "worker.h"
@@ -265,6 +266,7 @@ pipeline_stop(void)
 	iq_restorer_stop();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		iq_store_close(p);
+	iq_cache_clear();
 	iq_stats_clear();
 	iq_ownership_clear();
 	iq_drain_logs();
@@ -426,6 +428,8 @@ iq_worker_main(Datum main_arg)
 	before_shmem_exit(worker_cleanup, 0);
 	iq_set_worker_state(IQ_WORKER_STARTING, NULL);
 	iq_ownership_init();
+	/* a quarter of the budget, at about 96 bytes a key */
+	iq_cache_init((size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024 / 4 / 96);
 
 	while (!iq_store_init(iq_w->cfg.state_dir,
 						  (size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024, &err))

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# bench/ingest.sh: throughput of the stream worker on one instance, next to a
+# bare librdkafka consumer (kcat) reading the same topic in the same run, and
+# the restore throughput from the changelog.
+#
+#   IQ_PORT_OFFSET=N bench/ingest.sh [ORDERS] [KEYS]     (default 2000000 500000)
+#
+# Needs a running cluster (scripts/cluster up). Uses fresh topics and a fresh
+# application id on instance 1 (ALTER SYSTEM, reset at the end), so the
+# cluster's own topics and group are not touched; the other instances keep
+# running. Prints one line per measurement.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+HERE=$IQ_REPO/scripts
+ORDERS=${1:-2000000}
+KEYS=${2:-500000}
+RUN=bench$(date +%s)
+APP=$RUN-app
+CT=$RUN-customer
+OT=$RUN-order
+I=1
+PORT=$(pg_port $I)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+q() { "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -c "$1"; }
+now() { date +%s.%N; }
+rate() { python3 -c "import sys; n,a,b=float(sys.argv[1]),float(sys.argv[2]),float(sys.argv[3]); print(f'{n/(b-a):,.0f} records/s ({n:,.0f} records in {b-a:.2f} s)')" "$@"; }
+
+reset_settings() {
+	q "alter system reset iq_fdw.application_id" >/dev/null
+	q "alter system reset iq_fdw.customer_topic" >/dev/null
+	q "alter system reset iq_fdw.order_topic" >/dev/null
+	q "select pg_reload_conf()" >/dev/null
+}
+
+msg "topics $CT and $OT (3 partitions), $ORDERS orders over $KEYS keys"
+"$HERE/kafka" create-topic "$CT" 3 cleanup.policy=compact
+"$HERE/kafka" create-topic "$OT" 3
+python3 - "$ORDERS" "$KEYS" "$WORK" <<'EOF'
+import random, sys
+n, k, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+rnd = random.Random(7)
+with open(f"{d}/orders", "w") as f:
+    for i in range(n):
+        f.write(f"u{rnd.randrange(k)}--dish{i % 97}\n")
+with open(f"{d}/customers", "w") as f:
+    for i in range(0, k, 10):
+        f.write(f"u{i}--name{i}\n")
+EOF
+# murmur2_random is librdkafka's Java-compatible partitioner for keyed records
+kp() { kcat -b "$(bootstrap)" -P -K -- -X partitioner=murmur2_random -X linger.ms=20 -t "$1"; }
+kp "$CT" <"$WORK/customers"
+kp "$OT" <"$WORK/orders"
+
+# bare consumer: every record of the order topic, keys printed and counted
+t0=$(now)
+n=$(kcat -b "$(bootstrap)" -C -t "$OT" -o beginning -e -q -f '%k\n' | wc -l)
+t1=$(now)
+echo "bare kcat consumer:        $(rate "$n" "$t0" "$t1")"
+
+# the worker: same topic, join + count + changelog + RocksDB, at_least_once
+guarantee=$(q "show iq_fdw.processing_guarantee")
+q "alter system set iq_fdw.application_id = '$APP'" >/dev/null
+q "alter system set iq_fdw.customer_topic = '$CT'" >/dev/null
+q "alter system set iq_fdw.order_topic = '$OT'" >/dev/null
+trap 'reset_settings; rm -rf "$WORK"' EXIT
+total=$ORDERS
+t0=$(now)
+q "select pg_reload_conf()" >/dev/null
+first= first_n=0
+while :; do
+	# customers are read by the restore at assignment: orders tell the progress
+	done_n=$(q "select coalesce(sum(greatest(order_offset, 0)), 0) from iq_stats()" 2>/dev/null || echo 0)
+	if [[ -z $first && $done_n -gt 0 ]]; then first=$(now); first_n=$done_n; fi
+	((done_n >= total)) && break
+	sleep 0.1
+done
+t1=$(now)
+echo "iq_fdw worker ($guarantee): $(rate $((total - first_n)) "$first" "$t1") from the first batch; $(rate "$total" "$t0" "$t1") including restart and group join"
+pid=$(q "select pid from iq_worker()")
+echo "worker resident memory:    $(($(ps -o rss= -p "$pid") / 1024)) MB (iq_fdw.memory_budget = $(q "show iq_fdw.memory_budget"))"
+keys=$(q "select sum(restore_total) from iq_stats()")
+
+# restore: the state of instance 1 wiped, rebuilt from the changelog
+"$HERE/instance" stop $I >/dev/null
+rm -rf "$(instance_dir $I)/state/$APP"
+"$HERE/instance" start $I >/dev/null
+first= first_n=0 last_n=0
+while :; do
+	row=$(q "select coalesce(sum(restored_records),0), coalesce(sum(restore_total),0), bool_and(not restoring) from (select *, state = 'restoring' as restoring from iq_stats()) s" 2>/dev/null || echo "0|0|f")
+	IFS='|' read -r got tot fin <<<"$row"
+	st=$(q "select state from iq_worker()" 2>/dev/null || echo starting)
+	if [[ -z $first && $got -gt 0 ]]; then first=$(now); first_n=$got; fi
+	if [[ -n $first && $st == running && $fin == t ]]; then last_n=$got; break; fi
+	sleep 0.05
+done
+t1=$(now)
+echo "restore from changelog:    $(rate $((last_n - first_n)) "$first" "$t1") ($last_n records restored in all)"
