@@ -12,6 +12,10 @@
  * another until the peer timeout.
  *-------------------------------------------------------------------------
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE				/* pthread_setname_np */
+#endif
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,6 +46,11 @@ static CURLM *fwd_multi = NULL;
 static pthread_t fwd_thread;
 static IqForwardJob *flying = NULL;	/* transfers added to fwd_multi */
 
+/* Finished easy handles, reset and reused (forwarder thread only). */
+#define SPARE_MAX 256
+static CURL *spare[SPARE_MAX];
+static int	nspare = 0;
+
 /* body_cb: an owner's answer, into the job's buffer */
 static size_t
 body_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -66,7 +75,13 @@ complete(IqForwardJob *job, CURLcode rc)
 		if (rc == CURLE_OK)
 			curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &job->result.status);
 		curl_multi_remove_handle(fwd_multi, job->easy);
-		curl_easy_cleanup(job->easy);
+		if (nspare < SPARE_MAX)
+		{
+			curl_easy_reset(job->easy);
+			spare[nspare++] = job->easy;
+		}
+		else
+			curl_easy_cleanup(job->easy);
 		job->easy = NULL;
 		for (p = &flying; *p; p = &(*p)->next)
 			if (*p == job)
@@ -96,7 +111,7 @@ complete(IqForwardJob *job, CURLcode rc)
 static void
 launch(IqForwardJob *job)
 {
-	CURL	   *h = curl_easy_init();
+	CURL	   *h = nspare > 0 ? spare[--nspare] : curl_easy_init();
 
 	if (h == NULL)
 	{
@@ -130,6 +145,7 @@ launch(IqForwardJob *job)
 static void *
 forwarder_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "iq_forwarder");
 	for (;;)
 	{
 		IqForwardJob *jobs;
@@ -225,6 +241,8 @@ iq_forwarder_stop(void)
 	pthread_mutex_unlock(&fwd_lock);
 	curl_multi_wakeup(fwd_multi);
 	pthread_join(fwd_thread, NULL);
+	while (nspare > 0)
+		curl_easy_cleanup(spare[--nspare]);
 	curl_multi_cleanup(fwd_multi);
 	fwd_multi = NULL;
 	fwd_running = false;

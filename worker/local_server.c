@@ -212,6 +212,7 @@ conn_main(void *arg)
 	Conn	   *c = arg;
 	int			fd = c->fd;
 
+	pthread_setname_np(pthread_self(), "iq_local_conn");
 	serve(fd);
 	pthread_mutex_lock(&lock);
 	c->fd = -1;					/* stop must no longer shut this fd down */
@@ -283,6 +284,7 @@ start_conn(int fd)
 static void *
 accept_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "iq_local_accept");
 	for (;;)
 	{
 		struct pollfd pfd[2] = {{listen_fd, POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
