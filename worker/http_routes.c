@@ -217,7 +217,10 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 
 	iq_http_ownership(&o);
 	p = key_partition(&o, key, len);
-	if (p < 0 || p >= IQ_HTTP_MAX_PARTITIONS || o.owner[p] < 0 || o.owner[p] >= o.nmembers)
+	if (p < 0 || p >= IQ_HTTP_MAX_PARTITIONS)
+		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+								  "the partitions of the input topics are not known yet (startup in progress)");
+	if (o.owner[p] < 0 || o.owner[p] >= o.nmembers)
 		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
 								  "no instance owns partition %d yet (rebalance or startup in progress)", p);
 	owner = o.owner[p];
