@@ -70,6 +70,142 @@ iq_restorer_stop(void)
 }
 
 /*
+ * The records of a restore are gathered in chunks: a large chunk is sorted,
+ * reduced to the last record per key and bulk-loaded as an SST file; a
+ * small one (the usual catch-up after a restart) is a plain WriteBatch.
+ */
+#define CHUNK_RECORDS	250000
+#define CHUNK_BYTES		(32 * 1024 * 1024)
+#define SST_MIN_RECORDS	20000
+
+typedef struct Rec
+{
+	size_t		koff;
+	size_t		klen;
+	size_t		voff;
+	size_t		vlen;
+	bool		del;
+	int			seq;
+} Rec;
+
+typedef struct Chunk
+{
+	Rec		   *recs;
+	int			n;
+	char	   *arena;
+	size_t		used;
+	size_t		cap;
+} Chunk;
+
+static const char *sort_arena;
+
+static int
+rec_cmp(const void *a, const void *b)
+{
+	const Rec  *x = a;
+	const Rec  *y = b;
+	int			c = memcmp(sort_arena + x->koff, sort_arena + y->koff, Min(x->klen, y->klen));
+
+	if (c == 0)
+		c = (x->klen > y->klen) - (x->klen < y->klen);
+	if (c == 0)
+		c = x->seq - y->seq;
+	return c;
+}
+
+static bool
+chunk_append(Chunk *c, const void *key, size_t klen, const void *val, size_t vlen, bool del)
+{
+	Rec		   *r;
+
+	if (c->used + klen + vlen > c->cap)
+	{
+		size_t		ncap = Max(c->cap * 2, c->used + klen + vlen + 1024 * 1024);
+		char	   *na = realloc(c->arena, ncap);
+
+		if (na == NULL)
+			return false;
+		c->arena = na;
+		c->cap = ncap;
+	}
+	r = &c->recs[c->n];
+	r->koff = c->used;
+	r->klen = klen;
+	if (klen)
+		memcpy(c->arena + c->used, key, klen);
+	c->used += klen;
+	r->voff = c->used;
+	r->vlen = vlen;
+	if (vlen)
+		memcpy(c->arena + c->used, val, vlen);
+	c->used += vlen;
+	r->del = del;
+	r->seq = c->n;
+	c->n++;
+	return true;
+}
+
+/*
+ * chunk_flush
+ *		Make a chunk durable with the checkpoint it reached.
+ */
+static bool
+chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err)
+{
+	bool		ok;
+
+	if (c->n >= SST_MIN_RECORDS)
+	{
+		IqKV	   *kvs = malloc(sizeof(IqKV) * c->n);
+		int			m = 0;
+
+		if (kvs == NULL)
+		{
+			*err = strdup("out of memory");
+			return false;
+		}
+		sort_arena = c->arena;
+		qsort(c->recs, c->n, sizeof(Rec), rec_cmp);
+		for (int i = 0; i < c->n; i++)
+		{
+			Rec		   *r = &c->recs[i];
+
+			/* the last record of a key wins */
+			if (i + 1 < c->n && r->klen == c->recs[i + 1].klen &&
+				memcmp(c->arena + r->koff, c->arena + c->recs[i + 1].koff, r->klen) == 0)
+				continue;
+			kvs[m].key = c->arena + r->koff;
+			kvs[m].key_len = r->klen;
+			kvs[m].value = r->del ? NULL : c->arena + r->voff;
+			kvs[m].value_len = r->vlen;
+			m++;
+		}
+		ok = iq_store_ingest(p, store, kvs, m, ck, err);
+		free(kvs);
+	}
+	else
+	{
+		IqStoreBatch *b = iq_store_batch_begin(p);
+
+		for (int i = 0; i < c->n; i++)
+		{
+			Rec		   *r = &c->recs[i];
+
+			if (r->del)
+				iq_store_batch_delete(b, store, c->arena + r->koff, r->klen);
+			else
+				iq_store_batch_put(b, store, c->arena + r->koff, r->klen,
+								   c->arena + r->voff, r->vlen);
+		}
+		iq_store_batch_checkpoint(b, ck);
+		ok = iq_store_batch_commit(b, err);
+	}
+	c->n = 0;
+	c->used = 0;
+	return ok;
+}
+
+/*
  * restore_topic
  *		Replay topic's partition into store from *next up to the end;
  *		*next is left after the last record applied.  -1 = from the start.
@@ -93,6 +229,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 	bool		done = false;
 	int			result = 1;
 	IqPart	   *part = &iq_w->parts[p];
+	Chunk		chunk;
 
 	err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 15000);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -128,11 +265,18 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 	}
 	q = rd_kafka_queue_get_consumer(rk);
 	msgs = palloc(sizeof(rd_kafka_message_t *) * RESTORE_BATCH);
+	memset(&chunk, 0, sizeof(chunk));
+	chunk.recs = malloc(sizeof(Rec) * (CHUNK_RECORDS + RESTORE_BATCH));
+	if (chunk.recs == NULL)
+	{
+		iq_fail("out of memory restoring partition %d", p);
+		result = 0;
+		done = true;
+	}
 
 	while (!done)
 	{
 		ssize_t		n;
-		IqStoreBatch *batch;
 		char	   *werr = NULL;
 
 		if (iq_got_sigterm)
@@ -141,7 +285,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			result = 0;
 			break;
 		}
-		n = rd_kafka_consume_batch_queue(q, 200, msgs, RESTORE_BATCH);
+		n = rd_kafka_consume_batch_queue(q, 100, msgs, RESTORE_BATCH);
 		iq_drain_logs();
 		if (n <= 0)
 		{
@@ -155,7 +299,6 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			continue;
 		}
 		stalled_since = iq_now_ms();
-		batch = iq_store_batch_begin(p);
 		for (ssize_t i = 0; i < n; i++)
 		{
 			rd_kafka_message_t *m = msgs[i];
@@ -172,37 +315,41 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			else if (m->offset >= start && m->offset > last)
 			{
 				last = m->offset;
-				if (m->payload == NULL)
-					iq_store_batch_delete(batch, store, m->key ? m->key : "", m->key_len);
-				else if (store == IQ_STORE_ORDER_COUNT && m->len != 8)
+				if (m->payload != NULL && store == IQ_STORE_ORDER_COUNT && m->len != 8)
 					part->stats.dropped_malformed++;
-				else
-					iq_store_batch_put(batch, store, m->key ? m->key : "", m->key_len,
-									   m->payload, m->len);
+				else if (!chunk_append(&chunk, m->key, m->key ? m->key_len : 0,
+									   m->payload, m->payload ? m->len : 0,
+									   m->payload == NULL))
+				{
+					if (result == 1)
+						iq_fail("out of memory restoring partition %d", p);
+					result = 0;
+				}
 				part->stats.restored_records++;
 			}
 			rd_kafka_message_destroy(m);
 		}
-		if (last >= 0)
-		{
-			*next = last + 1;
-			iq_store_batch_checkpoint(batch, ck);
-		}
-		if (result == 1 && !iq_store_batch_commit(batch, &werr))
-		{
-			iq_fail("could not write the restored state of partition %d under iq_fdw.state_dir: %s",
-					p, werr ? werr : "?");
-			free(werr);
-			result = 0;
-		}
-		else if (result != 1)
-			iq_store_batch_discard(batch);
 		if (result != 1)
 			break;
 		if (last >= hi - 1)
 			done = true;
+		if (done || chunk.n >= CHUNK_RECORDS || chunk.used >= CHUNK_BYTES)
+		{
+			if (last >= 0)
+				*next = last + 1;
+			if (!chunk_flush(&chunk, p, store, ck, &werr))
+			{
+				iq_fail("could not write the restored state of partition %d under iq_fdw.state_dir: %s",
+						p, werr ? werr : "?");
+				free(werr);
+				result = 0;
+				break;
+			}
+		}
 		iq_stats_publish();
 	}
+	free(chunk.recs);
+	free(chunk.arena);
 	pfree(msgs);
 	rd_kafka_assign(rk, NULL);
 	rd_kafka_queue_destroy(q);

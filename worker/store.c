@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <rocksdb/c.h>
 
@@ -896,6 +897,72 @@ iq_store_cursor_close(IqStoreCursor *c, char **err)
 }
 
 /* ---- writes, main thread ---- */
+
+/*
+ * iq_store_ingest
+ *		Write sorted records as an SST file and ingest it: a restore then
+ *		costs a sequential file write instead of a memtable insert per
+ *		record.  The checkpoint follows the ingest, so a crash in between
+ *		only repeats (idempotent) work.
+ */
+bool
+iq_store_ingest(int partition, IqStoreId store, const IqKV *kvs, int n,
+				const IqCheckpoint *ck, char **err)
+{
+	PartStore  *ps = &parts[partition];
+	char		path[4200];
+	char		dir[4096];
+	const char *files[1];
+	char	   *e = NULL;
+	rocksdb_envoptions_t *envopts;
+	rocksdb_options_t *opts;
+	rocksdb_sstfilewriter_t *w;
+	rocksdb_ingestexternalfileoptions_t *iopts;
+	IqStoreBatch *b;
+
+	if (ps->db == NULL)
+	{
+		set_err(err, "partition is not open");
+		return false;
+	}
+	partition_path(partition, dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/restore-%d.sst", dir, (int) store);
+	files[0] = path;
+	envopts = rocksdb_envoptions_create();
+	opts = make_options();
+	w = rocksdb_sstfilewriter_create(envopts, opts);
+	rocksdb_sstfilewriter_open(w, path, &e);
+	for (int i = 0; i < n && e == NULL; i++)
+	{
+		if (kvs[i].value != NULL)
+			rocksdb_sstfilewriter_put(w, kvs[i].key, kvs[i].key_len,
+									  kvs[i].value, kvs[i].value_len, &e);
+		else
+			rocksdb_sstfilewriter_delete(w, kvs[i].key, kvs[i].key_len, &e);
+	}
+	if (e == NULL)
+		rocksdb_sstfilewriter_finish(w, &e);
+	rocksdb_sstfilewriter_destroy(w);
+	rocksdb_options_destroy(opts);
+	rocksdb_envoptions_destroy(envopts);
+	if (e == NULL)
+	{
+		iopts = rocksdb_ingestexternalfileoptions_create();
+		rocksdb_ingestexternalfileoptions_set_move_files(iopts, 1);
+		rocksdb_ingest_external_file_cf(ps->db, ps->cf[CF_OF(store)], files, 1, iopts, &e);
+		rocksdb_ingestexternalfileoptions_destroy(iopts);
+	}
+	unlink(path);				/* gone already when it was moved in */
+	if (e != NULL)
+	{
+		set_err(err, "RocksDB bulk load failed: %s", e);
+		free(e);
+		return false;
+	}
+	b = iq_store_batch_begin(partition);
+	iq_store_batch_checkpoint(b, ck);
+	return iq_store_batch_commit(b, err);
+}
 
 IqStoreBatch *
 iq_store_batch_begin(int partition)

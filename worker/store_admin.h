@@ -68,6 +68,22 @@ extern IqReadStatus iq_store_get_raw(IqStoreId store, int partition,
 									 char **value, size_t *value_len,
 									 char **err);
 
+/* A record for iq_store_ingest; value NULL deletes. */
+typedef struct IqKV
+{
+	const char *key;
+	size_t		key_len;
+	const char *value;
+	size_t		value_len;
+} IqKV;
+
+/*
+ * Bulk load for restores: kvs sorted by key, strictly increasing (one per
+ * key), written as an SST file and ingested, then the checkpoint.
+ */
+extern bool iq_store_ingest(int partition, IqStoreId store, const IqKV *kvs,
+							int n, const IqCheckpoint *checkpoint, char **err);
+
 /* One atomic write per partition. */
 extern IqStoreBatch *iq_store_batch_begin(int partition);
 extern void iq_store_batch_put(IqStoreBatch *batch, IqStoreId store,
