@@ -356,3 +356,75 @@ def test_statement_timeout_cancels_wait_on_peer(data, frozen_instance3):
     assert took < 3, f"took {took:.1f}s"
     # the backend and its connections stay usable: a local read after it
     assert psql(1, "SELECT 1") == "1"
+
+
+# ---- an instance whose worker knows no partitions ---------------------------
+
+@pytest.fixture(scope="module")
+def lonely_instance():
+    """A scratch PostgreSQL with iq_fdw whose worker cannot reach Kafka, so
+    it never learns the partitions (port 5441+offset, outside the cluster;
+    its directory under IQ_HOME, which the PostgreSQL user can reach)."""
+    import shutil
+    import subprocess
+    offset = int(os.environ.get("IQ_PORT_OFFSET", "0"))
+    port, http = 5441 + offset, 13400 + offset
+    base = IQ_HOME / f"lonely-{os.getpid()}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    as_pg = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "iqfdw", "iqfdw")
+        as_pg = ["runuser", "-u", "iqfdw", "--"]
+    data = base / "data"
+    pg = "/usr/lib/postgresql/15/bin"
+    subprocess.run(as_pg + [f"{pg}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True, timeout=120, cwd="/")
+    libdir = os.environ.get("IQ_LIB_DIR")
+    with open(data / "postgresql.conf", "a") as f:
+        f.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{base}'\nshared_preload_libraries = 'iq_fdw'\n"
+                f"iq_fdw.bootstrap_servers = '127.0.0.1:1'\n"
+                f"iq_fdw.http_listen = '127.0.0.1:{http}'\n")
+        if libdir:
+            f.write(f"dynamic_library_path = '{libdir}:$libdir'\n")
+    subprocess.run(as_pg + [f"{pg}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "start"],
+                   check=True, capture_output=True, timeout=120, cwd="/")
+    try:
+        yield port
+    finally:
+        subprocess.run(as_pg + [f"{pg}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60, cwd="/")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def lonely_psql(port, sql):
+    import subprocess
+    r = subprocess.run(["/usr/lib/postgresql/15/bin/psql", "-X", "-At", "-q", "-h", "127.0.0.1",
+                        "-p", str(port), "-U", "postgres", "-d", "postgres"],
+                       input=sql, capture_output=True, text=True, timeout=60)
+    return r.stdout.strip(), r.stderr.strip()
+
+
+def test_no_partitions_fails_with_hint_and_cancels(lonely_instance):
+    port = lonely_instance
+    out, err = lonely_psql(port, """
+        CREATE EXTENSION iq_fdw;
+        CREATE SERVER iq FOREIGN DATA WRAPPER iq_fdw;
+        IMPORT FOREIGN SCHEMA s FROM SERVER iq INTO public;""")
+    assert err == "", err
+    start = time.monotonic()
+    out, err = lonely_psql(port, "SET iq_fdw.ownership_wait = 700;\n"
+                                 "SELECT * FROM order_count WHERE key = '1';")
+    took = time.monotonic() - start
+    assert "knows no partitions" in err and "iq_worker()" in err, err
+    assert 0.6 < took < 5, took
+    # a plan needs no worker
+    out, err = lonely_psql(port, "EXPLAIN (COSTS OFF) SELECT * FROM customer WHERE key = '1';")
+    assert "Key Lookup: key = '1'" in out, (out, err)
+    # the wait answers statement_timeout
+    start = time.monotonic()
+    out, err = lonely_psql(port, "SET iq_fdw.ownership_wait = 60000; SET statement_timeout = 200;\n"
+                                 "SELECT * FROM order_count;")
+    assert "statement timeout" in err, err
+    assert time.monotonic() - start < 3
