@@ -1,0 +1,183 @@
+# scripts/lib.sh: what scripts/{kafka,instance,cluster,test,demo} share.
+# Paths, the port scheme, the PostgreSQL user, and installing what is missing.
+# Sourced, never run.
+#
+# Environment:
+#   IQ_PORT_OFFSET  added to every port (default 0: broker 9092, PostgreSQL
+#                   5432+i, HTTP (4+i)*1000+400 for instance i)
+#   IQ_HOME         all cluster state (default <repo>/.cluster, or
+#                   <repo>/.cluster-<offset> when the offset is not 0)
+#   IQ_LIB_DIR      a build tree to load iq_fdw.so from (dynamic_library_path)
+#   IQ_NO_PRELOAD   1: start PostgreSQL without the extension (debugging only)
+
+IQ_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+IQ_PROG=$(basename "$0")
+PG_BIN=/usr/lib/postgresql/15/bin
+export PG_CONFIG=/usr/bin/pg_config
+IQ_PG_USER=iqfdw
+
+# what we create, the PostgreSQL user must be able to traverse
+umask 022
+
+msg() { printf '%s: %s\n' "$IQ_PROG" "$*" >&2; }
+die() { msg "error: $*"; exit 1; }
+
+IQ_PORT_OFFSET=${IQ_PORT_OFFSET:-0}
+[[ $IQ_PORT_OFFSET =~ ^[0-9]+$ ]] && ((IQ_PORT_OFFSET <= 50000)) ||
+	die "IQ_PORT_OFFSET must be a number from 0 to 50000, not '$IQ_PORT_OFFSET'"
+export IQ_PORT_OFFSET
+
+# ---- ports ----------------------------------------------------------------
+
+kafka_port() { echo $((9092 + IQ_PORT_OFFSET)); }
+controller_port() { echo $((9093 + IQ_PORT_OFFSET)); }
+pg_port() { echo $((5432 + $1 + IQ_PORT_OFFSET)); }
+http_port() { echo $(((4 + $1) * 1000 + 400 + IQ_PORT_OFFSET)); }
+bootstrap() { echo "127.0.0.1:$(kafka_port)"; }
+
+# port_busy PORT: true when something accepts connections on 127.0.0.1:PORT
+port_busy() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# ---- the PostgreSQL user --------------------------------------------------
+
+# PostgreSQL refuses to run as root: as root, instances run as $IQ_PG_USER.
+is_root() { [[ $EUID -eq 0 ]]; }
+
+ensure_pg_user() {
+	is_root || return 0
+	id -u "$IQ_PG_USER" >/dev/null 2>&1 && return 0
+	useradd --system --user-group --no-create-home --home-dir /nonexistent \
+		--shell /usr/sbin/nologin "$IQ_PG_USER" ||
+		die "could not create the system user $IQ_PG_USER"
+}
+
+# as_pg CMD...: run CMD as the PostgreSQL user, from a directory it can read
+as_pg() {
+	if is_root; then
+		(cd / && runuser -u "$IQ_PG_USER" -- "$@")
+	else
+		(cd / && "$@")
+	fi
+}
+
+# pg_owns DIR...: hand directories to the PostgreSQL user
+pg_owns() { if is_root; then chown "$IQ_PG_USER:$IQ_PG_USER" "$@"; fi; }
+
+# ---- where state lives ----------------------------------------------------
+
+# The repository, unless the PostgreSQL user cannot reach it (a clone under
+# /root, say): then a directory of its own under /var/lib/iq_fdw.
+iq_state_root() {
+	if is_root && ! runuser -u "$IQ_PG_USER" -- test -x "$IQ_REPO" 2>/dev/null; then
+		echo "/var/lib/iq_fdw/$(basename "$IQ_REPO")-$(printf %s "$IQ_REPO" | sha256sum | cut -c1-8)"
+	else
+		echo "$IQ_REPO"
+	fi
+}
+
+ensure_pg_user
+if [[ -z ${IQ_HOME:-} ]]; then
+	IQ_HOME=$(iq_state_root)/.cluster
+	((IQ_PORT_OFFSET == 0)) || IQ_HOME+="-$IQ_PORT_OFFSET"
+fi
+[[ $IQ_HOME == /* ]] || IQ_HOME=$PWD/$IQ_HOME
+export IQ_HOME
+
+KAFKA_DIR=$IQ_HOME/kafka
+instance_dir() { echo "$IQ_HOME/pg/$1"; }
+socket_dir() { echo "$IQ_HOME/run"; }
+
+# The instance numbers that exist under IQ_HOME, ascending.
+existing_instances() {
+	local d
+	for d in "$IQ_HOME"/pg/*/; do
+		d=${d%/}
+		d=${d##*/}
+		[[ $d =~ ^[0-9]+$ ]] && echo "$d"
+	done | sort -n
+}
+
+# How many instances `up` started last (3 before the first `up`).
+recorded_instances() {
+	local n=3
+	[[ -r $IQ_HOME/instances ]] && n=$(<"$IQ_HOME/instances")
+	echo "$n"
+}
+
+# ---- installing what is missing --------------------------------------------
+
+# What building, running and testing need; `scripts/test` and `scripts/demo`
+# install all of it, `scripts/cluster up` only what running needs.
+IQ_BUILD_PACKAGES=(build-essential pkg-config postgresql-server-dev-15 librdkafka-dev
+	librocksdb-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev)
+IQ_RUN_PACKAGES=(postgresql-15 kcat openjdk-17-jre-headless maven curl)
+IQ_TEST_PACKAGES=(wrk)
+
+_iq_apt_updated=
+apt_install() {
+	export DEBIAN_FRONTEND=noninteractive
+	if [[ -z $_iq_apt_updated ]]; then
+		apt-get update -qq >/dev/null || die "apt-get update failed"
+		_iq_apt_updated=1
+	fi
+	apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+		die "apt-get install $* failed"
+}
+
+# ensure_packages PKG...: install the Debian packages that are not installed
+ensure_packages() {
+	local p missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+	is_root || die "missing Debian packages: ${missing[*]} (sudo apt-get install ${missing[*]})"
+	msg "installing ${missing[*]}"
+	if [[ " ${missing[*]} " == *" postgresql-15 "* ]]; then
+		# No stray 'main' cluster on 5432: our instances are all we want.
+		apt_install postgresql-common
+		sed -i 's/^#\?\s*create_main_cluster\b.*/create_main_cluster = false/' \
+			/etc/postgresql-common/createcluster.conf
+	fi
+	apt_install "${missing[@]}"
+}
+
+# ensure_kafka_jars: kafka/lib holds what kafka/pom.xml names
+ensure_kafka_jars() {
+	local lib=$IQ_REPO/kafka/lib sum
+	sum=$(sha256sum "$IQ_REPO/kafka/pom.xml" | cut -d' ' -f1)
+	[[ -r $lib/.pom.sha256 && $(<"$lib/.pom.sha256") == "$sum" ]] && return 0
+	ensure_packages openjdk-17-jre-headless maven
+	msg "fetching the Kafka jars from Maven Central (kafka/pom.xml)"
+	rm -rf "$lib"
+	local log
+	log=$(mktemp)
+	if ! (cd "$IQ_REPO/kafka" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies) >"$log" 2>&1; then
+		tail -n 30 "$log" >&2
+		rm -f "$log"
+		die "mvn could not fetch the Kafka jars"
+	fi
+	rm -f "$log"
+	echo "$sum" >"$lib/.pom.sha256"
+}
+
+# python_with_pytest: print a python3 that can import pytest, installing it if need be
+python_with_pytest() {
+	local py
+	for py in python3 /usr/bin/python3; do
+		if command -v "$py" >/dev/null && "$py" -c 'import pytest' 2>/dev/null; then
+			command -v "$py"
+			return 0
+		fi
+	done
+	ensure_packages python3 python3-pytest
+	echo /usr/bin/python3
+}
+
+# build_extension: make and make install the extension from this tree
+build_extension() {
+	ensure_packages "${IQ_BUILD_PACKAGES[@]}" postgresql-15
+	msg "building iq_fdw"
+	make -C "$IQ_REPO" -s PG_CONFIG="$PG_CONFIG" || die "the build failed"
+	make -C "$IQ_REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null || die "make install failed"
+}

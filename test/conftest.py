@@ -1,0 +1,314 @@
+"""Integration-test helpers: a running cluster of one Kafka broker and N
+PostgreSQL instances with iq_fdw, as scripts/cluster starts it.
+
+scripts/test starts a private cluster (IQ_PORT_OFFSET=10000) and runs these
+tests against it. To run them against the development cluster instead:
+
+    scripts/cluster up && python3 -m pytest test/
+
+Ports follow scripts/lib.sh: broker 9092, instance i on PostgreSQL port
+5432+i and HTTP port (4+i)*1000+400, each plus IQ_PORT_OFFSET.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+OFFSET = int(os.environ.get("IQ_PORT_OFFSET", "0"))
+
+
+def kafka_port():
+    return 9092 + OFFSET
+
+
+def pg_port(i):
+    return 5432 + i + OFFSET
+
+
+def http_port(i):
+    return (4 + i) * 1000 + 400 + OFFSET
+
+
+BOOTSTRAP = f"127.0.0.1:{kafka_port()}"
+
+
+def _iq_home():
+    """IQ_HOME as scripts/lib.sh decides it, so that the two never disagree."""
+    if os.environ.get("IQ_HOME"):
+        return Path(os.environ["IQ_HOME"])
+    out = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/lib.sh" && echo "$IQ_HOME"'],
+                         capture_output=True, text=True, check=True, timeout=30)
+    return Path(out.stdout.strip())
+
+
+IQ_HOME = _iq_home()
+
+
+def _instance_count():
+    try:
+        return int((IQ_HOME / "instances").read_text().strip())
+    except (OSError, ValueError):
+        return 3
+
+
+N_INSTANCES = _instance_count()
+INSTANCES = list(range(1, N_INSTANCES + 1))
+
+
+# ---- waiting ----------------------------------------------------------------
+
+def wait_until(predicate, timeout=30.0, interval=0.2, message="condition"):
+    """Poll predicate() until it returns something truthy, and return that.
+
+    Exceptions raised by predicate count as "not yet". After timeout seconds,
+    fail with message and the last value or exception seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last = value
+        except Exception as e:  # noqa: BLE001 -- retried until the deadline
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
+        time.sleep(interval)
+
+
+# ---- PostgreSQL -------------------------------------------------------------
+
+class PsqlError(Exception):
+    """psql failed; .stderr has the server's message."""
+
+    def __init__(self, instance, sql, stderr):
+        super().__init__(f"instance {instance}: {stderr.strip()}\n  while running: {sql}")
+        self.instance = instance
+        self.sql = sql
+        self.stderr = stderr
+
+
+def psql_cmd(instance, *extra):
+    return [str(PG_BIN / "psql"), "-X", "-At", "-h", "127.0.0.1", "-p", str(pg_port(instance)),
+            "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", *extra]
+
+
+def psql(instance, sql, timeout=60):
+    """Run sql on an instance (one psql call, so SET lasts for the whole of
+    sql); return its unaligned, tuples-only output, stripped. Raise PsqlError
+    on any error."""
+    env = dict(os.environ, PGCONNECT_TIMEOUT="5", PGOPTIONS="")
+    r = subprocess.run(psql_cmd(instance), input=sql, capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    if r.returncode != 0:
+        raise PsqlError(instance, sql, r.stderr)
+    return r.stdout.strip()
+
+
+def psql_error(instance, sql, timeout=60):
+    """Run sql that must fail; return the error text."""
+    try:
+        out = psql(instance, sql, timeout)
+    except PsqlError as e:
+        return e.stderr
+    raise AssertionError(f"instance {instance}: expected an error from {sql!r}, got {out!r}")
+
+
+# ---- HTTP -------------------------------------------------------------------
+
+def http_get(instance, path, timeout=5.0):
+    """GET http://localhost:<http port of instance><path>; return (status, body text)."""
+    url = f"http://127.0.0.1:{http_port(instance)}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def http_json(instance, path, timeout=5.0):
+    """GET path, require 200, return the parsed JSON body."""
+    status, body = http_get(instance, path, timeout)
+    assert status == 200, f"GET {path} on instance {instance}: {status} {body}"
+    return json.loads(body)
+
+
+# ---- Kafka ------------------------------------------------------------------
+
+def kafka(*args, input=None, timeout=120):
+    """Run scripts/kafka ARGS; return stdout."""
+    r = subprocess.run([str(SCRIPTS / "kafka"), *args], input=input, capture_output=True,
+                       text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"scripts/kafka {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+    return r.stdout
+
+
+def produce(topic, lines, timeout=300):
+    """Produce "key--value" lines to topic with the Java console producer,
+    exactly as the seed does (murmur2 partitioner)."""
+    data = "".join(line + "\n" for line in lines)
+    kafka("produce", topic, input=data, timeout=timeout)
+
+
+def create_topic(name, partitions=3, **config):
+    """Create a topic if missing; config as cleanup_policy="compact"."""
+    kafka("create-topic", name, str(partitions),
+          *(f"{k.replace('_', '.')}={v}" for k, v in config.items()))
+
+
+def topic_config(name):
+    """The topic's non-default configs as a dict, from kafka-topics --describe."""
+    out = kafka("topic", "--describe", "--topic", name)
+    m = re.search(r"Configs:\s*(\S*)", out)
+    return dict(kv.split("=", 1) for kv in m.group(1).split(",") if "=" in kv) if m else {}
+
+
+def topics():
+    """{topic: partition count} from the broker's metadata (kcat -L -J)."""
+    r = subprocess.run(["kcat", "-b", BOOTSTRAP, "-L", "-J", "-m", "10"], capture_output=True,
+                       text=True, timeout=30, check=True)
+    md = json.loads(r.stdout)
+    return {t["topic"]: len(t["partitions"]) for t in md["topics"]}
+
+
+def consume(topic, timeout=60):
+    """Every record of topic from the beginning: [(partition, key, value)]."""
+    r = subprocess.run(["kcat", "-b", BOOTSTRAP, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
+                        "-J"], capture_output=True, text=True, timeout=timeout, check=True)
+    recs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    return [(m["partition"], m["key"], m["payload"]) for m in recs]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as a signed 32-bit int."""
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    tail = length % 4
+    base = length - tail
+    if tail == 3:
+        h ^= data[base + 2] << 16
+    if tail >= 2:
+        h ^= data[base + 1] << 8
+    if tail >= 1:
+        h ^= data[base]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def java_partition(key: str, partitions: int) -> int:
+    """The partition the Java client's default partitioner picks for key."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def unique(prefix):
+    """A name no earlier test run used on this broker."""
+    return f"{prefix}_{os.getpid()}_{time.monotonic_ns()}"
+
+
+# ---- processes --------------------------------------------------------------
+
+def _ancestors():
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return pids
+
+
+def our_processes():
+    """Pids, other than this test run and its parents, whose command line or
+    working directory is inside IQ_HOME."""
+    home = str(IQ_HOME)
+    mine = _ancestors()
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) in mine:
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(p / "cwd") if os.access(p / "cwd", os.R_OK) else ""
+        except OSError:
+            continue
+        if home in cmd or cwd == home or cwd.startswith(home + "/"):
+            pids.append(int(p.name))
+    return pids
+
+
+def port_busy(port):
+    import socket
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def cluster_script(*args, timeout=300):
+    """Run scripts/cluster ARGS; return the CompletedProcess (not checked)."""
+    return subprocess.run([str(SCRIPTS / "cluster"), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ---- ordering ---------------------------------------------------------------
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "restarts_cluster: stops and starts instances or the whole cluster; "
+                   "runs after every other test, so that no other test meets a rejoining group")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.get_closest_marker("restarts_cluster") is not None)
+
+
+# ---- fixtures ---------------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_running():
+    """Fail fast, with the way out, when no cluster answers."""
+    down = []
+    try:
+        topics()
+    except Exception:  # noqa: BLE001
+        down.append(f"broker {BOOTSTRAP}")
+    for i in INSTANCES:
+        r = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(pg_port(i)),
+                            "-U", "postgres", "-t", "5"])
+        if r.returncode != 0:
+            down.append(f"instance {i} (port {pg_port(i)})")
+    if down:
+        pytest.exit(f"cluster not running ({', '.join(down)}): start it with "
+                    f"IQ_PORT_OFFSET={OFFSET} scripts/cluster up, or run scripts/test", returncode=3)
+    yield
+
+
+@pytest.fixture(params=INSTANCES, ids=lambda i: f"instance{i}")
+def instance(request):
+    """Each instance number in turn."""
+    return request.param
