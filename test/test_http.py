@@ -413,3 +413,43 @@ def test_peer_endpoint_scans_held_partitions_and_refuses_others(data):
     # unknown store
     st, _, _, _ = parse_answer(post_read(1, wire_request(2, 9))[1])
     assert st == 3
+
+
+# ---- an owner that does not answer --------------------------------------------------
+
+def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
+    """SIGSTOP the worker of the instance owning a key: a forwarded get from
+    another instance answers 504 within the peer timeout, naming the owner;
+    the asking instance keeps answering its own keys meanwhile."""
+    import signal
+    from conftest import psql
+    customers, _ = data
+    k = BULK_KEYS[7]
+    owner_port = http_json(1, f"/metadata/stores/customer-v1-changelog/key/{url_key(k)}")["result"]["port"]
+    owner = next(i for i in INSTANCES if http_port(i) == owner_port)
+    asker = next(i for i in INSTANCES if i != owner)
+    shown = psql(asker, "SHOW iq_fdw.peer_timeout")  # e.g. "5s" or "1500ms"
+    timeout_ms = int(shown[:-2]) if shown.endswith("ms") else int(shown.rstrip("s")) * 1000
+    own_key = next(kk for kk in BULK_KEYS
+                   if http_json(asker, f"/metadata/stores/customer-v1-changelog/key/{url_key(kk)}")
+                   ["result"]["port"] == http_port(asker))
+    pid = int(psql(owner, "SELECT pid FROM iq_worker()"))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        status, body = http_get(asker, f"/stores/customer-v1-changelog/get/{url_key(k)}",
+                                timeout=timeout_ms / 1000 + 10)
+        elapsed = time.monotonic() - t0
+        assert status == 504, (status, body)
+        err = json.loads(body)
+        assert err["owner"] == f"localhost:{owner_port}" and str(owner_port) in err["error"]
+        assert elapsed < timeout_ms / 1000 + 3
+        # the asker still serves what it owns, at once
+        t0 = time.monotonic()
+        assert http_json(asker, f"/stores/customer-v1-changelog/get/{url_key(own_key)}") == \
+            {"response": customers[own_key]}
+        assert time.monotonic() - t0 < 2
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: http_json(asker, f"/stores/customer-v1-changelog/get/{url_key(k)}") ==
+               {"response": customers[k]}, timeout=30, message="the owner answers again")
