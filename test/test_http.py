@@ -453,3 +453,60 @@ def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: http_json(asker, f"/stores/customer-v1-changelog/get/{url_key(k)}") ==
                {"response": customers[k]}, timeout=30, message="the owner answers again")
+
+
+# ---- the local channel ------------------------------------------------------------
+
+def local_socket(i):
+    from conftest import pg_port
+    return f"/tmp/iq_fdw.{pg_port(i)}.sock"
+
+
+def local_call(s, body):
+    """One request on a connected local socket; the whole answer's bytes."""
+    s.sendall(struct.pack(">I", len(body)) + body)
+    data = b""
+    while True:
+        try:
+            parse_answer(data)  # complete?
+            return data
+        except (AssertionError, struct.error, IndexError):
+            pass
+        c = s.recv(65536)
+        if not c:
+            return data
+        data += c
+
+
+def test_local_socket_is_private_and_rejects_bad_input(data):
+    import stat
+    customers, parts = data
+    for i in INSTANCES:
+        path = local_socket(i)
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+        assert st.st_uid != 0  # the PostgreSQL user's, not root's
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            # a malformed request: an error answer, and the connection goes on
+            st_, _, _, msg = parse_answer(local_call(s, b"IQ\x01\x07garbage"))
+            assert st_ == 4, msg
+            k = "2"
+            owner_port = http_json(i, f"/metadata/stores/customer-v1-changelog/key/{k}")["result"]["port"]
+            answer = parse_answer(local_call(s, wire_request(1, 0, keys=[k.encode()])))
+            if owner_port == http_port(i):
+                assert answer[0] == 0 and answer[2] == [(b"2", customers["2"].encode())]
+            else:
+                assert answer[0] == 1  # NOT_HELD: that partition lives elsewhere
+            # a length beyond the limit: an error answer, then the worker hangs up
+            s.sendall(struct.pack(">I", 64 * 1024 * 1024))
+            rest = b""
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                rest += c
+            assert rest[:4] == b"IQ\x01\x04"
+        assert http_json(i, "/metadata")["result"]
