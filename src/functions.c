@@ -137,8 +137,9 @@ iq_stats(PG_FUNCTION_ARGS)
 		values[i++] = Int64GetDatum(ps->customer_end);
 		values[i++] = Int64GetDatum(ps->order_offset);
 		values[i++] = Int64GetDatum(ps->order_end);
-		values[i++] = Int64GetDatum(Max(ps->order_end - ps->order_offset, 0) +
-									Max(ps->customer_end - ps->customer_offset, 0));
+		/* an offset of -1 means nothing consumed yet: all of the partition is lag */
+		values[i++] = Int64GetDatum(Max(ps->order_end - Max(ps->order_offset, 0), 0) +
+									Max(ps->customer_end - Max(ps->customer_offset, 0), 0));
 		values[i++] = Int64GetDatum(ps->records_processed);
 		values[i++] = Int64GetDatum(ps->orders_joined);
 		values[i++] = Int64GetDatum(ps->orders_without_customer);
