@@ -21,8 +21,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, http_json, java_partition,
-                      produce, psql, unique, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, create_topic, http_json,
+                      java_partition, produce, psql, unique, wait_until)
 
 STAT_COLS = ["partition", "state", "order_offset", "order_end_offset", "records_processed",
              "dropped_null_key", "wrong_partition", "restored_records", "restore_total"]
@@ -179,6 +179,40 @@ def test_key_in_wrong_partition_counted_and_logged():
     log = (IQ_HOME / "pg" / str(owner) / "server.log").read_text(errors="replace")
     assert f'with key "{key}" is in partition 1, but the key belongs to partition 0' in log
     assert "iq_fdw.partitioner" in log
+
+
+# ---- misconfiguration: a visible error state, never a wrong join --------------
+
+@pytest.mark.parametrize("case", ["partition_counts", "missing_topic"])
+def test_bad_topics_give_an_error_state_and_recover(case):
+    """One instance moved to its own application and topics: different
+    partition counts (co-partitioning) or a missing topic put its worker in
+    "error" with a message naming the cause; resetting the settings brings it
+    back into the cluster."""
+    i = INSTANCES[-1]
+    app = unique("wbad")
+    customer, order = app + "_customer", app + "_order"
+    if case == "partition_counts":
+        create_topic(customer, 3)
+        create_topic(order, 4)
+        want = "must have the same partition count"
+    else:
+        create_topic(customer, 3)
+        want = f'topic "{order}" (iq_fdw.order_topic) does not exist'
+    pid = worker(i)[2]
+    psql(i, f"alter system set iq_fdw.application_id = '{app}';"
+            f"alter system set iq_fdw.customer_topic = '{customer}';"
+            f"alter system set iq_fdw.order_topic = '{order}';"
+            "select pg_reload_conf()")
+    try:
+        state = wait_until(lambda: (w := worker(i))[2] != pid and w[0] == "error" and want in w[1]
+                           and w, timeout=60, message=f"error state with {want!r}")
+        assert state[3] == []
+    finally:
+        psql(i, "alter system reset iq_fdw.application_id;"
+                "alter system reset iq_fdw.customer_topic;"
+                "alter system reset iq_fdw.order_topic; select pg_reload_conf()")
+    wait_until(all_running, timeout=120, interval=0.5, message="instance back in the cluster")
 
 
 # ---- exact counts -------------------------------------------------------------

@@ -187,6 +187,9 @@ chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err
 	{
 		IqStoreBatch *b = iq_store_batch_begin(p);
 
+		/* in key order (stable: the last record of a key still wins) */
+		sort_arena = c->arena;
+		qsort(c->recs, c->n, sizeof(Rec), rec_cmp);
 		for (int i = 0; i < c->n; i++)
 		{
 			Rec		   *r = &c->recs[i];

@@ -236,6 +236,8 @@ make_options(void)
 	rocksdb_options_set_max_total_wal_size(opts, per_db * 2);
 	rocksdb_options_set_max_open_files(opts, 256);
 	rocksdb_options_set_max_background_jobs(opts, 2);
+	/* one writer: the plain memtable insert, fast for keys in order */
+	rocksdb_options_set_allow_concurrent_memtable_write(opts, 0);
 	rocksdb_options_set_keep_log_file_num(opts, 2);
 	rocksdb_options_set_info_log_level(opts, 2);	/* WARN */
 	rocksdb_options_set_compression(opts, rocksdb_lz4_compression);

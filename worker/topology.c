@@ -170,6 +170,28 @@ note_wrong_partition(IqPart *part, int p, int expected, const char *topic,
 }
 
 /*
+ * entry_cmp
+ *		Partition, store, then key bytes: RocksDB's memtable inserts keys
+ *		that arrive in order several times faster than scattered ones.
+ */
+static int
+entry_cmp(const void *a, const void *b)
+{
+	const Entry *x = *(const Entry *const *) a;
+	const Entry *y = *(const Entry *const *) b;
+	int			c;
+
+	if (x->partition != y->partition)
+		return x->partition - y->partition;
+	if (x->is_order != y->is_order)
+		return (int) x->is_order - (int) y->is_order;
+	c = memcmp(x->key, y->key, Min(x->key_len, y->key_len));
+	if (c != 0)
+		return c;
+	return (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+/*
  * iq_topology_process
  *		Process and destroy a batch of consumed messages.
  */
@@ -181,6 +203,8 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 	bool		any_output = false;
 	bool		any_input = false;
 	rd_kafka_topic_partition_list_t *positions = NULL;
+	Entry	  **sorted = NULL;
+	int			nsorted = 0;
 
 	t.size = 1024;
 	while (t.size < 2 * n)
@@ -296,7 +320,12 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 		goto done;
 
 	/* 2. the local state with its checkpoint, one write per partition */
-	for (int p = 0; p < iq_w->partition_count; p++)
+	sorted = palloc(sizeof(Entry *) * (t.used + 1));
+	for (int i = 0; i < t.size; i++)
+		if (t.slots[i].hash != 0)
+			sorted[nsorted++] = &t.slots[i];
+	qsort(sorted, nsorted, sizeof(Entry *), entry_cmp);
+	for (int p = 0, next = 0; p < iq_w->partition_count; p++)
 	{
 		IqPart	   *part = &iq_w->parts[p];
 		IqStoreBatch *b;
@@ -308,13 +337,13 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 		if (iq_w->changelog_last[p] >= 0)
 			part->changelog_next = iq_w->changelog_last[p] + 1;
 		b = iq_store_batch_begin(p);
-		for (int i = 0; i < t.size; i++)
+		while (next < nsorted && sorted[next]->partition < p)
+			next++;
+		for (; next < nsorted && sorted[next]->partition == p; next++)
 		{
-			Entry	   *e = &t.slots[i];
+			Entry	   *e = sorted[next];
 			unsigned char v[8];
 
-			if (e->hash == 0 || e->partition != p)
-				continue;
 			if (e->is_order)
 			{
 				iq_encode_int64(e->count, v);
@@ -371,5 +400,7 @@ done:
 		iq_changelog_abort();
 	for (int i = 0; i < n; i++)
 		rd_kafka_message_destroy(msgs[i]);
+	if (sorted)
+		pfree(sorted);
 	pfree(t.slots);
 }
