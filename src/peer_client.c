@@ -10,8 +10,9 @@
  * releases everything before it reports.
  *
  * curl runs with CURLOPT_NOSIGNAL, and every signal is blocked while it
- * works: a thread it starts (the threaded resolver) then inherits a full
- * mask and cannot take the backend's SIGINT or the latch's SIGURG.
+ * starts new transfers: a thread it starts then (the threaded resolver)
+ * inherits a full mask and cannot take the backend's SIGINT or the latch's
+ * SIGURG.  Finished easy handles are kept and reused, options and all.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,6 +28,11 @@
 static CURLM *multi = NULL;
 static struct curl_slist *headers = NULL;
 static int	in_flight = 0;
+static bool fresh = false;		/* transfers added since the last perform */
+
+#define SPARE_MAX 16
+static CURL *spare[SPARE_MAX];
+static int	nspare = 0;
 
 /* get_multi: the backend's multi handle, made on first use */
 static CURLM *
@@ -102,11 +108,24 @@ iq_peer_start(IqFetchSource *src)
 		fail(src, "could not initialise libcurl");
 		return;
 	}
-	h = curl_easy_init();
-	if (h == NULL)
+	if (nspare > 0)
+		h = spare[--nspare];
+	else
 	{
-		fail(src, "could not create a curl handle");
-		return;
+		h = curl_easy_init();
+		if (h == NULL)
+		{
+			fail(src, "could not create a curl handle");
+			return;
+		}
+		/* what every transfer has in common */
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(h, CURLOPT_PROXY, "");
+		curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	}
 	if (strchr(src->target.host, ':'))
 		snprintf(url, sizeof(url), "http://[%s]:%d/iq/v1/read", src->target.host, src->target.port);
@@ -114,19 +133,12 @@ iq_peer_start(IqFetchSource *src)
 		snprintf(url, sizeof(url), "http://%s:%d/iq/v1/read", src->target.host, src->target.port);
 	src->error[0] = '\0';
 	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_POST, 1L);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, src->request.data);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) src->request.len);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, src);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, src);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, src->error);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) iq_peer_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_PROXY, "");
-	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	if (curl_multi_add_handle(m, h) != CURLM_OK)
 	{
 		curl_easy_cleanup(h);
@@ -135,6 +147,7 @@ iq_peer_start(IqFetchSource *src)
 	}
 	src->easy = h;
 	in_flight++;
+	fresh = true;
 }
 
 /* finish: a transfer ended; record how, and give its handle back */
@@ -176,10 +189,17 @@ perform(void)
 	CURLMsg    *msg;
 	int			left;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	curl_multi_perform(multi, &running);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* only a new transfer may start a resolver thread */
+	if (fresh)
+	{
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		curl_multi_perform(multi, &running);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		fresh = false;
+	}
+	else
+		curl_multi_perform(multi, &running);
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 		if (msg->msg == CURLMSG_DONE)
 			finish(msg->easy_handle, msg->data.result);
@@ -236,6 +256,14 @@ iq_peer_abort(IqFetchSource *src)
 		return;
 	src->easy = NULL;
 	curl_multi_remove_handle(multi, h);
-	curl_easy_cleanup(h);
 	in_flight--;
+	/* forget the source's memory; keep the handle for the next transfer */
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, NULL);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	if (nspare < SPARE_MAX && !src->paused)
+		spare[nspare++] = h;
+	else
+		curl_easy_cleanup(h);	/* a paused one could keep its pause */
 }
