@@ -702,6 +702,7 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 		RegisterSubXactCallback(subxact_callback, NULL);
 		callbacks_registered = true;
 	}
+	iq_shmem_attach();
 	LWLockAcquire(iq_shared->lock, LW_SHARED);
 	partition_count = iq_shared->partition_count;
 	LWLockRelease(iq_shared->lock);
