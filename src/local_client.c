@@ -31,7 +31,7 @@
 #include "shmem.h"
 #include "storage/lwlock.h"
 
-#define IDLE_MAX 4
+#define IDLE_MAX 2
 
 static int	idle_fds[IDLE_MAX];
 static int	nidle = 0;

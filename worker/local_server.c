@@ -38,7 +38,7 @@
 #include "servers.h"
 #include "wire.h"
 
-#define LOCAL_MAX_CONNECTIONS	256
+#define LOCAL_MAX_CONNECTIONS	1024
 #define LOCAL_BODY_TIMEOUT_MS	10000	/* a request once started */
 #define LOCAL_SEND_TIMEOUT_S	30	/* a backend that stopped reading */
 #define LOCAL_CHUNK				(64 * 1024)
