@@ -163,9 +163,7 @@ iq_consumer_stop(void)
 
 	if (rk == NULL)
 		return;
-	if (!iq_w->failed)
-		iq_consumer_commit(true);
-	on_revoke(rk);
+	on_revoke(rk);				/* commits what is done unless we failed */
 
 	/* close on a queue we serve, so a dead coordinator cannot hang us */
 	q = rd_kafka_queue_new(rk);
