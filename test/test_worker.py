@@ -262,6 +262,29 @@ def test_sigkill_under_exactly_once_keeps_counts_exact(exactly_once):
     wait_counts(prefix, truth)
 
 
+def test_clean_restart_mid_stream_keeps_at_least_once_counts_exact():
+    """SIGTERM (a server stop) in the middle of a stream: the worker commits
+    what it processed and leaves the group, so nothing is counted twice even
+    under at_least_once."""
+    prefix = unique("wstop") + "_"
+    lines, truth = orders(prefix, 200_000, 3000, seed=3)
+    victim = owner_of(2)
+    start_end = stats(victim)[2]["order_end_offset"]
+    proc = subprocess.Popen([str(SCRIPTS / "kafka"), "produce", "order"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    proc.stdin.write("".join(l + "\n" for l in lines))
+    proc.stdin.close()
+    wait_until(lambda: stats(victim)[2]["order_offset"] > start_end + 10_000, timeout=120,
+               interval=0.05, message="the victim processing the new orders")
+    run = lambda *a: subprocess.run([str(SCRIPTS / "instance"), *a], check=True,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    run("stop", str(victim))
+    run("start", str(victim))
+    assert proc.wait(timeout=600) == 0
+    wait_until(all_running, timeout=180, interval=0.5, message="cluster recovered")
+    wait_counts(prefix, truth)
+
+
 def test_wiped_state_is_restored_from_the_changelog():
     victim = 2
     before = all_counts()
