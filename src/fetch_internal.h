@@ -60,6 +60,8 @@ extern void iq_local_finish(IqFetchSource *src);
 extern int64 iq_fetch_now_us(void);
 
 /* A peer's bytes beyond this, unread by the merge, pause its transfer. */
+#ifndef IQ_FETCH_INBOX_MAX
 #define IQ_FETCH_INBOX_MAX (4 * 1024 * 1024)
+#endif
 
 #endif							/* IQ_FETCH_INTERNAL_H */
