@@ -10,17 +10,26 @@
  * never wait on a peer: with blocking forwards, instances forwarding to
  * each other could take every thread of the bounded pools and wait for one
  * another until the peer timeout.
+ *
+ * The thread uses curl's socket interface with its own epoll set, so each
+ * event costs work for the one transfer it concerns, not a walk over every
+ * transfer in flight (curl_multi_perform) as a busy server has dozens.
  *-------------------------------------------------------------------------
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE				/* pthread_setname_np */
 #endif
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -45,6 +54,9 @@ static bool fwd_running = false;
 static CURLM *fwd_multi = NULL;
 static pthread_t fwd_thread;
 static IqForwardJob *flying = NULL;	/* transfers added to fwd_multi */
+static int	epoll_fd = -1;
+static int	wake_fd = -1;		/* eventfd: new jobs, or stop */
+static long long timer_deadline = -1;	/* ms (monotonic) curl wants a call, -1 none */
 
 /* Finished easy handles, reset and reused (forwarder thread only). */
 #define SPARE_MAX 256
@@ -141,6 +153,62 @@ launch(IqForwardJob *job)
 	flying = job;
 }
 
+/* now_ms: a monotonic clock for curl's timer */
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* socket_cb: curl says which events to wait for on a socket */
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+		return 0;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = fd;
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
+		((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+	return 0;
+}
+
+/* timer_cb: curl wants to be called after timeout_ms (-1: never) */
+static int
+timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	timer_deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return 0;
+}
+
+/* collect: complete every finished transfer */
+static void
+collect(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(fwd_multi, &left)) != NULL)
+	{
+		IqForwardJob *job = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &job);
+		complete(job, msg->data.result);
+	}
+}
+
 /* forwarder_main: the forwarder thread's loop */
 static void *
 forwarder_main(void *arg)
@@ -148,11 +216,13 @@ forwarder_main(void *arg)
 	pthread_setname_np(pthread_self(), "iq_forwarder");
 	for (;;)
 	{
+		struct epoll_event evs[64];
 		IqForwardJob *jobs;
-		CURLMsg    *msg;
-		int			running;
-		int			left;
 		bool		stopping;
+		int			running;
+		int			wait_ms;
+		int			n;
+		int			i;
 
 		pthread_mutex_lock(&fwd_lock);
 		jobs = queue;
@@ -170,16 +240,6 @@ forwarder_main(void *arg)
 				launch(jobs);
 			jobs = next;
 		}
-		curl_multi_perform(fwd_multi, &running);
-		while ((msg = curl_multi_info_read(fwd_multi, &left)) != NULL)
-		{
-			IqForwardJob *job = NULL;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &job);
-			complete(job, msg->data.result);
-		}
 		if (stopping)
 		{
 			/* answer whatever is still in flight as failed, then go */
@@ -187,9 +247,54 @@ forwarder_main(void *arg)
 				complete(flying, CURLE_ABORTED_BY_CALLBACK);
 			break;
 		}
-		curl_multi_poll(fwd_multi, NULL, 0, 1000, NULL);
+
+		if (timer_deadline < 0)
+			wait_ms = 1000;
+		else
+		{
+			long long	left = timer_deadline - now_ms();
+
+			wait_ms = left <= 0 ? 0 : (left > 1000 ? 1000 : (int) left);
+		}
+		n = epoll_wait(epoll_fd, evs, 64, wait_ms);
+		for (i = 0; i < n; i++)
+		{
+			int			flags = 0;
+
+			if (evs[i].data.fd == wake_fd)
+			{
+				uint64_t	count;
+
+				if (read(wake_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+					break;
+				continue;
+			}
+			if (evs[i].events & EPOLLIN)
+				flags |= CURL_CSELECT_IN;
+			if (evs[i].events & EPOLLOUT)
+				flags |= CURL_CSELECT_OUT;
+			if (evs[i].events & (EPOLLERR | EPOLLHUP))
+				flags |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(fwd_multi, evs[i].data.fd, flags, &running);
+		}
+		if (timer_deadline >= 0 && now_ms() >= timer_deadline)
+		{
+			timer_deadline = -1;
+			curl_multi_socket_action(fwd_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		}
+		collect();
 	}
 	return NULL;
+}
+
+/* wake: tell the forwarder thread to look at its queue */
+static void
+wake(void)
+{
+	uint64_t	one = 1;
+
+	if (write(wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		return;					/* nothing better to do: it polls every second */
 }
 
 /* iq_forwarder_start: the multi handle and its thread */
@@ -210,6 +315,31 @@ iq_forwarder_start(char **err)
 	}
 	/* enough idle connections to peers for a busy server's forwards */
 	curl_multi_setopt(fwd_multi, CURLMOPT_MAXCONNECTS, 256L);
+	curl_multi_setopt(fwd_multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(fwd_multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	timer_deadline = -1;
+	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (epoll_fd < 0 || wake_fd < 0)
+	{
+		if (epoll_fd >= 0)
+			close(epoll_fd);
+		if (wake_fd >= 0)
+			close(wake_fd);
+		epoll_fd = wake_fd = -1;
+		curl_multi_cleanup(fwd_multi);
+		fwd_multi = NULL;
+		*err = strdup("could not create the forwarder's epoll set");
+		return false;
+	}
+	{
+		struct epoll_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN;
+		ev.data.fd = wake_fd;
+		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
+	}
 	fwd_stopping = false;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -219,6 +349,9 @@ iq_forwarder_start(char **err)
 	{
 		curl_multi_cleanup(fwd_multi);
 		fwd_multi = NULL;
+		close(epoll_fd);
+		close(wake_fd);
+		epoll_fd = wake_fd = -1;
 		*err = strdup("could not start the forwarding thread");
 		return false;
 	}
@@ -238,13 +371,16 @@ iq_forwarder_stop(void)
 		return;
 	pthread_mutex_lock(&fwd_lock);
 	fwd_stopping = true;
+	wake();
 	pthread_mutex_unlock(&fwd_lock);
-	curl_multi_wakeup(fwd_multi);
 	pthread_join(fwd_thread, NULL);
 	while (nspare > 0)
 		curl_easy_cleanup(spare[--nspare]);
 	curl_multi_cleanup(fwd_multi);
 	fwd_multi = NULL;
+	close(epoll_fd);
+	close(wake_fd);
+	epoll_fd = wake_fd = -1;
 	fwd_running = false;
 }
 
@@ -283,8 +419,8 @@ iq_forward_submit(struct MHD_Connection *conn, const char *url)
 	}
 	job->next = queue;
 	queue = job;
+	wake();						/* under the lock: stop closes wake_fd after it */
 	pthread_mutex_unlock(&fwd_lock);
-	curl_multi_wakeup(fwd_multi);
 	return job;
 }
 
