@@ -13,11 +13,22 @@
 #include "postgres.h"
 
 #include "cache.h"
+#include "shmem.h"
 
 static IqCacheEntry *slots = NULL;
 static size_t nslots = 0;		/* power of two */
 static size_t used = 0;
 static size_t limit = 0;
+
+/*
+ * A partition whose order-count store was empty when the cache was last
+ * emptied, and every count of which has gone through the cache since: a
+ * miss then means "no count yet", and RocksDB need not be asked.  Lost on
+ * any clear.  (Customers are restored without the cache: not covered.)
+ */
+static bool complete[IQ_MAX_PARTITIONS];
+static bool customers_complete[IQ_MAX_PARTITIONS];
+static uint64_t clears = 0;		/* grows on every clear */
 
 static uint32
 hash_key(int partition, const char *key, size_t len)
@@ -53,6 +64,9 @@ iq_cache_init(size_t max_entries)
 void
 iq_cache_clear(void)
 {
+	memset(complete, 0, sizeof(complete));
+	memset(customers_complete, 0, sizeof(customers_complete));
+	clears++;
 	if (slots == NULL || used == 0)
 		return;
 	for (size_t i = 0; i < nslots; i++)
@@ -94,8 +108,15 @@ iq_cache_upsert(int partition, const char *key, size_t len)
 	uint32		h;
 	size_t		i;
 
-	if (e != NULL || slots == NULL)
+	if (e != NULL)
 		return e;
+	if (slots == NULL)
+	{
+		memset(complete, 0, sizeof(complete));
+		memset(customers_complete, 0, sizeof(customers_complete));
+		clears++;
+		return NULL;
+	}
 	if (used >= limit)
 		iq_cache_clear();
 	h = hash_key(partition, key, len);
@@ -104,7 +125,12 @@ iq_cache_upsert(int partition, const char *key, size_t len)
 	e = &slots[i];
 	e->key = malloc(len > 0 ? len : 1);
 	if (e->key == NULL)
+	{
+		memset(complete, 0, sizeof(complete));
+		memset(customers_complete, 0, sizeof(customers_complete));
+		clears++;
 		return NULL;
+	}
 	memcpy(e->key, key, len);
 	e->hash = h;
 	e->partition = partition;
@@ -114,4 +140,36 @@ iq_cache_upsert(int partition, const char *key, size_t len)
 	e->customer = IQ_CUSTOMER_UNKNOWN;
 	used++;
 	return e;
+}
+
+void
+iq_cache_set_complete(int partition)
+{
+	if (slots != NULL && partition >= 0 && partition < IQ_MAX_PARTITIONS)
+		complete[partition] = true;
+}
+
+bool
+iq_cache_is_complete(int partition)
+{
+	return partition >= 0 && partition < IQ_MAX_PARTITIONS && complete[partition];
+}
+
+uint64_t
+iq_cache_generation(void)
+{
+	return clears;
+}
+
+void
+iq_cache_set_customers_complete(int partition)
+{
+	if (slots != NULL && partition >= 0 && partition < IQ_MAX_PARTITIONS)
+		customers_complete[partition] = true;
+}
+
+bool
+iq_cache_customers_complete(int partition)
+{
+	return partition >= 0 && partition < IQ_MAX_PARTITIONS && customers_complete[partition];
 }

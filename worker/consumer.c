@@ -378,6 +378,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	for (int p = 0; p < iq_w->partition_count; p++)
 	{
 		IqCheckpoint ck;
+		uint64_t	generation;
 		bool		existed = false;
 		char	   *err_open = NULL;
 		IqPart	   *part = &iq_w->parts[p];
@@ -388,6 +389,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		part->stats.assigned = true;
 		part->stats.restoring = true;
 		part->wrong_partition_logged = false;
+		part->counts_restored = false;
 		part->order_next = -1;
 		part->order_end = -1;
 		part->customer_end = -1;
@@ -400,6 +402,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 			return;
 		}
 		iq_store_set_held(p, true, true);
+		generation = iq_cache_generation();
 		if (!iq_restore_partition(p, existed, &ck))
 		{
 			rd_kafka_assign(rk, NULL);
@@ -408,6 +411,12 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		part->customer_next = ck.customer_next;
 		part->changelog_next = ck.changelog_next;
 		local_order_next[p] = ck.order_next;
+		/* a new, still empty count store: the (empty) cache knows all of it */
+		if (!existed && !part->counts_restored)
+			iq_cache_set_complete(p);
+		/* a new store whose every customer went through the cache */
+		if (!existed && iq_cache_generation() == generation)
+			iq_cache_set_customers_complete(p);
 		part->stats.restoring = false;
 		part->stats.customer_offset = ck.customer_next;
 		part->stats.changelog_offset = ck.changelog_next - 1;

@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "cache.h"
 #include "worker.h"
 
 #define RESTORE_BATCH		50000
@@ -146,6 +147,19 @@ chunk_append(Chunk *c, const void *key, size_t klen, const void *val, size_t vle
 }
 
 /*
+ * cache_customer
+ *		A restored customer's presence, for the joins that follow.
+ */
+static void
+cache_customer(int p, const char *key, size_t len, bool present)
+{
+	IqCacheEntry *ce = iq_cache_upsert(p, key, len);
+
+	if (ce != NULL)
+		ce->customer = present ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
+}
+
+/*
  * chunk_flush
  *		Make a chunk durable with the checkpoint it reached.
  */
@@ -181,6 +195,9 @@ chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err
 			m++;
 		}
 		ok = iq_store_ingest(p, store, kvs, m, ck, err);
+		if (ok && store == IQ_STORE_CUSTOMER)
+			for (int i = 0; i < m; i++)
+				cache_customer(p, kvs[i].key, kvs[i].key_len, kvs[i].value != NULL);
 		free(kvs);
 	}
 	else
@@ -202,6 +219,8 @@ chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err
 		}
 		iq_store_batch_checkpoint(b, ck);
 		ok = iq_store_batch_commit(b, err);
+		for (int i = 0; ok && store == IQ_STORE_CUSTOMER && i < c->n; i++)
+			cache_customer(p, c->arena + c->recs[i].koff, c->recs[i].klen, !c->recs[i].del);
 	}
 	c->n = 0;
 	c->used = 0;
@@ -318,9 +337,11 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			else if (m->offset >= start && m->offset > last)
 			{
 				last = m->offset;
-				if (m->payload != NULL && store == IQ_STORE_ORDER_COUNT && m->len != 8)
+				if (m->key == NULL)
+					part->stats.dropped_null_key++;	/* as the stream drops it */
+				else if (m->payload != NULL && store == IQ_STORE_ORDER_COUNT && m->len != 8)
 					part->stats.dropped_malformed++;
-				else if (!chunk_append(&chunk, m->key, m->key ? m->key_len : 0,
+				else if (!chunk_append(&chunk, m->key, m->key_len,
 									   m->payload, m->payload ? m->len : 0,
 									   m->payload == NULL))
 				{
@@ -329,6 +350,8 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 					result = 0;
 				}
 				part->stats.restored_records++;
+				if (store == IQ_STORE_ORDER_COUNT)
+					part->counts_restored = true;
 			}
 			rd_kafka_message_destroy(m);
 		}

@@ -114,6 +114,8 @@ customer_exists(Table *t, int p, const char *key, size_t len)
 
 		if (ce != NULL && ce->customer != IQ_CUSTOMER_UNKNOWN)
 			return ce->customer == IQ_CUSTOMER_PRESENT;
+		if (iq_cache_customers_complete(p))
+			return false;
 	}
 	st = iq_store_get_raw(IQ_STORE_CUSTOMER, p, key, len, &v, &vlen, NULL);
 	free(v);
@@ -136,6 +138,8 @@ base_count(int p, const char *key, size_t len)
 
 	if (ce != NULL && ce->has_count)
 		return ce->count;
+	if (iq_cache_is_complete(p))
+		return 0;
 	st = iq_store_get_raw(IQ_STORE_ORDER_COUNT, p, key, len, &v, &vlen, &err);
 
 	if (st == IQ_READ_OK && vlen == 8)

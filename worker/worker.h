@@ -40,6 +40,7 @@ typedef struct IqPart
 	int64		customer_end;
 	int64		order_end;
 	bool		wrong_partition_logged;
+	bool		counts_restored;	/* the last restore loaded order-count records */
 	IqPartitionStats stats;		/* the worker's copy, published per batch */
 } IqPart;
 
