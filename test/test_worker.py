@@ -183,27 +183,33 @@ def test_key_in_wrong_partition_counted_and_logged():
 
 # ---- misconfiguration: a visible error state, never a wrong join --------------
 
-@pytest.mark.parametrize("case", ["partition_counts", "missing_topic"])
+@pytest.mark.parametrize("case", ["partition_counts", "missing_topic", "members_disagree"])
 def test_bad_topics_give_an_error_state_and_recover(case):
     """One instance moved to its own application and topics: different
     partition counts (co-partitioning) or a missing topic put its worker in
-    "error" with a message naming the cause; resetting the settings brings it
-    back into the cluster."""
+    "error" with a message naming the cause; so does an instance of the same
+    application reading another customer topic (the group could no longer
+    keep partition p of both topics together). Resetting the settings brings
+    it back into the cluster."""
     i = INSTANCES[-1]
     app = unique("wbad")
     customer, order = app + "_customer", app + "_order"
+    sets = [f"alter system set iq_fdw.application_id = '{app}'",
+            f"alter system set iq_fdw.customer_topic = '{customer}'",
+            f"alter system set iq_fdw.order_topic = '{order}'"]
     if case == "partition_counts":
         create_topic(customer, 3)
         create_topic(order, 4)
         want = "must have the same partition count"
-    else:
+    elif case == "missing_topic":
         create_topic(customer, 3)
         want = f'topic "{order}" (iq_fdw.order_topic) does not exist'
+    else:
+        create_topic(customer, 3)
+        sets = sets[1:2]
+        want = "every instance must have the same iq_fdw.customer_topic"
     pid = worker(i)[2]
-    psql(i, f"alter system set iq_fdw.application_id = '{app}';"
-            f"alter system set iq_fdw.customer_topic = '{customer}';"
-            f"alter system set iq_fdw.order_topic = '{order}';"
-            "select pg_reload_conf()")
+    psql(i, ";".join(sets) + "; select pg_reload_conf()")
     try:
         state = wait_until(lambda: (w := worker(i))[2] != pid and w[0] == "error" and want in w[1]
                            and w, timeout=60, message=f"error state with {want!r}")

@@ -336,6 +336,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	int			nc,
 				no;
 	bool		mine[IQ_MAX_PARTITIONS];
+	bool		mine_customer[IQ_MAX_PARTITIONS];
 	int64		local_order_next[IQ_MAX_PARTITIONS];
 	rd_kafka_topic_partition_list_t *committed;
 	rd_kafka_topic_partition_list_t *assign;
@@ -363,12 +364,29 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	}
 
 	memset(mine, 0, sizeof(mine));
+	memset(mine_customer, 0, sizeof(mine_customer));
 	for (int i = 0; i < list->cnt; i++)
 	{
 		int			p = list->elems[i].partition;
 
-		if (p >= 0 && p < iq_w->partition_count)
+		if (p < 0 || p >= iq_w->partition_count)
+			continue;
+		if (strcmp(list->elems[i].topic, iq_w->cfg.order_topic) == 0)
 			mine[p] = true;
+		else
+			mine_customer[p] = true;
+	}
+
+	/*
+	 * The range assignor keeps partition p of both topics together only when
+	 * every member subscribes to the same two topics.
+	 */
+	if (memcmp(mine, mine_customer, sizeof(mine)) != 0)
+	{
+		iq_fail("the group \"%s\" gave this instance different partitions of \"%s\" and \"%s\": another member of iq_fdw.application_id uses other topics; every instance must have the same iq_fdw.customer_topic and iq_fdw.order_topic",
+				iq_w->cfg.app_id, iq_w->cfg.customer_topic, iq_w->cfg.order_topic);
+		rd_kafka_assign(rk, NULL);
+		return;
 	}
 	/* what we held and no longer hold is closed: another member owns it now */
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
