@@ -30,7 +30,7 @@ typedef struct IqEstimate
 
 static IqEstimate estimates[IQ_NUM_STORES];
 
-static double count_local(IqOwnership *o, const IqStoreInfo *store);
+static double count_local(IqOwnerView *o, const IqStoreInfo *store);
 
 /*
  * iq_estimate_store_rows
@@ -41,13 +41,13 @@ double
 iq_estimate_store_rows(const IqTableInfo *info)
 {
 	IqEstimate *e = &estimates[info->store->id];
-	IqOwnership *o;
+	IqOwnerView *o;
 	double		rows;
 
 	if (!info->use_remote_estimate)
 		return -1;
 
-	o = palloc(sizeof(IqOwnership));
+	o = palloc(sizeof(IqOwnerView));
 	iq_ownership_read(o);
 	if (e->valid && e->generation == o->generation &&
 		!TimestampDifferenceExceeds(e->at, GetCurrentTimestamp(), IQ_ESTIMATE_TTL_MS))
@@ -74,7 +74,7 @@ iq_estimate_store_rows(const IqTableInfo *info)
  *		it holds none, or some are still restoring.
  */
 static double
-count_local(IqOwnership *o, const IqStoreInfo *store)
+count_local(IqOwnerView *o, const IqStoreInfo *store)
 {
 	bool		needed[IQ_MAX_PARTITIONS] = {0};
 	int			nlocal = 0;

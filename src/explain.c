@@ -62,14 +62,14 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 static void
 explain_partitions(List *keys, ExplainState *es)
 {
-	IqOwnership *o;
+	IqOwnerView *o;
 	bool		needed[IQ_MAX_PARTITIONS] = {0};
 	StringInfoData buf;
 	ListCell   *lc;
 
 	if (keys == NIL)
 		return;
-	o = palloc(sizeof(IqOwnership));
+	o = palloc(sizeof(IqOwnerView));
 	iq_ownership_read(o);
 	if (o->partition_count <= 0)
 		return;

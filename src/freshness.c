@@ -29,7 +29,7 @@ Datum
 iq_freshness(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	IqOwnership *o = palloc(sizeof(IqOwnership));
+	IqOwnerView *o = palloc(sizeof(IqOwnerView));
 	IqTarget   *targets;
 	int			ntargets;
 	IqWireRequest req;

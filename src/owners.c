@@ -24,7 +24,7 @@
 /* Between two looks at the shared state while waiting for an owner. */
 #define IQ_OWNERSHIP_POLL_MS	20
 
-static int	first_missing(const IqOwnership *o, const bool *needed,
+static int	first_missing(const IqOwnerView *o, const bool *needed,
 						  bool count_only);
 
 /*
@@ -32,7 +32,7 @@ static int	first_missing(const IqOwnership *o, const bool *needed,
  *		Copy what routing needs from the shared segment.
  */
 void
-iq_ownership_read(IqOwnership *o)
+iq_ownership_read(IqOwnerView *o)
 {
 	iq_shmem_attach();
 	LWLockAcquire(iq_shared->lock, LW_SHARED);
@@ -53,7 +53,7 @@ iq_ownership_read(IqOwnership *o)
  *		IQ_MAX_PARTITIONS when even the partition count is unknown.
  */
 static int
-first_missing(const IqOwnership *o, const bool *needed, bool count_only)
+first_missing(const IqOwnerView *o, const bool *needed, bool count_only)
 {
 	if (o->partition_count <= 0)
 		return IQ_MAX_PARTITIONS;
@@ -81,7 +81,7 @@ first_missing(const IqOwnership *o, const bool *needed, bool count_only)
  * application).
  */
 void
-iq_ownership_wait(IqOwnership *o, const bool *needed, bool count_only,
+iq_ownership_wait(IqOwnerView *o, const bool *needed, bool count_only,
 				  const char *store, const char *what)
 {
 	TimestampTz start = GetCurrentTimestamp();
@@ -132,7 +132,7 @@ iq_ownership_wait(IqOwnership *o, const bool *needed, bool count_only,
  *		A key's partition, as the producers compute it.
  */
 int
-iq_ownership_partition(const IqOwnership *o, const char *key, int len)
+iq_ownership_partition(const IqOwnerView *o, const char *key, int len)
 {
 	return iq_partition_for_key(iq_partitioner, key, len, o->partition_count);
 }
@@ -142,7 +142,7 @@ iq_ownership_partition(const IqOwnership *o, const char *key, int len)
  *		Group the needed partitions by owner: one target per instance.
  */
 IqTarget *
-iq_ownership_targets(const IqOwnership *o, const bool *needed, int *ntargets)
+iq_ownership_targets(const IqOwnerView *o, const bool *needed, int *ntargets)
 {
 	IqTarget   *targets = palloc0(sizeof(IqTarget) * Max(o->nmembers, 1));
 	int			slot[IQ_MAX_MEMBERS];

@@ -13,7 +13,7 @@
 #include "fetch.h"
 #include "shmem.h"
 
-typedef struct IqOwnership
+typedef struct IqOwnerView
 {
 	uint64		generation;
 	IqWorkerState state;
@@ -22,10 +22,10 @@ typedef struct IqOwnership
 	int			nmembers;
 	IqMember	members[IQ_MAX_MEMBERS];
 	int16		owner[IQ_MAX_PARTITIONS];
-} IqOwnership;
+} IqOwnerView;
 
 /* Copy the shared state. */
-extern void iq_ownership_read(IqOwnership *o);
+extern void iq_ownership_read(IqOwnerView *o);
 
 /*
  * Wait (up to iq_fdw.ownership_wait) until the partition count is known
@@ -33,15 +33,15 @@ extern void iq_ownership_read(IqOwnership *o);
  * error names the store and what was read ("key '2'", "a full scan").
  * With count_only, wait only for the partition count (to route keys).
  */
-extern void iq_ownership_wait(IqOwnership *o, const bool *needed,
+extern void iq_ownership_wait(IqOwnerView *o, const bool *needed,
 							  bool count_only,
 							  const char *store, const char *what);
 
 /* The partition of a key under the configured partitioner. */
-extern int	iq_ownership_partition(const IqOwnership *o, const char *key, int len);
+extern int	iq_ownership_partition(const IqOwnerView *o, const char *key, int len);
 
 /* One target per owner of the needed partitions (all if needed == NULL). */
-extern IqTarget *iq_ownership_targets(const IqOwnership *o, const bool *needed,
+extern IqTarget *iq_ownership_targets(const IqOwnerView *o, const bool *needed,
 									  int *ntargets);
 
 #endif							/* IQ_OWNERS_H */

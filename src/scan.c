@@ -151,7 +151,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 {
 	MemoryContext old = MemoryContextSwitchTo(s->batch_cxt);
 	IqAsk		ask;
-	IqOwnership *o;
+	IqOwnerView *o;
 	bool	   *needed = NULL;
 	IqTarget   *targets;
 	int			ntargets;
@@ -171,7 +171,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 	}
 	what = iq_ask_describe(s->kind, &ask);
 
-	o = palloc(sizeof(IqOwnership));
+	o = palloc(sizeof(IqOwnerView));
 	iq_ownership_read(o);
 	if (s->kind == IQ_SCAN_POINT)
 	{

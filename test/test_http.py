@@ -425,7 +425,14 @@ def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
     from conftest import psql
     customers, _ = data
     k = BULK_KEYS[7]
-    owner_port = http_json(1, f"/metadata/stores/customer-v1-changelog/key/{url_key(k)}")["result"]["port"]
+
+    def agreed_owner():
+        # earlier tests may have left a rebalance settling: ask only once every
+        # instance names the same owner, twice in a row
+        ports = [http_json(i, f"/metadata/stores/customer-v1-changelog/key/{url_key(k)}")
+                 ["result"]["port"] for i in INSTANCES for _ in (0, 1)]
+        return ports[0] if len(set(ports)) == 1 else None
+    owner_port = wait_until(agreed_owner, timeout=60, message="every instance names the same owner")
     owner = next(i for i in INSTANCES if http_port(i) == owner_port)
     asker = next(i for i in INSTANCES if i != owner)
     shown = psql(asker, "SHOW iq_fdw.peer_timeout")  # e.g. "5s" or "1500ms"
