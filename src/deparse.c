@@ -21,7 +21,6 @@
 #include "utils/ruleutils.h"
 
 #include "deparse.h"
-#include "quals.h"
 
 static bool contain_param(Node *node, void *context);
 
@@ -135,11 +134,20 @@ iq_const_keys(IqKeyQuals *q)
 		return list_make1(makeString(TextDatumGetCString(c->constvalue)));
 	else
 	{
+		ArrayType  *arr = DatumGetArrayTypeP(c->constvalue);
+		Datum	   *elems;
+		bool	   *nulls;
 		int			n;
-		Datum	   *elems = iq_array_keys(c->constvalue, &n);
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
 
+		get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
+		deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
+						  &elems, &nulls, &n);
 		for (int i = 0; i < n; i++)
-			keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
+			if (!nulls[i])
+				keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
 	}
 	return keys;
 }

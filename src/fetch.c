@@ -59,7 +59,6 @@ static IqFetch *active_fetches = NULL;
 static bool callbacks_registered = false;
 
 static void release(IqFetch *f);
-static void stop_source(IqFetchSource *src);
 
 /* iq_fetch_now_us: a monotonic clock for timeouts */
 int64
@@ -116,16 +115,6 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
-/* stop_source: end a source's transfer, over whichever channel it uses */
-static void
-stop_source(IqFetchSource *src)
-{
-	if (src->target.is_local)
-		iq_local_finish(src);
-	else
-		iq_peer_abort(src);
-}
-
 /* iq_fetch_cleanup_on_abort: free every open fetch's transfers */
 void
 iq_fetch_cleanup_on_abort(void)
@@ -147,7 +136,10 @@ release(IqFetch *f)
 	{
 		IqFetchSource *src = &f->sources[i];
 
-		stop_source(src);
+		if (src->target.is_local)
+			iq_local_finish(src);
+		else
+			iq_peer_abort(src);
 		iq_wire_reader_free(&src->reader);
 		iq_buf_free(&src->inbox);
 		iq_buf_free(&src->request);
@@ -466,7 +458,14 @@ restart(IqFetch *f)
 	int			i;
 
 	for (i = 0; i < f->nsources; i++)
-		stop_source(&f->sources[i]);
+	{
+		IqFetchSource *src = &f->sources[i];
+
+		if (src->target.is_local)
+			iq_local_finish(src);
+		else
+			iq_peer_abort(src);
+	}
 	start_sources(f);
 }
 
