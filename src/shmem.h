@@ -82,6 +82,7 @@ typedef struct IqShared
 } IqShared;
 
 extern IqShared *iq_shared;
+extern struct IqValueCache *iq_value_cache;	/* NULL when value_cache = 0 */
 
 extern void iq_shmem_request(void);		/* from _PG_init */
 extern void iq_shmem_attach(void);	/* idempotent; errors if not preloaded */

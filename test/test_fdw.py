@@ -17,12 +17,13 @@ with the truth read back from the topics.
 import os
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 
 import pytest
 
-from conftest import (INSTANCES, IQ_HOME, consume, http_port, java_partition, produce, psql,
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, consume, http_port, java_partition, produce, psql,
                       psql_error, wait_until)
 
 PREFIX = f"fdw{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
@@ -304,6 +305,68 @@ def test_estimates_come_from_the_stores(data, instance):
     n = len(data.all_counts)
     # RocksDB counts overwrites until compaction: an estimate, not a count
     assert n / 10 <= rows <= n * 10, plan
+
+
+# ---- the value cache --------------------------------------------------------
+
+def _fresh_local_key(i, tag):
+    """A key of this run that no record has used yet, owned by instance i."""
+    for n in range(1000):
+        k = f"{PREFIX}vc{tag}{i}-{n}"
+        if q(i, f"SELECT (iq_key_owner('order-count', '{k}')).is_local") == "t":
+            return k
+    pytest.fail(f"instance {i} owns none of 1000 keys")
+
+
+def _plan(i, sql):
+    return q(i, f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {sql}")
+
+
+def test_value_cache_follows_the_stream(data, instance):
+    """A repeated lookup is answered from the value cache, and every write
+    of the stream is seen at once: absent, then 1, 2, 3, on every instance."""
+    k = _fresh_local_key(instance, "o")
+    lookup = f"SELECT count FROM order_count WHERE key = '{k}'"
+    assert q(instance, lookup) == ""
+    assert "Value Cache Hits: 1" in _plan(instance, lookup)
+    for n in range(1, 4):
+        produce("order", [f"{k}--food"])
+        wait_until(lambda: q(instance, lookup) == str(n), timeout=60,
+                   message=f"instance {instance} to count {n} for {k}")
+        plan = _plan(instance, lookup)
+        assert "Value Cache Hits: 1" in plan and "value cache" in plan, plan
+        assert q(instance, lookup) == str(n)
+        for j in INSTANCES:
+            assert q(j, lookup) == str(n), f"instance {j}"
+
+
+def test_value_cache_holds_customer_names_and_deletes(data, instance):
+    k = _fresh_local_key(instance, "c")
+    lookup = f"SELECT value FROM customer WHERE key = '{k}'"
+    for name in ["first", "s\u00e9cond 'quoted'", None, "back"]:
+        if name is None:
+            # a null value deletes (kcat -Z: an empty value is null)
+            subprocess.run(["kcat", "-b", BOOTSTRAP, "-P", "-t", "customer",
+                            "-p", str(java_partition(k, 3)), "-K", "--", "-Z"],
+                           input=f"{k}--\n", text=True, check=True, timeout=60)
+        else:
+            produce("customer", [f"{k}--{name}"])
+        want = name or ""
+        wait_until(lambda: q(instance, lookup) == want, timeout=60,
+                   message=f"instance {instance} to hold {want!r} for {k}")
+        assert "Value Cache Hits: 1" in _plan(instance, lookup)
+        assert q(instance, lookup) == want
+
+
+def test_value_cache_is_bypassed_under_max_lag(data, instance):
+    """Only the worker's answer carries the partition's position."""
+    k = _fresh_local_key(instance, "l")
+    lookup = f"SELECT count FROM order_count WHERE key = '{k}'"
+    q(instance, lookup)
+    assert "Value Cache Hits: 1" in _plan(instance, lookup)
+    plan = q(instance, "SET iq_fdw.max_lag = 1000000;\n"
+                       f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {lookup}")
+    assert "Value Cache Hits" not in plan and "Instances Asked" in plan, plan
 
 
 # ---- a frozen instance ------------------------------------------------------

@@ -32,6 +32,7 @@
 
 #include "shmem.h"
 #include "store_admin.h"
+#include "value_cache.h"
 
 /* RocksDB insists on "default"; it stays empty */
 #define CF_OF(store)	((store) + 1)
@@ -391,6 +392,7 @@ iq_store_set_held(int partition, bool held, bool restoring)
 	pthread_rwlock_wrlock(&ps->lock);
 	ps->held = held && ps->db != NULL;
 	ps->restoring = restoring;
+	iq_vc_new_generation(iq_value_cache, partition);
 	pthread_rwlock_unlock(&ps->lock);
 }
 
@@ -411,6 +413,7 @@ close_locked(PartStore *ps)
 	rocksdb_close(ps->db);
 	ps->db = NULL;
 	ps->held = false;
+	iq_vc_new_generation(iq_value_cache, (int) (ps - parts));
 	ps->restoring = false;
 	__atomic_store_n(&ps->consumed_offset, -1, __ATOMIC_RELAXED);
 	__atomic_store_n(&ps->end_offset, -1, __ATOMIC_RELAXED);
@@ -518,6 +521,7 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 	char	   *v;
 	size_t		vlen = 0;
 	IqReadStatus status;
+	IqVcTicket	ticket;
 
 	*value = NULL;
 	*value_len = 0;
@@ -536,6 +540,8 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 		pthread_rwlock_unlock(&ps->lock);
 		return IQ_READ_RESTORING;
 	}
+	/* backends may keep what a served read finds (value_cache.h) */
+	ticket = iq_vc_ticket(raw ? NULL : iq_value_cache, partition);
 	v = rocksdb_get_cf(ps->db, read_opts, ps->cf[CF_OF(store)], key, key_len, &vlen, &e);
 	pthread_rwlock_unlock(&ps->lock);
 	if (e != NULL)
@@ -545,6 +551,7 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 		rocksdb_free(v);
 		return IQ_READ_ERROR;
 	}
+	iq_vc_fill(raw ? NULL : iq_value_cache, ticket, store, partition, key, key_len, v, vlen);
 	if (v == NULL)
 		return IQ_READ_NOT_FOUND;
 	/* hand out a malloc'd copy: callers free() it without knowing RocksDB */
@@ -962,7 +969,11 @@ iq_store_ingest(int partition, IqStoreId store, const IqKV *kvs, int n,
 	{
 		iopts = rocksdb_ingestexternalfileoptions_create();
 		rocksdb_ingestexternalfileoptions_set_move_files(iopts, 1);
+		/* no put names the keys loaded: every cached answer goes */
+		iq_vc_write_begin(iq_value_cache, partition);
 		rocksdb_ingest_external_file_cf(ps->db, ps->cf[CF_OF(store)], files, 1, iopts, &e);
+		iq_vc_new_generation(iq_value_cache, partition);
+		iq_vc_write_end(iq_value_cache, partition);
 		rocksdb_ingestexternalfileoptions_destroy(iopts);
 	}
 	unlink(path);				/* gone already when it was moved in */
@@ -986,6 +997,7 @@ iq_store_batch_begin(int partition)
 		return NULL;
 	b->partition = partition;
 	b->wb = rocksdb_writebatch_create();
+	iq_vc_write_begin(iq_value_cache, partition);
 	return b;
 }
 
@@ -997,6 +1009,7 @@ iq_store_batch_put(IqStoreBatch *b, IqStoreId store, const char *key, size_t key
 
 	if (ps->db == NULL)
 		return;
+	iq_vc_forget(iq_value_cache, store, b->partition, key, key_len);
 	rocksdb_writebatch_put_cf(b->wb, ps->cf[CF_OF(store)], key, key_len, value, value_len);
 }
 
@@ -1007,6 +1020,7 @@ iq_store_batch_delete(IqStoreBatch *b, IqStoreId store, const char *key, size_t 
 
 	if (ps->db == NULL)
 		return;
+	iq_vc_forget(iq_value_cache, store, b->partition, key, key_len);
 	rocksdb_writebatch_delete_cf(b->wb, ps->cf[CF_OF(store)], key, key_len);
 }
 
@@ -1067,6 +1081,7 @@ iq_store_batch_discard(IqStoreBatch *b)
 {
 	if (b == NULL)
 		return;
+	iq_vc_write_end(iq_value_cache, b->partition);
 	rocksdb_writebatch_destroy(b->wb);
 	free(b);
 }
