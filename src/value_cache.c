@@ -137,6 +137,8 @@ iq_vc_lookup(IqValueCache *vc, int store, int partition,
 
 		if (seq & 1)
 			continue;			/* a writer is here: ask the worker */
+		if (__atomic_load_n(&s->hash, __ATOMIC_RELAXED) != hash)
+			continue;			/* most ways: no need to copy them */
 		memcpy(&copy, s, sizeof(Slot));
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != seq)

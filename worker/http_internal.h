@@ -41,6 +41,7 @@ typedef struct IqHttpMember
 
 typedef struct IqHttpOwnership
 {
+	uint64_t	generation;		/* 0: never copied */
 	int			partition_count;
 	int			nmembers;
 	int			self;			/* member index, -1 if this instance holds nothing */
@@ -59,6 +60,8 @@ extern json_t *iq_json_bytes(const char *data, size_t len);
 extern json_t *iq_json_value(IqStoreId store, const char *value, size_t len);
 extern enum MHD_Result iq_http_send_json(struct MHD_Connection *conn,
 										 unsigned int status, json_t *body);
+extern enum MHD_Result iq_http_send_get(struct MHD_Connection *conn, IqStoreId store,
+										const char *value, size_t len);
 extern enum MHD_Result iq_http_send_error(struct MHD_Connection *conn,
 										  unsigned int status,
 										  const char *owner,

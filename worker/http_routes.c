@@ -232,13 +232,13 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 	{
 		case IQ_READ_OK:
 			{
-				json_t	   *v = iq_json_value(store->id, value, value_len);
+				enum MHD_Result ret = iq_http_send_get(conn, store->id, value, value_len);
 
 				free(value);
-				return iq_http_send_json(conn, MHD_HTTP_OK, json_pack("{s:o}", "response", v));
+				return ret;
 			}
 		case IQ_READ_NOT_FOUND:
-			return iq_http_send_json(conn, MHD_HTTP_OK, json_pack("{s:n}", "response"));
+			return iq_http_send_get(conn, store->id, NULL, 0);
 		case IQ_READ_RESTORING:
 			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
 									  "partition %d is still restoring", p);

@@ -540,7 +540,32 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 		pthread_rwlock_unlock(&ps->lock);
 		return IQ_READ_RESTORING;
 	}
-	/* backends may keep what a served read finds (value_cache.h) */
+	/* answered before: no RocksDB read (value_cache.h) */
+	if (!raw && key_len < IQ_VC_DATA)
+	{
+		char		cached[IQ_VC_DATA];
+		size_t		cached_len = 0;
+		IqVcResult	r = iq_vc_lookup(iq_value_cache, store, partition, key, key_len,
+									 cached, &cached_len);
+
+		if (r != IQ_VC_MISS)
+		{
+			pthread_rwlock_unlock(&ps->lock);
+			if (r == IQ_VC_ABSENT)
+				return IQ_READ_NOT_FOUND;
+			*value = malloc(cached_len + 1);
+			if (*value == NULL)
+			{
+				set_err(err, "out of memory");
+				return IQ_READ_ERROR;
+			}
+			memcpy(*value, cached, cached_len);
+			(*value)[cached_len] = '\0';
+			*value_len = cached_len;
+			return IQ_READ_OK;
+		}
+	}
+	/* backends may keep what a served read finds */
 	ticket = iq_vc_ticket(raw ? NULL : iq_value_cache, partition);
 	v = rocksdb_get_cf(ps->db, read_opts, ps->cf[CF_OF(store)], key, key_len, &vlen, &e);
 	pthread_rwlock_unlock(&ps->lock);
