@@ -7,10 +7,11 @@
  * keys it holds); this instance is asked over the local socket, the others
  * over an HTTP connection upgraded to the same stream (both channel.c), or
  * over POST /iq/v1/read where a peer does not offer the upgrade
- * (peer_client.c); all answers stream in parallel.  Before the first row is handed out every target's
- * header is read, so that a partition that moved, is restoring, or lags
- * beyond iq_fdw.max_lag fails (or, with lag_policy = 'wait', is asked
- * again) before the caller has seen anything: a result is never partial.
+ * (peer_client.c); all answers stream in parallel.  Before the first row
+ * is handed out every target's header is read, so that a partition that
+ * moved, is restoring, or lags beyond iq_fdw.max_lag fails (or, with
+ * lag_policy = 'wait', is asked again) before the caller has seen
+ * anything: a result is never partial.
  * A partition still restoring is asked again up to iq_fdw.ownership_wait.
  *
  * Waiting is in slices of at most 100 ms with CHECK_FOR_INTERRUPTS between
