@@ -4,12 +4,14 @@
  *	  their rows merged in key byte order (see fetch.h).
  *
  * Each target gets its own request (its partitions, and for a get only the
- * keys it holds); this instance is asked over the local socket
- * (local_client.c), the others over HTTP (peer_client.c), and all answers
- * stream in parallel.  Before the first row is handed out every target's
- * header is read, so that a partition that moved, is restoring, or lags
- * beyond iq_fdw.max_lag fails (or, with lag_policy = 'wait', is asked
- * again) before the caller has seen anything: a result is never partial.
+ * keys it holds); this instance is asked over the local socket, the others
+ * over an HTTP connection upgraded to the same stream (both channel.c), or
+ * over POST /iq/v1/read where a peer does not offer the upgrade
+ * (peer_client.c); all answers stream in parallel.  Before the first row
+ * is handed out every target's header is read, so that a partition that
+ * moved, is restoring, or lags beyond iq_fdw.max_lag fails (or, with
+ * lag_policy = 'wait', is asked again) before the caller has seen
+ * anything: a result is never partial.
  * A partition still restoring is asked again up to iq_fdw.ownership_wait.
  *
  * Waiting is in slices of at most 100 ms with CHECK_FOR_INTERRUPTS between
@@ -136,8 +138,8 @@ release(IqFetch *f)
 	{
 		IqFetchSource *src = &f->sources[i];
 
-		if (src->target.is_local)
-			iq_local_finish(src);
+		if (src->sock)
+			iq_chan_finish(src);
 		else
 			iq_peer_abort(src);
 		iq_wire_reader_free(&src->reader);
@@ -340,8 +342,8 @@ wait_for(IqFetchSource *src)
 		int64		now;
 		int			slice;
 
-		if (src->target.is_local)
-			iq_local_receive(src);
+		if (src->sock)
+			iq_chan_receive(src);
 		iq_peer_drive(0, -1);
 		if (src->inbox.len > 0 || src->done)
 			return;
@@ -359,7 +361,7 @@ wait_for(IqFetchSource *src)
 		}
 		slice = (int) Min((timeout - (now - idle_since)) / 1000 + 1, WAIT_SLICE_MS);
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		iq_peer_drive(slice, src->target.is_local ? src->fd : -1);
+		iq_peer_drive(slice, src->sock ? src->conn.fd : -1);
 		pgstat_report_wait_end();
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -379,7 +381,7 @@ next_event(IqFetch *f, IqFetchSource *src)
 		{
 			iq_wire_reader_feed(&src->reader, src->inbox.data, src->inbox.len);
 			src->inbox.len = 0;
-			if (!src->target.is_local)
+			if (!src->sock)
 				iq_peer_resume(src);
 			continue;
 		}
@@ -444,8 +446,9 @@ start_sources(IqFetch *f)
 		src->error[0] = '\0';
 		src->http_status = 0;
 		src->attempts = 0;
-		if (src->target.is_local)
-			iq_local_start(src);
+		src->sock = iq_chan_serves(&src->target);
+		if (src->sock)
+			iq_chan_start(src);
 		else
 			iq_peer_start(src);
 	}
@@ -461,8 +464,8 @@ restart(IqFetch *f)
 	{
 		IqFetchSource *src = &f->sources[i];
 
-		if (src->target.is_local)
-			iq_local_finish(src);
+		if (src->sock)
+			iq_chan_finish(src);
 		else
 			iq_peer_abort(src);
 	}
@@ -734,7 +737,7 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	{
 		IqFetchSource *src = &f->sources[f->nsources];
 
-		src->fd = -1;
+		src->conn.fd = -1;
 		iq_buf_init(&src->inbox);
 		iq_wire_reader_init(&src->reader);
 		memcpy(&src->target, &targets[i], sizeof(IqTarget));

@@ -7,7 +7,9 @@ and LIMIT, full scans, aggregates, joins (foreign-foreign and with a local
 heap table), and a table in a non-C collation.  EXPLAIN shows what was
 pushed down.  The last tests freeze an instance (SIGSTOP) to check that a
 query needing it fails within the peer timeout, naming it, and that
-statement_timeout cancels a wait on it.
+statement_timeout cancels a wait on it (leaving the backend usable); and
+check that other instances are read over pooled upgraded streams, which
+survive the restart of a peer.
 
 The generated keys share a prefix unique to this run, so their truth is
 known exactly whatever other tests produced; whole-store checks compare
@@ -20,11 +22,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, consume, http_port, java_partition, produce, psql,
-                      psql_error, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, consume, http_port, java_partition,
+                      produce, psql, psql_error, wait_until)
 
 PREFIX = f"fdw{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 N_CUSTOMERS = 20_000
@@ -375,17 +378,20 @@ def _worker_pid(i):
     return int(psql(i, "SELECT pid FROM iq_worker()"))
 
 
+def _keys_owned_by(i, data, n=1):
+    """n keys with counts whose partition instance i owns (skip if none)."""
+    owned = set()
+    for p in range(3):
+        k = next(k for k in data.keys if java_partition(k, 3) == p)
+        if int(psql(1, f"SELECT port FROM iq_key_owner('order-count', '{k}')")) == http_port(i):
+            owned.add(p)
+    if not owned:
+        pytest.skip(f"instance {i} owns no partition")
+    return [k for k in data.keys if java_partition(k, 3) in owned][:n]
+
+
 def _key_owned_by(i, data):
-    seen = set()
-    for k in data.keys:
-        p = java_partition(k, 3)
-        if p in seen:
-            continue
-        seen.add(p)
-        port = int(psql(1, f"SELECT port FROM iq_key_owner('order-count', '{k}')"))
-        if port == http_port(i):
-            return k
-    pytest.skip(f"instance {i} owns no partition")
+    return _keys_owned_by(i, data)[0]
 
 
 @pytest.fixture
@@ -420,6 +426,93 @@ def test_statement_timeout_cancels_wait_on_peer(data, frozen_instance3):
     # the backend and its connections stay usable: a local read after it
     assert psql(1, "SELECT 1") == "1"
 
+
+def test_cancel_while_a_peer_is_frozen_leaves_the_session_usable(data):
+    """One backend: a pooled stream to instance 3, a query on it cancelled
+    while 3 is frozen; the same backend then reads its own instance at once,
+    and, once 3 thaws, gets right answers from it (the abandoned connection,
+    with its late answer, is never reused)."""
+    a, b = _keys_owned_by(3, data, 2)
+    own = _key_owned_by(1, data)
+    pid = _worker_pid(3)
+    get = "SELECT count FROM order_count WHERE key = '{}'".format
+    with Session(1) as s:
+        s.run("SET search_path = fdwtest, public; SET iq_fdw.peer_timeout = 20000")
+        assert s.run(get(b)) == str(data.counts[b])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            err = s.run(f"SET statement_timeout = 300; {get(a)}; RESET statement_timeout")
+            assert "statement timeout" in err, err
+            assert time.monotonic() - start < 3
+            assert s.run(get(own)) == str(data.counts[own])
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert s.run(get(b)) == str(data.counts[b])
+        assert s.run(get(a)) == str(data.counts[a])
+
+
+# ---- the upgraded stream to other instances -----------------------------------
+
+def _stream_threads(i):
+    """Threads of instance i's worker serving upgraded connections."""
+    task = Path(f"/proc/{_worker_pid(i)}/task")
+    names = []
+    for t in task.iterdir():
+        try:
+            names.append((t / "comm").read_text().strip())
+        except OSError:
+            pass  # ended meanwhile
+    return names.count("iq_http_stream")
+
+
+def test_remote_lookups_go_over_the_upgraded_stream(data, instance):
+    """Lookups of keys other instances own equal the truth, and go over a
+    pooled stream: while the backend lives, each owner serves it on a stream
+    thread (at most two, the pool's bound), and none once it is gone."""
+    keys = [key(n) for n in range(0, N_KEYS, 211)]
+    owner = {p: int(psql(instance, f"SELECT port FROM iq_key_owner('order-count', '{k}')"))
+             for p, k in {java_partition(k, 3): k for k in keys}.items()}
+    others = [i for i in INSTANCES if i != instance and http_port(i) in owner.values()]
+    if not others:
+        pytest.skip(f"instance {instance} owns every partition")
+    wait_until(lambda: all(_stream_threads(i) == 0 for i in others), timeout=30,
+               message="earlier sessions' streams to close")
+    with Session(instance) as s:
+        s.run("SET search_path = fdwtest, public")
+        got = [s.run(f"SELECT coalesce((SELECT count FROM order_count WHERE key = '{k}'), 0)")
+               for k in keys]
+        assert got == [str(data.counts.get(k, 0)) for k in keys]
+        for i in others:
+            assert 1 <= _stream_threads(i) <= 2, i
+    wait_until(lambda: all(_stream_threads(i) == 0 for i in others), timeout=30,
+               message="the session's streams to close with it")
+
+
+@pytest.mark.restarts_cluster
+def test_a_peer_restarted_between_queries_still_answers(data):
+    """One backend keeps streams to every owner; an owner's worker is killed
+    and comes back; the same backend's next query, whose pooled connection
+    to it is broken, answers right (asked again on a fresh connection)."""
+    keys = [key(n) for n in range(0, N_KEYS, 997)]
+    lst = ", ".join(f"'{k}'" for k in keys)
+    sql = f"SELECT count(*), sum(count) FROM order_count WHERE key IN ({lst})"
+    want = f"{sum(1 for k in keys if k in data.counts)}|{sum(data.counts.get(k, 0) for k in keys)}"
+    victim = INSTANCES[-1]
+    with Session(1) as s:
+        s.run("SET search_path = fdwtest, public")
+        assert s.run(sql) == want
+        os.kill(_worker_pid(victim), signal.SIGKILL)  # the instance restarts
+
+        def settled():
+            if any(psql(i, "SELECT state FROM iq_worker()") != "running" for i in INSTANCES):
+                return False
+            owners = {psql(i, "SELECT string_agg(port::text, ',' ORDER BY k) FROM "
+                              f"(SELECT k, (iq_key_owner('order-count', k)).port FROM "
+                              f"unnest(ARRAY[{lst}]) k) o") for i in INSTANCES}
+            return len(owners) == 1 and q(2, sql) == want
+        wait_until(settled, timeout=180, interval=1, message="the cluster to settle after the kill")
+        assert s.run(sql) == want
 
 # ---- an instance whose worker knows no partitions ---------------------------
 

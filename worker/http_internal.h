@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * http_internal.h
  *	  What the HTTP server's files share (http_server.c, http_routes.c,
- *	  http_json.c, http_peer.c).  Server threads only: no PostgreSQL calls.
+ *	  http_json.c, http_peer.c, http_stream.c).  Server threads only: no PostgreSQL calls.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_HTTP_INTERNAL_H
@@ -98,6 +98,12 @@ extern enum MHD_Result iq_http_forward_answer(struct MHD_Connection *conn,
 /* in http_peer.c */
 extern enum MHD_Result iq_http_peer_read(struct MHD_Connection *conn,
 										 const char *body, size_t len);
+
+/* in http_stream.c: GET /iq/v1/stream, upgraded to the compact stream */
+extern enum MHD_Result iq_http_stream_upgrade(struct MHD_Connection *conn,
+											  const char *version);
+extern void iq_http_stream_open(void);
+extern void iq_http_stream_stop(void);
 
 /* in http_forward.c */
 struct IqForwardResult

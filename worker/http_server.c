@@ -3,7 +3,8 @@
  *	  The worker's HTTP server: libmicrohttpd with its own polling threads
  *	  (a pool of iq_fdw.http_threads), bounded connections, request sizes
  *	  and idle time; requests are dispatched to http_routes.c (the seed's
- *	  JSON API) and http_peer.c (the compact endpoint for peers).
+ *	  JSON API), http_peer.c (the compact endpoint for peers) and
+ *	  http_stream.c (the same, upgraded to a stream of requests).
  *
  * MHD's threads never call PostgreSQL.  Signals are blocked while MHD
  * creates its threads, so they inherit a full mask and every signal meant
@@ -150,6 +151,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		*upload_data_size = 0;	/* a body on a GET is ignored */
 		return MHD_YES;
 	}
+	if (strcmp(url, IQ_STREAM_PATH) == 0)
+		return iq_http_stream_upgrade(conn, version);
 	if (ctx->get.job)
 	{
 		/* resumed: the owner answered a forwarded get */
@@ -258,10 +261,12 @@ iq_http_start(const IqServerConfig *config, char **err)
 		return false;
 	}
 
+	iq_http_stream_open();
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	http_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-								   MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME,
+								   MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
+								   MHD_ALLOW_UPGRADE,
 								   0,	/* port: we pass our own socket */
 								   NULL, NULL,
 								   access_handler, NULL,
@@ -301,6 +306,8 @@ iq_http_stop(void)
 		return;
 	/* first answer every suspended (forwarding) connection */
 	iq_forwarder_stop();
+	/* MHD must not stop with upgraded connections still open */
+	iq_http_stream_stop();
 	MHD_stop_daemon(http_daemon);	/* closes the listening socket */
 	http_daemon = NULL;
 	iq_forward_shutdown();
