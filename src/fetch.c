@@ -68,6 +68,7 @@ static IqFetch *active_fetches = NULL;
 static bool callbacks_registered = false;
 
 static void release(IqFetch *f);
+static void stop_source(IqFetchSource *src);
 static void drop_source(IqFetchSource *src);
 static bool reask(IqFetch *f, IqFetchSource *moved);
 
@@ -126,6 +127,16 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+/* stop_source: end a source's transfer, over whichever channel it uses */
+static void
+stop_source(IqFetchSource *src)
+{
+	if (src->target.is_local)
+		iq_local_finish(src);
+	else
+		iq_peer_abort(src);
+}
+
 /* iq_fetch_cleanup_on_abort: free every open fetch's transfers */
 void
 iq_fetch_cleanup_on_abort(void)
@@ -151,10 +162,7 @@ release(IqFetch *f)
 static void
 drop_source(IqFetchSource *src)
 {
-	if (src->target.is_local)
-		iq_local_finish(src);
-	else
-		iq_peer_abort(src);
+	stop_source(src);
 	iq_wire_reader_free(&src->reader);
 	iq_buf_free(&src->inbox);
 	iq_buf_free(&src->request);
@@ -475,14 +483,7 @@ restart(IqFetch *f)
 	int			i;
 
 	for (i = 0; i < f->nsources; i++)
-	{
-		IqFetchSource *src = &f->sources[i];
-
-		if (src->target.is_local)
-			iq_local_finish(src);
-		else
-			iq_peer_abort(src);
-	}
+		stop_source(&f->sources[i]);
 	start_sources(f);
 }
 

@@ -71,6 +71,7 @@ typedef struct IqBuf
 
 extern void iq_buf_init(IqBuf *buf);
 extern void iq_buf_free(IqBuf *buf);
+extern bool iq_buf_reserve(IqBuf *buf, size_t extra);
 extern void iq_buf_append(IqBuf *buf, const void *data, size_t len);
 extern void iq_buf_u8(IqBuf *buf, uint8_t v);
 extern void iq_buf_u16(IqBuf *buf, uint16_t v);

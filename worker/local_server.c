@@ -80,29 +80,6 @@ send_all(int fd, const char *p, size_t n)
 	return true;
 }
 
-/* ensure_room: at least n free bytes at the end of buf */
-static bool
-ensure_room(IqBuf *buf, size_t n)
-{
-	size_t		cap;
-	char	   *data;
-
-	if (buf->cap - buf->len >= n)
-		return true;
-	cap = buf->cap ? buf->cap : n;
-	while (cap - buf->len < n)
-		cap *= 2;
-	data = realloc(buf->data, cap);
-	if (data == NULL)
-	{
-		buf->oom = true;
-		return false;
-	}
-	buf->data = data;
-	buf->cap = cap;
-	return true;
-}
-
 /* recv_more: append what arrives to buf; timeout_ms -1 waits for ever */
 static bool
 recv_more(int fd, IqBuf *buf, int timeout_ms)
@@ -120,7 +97,7 @@ recv_more(int fd, IqBuf *buf, int timeout_ms)
 		if (rc <= 0)
 			return false;
 	}
-	if (!ensure_room(buf, LOCAL_CHUNK))
+	if (!iq_buf_reserve(buf, LOCAL_CHUNK))
 		return false;
 	do
 		r = recv(fd, buf->data + buf->len, buf->cap - buf->len, 0);
