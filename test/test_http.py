@@ -524,3 +524,34 @@ def test_local_socket_is_private_and_rejects_bad_input(data):
                 rest += c
             assert rest[:4] == b"IQ\x01\x04"
         assert http_json(i, "/metadata")["result"]
+
+
+# ---- last: it adds customers that the whole-partition checks above would not expect
+
+def test_scope_all_streams_a_large_answer_in_key_order(data):
+    """?scope=all is streamed (chunked, no Content-Length) and, past the
+    bound at which a peer's transfer is paused (256 kB not yet merged),
+    still gives exactly every instance's rows merged in key order."""
+    import http.client
+    big = [f"{RUN}-big{i:05d}" for i in range(6000)]
+    produce("customer", [f"{k}--{'v' * 200}{k}" for k in big])
+    q = urllib.parse.urlencode({"from": f"{RUN}-big", "to": f"{RUN}-big~"})
+
+    def local_union():
+        rows = []
+        for i in INSTANCES:
+            rows += http_json(i, f"/stores/customer-v1-changelog/range?{q}")["result"]
+        return rows if len(rows) == len(big) else None
+    rows = wait_until(local_union, timeout=120, message="every big key stored")
+    want = sorted(rows, key=lambda r: r["key"].encode())
+    for i in INSTANCES:
+        conn = http.client.HTTPConnection("127.0.0.1", http_port(i), timeout=30)
+        conn.request("GET", f"/stores/customer-v1-changelog/range?{q}&scope=all")
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        assert resp.status == 200, body[:300]
+        assert resp.getheader("Transfer-Encoding") == "chunked", resp.getheaders()
+        assert resp.getheader("Content-Length") is None
+        assert len(body) > 3 * 256 * 1024
+        assert json.loads(body)["result"] == want
