@@ -68,7 +68,7 @@ extern void iq_peer_start(IqFetchSource *src);
 extern void iq_peer_drive(int wait_ms, int extra_fd);
 extern void iq_peer_resume(IqFetchSource *src);
 extern void iq_peer_abort(IqFetchSource *src);
-extern void iq_peer_url(char *url, size_t size, const IqTarget *target,
+extern void iq_target_url(char *url, size_t size, const IqTarget *target,
 						const char *path);
 
 /* in channel.c */

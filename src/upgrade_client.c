@@ -145,7 +145,7 @@ iq_upgrade_connect(IqFetchSource *src)
 	src->conn.multi = multi = curl_multi_init();
 	if (easy == NULL || multi == NULL)
 		return connect_failed(src, "could not create a curl handle", false);
-	iq_peer_url(url, sizeof(url), &src->target, "/");
+	iq_target_url(url, sizeof(url), &src->target, "/");
 	src->error[0] = '\0';
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
@@ -205,7 +205,7 @@ iq_upgrade_head(IqFetchSource *src, size_t *len)
 	int			n;
 
 	/* Host is the URL's authority: "http://" and nothing after it */
-	iq_peer_url(url, sizeof(url), &src->target, "");
+	iq_target_url(url, sizeof(url), &src->target, "");
 	n = snprintf(head, sizeof(head),
 				 "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
 				 IQ_STREAM_PATH, url + strlen("http://"), IQ_STREAM_PROTOCOL);

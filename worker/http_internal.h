@@ -67,6 +67,7 @@ extern enum MHD_Result iq_http_send_error(struct MHD_Connection *conn,
 										  const char *owner,
 										  const char *fmt,...)
 			__attribute__((format(printf, 4, 5)));
+extern void iq_json_append(IqBuf *out, json_t *value);
 extern size_t iq_url_decode(char *s, bool plus_is_space);
 extern void iq_url_encode(IqBuf *out, const char *data, size_t len);
 
@@ -105,7 +106,7 @@ extern enum MHD_Result iq_http_stream_upgrade(struct MHD_Connection *conn,
 extern void iq_http_stream_open(void);
 extern void iq_http_stream_stop(void);
 
-/* in http_forward.c */
+/* A forwarded get's outcome (http_forwarder.c) */
 struct IqForwardResult
 {
 	long		status;			/* HTTP status, 0 if the transfer failed */
@@ -114,11 +115,11 @@ struct IqForwardResult
 	IqBuf		body;
 };
 
+/* in http_forward.c */
 extern void iq_forward_init(void);
 extern void iq_forward_shutdown(void);
-extern void iq_forward_get(const char *host, int port, const char *path,
-						   IqForwardResult *res);
-extern void iq_forward_post(const char *host, int port, const char *path,
-							const char *body, size_t len, IqForwardResult *res);
+extern long long iq_http_now_ms(void);
+extern void iq_peer_url(IqBuf *url, const char *host, int port, const char *path);
+extern struct curl_slist *iq_peer_setup(void *curl, const char *url, bool post);
 
 #endif							/* IQ_HTTP_INTERNAL_H */

@@ -51,6 +51,20 @@ utf8_seq_len(const unsigned char *p, size_t left)
 	return 0;
 }
 
+/* iq_json_append: a JSON value's compact text, appended; the value is taken */
+void
+iq_json_append(IqBuf *out, json_t *value)
+{
+	char	   *text = value ? json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+
+	if (text == NULL)
+		out->oom = true;
+	else
+		iq_buf_append(out, text, strlen(text));
+	free(text);
+	json_decref(value);
+}
+
 /* iq_json_bytes: a JSON string for arbitrary bytes (see the file header) */
 json_t *
 iq_json_bytes(const char *data, size_t len)

@@ -258,20 +258,6 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 	}
 }
 
-/* json_append_string: a JSON string literal for bytes, appended to buf */
-static void
-json_append_string(IqBuf *buf, json_t *j)
-{
-	char	   *text = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-
-	if (text == NULL)
-		buf->oom = true;
-	else
-		iq_buf_append(buf, text, strlen(text));
-	free(text);
-	json_decref(j);
-}
-
 /* stream_fill: the next rows of a streamed result as JSON text */
 static void
 stream_fill(JsonStream *js)
@@ -302,9 +288,9 @@ stream_fill(JsonStream *js)
 		iq_buf_append(&js->buf, js->first ? "{\"key\":" : ",{\"key\":",
 					  js->first ? 7 : 8);
 		js->first = false;
-		json_append_string(&js->buf, iq_json_bytes(row.key, row.key_len));
+		iq_json_append(&js->buf, iq_json_bytes(row.key, row.key_len));
 		iq_buf_append(&js->buf, ",\"value\":", 9);
-		json_append_string(&js->buf, iq_json_value(js->store, row.value, row.value_len));
+		iq_json_append(&js->buf, iq_json_value(js->store, row.value, row.value_len));
 		iq_buf_u8(&js->buf, '}');
 	}
 }

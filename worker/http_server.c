@@ -112,30 +112,10 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 								 ctx->body.len);
 	}
 
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-	{
-		/* a body we do not want: swallow it, then answer */
-		if (ctx == NULL)
-		{
-			ctx = calloc(1, sizeof(RequestCtx));
-			if (ctx == NULL)
-				return MHD_NO;
-			iq_buf_init(&ctx->body);
-			*con_cls = ctx;
-			return MHD_YES;
-		}
-		if (*upload_data_size > 0)
-		{
-			*upload_data_size = 0;
-			return MHD_YES;
-		}
-		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
-								  "method %s not allowed on %s", method,
-								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
-	}
 	/*
 	 * Answering on the first call, before MHD knows the request has no
-	 * body, would make it close the connection: answer on the second.
+	 * body, would make it close the connection: answer on the second.  A
+	 * body we do not want (any method but POST /iq/v1/read) is swallowed.
 	 */
 	if (ctx == NULL)
 	{
@@ -148,9 +128,13 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	if (*upload_data_size > 0)
 	{
-		*upload_data_size = 0;	/* a body on a GET is ignored */
+		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
+								  "method %s not allowed on %s", method,
+								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
 	if (strcmp(url, IQ_STREAM_PATH) == 0)
 		return iq_http_stream_upgrade(conn, version);
 	if (ctx->get.job)
