@@ -101,9 +101,16 @@ iq_consumer_start(char **err)
 	rd_kafka_resp_err_t rerr;
 	char		errstr[512];
 	rd_kafka_t *rk;
+	char		kbytes[32],
+				messages[32],
+				fetch[32];
 
 	if (conf == NULL)
 		return false;
+	/* the prefetch queue is the consumer's share of iq_fdw.memory_budget */
+	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.consumer_queue_kbytes);
+	snprintf(messages, sizeof(messages), "%d", iq_w->mem.consumer_queue_messages);
+	snprintf(fetch, sizeof(fetch), "%d", iq_w->mem.consumer_fetch_bytes);
 	if (!iq_conf_set(conf, "group.id", iq_w->cfg.app_id, err) ||
 		!iq_conf_set(conf, "partition.assignment.strategy", "range", err) ||
 		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
@@ -115,7 +122,12 @@ iq_consumer_start(char **err)
 		!iq_conf_set(conf, "session.timeout.ms", "10000", err) ||
 		!iq_conf_set(conf, "heartbeat.interval.ms", "2000", err) ||
 		!iq_conf_set(conf, "fetch.wait.max.ms", "50", err) ||
-		!iq_conf_set(conf, "queued.max.messages.kbytes", "16384", err) ||
+		!iq_conf_set(conf, "queued.max.messages.kbytes", kbytes, err) ||
+		!iq_conf_set(conf, "queued.min.messages", messages, err) ||
+		!iq_conf_set(conf, "fetch.max.bytes", fetch, err) ||
+		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
+		/* or librdkafka raises fetch.max.bytes to it */
+		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
 		rd_kafka_conf_destroy(conf);
@@ -487,6 +499,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		return;
 	}
 	iq_stats_publish();
+	iq_memory_release();		/* what the restores freed */
 	iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
 }
 

@@ -32,9 +32,12 @@ typedef struct IqCheckpoint
 
 typedef struct IqStoreBatch IqStoreBatch;
 
-/* Set up the shared cache; base_dir is <state_dir>/<application_id>. */
-extern bool iq_store_init(const char *base_dir, size_t memory_budget_bytes,
-						  char **err);
+/*
+ * Set up the shared block cache; memtable_bytes is split between the
+ * partitions.  base_dir is <state_dir>/<application_id>.
+ */
+extern bool iq_store_init(const char *base_dir, size_t block_cache_bytes,
+						  size_t memtable_bytes, char **err);
 
 /* Close every partition and free the cache. */
 extern void iq_store_shutdown(void);
