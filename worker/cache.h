@@ -48,18 +48,22 @@ extern IqCacheEntry *iq_cache_find(int partition, const char *key, size_t len);
 /* The entry of a key, created empty if missing; NULL if it cannot be cached. */
 extern IqCacheEntry *iq_cache_upsert(int partition, const char *key, size_t len);
 
-/* The partition's order-count store holds nothing the cache does not. */
+/*
+ * The partition's order-count store holds nothing the cache has not seen
+ * (kept, or evicted into its filter); then a key the cache does not know
+ * surely has no count.
+ */
 extern void iq_cache_set_complete(int partition);
-extern bool iq_cache_is_complete(int partition);
+extern bool iq_cache_knows_no_count(int partition, const char *key, size_t len);
 
-/* Every customer of the partition is in the cache (filled by its restore). */
+/* Every customer of the partition went through the cache (its restore). */
 extern void iq_cache_set_customers_complete(int partition);
-extern bool iq_cache_customers_complete(int partition);
+extern bool iq_cache_knows_no_customer(int partition, const char *key, size_t len);
 
 /*
- * Grows whenever completeness may have been lost (a clear, the eviction of
- * a count or of a present customer, a key that could not be cached):
- * completeness set after a fill holds only if it did not move.
+ * Grows whenever completeness may have been lost (a clear, a key that
+ * could not be cached, an eviction when there is no filter): completeness
+ * set after a fill holds only if it did not move.
  */
 extern uint64_t iq_cache_generation(void);
 

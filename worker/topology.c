@@ -110,7 +110,7 @@ customer_exists(Table *t, int p, const char *key, size_t len, IqCacheEntry *ce)
 	}
 	if (ce != NULL && ce->customer != IQ_CUSTOMER_UNKNOWN)
 		return ce->customer == IQ_CUSTOMER_PRESENT;
-	if (iq_cache_customers_complete(p))
+	if (iq_cache_knows_no_customer(p, key, len))
 		return false;
 	st = iq_store_get_raw(IQ_STORE_CUSTOMER, p, key, len, &v, &vlen, NULL);
 	free(v);
@@ -132,7 +132,7 @@ base_count(int p, const char *key, size_t len, IqCacheEntry *ce)
 
 	if (ce != NULL && ce->has_count)
 		return ce->count;
-	if (iq_cache_is_complete(p))
+	if (iq_cache_knows_no_count(p, key, len))
 		return 0;
 	st = iq_store_get_raw(IQ_STORE_ORDER_COUNT, p, key, len, &v, &vlen, &err);
 
