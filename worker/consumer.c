@@ -410,6 +410,8 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		IqCheckpoint ck;
 		uint64_t	generation;
 		bool		existed = false;
+		bool		counts_empty;
+		bool		customers_empty;
 		char	   *err_open = NULL;
 		IqPart	   *part = &iq_w->parts[p];
 
@@ -432,6 +434,9 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 			return;
 		}
 		iq_store_set_held(p, true, true);
+		/* a store that exists but holds nothing is as good as a new one */
+		counts_empty = !existed || iq_store_is_empty(p, IQ_STORE_ORDER_COUNT);
+		customers_empty = !existed || iq_store_is_empty(p, IQ_STORE_CUSTOMER);
 		generation = iq_cache_generation();
 		if (!iq_restore_partition(p, existed, &ck))
 		{
@@ -441,11 +446,11 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		part->customer_next = ck.customer_next;
 		part->changelog_next = ck.changelog_next;
 		local_order_next[p] = ck.order_next;
-		/* a new, still empty count store: the (empty) cache knows all of it */
-		if (!existed && !part->counts_restored)
+		/* a still empty count store: the (empty) cache knows all of it */
+		if (counts_empty && !part->counts_restored)
 			iq_cache_set_complete(p);
-		/* a new store whose every customer went through the cache */
-		if (!existed && iq_cache_generation() == generation)
+		/* an empty store whose every customer went through the cache */
+		if (customers_empty && iq_cache_generation() == generation)
 			iq_cache_set_customers_complete(p);
 		part->stats.restoring = false;
 		part->stats.customer_offset = ck.customer_next;

@@ -52,6 +52,9 @@ extern bool iq_store_open(int partition, IqCheckpoint *checkpoint,
 						  bool *existed, char **err);
 extern bool iq_store_is_open(int partition);
 
+/* The store of an open partition holds no key (main thread). */
+extern bool iq_store_is_empty(int partition, IqStoreId store);
+
 /* Readable by other threads (held) or not; restoring or not. */
 extern void iq_store_set_held(int partition, bool held, bool restoring);
 
