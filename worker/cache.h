@@ -17,31 +17,54 @@ typedef enum IqCustomerKnown
 	IQ_CUSTOMER_ABSENT
 } IqCustomerKnown;
 
+#define IQ_CACHE_KEY_INLINE 24
+
+/*
+ * One key.  A pointer to it is valid until the next iq_cache_upsert or
+ * iq_cache_clear (either may evict it).
+ */
 typedef struct IqCacheEntry
 {
 	uint32_t	hash;			/* 0 = empty slot */
-	int			partition;
-	char	   *key;			/* malloc'd */
-	size_t		key_len;
-	bool		has_count;
+	uint32_t	next;			/* next in the bucket's chain: index + 1, 0 = end */
 	int64_t		count;
-	IqCustomerKnown customer;
+	uint16_t	key_len;
+	uint16_t	partition;
+	bool		has_count;
+	uint8_t		customer;		/* IqCustomerKnown */
+	uint8_t		referenced;		/* CLOCK: used since the hand last passed */
+	union
+	{
+		char		inline_key[IQ_CACHE_KEY_INLINE];
+		char	   *long_key;	/* malloc'd, key_len > IQ_CACHE_KEY_INLINE */
+	}			k;
 } IqCacheEntry;
 
-extern void iq_cache_init(size_t max_entries);
+/* Room for what fits in max_bytes (slots, buckets and long keys). */
+extern void iq_cache_init(size_t max_bytes);
 extern void iq_cache_clear(void);
 extern IqCacheEntry *iq_cache_find(int partition, const char *key, size_t len);
+
+/* The entry of a key, created empty if missing; NULL if it cannot be cached. */
 extern IqCacheEntry *iq_cache_upsert(int partition, const char *key, size_t len);
 
-/* The partition's order-count store holds nothing the cache does not. */
+/*
+ * The partition's order-count store holds nothing the cache has not seen
+ * (kept, or evicted into its filter); then a key the cache does not know
+ * surely has no count.
+ */
 extern void iq_cache_set_complete(int partition);
-extern bool iq_cache_is_complete(int partition);
+extern bool iq_cache_knows_no_count(int partition, const char *key, size_t len);
 
-/* Every customer of the partition is in the cache (filled by its restore). */
+/* Every customer of the partition went through the cache (its restore). */
 extern void iq_cache_set_customers_complete(int partition);
-extern bool iq_cache_customers_complete(int partition);
+extern bool iq_cache_knows_no_customer(int partition, const char *key, size_t len);
 
-/* Grows on every clear: completeness holds only if it did not move. */
+/*
+ * Grows whenever completeness may have been lost (a clear, a key that
+ * could not be cached, an eviction when there is no filter): completeness
+ * set after a fill holds only if it did not move.
+ */
 extern uint64_t iq_cache_generation(void);
 
 #endif							/* IQ_CACHE_H */

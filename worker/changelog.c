@@ -191,14 +191,20 @@ iq_producer_start(char **err)
 	char		errstr[512];
 	rd_kafka_t *rk;
 	bool		eos = iq_w->cfg.guarantee == IQ_EXACTLY_ONCE;
+	char		kbytes[32],
+				messages[32];
 
 	if (conf == NULL)
 		return false;
+	/* one batch's updates are in flight at a time: its share of the budget */
+	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.producer_queue_kbytes);
+	snprintf(messages, sizeof(messages), "%d", iq_w->mem.producer_queue_messages);
 	if (!iq_conf_set(conf, "enable.idempotence", "true", err) ||
 		!iq_conf_set(conf, "acks", "all", err) ||
 		!iq_conf_set(conf, "linger.ms", "2", err) ||
 		!iq_conf_set(conf, "batch.num.messages", "10000", err) ||
-		!iq_conf_set(conf, "queue.buffering.max.messages", "1000000", err) ||
+		!iq_conf_set(conf, "queue.buffering.max.messages", messages, err) ||
+		!iq_conf_set(conf, "queue.buffering.max.kbytes", kbytes, err) ||
 		!iq_conf_set(conf, "compression.type", "lz4", err) ||
 		!iq_conf_set(conf, "message.timeout.ms", "60000", err) ||
 		(eos && !iq_conf_set(conf, "transactional.id", iq_w->transactional_id, err)) ||

@@ -101,9 +101,16 @@ iq_consumer_start(char **err)
 	rd_kafka_resp_err_t rerr;
 	char		errstr[512];
 	rd_kafka_t *rk;
+	char		kbytes[32],
+				messages[32],
+				fetch[32];
 
 	if (conf == NULL)
 		return false;
+	/* the prefetch queue is the consumer's share of iq_fdw.memory_budget */
+	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.consumer_queue_kbytes);
+	snprintf(messages, sizeof(messages), "%d", iq_w->mem.consumer_queue_messages);
+	snprintf(fetch, sizeof(fetch), "%d", iq_w->mem.consumer_fetch_bytes);
 	if (!iq_conf_set(conf, "group.id", iq_w->cfg.app_id, err) ||
 		!iq_conf_set(conf, "partition.assignment.strategy", "range", err) ||
 		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
@@ -115,7 +122,12 @@ iq_consumer_start(char **err)
 		!iq_conf_set(conf, "session.timeout.ms", "10000", err) ||
 		!iq_conf_set(conf, "heartbeat.interval.ms", "2000", err) ||
 		!iq_conf_set(conf, "fetch.wait.max.ms", "50", err) ||
-		!iq_conf_set(conf, "queued.max.messages.kbytes", "16384", err) ||
+		!iq_conf_set(conf, "queued.max.messages.kbytes", kbytes, err) ||
+		!iq_conf_set(conf, "queued.min.messages", messages, err) ||
+		!iq_conf_set(conf, "fetch.max.bytes", fetch, err) ||
+		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
+		/* or librdkafka raises fetch.max.bytes to it */
+		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
 		rd_kafka_conf_destroy(conf);
@@ -398,6 +410,8 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		IqCheckpoint ck;
 		uint64_t	generation;
 		bool		existed = false;
+		bool		counts_empty;
+		bool		customers_empty;
 		IqPart	   *part = &iq_w->parts[p];
 
 		if (!mine[p])
@@ -414,6 +428,9 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 			return;
 		}
 		iq_store_set_held(p, true, true);
+		/* a store that exists but holds nothing is as good as a new one */
+		counts_empty = !existed || iq_store_is_empty(p, IQ_STORE_ORDER_COUNT);
+		customers_empty = !existed || iq_store_is_empty(p, IQ_STORE_CUSTOMER);
 		generation = iq_cache_generation();
 		if (!iq_restore_partition(p, existed, &ck))
 		{
@@ -423,11 +440,11 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		part->customer_next = ck.customer_next;
 		part->changelog_next = ck.changelog_next;
 		local_order_next[p] = ck.order_next;
-		/* a new, still empty count store: the (empty) cache knows all of it */
-		if (!existed && !part->counts_restored)
+		/* a still empty count store: the (empty) cache knows all of it */
+		if (counts_empty && !part->counts_restored)
 			iq_cache_set_complete(p);
-		/* a new store whose every customer went through the cache */
-		if (!existed && iq_cache_generation() == generation)
+		/* an empty store whose every customer went through the cache */
+		if (customers_empty && iq_cache_generation() == generation)
 			iq_cache_set_customers_complete(p);
 		part->stats.restoring = false;
 		part->stats.customer_offset = ck.customer_next;
@@ -481,6 +498,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		return;
 	}
 	iq_stats_publish();
+	iq_memory_release();		/* what the restores freed */
 	iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
 }
 

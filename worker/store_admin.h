@@ -32,9 +32,12 @@ typedef struct IqCheckpoint
 
 typedef struct IqStoreBatch IqStoreBatch;
 
-/* Set up the shared cache; base_dir is <state_dir>/<application_id>. */
-extern bool iq_store_init(const char *base_dir, size_t memory_budget_bytes,
-						  char **err);
+/*
+ * Set up the shared block cache; memtable_bytes is split between the
+ * partitions.  base_dir is <state_dir>/<application_id>.
+ */
+extern bool iq_store_init(const char *base_dir, size_t block_cache_bytes,
+						  size_t memtable_bytes, char **err);
 
 /* Close every partition and free the cache. */
 extern void iq_store_shutdown(void);
@@ -48,6 +51,9 @@ extern void iq_store_set_partition_count(int partition_count);
 extern bool iq_store_open(int partition, IqCheckpoint *checkpoint,
 						  bool *existed, char **err);
 extern bool iq_store_is_open(int partition);
+
+/* The store of an open partition holds no key (main thread). */
+extern bool iq_store_is_empty(int partition, IqStoreId store);
 
 /* Readable by other threads (held) or not; restoring or not. */
 extern void iq_store_set_held(int partition, bool held, bool restoring);

@@ -85,12 +85,12 @@ lookup(Table *t, int partition, bool is_order, const char *key, size_t len, bool
 
 /*
  * customer_exists
- *		The join's lookup: this batch's updates first, then the store.
+ *		The join's lookup: this batch's updates first, then the cache
+ *		entry ce (may be NULL), then the store.
  */
 static bool
-customer_exists(Table *t, int p, const char *key, size_t len)
+customer_exists(Table *t, int p, const char *key, size_t len, IqCacheEntry *ce)
 {
-	bool		found;
 	uint32		h = hash_key(p, false, key, len);
 	int			i = h & (t->size - 1);
 	char	   *v = NULL;
@@ -108,15 +108,10 @@ customer_exists(Table *t, int p, const char *key, size_t len)
 			return e->value != NULL;
 		i = (i + 1) & (t->size - 1);
 	}
-	(void) found;
-	{
-		IqCacheEntry *ce = iq_cache_find(p, key, len);
-
-		if (ce != NULL && ce->customer != IQ_CUSTOMER_UNKNOWN)
-			return ce->customer == IQ_CUSTOMER_PRESENT;
-		if (iq_cache_customers_complete(p))
-			return false;
-	}
+	if (ce != NULL && ce->customer != IQ_CUSTOMER_UNKNOWN)
+		return ce->customer == IQ_CUSTOMER_PRESENT;
+	if (iq_cache_knows_no_customer(p, key, len))
+		return false;
 	st = iq_store_get_raw(IQ_STORE_CUSTOMER, p, key, len, &v, &vlen, NULL);
 	free(v);
 	return st == IQ_READ_OK;
@@ -124,21 +119,20 @@ customer_exists(Table *t, int p, const char *key, size_t len)
 
 /*
  * base_count
- *		The stored count of a key before this batch.
+ *		The stored count of a key before this batch; ce is its cache entry.
  */
 static int64
-base_count(int p, const char *key, size_t len)
+base_count(int p, const char *key, size_t len, IqCacheEntry *ce)
 {
 	char	   *v = NULL;
 	size_t		vlen = 0;
 	char	   *err = NULL;
 	int64		n = 0;
 	IqReadStatus st;
-	IqCacheEntry *ce = iq_cache_find(p, key, len);
 
 	if (ce != NULL && ce->has_count)
 		return ce->count;
-	if (iq_cache_is_complete(p))
+	if (iq_cache_knows_no_count(p, key, len))
 		return 0;
 	st = iq_store_get_raw(IQ_STORE_ORDER_COUNT, p, key, len, &v, &vlen, &err);
 
@@ -292,8 +286,11 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 		{
 			if (!found)
 			{
-				e->count = base_count(p, m->key, m->key_len);
-				e->joined = customer_exists(&t, p, m->key, m->key_len);
+				/* one probe of the cache serves both questions */
+				IqCacheEntry *ce = iq_cache_find(p, m->key, m->key_len);
+
+				e->count = base_count(p, m->key, m->key_len, ce);
+				e->joined = customer_exists(&t, p, m->key, m->key_len, ce);
 			}
 			e->count++;
 			if (e->joined)

@@ -18,6 +18,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "memory.h"
 #include "shmem.h"
 #include "settings.h"
 #include "store_admin.h"
@@ -65,6 +66,7 @@ typedef struct IqWorkerConfig
 typedef struct IqWorker
 {
 	IqWorkerConfig cfg;
+	IqMemoryPlan mem;			/* iq_fdw.memory_budget, split (memory.c) */
 	char		client_id[512];
 	char		transactional_id[512];
 

@@ -38,10 +38,10 @@
 #include "value_cache.h"
 #include "worker.h"
 
-#define BATCH_MAX			20000
 #define IDLE_WAIT_MS		100
 #define BACKOFF_MIN_MS		1000
 #define BACKOFF_MAX_MS		30000
+#define RELEASE_INTERVAL_MS	5000
 
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
 
@@ -403,7 +403,10 @@ iq_worker_main(Datum main_arg)
 	rd_kafka_message_t **msgs;
 	char	   *err = NULL;
 	int64		last_stats = 0;
+	int64		last_release = 0;
 
+	/* before any thread exists: glibc reads these when it makes arenas */
+	iq_memory_tune_malloc();
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
@@ -413,6 +416,13 @@ iq_worker_main(Datum main_arg)
 
 	iq_w = MemoryContextAllocZero(TopMemoryContext, sizeof(IqWorker));
 	load_config(&iq_w->cfg);
+	iq_memory_plan((size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024, &iq_w->mem);
+	ereport(LOG,
+			(errmsg("iq_fdw worker: iq_fdw.memory_budget %d MB: block cache %zu MB, memtables %zu MB, key cache %zu MB, consumer queue %zu MB, batch %zu MB (%d records)",
+					iq_w->cfg.memory_budget_mb, iq_w->mem.block_cache >> 20,
+					iq_w->mem.memtables >> 20, iq_w->mem.key_cache >> 20,
+					iq_w->mem.consumer_queue >> 20, iq_w->mem.batch >> 20,
+					iq_w->mem.batch_max)));
 	snprintf(iq_w->client_id, sizeof(iq_w->client_id), "iq_fdw|%s", iq_w->cfg.advertised);
 	snprintf(iq_w->transactional_id, sizeof(iq_w->transactional_id), "%s-%s",
 			 iq_w->cfg.app_id, iq_w->cfg.advertised);
@@ -423,7 +433,7 @@ iq_worker_main(Datum main_arg)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("iq_fdw worker: could not create a pipe: %m")));
-	msgs = MemoryContextAlloc(TopMemoryContext, sizeof(rd_kafka_message_t *) * BATCH_MAX);
+	msgs = MemoryContextAlloc(TopMemoryContext, sizeof(rd_kafka_message_t *) * iq_w->mem.batch_max);
 
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
 	iq_shared->worker_pid = MyProcPid;
@@ -432,11 +442,10 @@ iq_worker_main(Datum main_arg)
 	before_shmem_exit(worker_cleanup, 0);
 	iq_set_worker_state(IQ_WORKER_STARTING, NULL);
 	iq_ownership_init();
-	/* a quarter of the budget, at about 96 bytes a key */
-	iq_cache_init((size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024 / 4 / 96);
+	iq_cache_init(iq_w->mem.key_cache);
 
-	while (!iq_store_init(iq_w->cfg.state_dir,
-						  (size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024, &err))
+	while (!iq_store_init(iq_w->cfg.state_dir, iq_w->mem.block_cache,
+						  iq_w->mem.memtables, &err))
 	{
 		iq_set_worker_state(IQ_WORKER_ERROR, "state directory (iq_fdw.state_dir): %s", err);
 		free(err);
@@ -501,7 +510,7 @@ iq_worker_main(Datum main_arg)
 
 		if (pipeline_up)
 		{
-			n = iq_consumer_poll(msgs, BATCH_MAX, iq_w->cfg.commit_interval_ms);
+			n = iq_consumer_poll(msgs, iq_w->mem.batch_max, iq_w->cfg.commit_interval_ms);
 			if (n > 0 && !iq_w->failed)
 				iq_topology_process(msgs, n);
 			else
@@ -544,13 +553,18 @@ iq_worker_main(Datum main_arg)
 				backoff_ms = BACKOFF_MIN_MS;
 		}
 		iq_drain_logs();
+		if (now - last_release > RELEASE_INTERVAL_MS)
+		{
+			iq_memory_release();
+			last_release = now;
+		}
 
 		/* stream processing goes on without the servers, but say they are down */
 		if (!servers_up && servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
 			iq_set_worker_state(IQ_WORKER_ERROR, "%s", servers_error);
 
 		/* more may be waiting: take it without sleeping */
-		if (n == BATCH_MAX)
+		if (n == iq_w->mem.batch_max)
 		{
 			CHECK_FOR_INTERRUPTS();
 			continue;

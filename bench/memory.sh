@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# bench/memory.sh: resident memory of the stream worker against
+# iq_fdw.memory_budget while it counts many distinct keys.
+#
+#   IQ_PORT_OFFSET=N bench/memory.sh [ORDERS] [KEYS] [BUDGET_MB]   (default 10000000 10000000 64)
+#
+# Needs a running cluster (scripts/cluster up). Fresh topics and application
+# id on instance 1 (ALTER SYSTEM, reset at the end). Order i has key
+# u<(i * 2654435761 + 12345) mod KEYS>, so ORDERS <= KEYS gives ORDERS
+# distinct keys; every tenth key has a customer.
+#
+# 1. the worker on the empty topics: its RSS with no keys is the fixed
+#    baseline (the process, its libraries and threads; no budget in use);
+# 2. instance 1 stopped, the topics filled, instance 1 started: the worker
+#    restores the customers and counts the orders, its RSS sampled every
+#    two seconds (ps -o rss) with the keys counted so far.
+# Prints the samples as "seconds rss_MB orders_counted" and a summary.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+HERE=$IQ_REPO/scripts
+ORDERS=${1:-10000000}
+KEYS=${2:-10000000}
+BUDGET=${3:-64}
+RUN=mem$(date +%s)
+APP=$RUN-app
+CT=$RUN-customer
+OT=$RUN-order
+I=1
+PORT=$(pg_port $I)
+WORK=$(mktemp -d)
+
+q() { "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -c "$1"; }
+worker_pid() { q "select pid from iq_worker()" 2>/dev/null || true; }
+rss_mb() { echo $(($(ps -o rss= -p "$1") / 1024)); }
+reset_settings() {
+	q "alter system reset iq_fdw.application_id" >/dev/null
+	q "alter system reset iq_fdw.customer_topic" >/dev/null
+	q "alter system reset iq_fdw.order_topic" >/dev/null
+	q "alter system reset iq_fdw.memory_budget" >/dev/null
+	q "select pg_reload_conf()" >/dev/null
+}
+trap 'reset_settings; rm -rf "$WORK"' EXIT
+
+"$HERE/kafka" create-topic "$CT" 3 cleanup.policy=compact
+"$HERE/kafka" create-topic "$OT" 3
+q "alter system set iq_fdw.application_id = '$APP'" >/dev/null
+q "alter system set iq_fdw.customer_topic = '$CT'" >/dev/null
+q "alter system set iq_fdw.order_topic = '$OT'" >/dev/null
+q "alter system set iq_fdw.memory_budget = '${BUDGET}MB'" >/dev/null
+q "select pg_reload_conf()" >/dev/null
+sleep 2
+until [[ $(q "select state = 'running' and cardinality(assigned_partitions) > 0 from iq_worker()" 2>/dev/null) == t ]]; do sleep 0.5; done
+sleep 3
+pid=$(worker_pid)
+echo "baseline: worker $pid with no keys, iq_fdw.memory_budget = ${BUDGET}MB: RSS $(rss_mb "$pid") MB"
+
+"$HERE/instance" stop $I >/dev/null
+python3 - "$ORDERS" "$KEYS" "$WORK" <<'PY'
+import sys
+n, k, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+with open(f"{d}/orders", "w") as f:
+    f.writelines(f"u{(i * 2654435761 + 12345) % k}--dish{i % 97}\n" for i in range(n))
+with open(f"{d}/customers", "w") as f:
+    f.writelines(f"u{i}--name{i}\n" for i in range(0, k, 10))
+PY
+kp() { kcat -b "$(bootstrap)" -P -K -- -X partitioner=murmur2_random -X linger.ms=20 -t "$1"; }
+kp "$CT" <"$WORK/customers"
+kp "$OT" <"$WORK/orders"
+rm -f "$WORK/orders" "$WORK/customers"
+"$HERE/instance" start $I >/dev/null
+
+t0=$(date +%s)
+peak=0
+echo "seconds rss_MB orders_counted"
+while :; do
+	pid=$(worker_pid)
+	done_n=$(q "select coalesce(sum(greatest(order_offset, 0)), 0) from iq_stats()" 2>/dev/null || echo 0)
+	if [[ -n $pid ]] && r=$(rss_mb "$pid" 2>/dev/null); then
+		((r > peak)) && peak=$r
+		echo "$(($(date +%s) - t0)) $r $done_n"
+	fi
+	((done_n >= ORDERS)) && break
+	sleep 2
+done
+t1=$(date +%s)
+echo "summary: $ORDERS orders over $(q "select sum(restore_total) from iq_stats()") restored customer records, counted in $((t1 - t0)) s ($((ORDERS / (t1 - t0 > 0 ? t1 - t0 : 1))) orders/s including restore); peak RSS $peak MB, final $(rss_mb "$(worker_pid)") MB, budget ${BUDGET} MB"
