@@ -172,6 +172,20 @@ class Session:
         self.close()
 
 
+def import_stores_sql(schema, server):
+    """SQL that (re)creates schema with the stores imported from server (made if missing)."""
+    return f"""
+DROP SCHEMA IF EXISTS {schema} CASCADE;
+CREATE SCHEMA {schema};
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = '{server}') THEN
+    CREATE SERVER {server} FOREIGN DATA WRAPPER iq_fdw;
+  END IF;
+END $$;
+IMPORT FOREIGN SCHEMA stores FROM SERVER {server} INTO {schema};
+"""
+
+
 # ---- HTTP -------------------------------------------------------------------
 
 def http_get(instance, path, timeout=5.0):

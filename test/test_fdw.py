@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, consume, http_port, java_partition,
-                      produce, psql, psql_error, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, consume, http_port, import_stores_sql,
+                      java_partition, produce, psql, psql_error, wait_until)
 
 PREFIX = f"fdw{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 N_CUSTOMERS = 20_000
@@ -36,15 +36,7 @@ N_ORDERS = 200_000
 SEED_CUSTOMERS = ["1--john", "2--adam", "3--daniel", "4--james", "5--jack", "6--mathew", "7--will"]
 SEED_ORDERS = ["1--spagety", "2--pizza", "--pasta"]
 
-SETUP = """
-DROP SCHEMA IF EXISTS fdwtest CASCADE;
-CREATE SCHEMA fdwtest;
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = 'iq_test') THEN
-    CREATE SERVER iq_test FOREIGN DATA WRAPPER iq_fdw;
-  END IF;
-END $$;
-IMPORT FOREIGN SCHEMA stores FROM SERVER iq_test INTO fdwtest;
+SETUP = import_stores_sql("fdwtest", "iq_test") + """\
 CREATE FOREIGN TABLE fdwtest.order_count_icu (key text COLLATE "en-x-icu", count bigint)
   SERVER iq_test OPTIONS (store 'order-count');
 """

@@ -18,18 +18,10 @@ import threading
 
 import pytest
 
-from conftest import INSTANCES, PG_BIN, java_partition, pg_port, produce, psql, unique, wait_until
+from conftest import (INSTANCES, PG_BIN, import_stores_sql, java_partition, pg_port, produce, psql,
+                      unique, wait_until)
 
-SETUP = """
-DROP SCHEMA IF EXISTS movetest CASCADE;
-CREATE SCHEMA movetest;
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = 'iq_move') THEN
-    CREATE SERVER iq_move FOREIGN DATA WRAPPER iq_fdw;
-  END IF;
-END $$;
-IMPORT FOREIGN SCHEMA stores FROM SERVER iq_move INTO movetest;
-"""
+SETUP = import_stores_sql("movetest", "iq_move")
 
 
 def held(i):
