@@ -15,8 +15,16 @@ REGRESS_OPTS = --inputdir=. --load-extension=iq_fdw
 PG_CPPFLAGS = -I$(srcdir) -I$(srcdir)/src -I$(srcdir)/worker
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-cast-function-type -pthread
+# PGXS has no header dependencies: without these, a changed struct in a
+# header leaves objects built against the old layout
+PG_CFLAGS += -MMD -MP
 SHLIB_LINK = -lrdkafka -lrocksdb -lcurl -lmicrohttpd -ljansson -lz -lpthread
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+DEPS = $(OBJS:.o=.d)
+EXTRA_CLEAN = $(DEPS)
+-include $(DEPS)
+$(DEPS): ;

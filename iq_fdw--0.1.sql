@@ -47,7 +47,8 @@ CREATE FUNCTION iq_stats(
     OUT wrong_partition bigint,
     OUT restored_records bigint,
     OUT restore_total bigint,
-    OUT changelog_offset bigint)
+    OUT changelog_offset bigint,
+    OUT state_rebuilds bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'iq_stats'
 LANGUAGE C STRICT VOLATILE;

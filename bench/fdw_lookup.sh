@@ -8,6 +8,8 @@
 # copies the order-count store into a heap table with a primary key, then
 # with pgbench -M prepared on instance 1:
 #   1. SELECT count FROM order_count WHERE key = :k   keys owned by instance 1
+#      (repeated keys: answered from the value cache), and again with the
+#      cache bypassed (iq_fdw.max_lag set), so every lookup asks the worker
 #   2. the same on the heap table                     (same keys)
 #   3. the same for keys owned by other instances, and on the heap table
 #   4. a full scan of the store vs a sequential scan of the heap table (rows/s)
@@ -89,9 +91,9 @@ script heap_remote bench.heap "$remote_keys"
 printf 'SELECT count(*) FROM bench.order_count;\n' >"$WORK/fdw_scan.sql"
 printf 'SELECT count(*) FROM bench.heap;\n' >"$WORK/heap_scan.sql"
 
-tps() { # tps SCRIPT CLIENTS SECONDS
+tps() { # tps SCRIPT CLIENTS SECONDS [PGOPTIONS...]
 	# the store is read by one backend: so is the heap table
-	PGOPTIONS="-c max_parallel_workers_per_gather=0" \
+	PGOPTIONS="-c max_parallel_workers_per_gather=0 ${4:-}" \
 		"$PGB" -n -M prepared -h 127.0.0.1 -p "$PORT" -U postgres -c "$2" -j "$2" -T "$3" \
 		-f "$WORK/$1.sql" postgres 2>&1 | tee "$WORK/$1.log" |
 		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
@@ -102,9 +104,12 @@ tps() { # tps SCRIPT CLIENTS SECONDS
 declare -A R
 ROUNDS=${BENCH_ROUNDS:-3}
 for ((round = 1; round <= ROUNDS; round++)); do
-	for s in heap_local fdw_local heap_remote fdw_remote; do
-		v=$(tps "$s" "$CLIENTS" "$SECONDS_PER_RUN")
-		[[ -n $v ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
+	for s in heap_local fdw_local fdw_local_socket heap_remote fdw_remote; do
+		# max_lag set: no answer from the value cache, every lookup asks the worker
+		opts=
+		[[ $s == fdw_local_socket ]] && opts="-c iq_fdw.max_lag=2147483647"
+		v=$(tps "${s%_socket}" "$CLIENTS" "$SECONDS_PER_RUN" "$opts")
+		[[ -n $v ]] || { cat "$WORK/${s%_socket}.log" >&2; die "pgbench $s failed"; }
 		R[$s]+="$v "
 		msg "round $round $s: $v tps"
 	done
@@ -132,6 +137,7 @@ cat <<EOF
 | query | iq_fdw | heap table | ratio | goal |
 |---|---|---|---|---|
 | key = :k, keys owned by this instance | $(tps_m fdw_local) tps | $(tps_m heap_local) tps | $(median_ratio "${R[fdw_local]}" "${R[heap_local]}") | >= 0.67 |
+| the same, value cache bypassed (every lookup asks the worker) | $(tps_m fdw_local_socket) tps | $(tps_m heap_local) tps | $(median_ratio "${R[fdw_local_socket]}" "${R[heap_local]}") | (reported) |
 | key = :k, keys owned by other instances | $(tps_m fdw_remote) tps | $(tps_m heap_remote) tps | $(median_ratio "${R[fdw_remote]}" "${R[heap_remote]}") | >= 0.33 |
 | count(*) of all $total rows | $(rows_s "$(median "${R[fdw_scan]}")") rows/s | $(rows_s "$(median "${R[heap_scan]}")") rows/s | $(median_ratio "${R[fdw_scan]}" "${R[heap_scan]}") | (reported) |
 EOF

@@ -17,6 +17,7 @@
 
 #include "ask.h"
 #include "plan.h"
+#include "quals.h"
 
 static void add_keys_from_array(IqAsk *ask, Datum array, int *cap);
 static void add_key(IqAsk *ask, Datum text, int *cap);
@@ -162,20 +163,11 @@ add_key(IqAsk *ask, Datum d, int *cap)
 static void
 add_keys_from_array(IqAsk *ask, Datum array, int *cap)
 {
-	ArrayType  *arr = DatumGetArrayTypeP(array);
-	Datum	   *elems;
-	bool	   *nulls;
 	int			n;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
+	Datum	   *elems = iq_array_keys(array, &n);
 
-	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
-	deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
-					  &elems, &nulls, &n);
 	for (int i = 0; i < n; i++)
-		if (!nulls[i])
-			add_key(ask, elems[i], cap);
+		add_key(ask, elems[i], cap);
 }
 
 /*

@@ -21,6 +21,7 @@
 #include "utils/ruleutils.h"
 
 #include "deparse.h"
+#include "quals.h"
 
 static bool contain_param(Node *node, void *context);
 
@@ -134,20 +135,11 @@ iq_const_keys(IqKeyQuals *q)
 		return list_make1(makeString(TextDatumGetCString(c->constvalue)));
 	else
 	{
-		ArrayType  *arr = DatumGetArrayTypeP(c->constvalue);
-		Datum	   *elems;
-		bool	   *nulls;
 		int			n;
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
+		Datum	   *elems = iq_array_keys(c->constvalue, &n);
 
-		get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
-		deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
-						  &elems, &nulls, &n);
 		for (int i = 0; i < n; i++)
-			if (!nulls[i])
-				keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
+			keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
 	}
 	return keys;
 }

@@ -53,6 +53,8 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 	if (es->analyze && s != NULL && s->instances.len > 0)
 		ExplainPropertyText("Instances Asked", s->instances.data, es);
+	if (es->analyze && s != NULL && s->cache_hits > 0)
+		ExplainPropertyInteger("Value Cache Hits", NULL, s->cache_hits, es);
 }
 
 /*

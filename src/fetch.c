@@ -4,13 +4,19 @@
  *	  their rows merged in key byte order (see fetch.h).
  *
  * Each target gets its own request (its partitions, and for a get only the
- * keys it holds); this instance is asked over the local socket
- * (local_client.c), the others over HTTP (peer_client.c), and all answers
- * stream in parallel.  Before the first row is handed out every target's
- * header is read, so that a partition that moved, is restoring, or lags
- * beyond iq_fdw.max_lag fails (or, with lag_policy = 'wait', is asked
- * again) before the caller has seen anything: a result is never partial.
+ * keys it holds); this instance is asked over the local socket, the others
+ * over an HTTP connection upgraded to the same stream (both channel.c), or
+ * over POST /iq/v1/read where a peer does not offer the upgrade
+ * (peer_client.c); all answers stream in parallel.  Before the first row
+ * is handed out every target's header is read, so that a partition that
+ * moved, is restoring, or lags beyond iq_fdw.max_lag fails (or, with
+ * lag_policy = 'wait', is asked again) before the caller has seen
+ * anything: a result is never partial.
  * A partition still restoring is asked again up to iq_fdw.ownership_wait.
+ * An instance answering that it no longer holds a partition (ownership
+ * moved between this backend's look at it and the answer) makes the whole
+ * read wait, up to iq_fdw.ownership_wait, for the new ownership and be
+ * asked once more of the new owners; only a second such answer fails.
  *
  * Waiting is in slices of at most 100 ms with CHECK_FOR_INTERRUPTS between
  * them, so statement_timeout and pg_cancel_backend act at once.  Whatever
@@ -31,6 +37,7 @@
 #include "utils/memutils.h"
 
 #include "fetch_internal.h"
+#include "owners.h"
 #include "partitioner.h"
 #include "settings.h"
 #include "shmem.h"
@@ -44,6 +51,10 @@ struct IqFetch
 	IqFetch    *prev;
 	SubTransactionId subid;		/* where it was started */
 	MemoryContext rowcxt;		/* the caller's rows; never touched on abort */
+	MemoryContext reqcxt;		/* req, to ask again; never touched on abort */
+	IqWireRequest *req;			/* as the caller made it, all targets' */
+	uint64		generation;		/* of the ownership when first asked */
+	bool		reasked;		/* asked again after an answer NOT_HELD */
 	uint8		op;
 	uint8		store;
 	int			nsources;
@@ -59,6 +70,9 @@ static IqFetch *active_fetches = NULL;
 static bool callbacks_registered = false;
 
 static void release(IqFetch *f);
+static void stop_source(IqFetchSource *src);
+static void drop_source(IqFetchSource *src);
+static bool reask(IqFetch *f, IqFetchSource *moved);
 
 /* iq_fetch_now_us: a monotonic clock for timeouts */
 int64
@@ -115,6 +129,16 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+/* stop_source: end a source's transfer, over whichever channel it uses */
+static void
+stop_source(IqFetchSource *src)
+{
+	if (src->sock)
+		iq_chan_finish(src);
+	else
+		iq_peer_abort(src);
+}
+
 /* iq_fetch_cleanup_on_abort: free every open fetch's transfers */
 void
 iq_fetch_cleanup_on_abort(void)
@@ -133,17 +157,17 @@ release(IqFetch *f)
 		return;
 	f->released = true;
 	for (i = 0; i < f->nsources; i++)
-	{
-		IqFetchSource *src = &f->sources[i];
+		drop_source(&f->sources[i]);
+}
 
-		if (src->target.is_local)
-			iq_local_finish(src);
-		else
-			iq_peer_abort(src);
-		iq_wire_reader_free(&src->reader);
-		iq_buf_free(&src->inbox);
-		iq_buf_free(&src->request);
-	}
+/* drop_source: stop a source's transfer and free what it holds */
+static void
+drop_source(IqFetchSource *src)
+{
+	stop_source(src);
+	iq_wire_reader_free(&src->reader);
+	iq_buf_free(&src->inbox);
+	iq_buf_free(&src->request);
 }
 
 /* ---------------------------------------------------------------------
@@ -303,8 +327,11 @@ fail_answer(IqFetch *f, IqFetchSource *src)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("iq_fdw: instance %s no longer holds what was asked: %s", who, what),
-					 errdetail("%s", message),
-					 errhint("Partition ownership moved in a rebalance; retry the query.")));
+					 f->reasked ?
+					 errdetail("%s. It was asked after ownership had changed, and ownership moved again.", message) :
+					 errdetail("%s. The ownership this instance knows did not change within iq_fdw.ownership_wait = %d ms.",
+							   message, iq_ownership_wait_ms),
+					 errhint("Partition ownership is moving in a rebalance; retry the query, or raise iq_fdw.ownership_wait.")));
 			break;
 		case IQ_WIRE_RESTORING:
 			ereport(ERROR,
@@ -340,8 +367,8 @@ wait_for(IqFetchSource *src)
 		int64		now;
 		int			slice;
 
-		if (src->target.is_local)
-			iq_local_receive(src);
+		if (src->sock)
+			iq_chan_receive(src);
 		iq_peer_drive(0, -1);
 		if (src->inbox.len > 0 || src->done)
 			return;
@@ -359,7 +386,7 @@ wait_for(IqFetchSource *src)
 		}
 		slice = (int) Min((timeout - (now - idle_since)) / 1000 + 1, WAIT_SLICE_MS);
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		iq_peer_drive(slice, src->target.is_local ? src->fd : -1);
+		iq_peer_drive(slice, src->sock ? src->conn.fd : -1);
 		pgstat_report_wait_end();
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -379,7 +406,7 @@ next_event(IqFetch *f, IqFetchSource *src)
 		{
 			iq_wire_reader_feed(&src->reader, src->inbox.data, src->inbox.len);
 			src->inbox.len = 0;
-			if (!src->target.is_local)
+			if (!src->sock)
 				iq_peer_resume(src);
 			continue;
 		}
@@ -444,8 +471,9 @@ start_sources(IqFetch *f)
 		src->error[0] = '\0';
 		src->http_status = 0;
 		src->attempts = 0;
-		if (src->target.is_local)
-			iq_local_start(src);
+		src->sock = iq_chan_serves(&src->target);
+		if (src->sock)
+			iq_chan_start(src);
 		else
 			iq_peer_start(src);
 	}
@@ -458,14 +486,7 @@ restart(IqFetch *f)
 	int			i;
 
 	for (i = 0; i < f->nsources; i++)
-	{
-		IqFetchSource *src = &f->sources[i];
-
-		if (src->target.is_local)
-			iq_local_finish(src);
-		else
-			iq_peer_abort(src);
-	}
+		stop_source(&f->sources[i]);
 	start_sources(f);
 }
 
@@ -547,6 +568,7 @@ prime(IqFetch *f)
 		IqFetchSource *stale = NULL;
 
 		bool		restoring = false;
+		bool		reasked = false;
 
 		for (i = 0; i < f->nsources; i++)
 		{
@@ -563,6 +585,12 @@ prime(IqFetch *f)
 				restoring = true;
 				break;
 			}
+			if (ev == IQ_EV_ERROR && src->reader.status == IQ_WIRE_NOT_HELD &&
+				!f->reasked && reask(f, src))
+			{
+				reasked = true;
+				break;
+			}
 			if (ev == IQ_EV_ERROR)
 				fail_answer(f, src);
 			if (ev != IQ_EV_HEADER)
@@ -573,6 +601,8 @@ prime(IqFetch *f)
 			}
 			src->header_seen = true;
 		}
+		if (reasked)
+			continue;			/* every source is new */
 		if (restoring)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -687,14 +717,144 @@ target_request(const IqWireRequest *req, const IqTarget *t, int partition_count,
 	return true;
 }
 
+/* copy_bytes: len bytes into cxt (NULL stays NULL) */
+static const char *
+copy_bytes(MemoryContext cxt, const char *p, uint32 len)
+{
+	char	   *c;
+
+	if (p == NULL)
+		return NULL;
+	c = MemoryContextAlloc(cxt, Max(len, 1));
+	memcpy(c, p, len);
+	return c;
+}
+
+/* copy_request: a deep copy of the caller's request, to ask it again */
+static IqWireRequest *
+copy_request(MemoryContext cxt, const IqWireRequest *req)
+{
+	IqWireRequest *r = MemoryContextAlloc(cxt, sizeof(IqWireRequest));
+
+	*r = *req;
+	r->npartitions = 0;			/* filled in per target */
+	r->partitions = NULL;
+	if (req->nkeys > 0)
+	{
+		r->keys = MemoryContextAlloc(cxt, sizeof(char *) * req->nkeys);
+		r->key_lens = MemoryContextAlloc(cxt, sizeof(uint32_t) * req->nkeys);
+		for (uint32 k = 0; k < req->nkeys; k++)
+		{
+			r->keys[k] = copy_bytes(cxt, req->keys[k], req->key_lens[k]);
+			r->key_lens[k] = req->key_lens[k];
+		}
+	}
+	r->lower = copy_bytes(cxt, req->lower, req->lower_len);
+	r->upper = copy_bytes(cxt, req->upper, req->upper_len);
+	return r;
+}
+
+/*
+ * add_sources: one source per target that has something to ask, its
+ * request encoded (not sent).  Every key of a get must find its target.
+ */
+static void
+add_sources(IqFetch *f, const IqTarget *targets, int ntargets, int partition_count)
+{
+	const IqWireRequest *req = f->req;
+	bool	   *asked = NULL;
+	int			i;
+
+	if (req->op == IQ_OP_GET)
+		asked = palloc0(sizeof(bool) * Max(req->nkeys, 1));
+	for (i = 0; i < ntargets; i++)
+	{
+		IqFetchSource *src = &f->sources[f->nsources];
+
+		src->conn.fd = -1;
+		iq_buf_init(&src->inbox);
+		iq_wire_reader_init(&src->reader);
+		memcpy(&src->target, &targets[i], sizeof(IqTarget));
+		if (!target_request(req, &targets[i], partition_count, &src->request, asked))
+		{
+			iq_wire_reader_free(&src->reader);
+			continue;
+		}
+		f->nsources++;
+	}
+	if (asked)
+	{
+		uint32		k;
+
+		for (k = 0; k < req->nkeys; k++)
+			if (!asked[k])
+				elog(ERROR, "iq_fdw: no target holds the partition of a key asked (partition count %d)",
+					 partition_count);
+		pfree(asked);
+	}
+}
+
+/*
+ * reask: an instance answered NOT_HELD: wait for the ownership to change
+ * (up to iq_fdw.ownership_wait) and send the whole request again to the
+ * new owners of the same partitions.  False, with every source as it was,
+ * if it did not change in time.
+ *
+ * Nothing has been handed out yet (we are priming), so asking every
+ * target again, not only the one that moved, keeps the result one
+ * consistent read.
+ */
+static bool
+reask(IqFetch *f, IqFetchSource *moved)
+{
+	IqOwnerView *o = palloc(sizeof(IqOwnerView));
+	IqTarget   *asked = palloc(sizeof(IqTarget) * Max(f->nsources, 1));
+	bool		needed[IQ_MAX_PARTITIONS] = {0};
+	IqTarget   *targets;
+	IqFetchSource *sources;
+	int			ntargets;
+	int			i;
+
+	for (i = 0; i < f->nsources; i++)
+	{
+		asked[i] = f->sources[i].target;
+		for (int k = 0; k < asked[i].npartitions; k++)
+			needed[asked[i].partitions[k]] = true;
+	}
+	ereport(DEBUG1,
+			(errmsg_internal("iq_fdw: instance %s answered \"%s\"; waiting up to iq_fdw.ownership_wait = %d ms for the new owner",
+							 instance_name(moved), moved->reader.message, iq_ownership_wait_ms)));
+	iq_ownership_read(o);
+	if (!iq_ownership_wait_change(o, f->generation, needed, asked, f->nsources))
+		return false;
+	targets = iq_ownership_targets(o, needed, &ntargets);
+	ereport(DEBUG1,
+			(errmsg_internal("iq_fdw: ownership generation " UINT64_FORMAT " (was " UINT64_FORMAT "): asking again",
+							 o->generation, f->generation)));
+	sources = calloc(Max(ntargets, 1), sizeof(IqFetchSource));
+	if (sources == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+						errmsg("out of memory asking an iq_fdw read again")));
+	for (i = 0; i < f->nsources; i++)
+		drop_source(&f->sources[i]);
+	free(f->sources);
+	f->sources = sources;
+	f->nsources = 0;
+	f->last = NULL;
+	f->reasked = true;
+	f->generation = o->generation;
+	add_sources(f, targets, ntargets, o->partition_count);
+	start_sources(f);
+	return true;
+}
+
 /* iq_fetch_start: send the request to all targets at once */
 IqFetch *
 iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 {
 	IqFetch    *f;
-	bool	   *asked = NULL;
 	int			partition_count;
-	int			i;
+	uint64		generation;
 
 	if (!callbacks_registered)
 	{
@@ -705,6 +865,7 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	iq_shmem_attach();
 	LWLockAcquire(iq_shared->lock, LW_SHARED);
 	partition_count = iq_shared->partition_count;
+	generation = iq_shared->generation;
 	LWLockRelease(iq_shared->lock);
 
 	f = calloc(1, sizeof(IqFetch));
@@ -728,33 +889,11 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 		active_fetches->prev = f;
 	active_fetches = f;
 
-	if (req->op == IQ_OP_GET)
-		asked = palloc0(sizeof(bool) * Max(req->nkeys, 1));
-	for (i = 0; i < ntargets; i++)
-	{
-		IqFetchSource *src = &f->sources[f->nsources];
-
-		src->fd = -1;
-		iq_buf_init(&src->inbox);
-		iq_wire_reader_init(&src->reader);
-		memcpy(&src->target, &targets[i], sizeof(IqTarget));
-		if (!target_request(req, &targets[i], partition_count, &src->request, asked))
-		{
-			iq_wire_reader_free(&src->reader);
-			continue;
-		}
-		f->nsources++;
-	}
-	if (asked)
-	{
-		uint32		k;
-
-		for (k = 0; k < req->nkeys; k++)
-			if (!asked[k])
-				elog(ERROR, "iq_fdw: no target holds the partition of a key asked (partition count %d)",
-					 partition_count);
-		pfree(asked);
-	}
+	f->reqcxt = AllocSetContextCreate(CurrentMemoryContext, "iq_fdw fetch request",
+									  ALLOCSET_SMALL_SIZES);
+	f->req = copy_request(f->reqcxt, req);
+	f->generation = generation;
+	add_sources(f, targets, ntargets, partition_count);
 	start_sources(f);
 	return f;
 }
@@ -826,5 +965,6 @@ iq_fetch_end(IqFetch *f)
 	if (f == NULL)
 		return;
 	MemoryContextDelete(f->rowcxt);
+	MemoryContextDelete(f->reqcxt);
 	free_fetch(f);
 }

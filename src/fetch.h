@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * fetch.h
  *	  Backend side of reads: ask the instances that hold the partitions
- *	  (this one over its local socket, others over HTTP), in parallel, and
- *	  hand back their rows merged in key order.
+ *	  (this one over its local socket, others over an HTTP connection
+ *	  upgraded to the same stream), in parallel, and hand back their rows
+ *	  merged in key order.
  *
  * Every remote call has iq_fdw.peer_timeout and answers query cancel
  * (statement_timeout, pg_cancel_backend) within a fraction of a second;

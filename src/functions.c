@@ -105,6 +105,9 @@ iq_worker(PG_FUNCTION_ARGS)
 /*
  * iq_stats
  *		One row per partition this instance holds.
+ *
+ * Filled to the width the SQL declaration asks for, so that a database
+ * created before state_rebuilds was added keeps working with this library.
  */
 Datum
 iq_stats(PG_FUNCTION_ARGS)
@@ -117,8 +120,8 @@ iq_stats(PG_FUNCTION_ARGS)
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
 		IqPartitionStats *ps = &s->partitions[p];
-		Datum		values[17];
-		bool		nulls[17] = {0};
+		Datum		values[18];
+		bool		nulls[18] = {0};
 		int			i = 0;
 		const char *state;
 
@@ -150,6 +153,9 @@ iq_stats(PG_FUNCTION_ARGS)
 		values[i++] = Int64GetDatum(ps->restored_records);
 		values[i++] = Int64GetDatum(ps->restore_total);
 		values[i++] = Int64GetDatum(ps->changelog_offset);
+		/* state_rebuilds came with a later script: a 0.1 database lacks it */
+		if (rsinfo->setDesc->natts > i)
+			values[i++] = Int64GetDatum(ps->state_rebuilds);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -128,6 +128,71 @@ iq_ownership_wait(IqOwnerView *o, const bool *needed, bool count_only,
 }
 
 /*
+ * owner_differs
+ *		Whether the view routes some needed partition to another instance
+ *		than the one asked for it.
+ */
+static bool
+owner_differs(const IqOwnerView *o, const bool *needed,
+			  const IqTarget *asked, int nasked)
+{
+	for (int t = 0; t < nasked; t++)
+		for (int i = 0; i < asked[t].npartitions; i++)
+		{
+			int			p = asked[t].partitions[i];
+			int			m = o->owner[p];
+
+			if (!needed[p] || m < 0 || m >= o->nmembers)
+				continue;
+			if (strcmp(o->members[m].host, asked[t].host) != 0 ||
+				o->members[m].port != asked[t].port)
+				return true;
+		}
+	return false;
+}
+
+/*
+ * iq_ownership_wait_change
+ *		After an instance answered that it no longer holds what it was
+ *		asked: wait, up to iq_fdw.ownership_wait, for a view that routes
+ *		differently, with an owner for every needed partition.
+ *
+ * "Differently" is another owner for one of the partitions asked, or a
+ * new generation (the group settled again, possibly on the same owner,
+ * which then holds the partition once more).  False if nothing changed in
+ * time; the caller then fails with the owner's answer.
+ */
+bool
+iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation,
+						 const bool *needed, const IqTarget *asked, int nasked)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	int			count = o->partition_count;
+
+	for (;;)
+	{
+		if ((o->generation != asked_generation ||
+			 owner_differs(o, needed, asked, nasked)) &&
+			first_missing(o, needed, false) < 0)
+			return true;
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
+									   iq_ownership_wait_ms))
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 IQ_OWNERSHIP_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		iq_ownership_read(o);
+		if (o->partition_count != count)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+					 errmsg("the partition count changed from %d to %d during a read",
+							count, o->partition_count),
+					 errhint("Run the query again.")));
+	}
+}
+
+/*
  * iq_ownership_partition
  *		A key's partition, as the producers compute it.
  */

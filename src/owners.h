@@ -37,6 +37,16 @@ extern void iq_ownership_wait(IqOwnerView *o, const bool *needed,
 							  bool count_only,
 							  const char *store, const char *what);
 
+/*
+ * After an answer "not held here": wait (up to iq_fdw.ownership_wait) for
+ * a view newer than asked_generation, or routing a needed partition to
+ * another instance than in asked[], with every needed partition owned.
+ * False if ownership did not change in time.
+ */
+extern bool iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation,
+									 const bool *needed,
+									 const IqTarget *asked, int nasked);
+
 /* The partition of a key under the configured partitioner. */
 extern int	iq_ownership_partition(const IqOwnerView *o, const char *key, int len);
 

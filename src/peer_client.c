@@ -85,6 +85,16 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* iq_target_url: http://host:port/path, an IPv6 address in brackets */
+void
+iq_target_url(char *url, size_t size, const IqTarget *target, const char *path)
+{
+	if (strchr(target->host, ':'))
+		snprintf(url, size, "http://[%s]:%d%s", target->host, target->port, path);
+	else
+		snprintf(url, size, "http://%s:%d%s", target->host, target->port, path);
+}
+
 /* fail: record a failure that happened before the transfer could start */
 static void
 fail(IqFetchSource *src, const char *what)
@@ -127,10 +137,7 @@ iq_peer_start(IqFetchSource *src)
 		curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
 		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	}
-	if (strchr(src->target.host, ':'))
-		snprintf(url, sizeof(url), "http://[%s]:%d/iq/v1/read", src->target.host, src->target.port);
-	else
-		snprintf(url, sizeof(url), "http://%s:%d/iq/v1/read", src->target.host, src->target.port);
+	iq_target_url(url, sizeof(url), &src->target, "/iq/v1/read");
 	src->error[0] = '\0';
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, src->request.data);

@@ -17,6 +17,7 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/clauses.h"
 #include "optimizer/optimizer.h"
+#include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_locale.h"
 
@@ -281,4 +282,31 @@ iq_is_key_equality(PlannerInfo *root, RelOptInfo *baserel,
 
 	return !rinfo->pseudoconstant &&
 		classify_clause(root, baserel, info, rinfo->clause, &arg, &incl) == IQ_ROLE_EQ;
+}
+
+/*
+ * iq_array_keys
+ *		Non-null elements of a key array: a null never equals a key, so it
+ *		is never asked for.
+ */
+Datum *
+iq_array_keys(Datum array, int *nkeys)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(array);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			kept = 0;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			elems[kept++] = elems[i];
+	*nkeys = kept;
+	return elems;
 }

@@ -53,4 +53,7 @@ extern bool iq_is_key_equality(PlannerInfo *root, RelOptInfo *baserel,
 /* Is expr the key column of baserel (through a binary-compatible cast)? */
 extern bool iq_is_key_var(RelOptInfo *baserel, const IqTableInfo *info, Expr *expr);
 
+/* The non-null elements of an array of keys (key = ANY(array), IN lists). */
+extern Datum *iq_array_keys(Datum array, int *nkeys);
+
 #endif							/* IQ_QUALS_H */

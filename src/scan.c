@@ -22,8 +22,11 @@
 #include "owners.h"
 #include "plan.h"
 #include "scan.h"
+#include "settings.h"
+#include "shmem.h"
 
 static void start_read(ForeignScanState *node, IqScanState *s);
+static bool read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets);
 static Datum key_datum(IqScanState *s, IqFetchRow *row);
 static Datum value_datum(IqScanState *s, IqFetchRow *row);
 
@@ -70,7 +73,16 @@ iqIterateForeignScan(ForeignScanState *node)
 		start_read(node, s);
 
 	ExecClearTuple(slot);
-	if (s->fetch == NULL || s->at_end || !iq_fetch_next(s->fetch, &row))
+	if (s->cached_row)
+	{
+		s->cached_row = false;
+		s->at_end = true;
+		row.key = (char *) s->cached_key;
+		row.key_len = (int) s->cached_key_len;
+		row.value = s->cached_value;
+		row.value_len = (int) s->cached_value_len;
+	}
+	else if (s->fetch == NULL || s->at_end || !iq_fetch_next(s->fetch, &row))
 	{
 		s->at_end = true;
 		return slot;
@@ -93,7 +105,7 @@ iqIterateForeignScan(ForeignScanState *node)
 	 * copies), so that an executor that stops at one row (SELECT INTO,
 	 * EXISTS) still leaves the connection reusable.
 	 */
-	if (s->rows_left > 0 && --s->rows_left == 0)
+	if (s->fetch != NULL && s->rows_left > 0 && --s->rows_left == 0)
 	{
 		if (iq_fetch_next(s->fetch, &row))
 			ereport(ERROR,
@@ -122,6 +134,7 @@ iqReScanForeignScan(ForeignScanState *node)
 	s->fetch = NULL;
 	MemoryContextReset(s->batch_cxt);
 	s->started = false;
+	s->cached_row = false;
 }
 
 /*
@@ -160,6 +173,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 
 	s->started = true;
 	s->at_end = false;
+	s->cached_row = false;
 	s->reads++;
 	iq_ask_evaluate(node->ss.ps.ps_ExprContext, s->kind, s->expr_states,
 					s->roles, &ask);
@@ -189,6 +203,11 @@ start_read(ForeignScanState *node, IqScanState *s)
 	}
 	iq_ownership_wait(o, needed, false, s->store->name, what);
 	targets = iq_ownership_targets(o, needed, &ntargets);
+	if (s->kind == IQ_SCAN_POINT && read_cached(s, &ask, targets, ntargets))
+	{
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	resetStringInfo(&s->instances);
 	for (int t = 0; t < ntargets; t++)
@@ -233,6 +252,37 @@ start_read(ForeignScanState *node, IqScanState *s)
 	s->rows_left = (s->kind == IQ_SCAN_POINT) ? ask.nkeys : -1;
 	s->fetch = iq_fetch_start(req, targets, ntargets);
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * read_cached
+ *		A lookup of one key of this instance, answered from the value cache
+ *		when it is there; true if so.  Not with max_lag set: the cache does
+ *		not know the partition's lag, the worker's answer does.
+ */
+static bool
+read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets)
+{
+	IqVcResult	r;
+
+	if (iq_value_cache == NULL || iq_max_lag >= 0 || ask->nkeys != 1 ||
+		ntargets != 1 || !targets[0].is_local ||
+		targets[0].npartitions != 1)
+		return false;
+	r = iq_vc_lookup(iq_value_cache, s->store->id, targets[0].partitions[0],
+					 ask->keys[0].data, ask->keys[0].len,
+					 s->cached_value, &s->cached_value_len);
+	if (r == IQ_VC_MISS)
+		return false;
+	s->cache_hits++;
+	s->cached_row = (r == IQ_VC_FOUND);
+	s->at_end = !s->cached_row;
+	s->cached_key = ask->keys[0].data;
+	s->cached_key_len = ask->keys[0].len;
+	resetStringInfo(&s->instances);
+	appendStringInfo(&s->instances, "%s:%d (partition %d, local, value cache)",
+					 targets[0].host, targets[0].port, targets[0].partitions[0]);
+	return true;
 }
 
 /*

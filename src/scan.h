@@ -14,6 +14,7 @@
 #include "fetch.h"
 #include "quals.h"
 #include "stores.h"
+#include "value_cache.h"
 
 typedef struct IqScanState
 {
@@ -31,9 +32,17 @@ typedef struct IqScanState
 	bool		at_end;			/* the answer was read to its end */
 	int64		rows_left;		/* point lookups: keys without a row yet */
 
+	/* a lookup answered from the value cache: its row, not yet returned */
+	bool		cached_row;
+	const char *cached_key;
+	size_t		cached_key_len;
+	char		cached_value[IQ_VC_DATA];
+	size_t		cached_value_len;
+
 	/* for EXPLAIN ANALYZE */
 	int64		reads;			/* reads started (once per rescan) */
 	int64		empty_reads;	/* reads that needed no instance */
+	int64		cache_hits;		/* reads answered from the value cache */
 	StringInfoData instances;	/* the targets of the last read */
 } IqScanState;
 

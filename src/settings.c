@@ -28,6 +28,7 @@ char	   *iq_advertised_endpoint;
 int			iq_partitioner;
 int			iq_processing_guarantee;
 int			iq_memory_budget_mb;
+int			iq_value_cache_mb;
 int			iq_http_threads;
 int			iq_commit_interval_ms;
 
@@ -320,6 +321,11 @@ iq_define_settings(void)
 							NULL,
 							&iq_memory_budget_mb, 256, 16, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.value_cache",
+							"Shared memory caching point-lookup answers for this instance's backends; 0 turns it off.",
+							NULL,
+							&iq_value_cache_mb, 16, 0, 64 * 1024,
+							PGC_POSTMASTER, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.http_threads",
 							"Threads serving the HTTP endpoints.",
 							NULL,

@@ -10,9 +10,12 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "settings.h"
 #include "shmem.h"
+#include "value_cache.h"
 
 IqShared   *iq_shared = NULL;
+IqValueCache *iq_value_cache = NULL;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -25,6 +28,7 @@ iq_shmem_request_hook(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(IqShared)));
+	RequestAddinShmemSpace(iq_vc_shmem_size(iq_value_cache_mb));
 	RequestNamedLWLockTranche("iq_fdw", 1);
 }
 #endif
@@ -39,6 +43,7 @@ iq_shmem_startup(void)
 	 * (and children inherit) is stale, so attach afresh.
 	 */
 	iq_shared = NULL;
+	iq_value_cache = NULL;
 	iq_shmem_attach();
 }
 
@@ -54,6 +59,7 @@ iq_shmem_request(void)
 	shmem_request_hook = iq_shmem_request_hook;
 #else
 	RequestAddinShmemSpace(MAXALIGN(sizeof(IqShared)));
+	RequestAddinShmemSpace(iq_vc_shmem_size(iq_value_cache_mb));
 	RequestNamedLWLockTranche("iq_fdw", 1);
 #endif
 	prev_shmem_startup_hook = shmem_startup_hook;
@@ -64,10 +70,18 @@ void
 iq_shmem_attach(void)
 {
 	bool		found;
+	size_t		cache_size = iq_vc_shmem_size(iq_value_cache_mb);
 
+	StaticAssertStmt(IQ_MAX_PARTITIONS == 256, "value_cache.c assumes 256 partitions");
 	if (iq_shared != NULL)
 		return;
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	if (cache_size > 0)
+	{
+		void	   *mem = ShmemInitStruct("iq_fdw value cache", cache_size, &found);
+
+		iq_value_cache = found ? (IqValueCache *) TYPEALIGN(64, mem) : iq_vc_init(mem, cache_size);
+	}
 	iq_shared = ShmemInitStruct("iq_fdw", sizeof(IqShared), &found);
 	if (!found)
 	{

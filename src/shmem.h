@@ -30,7 +30,11 @@ typedef enum IqWorkerState
 	IQ_WORKER_ERROR
 } IqWorkerState;
 
-/* Per partition this instance holds. */
+/*
+ * Per partition this instance holds.  Counters (records_processed to
+ * wrong_partition, state_rebuilds) last as long as the worker; offsets and
+ * restore progress belong to the current assignment (worker/stats.c).
+ */
 typedef struct IqPartitionStats
 {
 	bool		assigned;
@@ -47,8 +51,9 @@ typedef struct IqPartitionStats
 	int64		dropped_malformed;
 	int64		dropped_unprocessable;
 	int64		wrong_partition;
-	int64		restored_records;
+	int64		restored_records;	/* progress of the current restore */
 	int64		restore_total;
+	int64		state_rebuilds; /* local state found unusable, rebuilt */
 } IqPartitionStats;
 
 /* A member of the consumer group that holds partitions. */
@@ -82,6 +87,7 @@ typedef struct IqShared
 } IqShared;
 
 extern IqShared *iq_shared;
+extern struct IqValueCache *iq_value_cache;	/* NULL when value_cache = 0 */
 
 extern void iq_shmem_request(void);		/* from _PG_init */
 extern void iq_shmem_attach(void);	/* idempotent; errors if not preloaded */

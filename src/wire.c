@@ -55,7 +55,7 @@ iq_buf_free(IqBuf *buf)
 }
 
 /* iq_buf_reserve: make room for extra more bytes; false (and oom) if not */
-static bool
+bool
 iq_buf_reserve(IqBuf *buf, size_t extra)
 {
 	size_t		need;

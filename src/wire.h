@@ -14,7 +14,8 @@
  *	 u32 nkeys, { u32 len, bytes }...	 (IQ_OP_GET)
  *	 u32 len, bytes						 (lower bound, if IQ_FLAG_LOWER)
  *	 u32 len, bytes						 (upper bound, if IQ_FLAG_UPPER)
- *	 Over the local socket the request is preceded by its u32 length.
+ *	 Over the local socket and a peer stream (below) the request is
+ *	 preceded by its u32 length, and requests follow one another.
  *
  * Response (a stream):
  *	 "IQ" u8 version u8 status
@@ -25,6 +26,11 @@
  *	 Rows of IQ_OP_SCAN come in key byte order over all the partitions
  *	 asked; IQ_OP_GET returns the keys found; IQ_OP_COUNT one row with an
  *	 empty key and an 8-byte count; IQ_OP_POSITIONS only the header.
+ *
+ * Peer stream: "GET /iq/v1/stream HTTP/1.1" with "Connection: Upgrade" and
+ * "Upgrade: iq-wire/1" is answered "101 Switching Protocols", and from the
+ * blank line on the connection carries requests and responses exactly as
+ * the local socket does.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_WIRE_H
@@ -35,6 +41,8 @@
 #include <stdint.h>
 
 #define IQ_WIRE_VERSION 1
+#define IQ_STREAM_PATH		"/iq/v1/stream"
+#define IQ_STREAM_PROTOCOL	"iq-wire/1"
 #define IQ_WIRE_MAX_REQUEST (16 * 1024 * 1024)
 
 typedef enum IqWireOp
@@ -71,6 +79,7 @@ typedef struct IqBuf
 
 extern void iq_buf_init(IqBuf *buf);
 extern void iq_buf_free(IqBuf *buf);
+extern bool iq_buf_reserve(IqBuf *buf, size_t extra);
 extern void iq_buf_append(IqBuf *buf, const void *data, size_t len);
 extern void iq_buf_u8(IqBuf *buf, uint8_t v);
 extern void iq_buf_u16(IqBuf *buf, uint16_t v);

@@ -126,6 +126,66 @@ def psql_error(instance, sql, timeout=60):
     raise AssertionError(f"instance {instance}: expected an error from {sql!r}, got {out!r}")
 
 
+class Session:
+    """One psql session, so one backend, kept across statements: for tests of
+    what a backend keeps between queries (its pooled connections).
+
+        with Session(1) as s:
+            s.run("SELECT 1")            # -> "1"; an error's text is returned too
+    """
+    MARK = "--session-done--"
+
+    def __init__(self, instance):
+        env = dict(os.environ, PGCONNECT_TIMEOUT="5", PGOPTIONS="")
+        self.proc = subprocess.Popen(psql_cmd(instance, "-q", "-v", "ON_ERROR_STOP=0"), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        self.pending = b""
+
+    def run(self, sql, timeout=60):
+        """Run sql; return what it printed (results, and errors: ON_ERROR_STOP is off)."""
+        import select
+        sql = sql.rstrip()
+        if not sql.endswith(";"):
+            sql += ";"  # else psql would hold the statement and run the mark first
+        self.proc.stdin.write(f"{sql}\n\\echo {self.MARK}\n".encode())
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while (self.MARK + "\n").encode() not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise AssertionError(f"no answer within {timeout}s to {sql!r}; so far {self.pending!r}")
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise AssertionError(f"psql ended while running {sql!r}: {self.pending!r}")
+            self.pending += chunk
+        out, self.pending = self.pending.split((self.MARK + "\n").encode(), 1)
+        return out.decode().strip()
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def import_stores_sql(schema, server):
+    """SQL that (re)creates schema with the stores imported from server (made if missing)."""
+    return f"""
+DROP SCHEMA IF EXISTS {schema} CASCADE;
+CREATE SCHEMA {schema};
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = '{server}') THEN
+    CREATE SERVER {server} FOREIGN DATA WRAPPER iq_fdw;
+  END IF;
+END $$;
+IMPORT FOREIGN SCHEMA stores FROM SERVER {server} INTO {schema};
+"""
+
+
 # ---- HTTP -------------------------------------------------------------------
 
 def http_get(instance, path, timeout=5.0):

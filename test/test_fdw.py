@@ -7,7 +7,9 @@ and LIMIT, full scans, aggregates, joins (foreign-foreign and with a local
 heap table), and a table in a non-C collation.  EXPLAIN shows what was
 pushed down.  The last tests freeze an instance (SIGSTOP) to check that a
 query needing it fails within the peer timeout, naming it, and that
-statement_timeout cancels a wait on it.
+statement_timeout cancels a wait on it (leaving the backend usable); and
+check that other instances are read over pooled upgraded streams, which
+survive the restart of a peer.
 
 The generated keys share a prefix unique to this run, so their truth is
 known exactly whatever other tests produced; whole-store checks compare
@@ -17,13 +19,15 @@ with the truth read back from the topics.
 import os
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from conftest import (INSTANCES, IQ_HOME, consume, http_port, java_partition, produce, psql,
-                      psql_error, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, consume, http_port, import_stores_sql,
+                      java_partition, produce, psql, psql_error, wait_until)
 
 PREFIX = f"fdw{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 N_CUSTOMERS = 20_000
@@ -32,15 +36,7 @@ N_ORDERS = 200_000
 SEED_CUSTOMERS = ["1--john", "2--adam", "3--daniel", "4--james", "5--jack", "6--mathew", "7--will"]
 SEED_ORDERS = ["1--spagety", "2--pizza", "--pasta"]
 
-SETUP = """
-DROP SCHEMA IF EXISTS fdwtest CASCADE;
-CREATE SCHEMA fdwtest;
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_foreign_server WHERE srvname = 'iq_test') THEN
-    CREATE SERVER iq_test FOREIGN DATA WRAPPER iq_fdw;
-  END IF;
-END $$;
-IMPORT FOREIGN SCHEMA stores FROM SERVER iq_test INTO fdwtest;
+SETUP = import_stores_sql("fdwtest", "iq_test") + """\
 CREATE FOREIGN TABLE fdwtest.order_count_icu (key text COLLATE "en-x-icu", count bigint)
   SERVER iq_test OPTIONS (store 'order-count');
 """
@@ -92,19 +88,24 @@ def data():
     rnd = random.Random(5)
     customers = {key(k): f"name{k}" for k in range(N_CUSTOMERS)}
     orders = [key(rnd.randrange(N_KEYS)) for _ in range(N_ORDERS)]
-    have_seed = q(1, "SELECT count(*) FROM customer WHERE key = '1'") == "1"
-    produce("customer", (f"{k}--{v}" for k, v in customers.items()))
-    produce("order", (f"{k}--food" for k in orders))
-    if not have_seed:
-        produce("customer", SEED_CUSTOMERS)
-        produce("order", SEED_ORDERS)
-
     t = Truth()
     t.customers = customers
     t.counts = Counter(orders)
     t.keys = sorted(t.counts)
-
     expect = f"{len(t.counts)}|{N_ORDERS}"
+
+    # set up again (a restarts_cluster test runs after the others): the
+    # records of this run are in the topics already
+    produced = q(1, f"SELECT count(*), sum(count) FROM order_count "
+                    f"WHERE key >= '{PREFIX}' AND key < '{PREFIX}~'") == expect
+    if not produced:
+        have_seed = q(1, "SELECT count(*) FROM customer WHERE key = '1'") == "1"
+        produce("customer", (f"{k}--{v}" for k, v in customers.items()))
+        produce("order", (f"{k}--food" for k in orders))
+        if not have_seed:
+            produce("customer", SEED_CUSTOMERS)
+            produce("order", SEED_ORDERS)
+
     for i in INSTANCES:
         wait_until(lambda: q(i, f"SELECT count(*), sum(count) FROM order_count "
                                 f"WHERE key >= '{PREFIX}' AND key < '{PREFIX}~'") == expect,
@@ -306,23 +307,89 @@ def test_estimates_come_from_the_stores(data, instance):
     assert n / 10 <= rows <= n * 10, plan
 
 
+# ---- the value cache --------------------------------------------------------
+
+def _fresh_local_key(i, tag):
+    """A key of this run that no record has used yet, owned by instance i
+    (outside the generated keys' range, whose truth other tests check)."""
+    for n in range(1000):
+        k = f"vc:{PREFIX}{tag}{i}-{n}"
+        if q(i, f"SELECT (iq_key_owner('order-count', '{k}')).is_local") == "t":
+            return k
+    pytest.fail(f"instance {i} owns none of 1000 keys")
+
+
+def _plan(i, sql):
+    return q(i, f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {sql}")
+
+
+def test_value_cache_follows_the_stream(data, instance):
+    """A repeated lookup is answered from the value cache, and every write
+    of the stream is seen at once: absent, then 1, 2, 3, on every instance."""
+    k = _fresh_local_key(instance, "o")
+    lookup = f"SELECT count FROM order_count WHERE key = '{k}'"
+    assert q(instance, lookup) == ""
+    assert "Value Cache Hits: 1" in _plan(instance, lookup)
+    for n in range(1, 4):
+        produce("order", [f"{k}--food"])
+        wait_until(lambda: q(instance, lookup) == str(n), timeout=60,
+                   message=f"instance {instance} to count {n} for {k}")
+        plan = _plan(instance, lookup)
+        assert "Value Cache Hits: 1" in plan and "value cache" in plan, plan
+        assert q(instance, lookup) == str(n)
+        for j in INSTANCES:
+            assert q(j, lookup) == str(n), f"instance {j}"
+
+
+def test_value_cache_holds_customer_names_and_deletes(data, instance):
+    k = _fresh_local_key(instance, "c")
+    lookup = f"SELECT value FROM customer WHERE key = '{k}'"
+    for name in ["first", "s\u00e9cond 'quoted'", None, "back"]:
+        if name is None:
+            # a null value deletes (kcat -Z: an empty value is null)
+            subprocess.run(["kcat", "-b", BOOTSTRAP, "-P", "-t", "customer",
+                            "-p", str(java_partition(k, 3)), "-K", "--", "-Z"],
+                           input=f"{k}--\n", text=True, check=True, timeout=60)
+        else:
+            produce("customer", [f"{k}--{name}"])
+        want = name or ""
+        wait_until(lambda: q(instance, lookup) == want, timeout=60,
+                   message=f"instance {instance} to hold {want!r} for {k}")
+        assert "Value Cache Hits: 1" in _plan(instance, lookup)
+        assert q(instance, lookup) == want
+
+
+def test_value_cache_is_bypassed_under_max_lag(data, instance):
+    """Only the worker's answer carries the partition's position."""
+    k = _fresh_local_key(instance, "l")
+    lookup = f"SELECT count FROM order_count WHERE key = '{k}'"
+    q(instance, lookup)
+    assert "Value Cache Hits: 1" in _plan(instance, lookup)
+    plan = q(instance, "SET iq_fdw.max_lag = 1000000;\n"
+                       f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {lookup}")
+    assert "Value Cache Hits" not in plan and "Instances Asked" in plan, plan
+
+
 # ---- a frozen instance ------------------------------------------------------
 
 def _worker_pid(i):
     return int(psql(i, "SELECT pid FROM iq_worker()"))
 
 
+def _keys_owned_by(i, data, n=1):
+    """n keys with counts whose partition instance i owns (skip if none)."""
+    owned = set()
+    for p in range(3):
+        k = next(k for k in data.keys if java_partition(k, 3) == p)
+        if int(psql(1, f"SELECT port FROM iq_key_owner('order-count', '{k}')")) == http_port(i):
+            owned.add(p)
+    if not owned:
+        pytest.skip(f"instance {i} owns no partition")
+    return [k for k in data.keys if java_partition(k, 3) in owned][:n]
+
+
 def _key_owned_by(i, data):
-    seen = set()
-    for k in data.keys:
-        p = java_partition(k, 3)
-        if p in seen:
-            continue
-        seen.add(p)
-        port = int(psql(1, f"SELECT port FROM iq_key_owner('order-count', '{k}')"))
-        if port == http_port(i):
-            return k
-    pytest.skip(f"instance {i} owns no partition")
+    return _keys_owned_by(i, data)[0]
 
 
 @pytest.fixture
@@ -357,6 +424,93 @@ def test_statement_timeout_cancels_wait_on_peer(data, frozen_instance3):
     # the backend and its connections stay usable: a local read after it
     assert psql(1, "SELECT 1") == "1"
 
+
+def test_cancel_while_a_peer_is_frozen_leaves_the_session_usable(data):
+    """One backend: a pooled stream to instance 3, a query on it cancelled
+    while 3 is frozen; the same backend then reads its own instance at once,
+    and, once 3 thaws, gets right answers from it (the abandoned connection,
+    with its late answer, is never reused)."""
+    a, b = _keys_owned_by(3, data, 2)
+    own = _key_owned_by(1, data)
+    pid = _worker_pid(3)
+    get = "SELECT count FROM order_count WHERE key = '{}'".format
+    with Session(1) as s:
+        s.run("SET search_path = fdwtest, public; SET iq_fdw.peer_timeout = 20000")
+        assert s.run(get(b)) == str(data.counts[b])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            err = s.run(f"SET statement_timeout = 300; {get(a)}; RESET statement_timeout")
+            assert "statement timeout" in err, err
+            assert time.monotonic() - start < 3
+            assert s.run(get(own)) == str(data.counts[own])
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert s.run(get(b)) == str(data.counts[b])
+        assert s.run(get(a)) == str(data.counts[a])
+
+
+# ---- the upgraded stream to other instances -----------------------------------
+
+def _stream_threads(i):
+    """Threads of instance i's worker serving upgraded connections."""
+    task = Path(f"/proc/{_worker_pid(i)}/task")
+    names = []
+    for t in task.iterdir():
+        try:
+            names.append((t / "comm").read_text().strip())
+        except OSError:
+            pass  # ended meanwhile
+    return names.count("iq_http_stream")
+
+
+def test_remote_lookups_go_over_the_upgraded_stream(data, instance):
+    """Lookups of keys other instances own equal the truth, and go over a
+    pooled stream: while the backend lives, each owner serves it on a stream
+    thread (at most two, the pool's bound), and none once it is gone."""
+    keys = [key(n) for n in range(0, N_KEYS, 211)]
+    owner = {p: int(psql(instance, f"SELECT port FROM iq_key_owner('order-count', '{k}')"))
+             for p, k in {java_partition(k, 3): k for k in keys}.items()}
+    others = [i for i in INSTANCES if i != instance and http_port(i) in owner.values()]
+    if not others:
+        pytest.skip(f"instance {instance} owns every partition")
+    wait_until(lambda: all(_stream_threads(i) == 0 for i in others), timeout=30,
+               message="earlier sessions' streams to close")
+    with Session(instance) as s:
+        s.run("SET search_path = fdwtest, public")
+        got = [s.run(f"SELECT coalesce((SELECT count FROM order_count WHERE key = '{k}'), 0)")
+               for k in keys]
+        assert got == [str(data.counts.get(k, 0)) for k in keys]
+        for i in others:
+            assert 1 <= _stream_threads(i) <= 2, i
+    wait_until(lambda: all(_stream_threads(i) == 0 for i in others), timeout=30,
+               message="the session's streams to close with it")
+
+
+@pytest.mark.restarts_cluster
+def test_a_peer_restarted_between_queries_still_answers(data):
+    """One backend keeps streams to every owner; an owner's worker is killed
+    and comes back; the same backend's next query, whose pooled connection
+    to it is broken, answers right (asked again on a fresh connection)."""
+    keys = [key(n) for n in range(0, N_KEYS, 997)]
+    lst = ", ".join(f"'{k}'" for k in keys)
+    sql = f"SELECT count(*), sum(count) FROM order_count WHERE key IN ({lst})"
+    want = f"{sum(1 for k in keys if k in data.counts)}|{sum(data.counts.get(k, 0) for k in keys)}"
+    victim = INSTANCES[-1]
+    with Session(1) as s:
+        s.run("SET search_path = fdwtest, public")
+        assert s.run(sql) == want
+        os.kill(_worker_pid(victim), signal.SIGKILL)  # the instance restarts
+
+        def settled():
+            if any(psql(i, "SELECT state FROM iq_worker()") != "running" for i in INSTANCES):
+                return False
+            owners = {psql(i, "SELECT string_agg(port::text, ',' ORDER BY k) FROM "
+                              f"(SELECT k, (iq_key_owner('order-count', k)).port FROM "
+                              f"unnest(ARRAY[{lst}]) k) o") for i in INSTANCES}
+            return len(owners) == 1 and q(2, sql) == want
+        wait_until(settled, timeout=180, interval=1, message="the cluster to settle after the kill")
+        assert s.run(sql) == want
 
 # ---- an instance whose worker knows no partitions ---------------------------
 

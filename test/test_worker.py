@@ -337,3 +337,118 @@ def test_wiped_state_is_restored_from_the_changelog():
     wait_until(lambda: all_counts() == before, timeout=120, message="restored counts")
     restored = sum(r["restored_records"] for r in stats(victim).values())
     assert restored > 0
+
+
+def _orders_per_partition(prefix, n):
+    """n orders on each partition (one key each) and the truth."""
+    keys = {}
+    j = 0
+    while len(keys) < 3:
+        k = f"{prefix}{j}"
+        keys.setdefault(java_partition(k, 3), k)
+        j += 1
+    lines = [f"{keys[p]}--food{x}" for p in range(3) for x in range(n)]
+    return lines, {keys[p]: n for p in range(3)}
+
+
+def test_stats_counters_survive_rebalances():
+    """A partition revoked and assigned again (or moved away and back) keeps
+    its records_processed: counters live as long as the worker, only a
+    worker restart starts them from zero."""
+    prefix = unique("wstat") + "_"
+    lines, truth = _orders_per_partition(prefix, 20)
+    produce("order", lines)
+    wait_counts(prefix, truth)
+    wait_until(all_running, timeout=120, interval=0.5, message="every worker running")
+    held = {i: worker(i)[3] for i in INSTANCES}
+    before = {(i, p): stats(i)[p]["records_processed"] for i in INSTANCES for p in held[i]}
+    assert all(v > 0 for v in before.values()), before
+
+    # a clean stop of one instance: the others are revoked and assigned again
+    # (eager rebalance), then its start moves partitions back
+    victim = INSTANCES[-1]
+    others = [i for i in INSTANCES if i != victim]
+    run = lambda *a: subprocess.run([str(SCRIPTS / "instance"), *a], check=True,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    run("stop", str(victim))
+    try:
+        def others_hold_all():
+            ws = [worker(i) for i in others]
+            return all(w[0] == "running" for w in ws) and \
+                sorted(p for w in ws for p in w[3]) == list(range(3))
+        wait_until(others_hold_all, timeout=120, interval=0.5,
+                   message="the other instances hold every partition")
+    finally:
+        run("start", str(victim))
+    wait_until(all_running, timeout=180, interval=0.5, message="every worker running again")
+
+    prefix2 = unique("wstat2") + "_"
+    lines, truth2 = _orders_per_partition(prefix2, 5)
+    produce("order", lines)
+    wait_counts(prefix2, truth2)
+    kept = [(i, p) for (i, p) in before if i != victim and p in worker(i)[3]]
+    assert kept, f"no instance but the restarted one holds a partition it held: {held}"
+    for i, p in kept:
+        after = stats(i)[p]["records_processed"]
+        assert after >= before[(i, p)] + 5, \
+            f"instance {i} partition {p}: records_processed {before[(i, p)]} before, {after} after"
+
+
+# iq_stats() as this library declares it: a database created from an older
+# iq_fdw--0.1.sql lacks the last column, which the library fills only when
+# asked for, so the test asks through its own declaration of the same symbol
+STATS_DECL = """CREATE FUNCTION pg_temp.iq_stats_now(
+    OUT partition integer, OUT state text, OUT customer_offset bigint,
+    OUT customer_end_offset bigint, OUT order_offset bigint, OUT order_end_offset bigint,
+    OUT lag bigint, OUT records_processed bigint, OUT orders_joined bigint,
+    OUT orders_without_customer bigint, OUT dropped_null_key bigint,
+    OUT dropped_malformed bigint, OUT dropped_unprocessable bigint, OUT wrong_partition bigint,
+    OUT restored_records bigint, OUT restore_total bigint, OUT changelog_offset bigint,
+    OUT state_rebuilds bigint)
+RETURNS SETOF record AS 'iq_fdw', 'iq_stats' LANGUAGE C STRICT VOLATILE;"""
+
+
+def state_rebuilds(i):
+    """{partition: state_rebuilds} of instance i."""
+    out = psql(i, "\\set QUIET on\n" + STATS_DECL +
+               "\nSELECT partition, state_rebuilds FROM pg_temp.iq_stats_now();")
+    return {int(p): int(n) for p, n in (line.split("|") for line in out.splitlines())}
+
+
+def test_corrupt_state_is_moved_aside_and_rebuilt():
+    """A store RocksDB calls corrupt (CURRENT overwritten with garbage) is
+    not retried for ever: it is moved aside with a WARNING naming it, and
+    the partition is restored from the changelog and the customer topic."""
+    victim = 2
+    wait_until(all_running, timeout=120, interval=0.5, message="every worker running")
+    before = all_counts()
+    assert before
+    wait_until(lambda: all_counts() == before, timeout=30, message="stable counts")
+    held = worker(victim)[3]
+    assert held
+    q = urllib.parse.urlencode({"scope": "local"})
+    customers = {r["key"]: r["value"] for r in
+                 http_json(victim, f"/stores/customer-v1-changelog/all?{q}")["result"]}
+    run = lambda *a: subprocess.run([str(SCRIPTS / "instance"), *a], check=True,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    log = IQ_HOME / "pg" / str(victim) / "server.log"
+    log_start = log.stat().st_size
+    run("stop", str(victim))
+    app_dir = IQ_HOME / "pg" / str(victim) / "state" / "food-server"
+    for p in held:
+        # no newline at the end: RocksDB reports "Corruption: CURRENT file ..."
+        (app_dir / str(p) / "CURRENT").write_bytes(b"\x00\xffnot a manifest name")
+    run("start", str(victim))
+    wait_until(lambda: all_running() and sorted(worker(victim)[3]) == sorted(held),
+               timeout=180, interval=0.5, message="victim holds its partitions again")
+    wait_until(lambda: all_counts() == before, timeout=120, message="restored counts")
+    assert {r["key"]: r["value"] for r in
+            http_json(victim, f"/stores/customer-v1-changelog/all?{q}")["result"]} == customers
+    with open(log, "rb") as f:
+        f.seek(log_start)
+        text = f.read().decode(errors="replace")
+    rebuilds = state_rebuilds(victim)
+    for p in held:
+        assert f'WARNING:  iq_fdw worker: the state of partition {p} is corrupt; moved it to "{app_dir / str(p)}.corrupt-' in text, text[-3000:]
+        assert list(app_dir.glob(f"{p}.corrupt-*")), f"no {p}.corrupt-* under {app_dir}"
+        assert rebuilds[p] == 1, rebuilds

@@ -414,24 +414,18 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		bool		existed = false;
 		bool		counts_empty;
 		bool		customers_empty;
-		char	   *err_open = NULL;
 		IqPart	   *part = &iq_w->parts[p];
 
 		if (!mine[p])
 			continue;
-		memset(&part->stats, 0, sizeof(part->stats));
-		part->stats.assigned = true;
-		part->stats.restoring = true;
+		iq_stats_assigned(&part->stats);
 		part->wrong_partition_logged = false;
 		part->counts_restored = false;
 		part->order_next = -1;
 		part->order_end = -1;
 		part->customer_end = -1;
-		if (!iq_store_open(p, &ck, &existed, &err_open))
+		if (!iq_restore_open(p, &ck, &existed))
 		{
-			iq_fail("could not open the state of partition %d under iq_fdw.state_dir: %s",
-					p, err_open ? err_open : "?");
-			free(err_open);
 			rd_kafka_assign(rk, NULL);
 			return;
 		}

@@ -28,7 +28,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -130,14 +129,8 @@ launch(IqForwardJob *job)
 		complete(job, CURLE_OUT_OF_MEMORY);
 		return;
 	}
-	job->headers = curl_slist_append(NULL, "X-IQ-Forwarded: 1");
-	curl_easy_setopt(h, CURLOPT_URL, job->url);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, job->headers);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	job->headers = iq_peer_setup(h, job->url, false);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_PROXY, "");
-	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, job);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, job);
@@ -151,16 +144,6 @@ launch(IqForwardJob *job)
 	job->easy = h;
 	job->next = flying;
 	flying = job;
-}
-
-/* now_ms: a monotonic clock for curl's timer */
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* socket_cb: curl says which events to wait for on a socket */
@@ -187,7 +170,7 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-	timer_deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	timer_deadline = timeout_ms < 0 ? -1 : iq_http_now_ms() + timeout_ms;
 	return 0;
 }
 
@@ -252,7 +235,7 @@ forwarder_main(void *arg)
 			wait_ms = 1000;
 		else
 		{
-			long long	left = timer_deadline - now_ms();
+			long long	left = timer_deadline - iq_http_now_ms();
 
 			wait_ms = left <= 0 ? 0 : (left > 1000 ? 1000 : (int) left);
 		}
@@ -277,7 +260,7 @@ forwarder_main(void *arg)
 				flags |= CURL_CSELECT_ERR;
 			curl_multi_socket_action(fwd_multi, evs[i].data.fd, flags, &running);
 		}
-		if (timer_deadline >= 0 && now_ms() >= timer_deadline)
+		if (timer_deadline >= 0 && iq_http_now_ms() >= timer_deadline)
 		{
 			timer_deadline = -1;
 			curl_multi_socket_action(fwd_multi, CURL_SOCKET_TIMEOUT, 0, &running);

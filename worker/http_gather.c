@@ -6,132 +6,440 @@
  * Each member that owns partitions is asked for exactly those partitions
  * over the compact endpoint (this instance answers itself through the same
  * read handler), so a partition that moved meanwhile gives NOT_HELD and a
- * 503 instead of a silently partial answer.  Answers are collected whole
- * and merged in key byte order; this is a convenience for people with
- * curl, the FDW streams instead.
+ * 503 instead of a silently partial answer.
+ *
+ * A scan is streamed, as the FDW's reads are: every member's answer
+ * arrives in its own sorted stream, all of them in flight at once on one
+ * curl multi handle per request, and the merge hands out one row at a
+ * time in key byte order as MHD asks for more of the chunked response.
+ * Memory is bounded per request: a peer's bytes not yet merged pause its
+ * transfer beyond GATHER_INBOX_MAX, this instance's rows are produced a
+ * chunk at a time, and the JSON goes out a chunk at a time.  Statuses
+ * (503 for a partition moved or restoring, 502 or 504 for a peer) are
+ * decided from every member's header and first row, before the 200; a
+ * member failing after that breaks the chunked stream, so a client never
+ * takes a truncated list for a whole one.
+ *
+ * Server threads only: no PostgreSQL calls.
  *-------------------------------------------------------------------------
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "http_gather.h"
 #include "read_handler.h"
 
+/* A peer's answer received but not yet merged, beyond which it is paused. */
+#define GATHER_INBOX_MAX	(256 * 1024)
+/* This instance's answer is produced this much at a time. */
+#define GATHER_LOCAL_CHUNK	(64 * 1024)
+/* JSON handed to MHD per callback, at least. */
+#define GATHER_OUT_CHUNK	(64 * 1024)
+/* Longest single wait for peers, so the idle timeout is checked often. */
+#define GATHER_POLL_MS		100
+
 typedef struct Source
 {
-	char		name[IQ_HTTP_HOST_LEN + 16]; /* host:port */
-	IqBuf		raw;
+	char		name[IQ_HTTP_HOST_LEN + 16];	/* host:port */
 	IqWireReader reader;
 	bool		has_row;
+
+	/* this instance */
+	IqReadStream *local;
+	bool		local_more;
+
+	/* a peer */
+	CURL	   *easy;
+	struct curl_slist *headers;
+	IqBuf		request;		/* the body: curl reads it while in flight */
+	IqBuf		inbox;			/* arrived, not yet fed to the reader */
+	bool		paused;
+	bool		done;			/* the transfer ended (see rc) */
+	CURLcode	rc;
+	long		http_status;
+	long long	last_activity;	/* ms, for the idle timeout */
+	char		errbuf[CURL_ERROR_SIZE];
 } Source;
 
-/* ask_member: the whole wire answer of member m for its partitions */
-static bool
-ask_member(struct MHD_Connection *conn, const IqHttpOwnership *o, int m,
-		   const IqWireRequest *tmpl, Source *src, enum MHD_Result *ret)
+typedef struct Gather
 {
-	uint16_t	parts[IQ_HTTP_MAX_PARTITIONS];
-	IqWireRequest req = *tmpl;
-	IqBuf		body;
-	int			p;
+	CURLM	   *multi;
+	Source	   *src;
+	int			n;
+	IqStoreId	store;
+	IqBuf		out;			/* JSON not yet handed to MHD */
+	size_t		off;
+	bool		first;
+	bool		done;
+	bool		failed;
+} Gather;
 
-	req.npartitions = 0;
-	req.partitions = parts;
-	for (p = 0; p < o->partition_count && p < IQ_HTTP_MAX_PARTITIONS; p++)
-		if (o->owner[p] == m)
-			parts[req.npartitions++] = (uint16_t) p;
-	snprintf(src->name, sizeof(src->name), "%s:%d", o->members[m].host, o->members[m].port);
-	iq_buf_init(&src->raw);
-	iq_wire_reader_init(&src->reader);
+/* Why a source could not give its next event, for the status and message. */
+typedef struct SourceError
+{
+	unsigned int status;		/* HTTP status to answer with */
+	const char *owner;			/* the instance at fault, host:port */
+	char		message[600];
+} SourceError;
 
-	iq_buf_init(&body);
-	iq_wire_encode_request(&req, &body);
-	if (body.oom)
+/* write_cb: curl hands a peer's bytes; beyond the bound, pause the peer */
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	Source	   *src = userdata;
+	size_t		n = size * nmemb;
+
+	if (src->http_status == 0)
+		curl_easy_getinfo(src->easy, CURLINFO_RESPONSE_CODE, &src->http_status);
+	if (src->inbox.len >= GATHER_INBOX_MAX)
 	{
-		iq_buf_free(&body);
-		*ret = iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "out of memory");
+		src->paused = true;
+		return CURL_WRITEFUNC_PAUSE;	/* curl keeps the bytes for later */
+	}
+	iq_buf_append(&src->inbox, ptr, n);
+	src->last_activity = iq_http_now_ms();
+	return src->inbox.oom ? 0 : n;
+}
+
+/* start_peer: POST the request to member host:port, added to the multi */
+static bool
+start_peer(Gather *g, Source *src, const IqHttpMember *member)
+{
+	IqBuf		url;
+
+	iq_buf_init(&url);
+	iq_peer_url(&url, member->host, member->port, "/iq/v1/read");
+	src->easy = curl_easy_init();
+	if (src->easy == NULL || url.oom)
+	{
+		iq_buf_free(&url);
 		return false;
 	}
-	if (m == o->self)
-	{
-		IqReadStream *s = iq_read_begin(body.data, body.len);
+	src->headers = iq_peer_setup(src->easy, url.data, true);
+	iq_buf_free(&url);
+	curl_easy_setopt(src->easy, CURLOPT_POSTFIELDS, src->request.data);
+	curl_easy_setopt(src->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) src->request.len);
+	curl_easy_setopt(src->easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(src->easy, CURLOPT_WRITEDATA, src);
+	curl_easy_setopt(src->easy, CURLOPT_PRIVATE, src);
+	curl_easy_setopt(src->easy, CURLOPT_ERRORBUFFER, src->errbuf);
+	src->last_activity = iq_http_now_ms();
+	return curl_multi_add_handle(g->multi, src->easy) == CURLM_OK;
+}
 
-		if (s == NULL)
-			src->raw.oom = true;
-		else
-		{
-			while (iq_read_produce(s, &src->raw, SIZE_MAX))
-				;
-			iq_read_finish(s);
-		}
+/* free_source: stop its transfer or close its cursor, free its buffers */
+static void
+free_source(Gather *g, Source *src)
+{
+	if (src->easy)
+	{
+		curl_multi_remove_handle(g->multi, src->easy);
+		curl_easy_cleanup(src->easy);
+		src->easy = NULL;
+	}
+	curl_slist_free_all(src->headers);
+	src->headers = NULL;
+	if (src->local)
+		iq_read_finish(src->local);
+	src->local = NULL;
+	iq_buf_free(&src->request);
+	iq_buf_free(&src->inbox);
+	iq_wire_reader_free(&src->reader);
+}
+
+/* gather_free: everything of a gather, whatever state it is in */
+static void
+gather_free(Gather *g)
+{
+	for (int i = 0; i < g->n; i++)
+		free_source(g, &g->src[i]);
+	free(g->src);
+	if (g->multi)
+		curl_multi_cleanup(g->multi);
+	iq_buf_free(&g->out);
+	free(g);
+}
+
+/* drive: let curl move every transfer, waiting up to wait_ms for bytes */
+static void
+drive(Gather *g, int wait_ms)
+{
+	int			running = 0;
+	int			left;
+	CURLMsg    *msg;
+
+	curl_multi_perform(g->multi, &running);
+	while ((msg = curl_multi_info_read(g->multi, &left)) != NULL)
+	{
+		Source	   *src = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &src);
+		if (src == NULL)
+			continue;
+		src->done = true;
+		src->rc = msg->data.result;
+		if (src->http_status == 0)
+			curl_easy_getinfo(src->easy, CURLINFO_RESPONSE_CODE, &src->http_status);
+	}
+	if (wait_ms > 0 && running > 0)
+		curl_multi_poll(g->multi, NULL, 0, wait_ms, NULL);
+}
+
+/* peer_failed: the error for a peer whose answer cannot be read on */
+static void
+peer_failed(Source *src, SourceError *e)
+{
+	e->owner = src->name;
+	if (src->http_status != 0 && src->http_status != 200)
+	{
+		e->status = MHD_HTTP_BAD_GATEWAY;
+		snprintf(e->message, sizeof(e->message), "instance %s answered HTTP %ld",
+				 src->name, src->http_status);
+	}
+	else if (!src->done)
+	{
+		e->status = MHD_HTTP_GATEWAY_TIMEOUT;
+		snprintf(e->message, sizeof(e->message),
+				 "instance %s did not answer in time: nothing for %d ms",
+				 src->name, iq_http_config.peer_timeout_ms);
+	}
+	else if (src->rc != CURLE_OK)
+	{
+		e->status = src->rc == CURLE_OPERATION_TIMEDOUT ?
+			MHD_HTTP_GATEWAY_TIMEOUT : MHD_HTTP_BAD_GATEWAY;
+		snprintf(e->message, sizeof(e->message), "instance %s is unreachable: %s",
+				 src->name, src->errbuf[0] ? src->errbuf : curl_easy_strerror(src->rc));
 	}
 	else
 	{
-		IqForwardResult res;
+		e->status = MHD_HTTP_BAD_GATEWAY;
+		snprintf(e->message, sizeof(e->message), "instance %s: the answer ended early",
+				 src->name);
+	}
+}
 
-		iq_forward_post(o->members[m].host, o->members[m].port, "/iq/v1/read",
-						body.data, body.len, &res);
-		if (res.status != 200)
+/*
+ * more_bytes: feed src's reader what has arrived, waiting for it up to the
+ * peer timeout of silence; false with *e when there will be none.
+ */
+static bool
+more_bytes(Gather *g, Source *src, SourceError *e)
+{
+	e->owner = src->name;
+	if (src->local)
+	{
+		IqBuf		chunk;
+
+		if (!src->local_more)
 		{
-			unsigned int status = res.timed_out ? MHD_HTTP_GATEWAY_TIMEOUT : MHD_HTTP_BAD_GATEWAY;
-
-			iq_buf_free(&body);
-			if (res.status == 0)
-				*ret = iq_http_send_error(conn, status, src->name,
-										  "instance %s %s: %s", src->name,
-										  res.timed_out ? "did not answer in time" : "is unreachable",
-										  res.error);
-			else
-				*ret = iq_http_send_error(conn, MHD_HTTP_BAD_GATEWAY, src->name,
-										  "instance %s answered HTTP %ld", src->name, res.status);
-			iq_buf_free(&res.body);
+			e->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+			snprintf(e->message, sizeof(e->message), "this instance's answer ended early");
 			return false;
 		}
-		src->raw = res.body;
+		iq_buf_init(&chunk);
+		src->local_more = iq_read_produce(src->local, &chunk, GATHER_LOCAL_CHUNK);
+		if (!chunk.oom)
+			iq_wire_reader_feed(&src->reader, chunk.data ? chunk.data : "", chunk.len);
+		iq_buf_free(&chunk);
+		if (chunk.oom || src->reader.buf.oom)
+		{
+			e->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+			snprintf(e->message, sizeof(e->message), "out of memory");
+			return false;
+		}
+		return true;
 	}
-	iq_buf_free(&body);
-	if (src->raw.oom)
+	for (;;)
 	{
-		*ret = iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "out of memory");
-		return false;
+		if (src->http_status != 0 && src->http_status != 200)
+		{
+			peer_failed(src, e);
+			return false;
+		}
+		if (src->inbox.len > 0)
+		{
+			iq_wire_reader_feed(&src->reader, src->inbox.data, src->inbox.len);
+			src->inbox.len = 0;
+			if (src->paused)
+			{
+				src->paused = false;
+				src->last_activity = iq_http_now_ms();
+				curl_easy_pause(src->easy, CURLPAUSE_CONT);
+			}
+			if (src->reader.buf.oom)
+			{
+				e->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+				snprintf(e->message, sizeof(e->message), "out of memory");
+				return false;
+			}
+			return true;
+		}
+		if (src->done || src->inbox.oom ||
+			iq_http_now_ms() - src->last_activity >= iq_http_config.peer_timeout_ms)
+		{
+			peer_failed(src, e);
+			return false;
+		}
+		drive(g, GATHER_POLL_MS);
 	}
-	iq_wire_reader_feed(&src->reader, src->raw.data, src->raw.len);
-	if (iq_wire_reader_next(&src->reader) != IQ_EV_HEADER)
+}
+
+/* next_event: src's next complete wire event, or false with *e */
+static bool
+next_event(Gather *g, Source *src, IqWireEvent *ev, SourceError *e)
+{
+	e->owner = src->name;
+	for (;;)
+	{
+		*ev = iq_wire_reader_next(&src->reader);
+		if (*ev != IQ_EV_NEED_MORE)
+			break;
+		if (!more_bytes(g, src, e))
+			return false;
+	}
+	if (*ev == IQ_EV_ERROR)
 	{
 		IqWireStatus st = src->reader.status;
 
-		*ret = iq_http_send_error(conn,
-								  (st == IQ_WIRE_NOT_HELD || st == IQ_WIRE_RESTORING) ?
-								  MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_GATEWAY,
-								  src->name, "instance %s: %s", src->name,
-								  src->reader.message);
+		e->status = (st == IQ_WIRE_NOT_HELD || st == IQ_WIRE_RESTORING) ?
+			MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_GATEWAY;
+		snprintf(e->message, sizeof(e->message), "instance %s: %s", src->name,
+				 src->reader.message[0] ? src->reader.message : "truncated answer");
 		return false;
 	}
 	return true;
 }
 
-/* next_row: advance a source; false with an error sent if its stream failed */
+/* next_row: advance src to its next row or its end; false with *e */
 static bool
-next_row(struct MHD_Connection *conn, Source *src, enum MHD_Result *ret)
+next_row(Gather *g, Source *src, SourceError *e)
 {
-	switch (iq_wire_reader_next(&src->reader))
+	IqWireEvent ev;
+
+	if (!next_event(g, src, &ev, e))
+		return false;
+	if (ev == IQ_EV_HEADER)
 	{
-		case IQ_EV_ROW:
-			src->has_row = true;
-			return true;
-		case IQ_EV_END:
-			src->has_row = false;
-			return true;
-		default:
-			*ret = iq_http_send_error(conn, (src->reader.status == IQ_WIRE_NOT_HELD ||
-											 src->reader.status == IQ_WIRE_RESTORING) ?
-									  MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_GATEWAY,
-									  src->name, "instance %s: %s", src->name,
-									  src->reader.message[0] ? src->reader.message :
-									  "truncated answer");
-			return false;
+		e->status = MHD_HTTP_BAD_GATEWAY;
+		snprintf(e->message, sizeof(e->message), "instance %s: a second header in its answer",
+				 src->name);
+		return false;
 	}
+	src->has_row = (ev == IQ_EV_ROW);
+	return true;
+}
+
+/*
+ * gather_start: ask every member for its partitions, all at once, and read
+ * every header and first row; NULL with a response queued on failure.
+ */
+static Gather *
+gather_start(struct MHD_Connection *conn, const IqWireRequest *tmpl,
+			 enum MHD_Result *ret)
+{
+	static __thread IqHttpOwnership o;
+	int			count[IQ_HTTP_MAX_MEMBERS];
+	Gather	   *g;
+	SourceError e;
+	int			p;
+
+	iq_http_ownership(&o);
+	memset(count, 0, sizeof(count));
+	for (p = 0; p < o.partition_count && p < IQ_HTTP_MAX_PARTITIONS; p++)
+	{
+		if (o.owner[p] < 0 || o.owner[p] >= o.nmembers)
+		{
+			*ret = iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+									  "no instance owns partition %d yet", p);
+			return NULL;
+		}
+		count[o.owner[p]]++;
+	}
+	g = calloc(1, sizeof(Gather));
+	if (g)
+	{
+		g->src = calloc(o.nmembers + 1, sizeof(Source));
+		g->multi = curl_multi_init();
+	}
+	if (g == NULL || g->src == NULL || g->multi == NULL)
+	{
+		if (g)
+			gather_free(g);
+		*ret = iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "out of memory");
+		return NULL;
+	}
+	iq_buf_init(&g->out);
+	g->store = (IqStoreId) tmpl->store;
+	g->first = true;
+
+	for (int m = 0; m < o.nmembers; m++)
+	{
+		uint16_t	parts[IQ_HTTP_MAX_PARTITIONS];
+		IqWireRequest req = *tmpl;
+		Source	   *src = &g->src[g->n];
+		bool		ok;
+
+		if (count[m] == 0)
+			continue;
+		req.npartitions = 0;
+		req.partitions = parts;
+		for (p = 0; p < o.partition_count && p < IQ_HTTP_MAX_PARTITIONS; p++)
+			if (o.owner[p] == m)
+				parts[req.npartitions++] = (uint16_t) p;
+		snprintf(src->name, sizeof(src->name), "%s:%d", o.members[m].host, o.members[m].port);
+		iq_wire_reader_init(&src->reader);
+		iq_buf_init(&src->inbox);
+		iq_buf_init(&src->request);
+		iq_wire_encode_request(&req, &src->request);
+		g->n++;
+		if (src->request.oom)
+			ok = false;
+		else if (m == o.self)
+		{
+			src->local = iq_read_begin(src->request.data, src->request.len);
+			src->local_more = true;
+			ok = src->local != NULL;
+		}
+		else
+			ok = start_peer(g, src, &o.members[m]);
+		if (!ok)
+		{
+			gather_free(g);
+			*ret = iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+									  "out of memory asking %s", src->name);
+			return NULL;
+		}
+	}
+
+	/* every header, then every first row: until here a status can still tell */
+	for (int i = 0; i < g->n; i++)
+	{
+		IqWireEvent ev;
+
+		if (!next_event(g, &g->src[i], &ev, &e))
+			goto failed;
+		if (ev != IQ_EV_HEADER)
+		{
+			e.status = MHD_HTTP_BAD_GATEWAY;
+			snprintf(e.message, sizeof(e.message),
+					 "instance %s: the answer did not start with a header", g->src[i].name);
+			goto failed;
+		}
+	}
+	for (int i = 0; i < g->n; i++)
+		if (!next_row(g, &g->src[i], &e))
+			goto failed;
+	return g;
+
+failed:
+	*ret = iq_http_send_error(conn, e.status, e.owner, "%s", e.message);
+	gather_free(g);
+	return NULL;
 }
 
 /* key_cmp: byte order, a prefix first (as RocksDB's default comparator) */
@@ -145,96 +453,85 @@ key_cmp(const char *a, size_t alen, const char *b, size_t blen)
 	return (alen > blen) - (alen < blen);
 }
 
-/* gather: ask all members; false with a response queued on failure */
-static bool
-gather(struct MHD_Connection *conn, const IqWireRequest *req, IqHttpOwnership *o,
-	   Source **sources, int *nsources, enum MHD_Result *ret)
-{
-	int			count[IQ_HTTP_MAX_MEMBERS];
-	Source	   *src;
-	int			n = 0;
-	int			m;
-	int			p;
-
-	iq_http_ownership(o);
-	memset(count, 0, sizeof(count));
-	for (p = 0; p < o->partition_count && p < IQ_HTTP_MAX_PARTITIONS; p++)
-	{
-		if (o->owner[p] < 0 || o->owner[p] >= o->nmembers)
-		{
-			*ret = iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
-									  "no instance owns partition %d yet", p);
-			return false;
-		}
-		count[o->owner[p]]++;
-	}
-	src = calloc(o->nmembers + 1, sizeof(Source));
-	if (src == NULL)
-		return (*ret = MHD_NO), false;
-	for (m = 0; m < o->nmembers; m++)
-	{
-		if (count[m] == 0)
-			continue;
-		if (!ask_member(conn, o, m, req, &src[n], ret))
-		{
-			iq_buf_free(&src[n].raw);
-			iq_wire_reader_free(&src[n].reader);
-			while (n-- > 0)
-			{
-				iq_buf_free(&src[n].raw);
-				iq_wire_reader_free(&src[n].reader);
-			}
-			free(src);
-			return false;
-		}
-		n++;
-	}
-	*sources = src;
-	*nsources = n;
-	return true;
-}
-
-/* free_sources: release what gather collected */
+/* fill: merge the next rows into g->out as JSON, a chunk or the end */
 static void
-free_sources(Source *src, int n)
+fill(Gather *g)
 {
-	int			i;
+	SourceError e;
 
-	for (i = 0; i < n; i++)
+	g->out.len = 0;
+	g->off = 0;
+	while (!g->done && g->out.len < GATHER_OUT_CHUNK && !g->out.oom)
 	{
-		iq_buf_free(&src[i].raw);
-		iq_wire_reader_free(&src[i].reader);
+		Source	   *best = NULL;
+
+		for (int i = 0; i < g->n; i++)
+			if (g->src[i].has_row &&
+				(best == NULL || key_cmp(g->src[i].reader.key, g->src[i].reader.key_len,
+										 best->reader.key, best->reader.key_len) < 0))
+				best = &g->src[i];
+		if (best == NULL)
+		{
+			iq_buf_append(&g->out, "]}", 2);
+			g->done = true;
+			break;
+		}
+		iq_buf_append(&g->out, g->first ? "{\"key\":" : ",{\"key\":", g->first ? 7 : 8);
+		g->first = false;
+		iq_json_append(&g->out, iq_json_bytes(best->reader.key, best->reader.key_len));
+		iq_buf_append(&g->out, ",\"value\":", 9);
+		iq_json_append(&g->out, iq_json_value(g->store, best->reader.value,
+											  best->reader.value_len < 0 ? 0 :
+											  (size_t) best->reader.value_len));
+		iq_buf_u8(&g->out, '}');
+		if (!next_row(g, best, &e))
+		{
+			/* too late for a status: break the stream rather than end it */
+			g->failed = true;
+			break;
+		}
 	}
-	free(src);
 }
 
-/* append_json: a JSON value's text, appended (the value is taken) */
-static void
-append_json(IqBuf *out, json_t *j)
+/* gather_reader: MHD's content callback: the next piece of the JSON */
+static ssize_t
+gather_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
-	char	   *text = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+	Gather	   *g = cls;
+	size_t		n;
 
-	if (text == NULL)
-		out->oom = true;
-	else
-		iq_buf_append(out, text, strlen(text));
-	free(text);
-	json_decref(j);
+	(void) pos;
+	if (g->off >= g->out.len)
+	{
+		if (g->done)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		fill(g);
+	}
+	if (g->failed || g->out.oom)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	n = g->out.len - g->off;
+	if (n > max)
+		n = max;
+	memcpy(buf, g->out.data + g->off, n);
+	g->off += n;
+	return (ssize_t) n;
 }
 
-/* iq_http_gather_scan: all / range over every instance, merged by key */
+/* gather_done: MHD is done with the response (sent or dropped) */
+static void
+gather_done(void *cls)
+{
+	gather_free(cls);
+}
+
+/* iq_http_gather_scan: all / range over every instance, merged by key, streamed */
 enum MHD_Result
 iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
 					const char *from, size_t from_len,
 					const char *to, size_t to_len)
 {
-	static __thread IqHttpOwnership o;
 	IqWireRequest req;
-	Source	   *src = NULL;
-	int			n = 0;
-	int			i;
-	IqBuf		out;
-	bool		first = true;
+	Gather	   *g;
 	enum MHD_Result ret = MHD_NO;
 	struct MHD_Response *resp;
 
@@ -253,53 +550,15 @@ iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
 		req.upper = to;
 		req.upper_len = (uint32_t) to_len;
 	}
-	if (!gather(conn, &req, &o, &src, &n, &ret))
+	g = gather_start(conn, &req, &ret);
+	if (g == NULL)
 		return ret;
-	for (i = 0; i < n; i++)
-		if (!next_row(conn, &src[i], &ret))
-		{
-			free_sources(src, n);
-			return ret;
-		}
-
-	iq_buf_init(&out);
-	iq_buf_append(&out, "{\"result\":[", 11);
-	for (;;)
-	{
-		Source	   *best = NULL;
-
-		for (i = 0; i < n; i++)
-			if (src[i].has_row &&
-				(best == NULL || key_cmp(src[i].reader.key, src[i].reader.key_len,
-										 best->reader.key, best->reader.key_len) < 0))
-				best = &src[i];
-		if (best == NULL)
-			break;
-		iq_buf_append(&out, first ? "{\"key\":" : ",{\"key\":", first ? 7 : 8);
-		first = false;
-		append_json(&out, iq_json_bytes(best->reader.key, best->reader.key_len));
-		iq_buf_append(&out, ",\"value\":", 9);
-		append_json(&out, iq_json_value(store->id, best->reader.value,
-										best->reader.value_len < 0 ? 0 : (size_t) best->reader.value_len));
-		iq_buf_u8(&out, '}');
-		if (!next_row(conn, best, &ret))
-		{
-			iq_buf_free(&out);
-			free_sources(src, n);
-			return ret;
-		}
-	}
-	iq_buf_append(&out, "]}", 2);
-	free_sources(src, n);
-	if (out.oom)
-	{
-		iq_buf_free(&out);
-		return iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "out of memory");
-	}
-	resp = MHD_create_response_from_buffer(out.len, out.data, MHD_RESPMEM_MUST_FREE);
+	iq_buf_append(&g->out, "{\"result\":[", 11);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, GATHER_OUT_CHUNK,
+											 gather_reader, g, gather_done);
 	if (resp == NULL)
 	{
-		iq_buf_free(&out);
+		gather_free(g);
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -312,30 +571,22 @@ iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
 enum MHD_Result
 iq_http_gather_count(struct MHD_Connection *conn, const IqStoreInfo *store)
 {
-	static __thread IqHttpOwnership o;
 	IqWireRequest req;
-	Source	   *src = NULL;
-	int			n = 0;
-	int			i;
+	Gather	   *g;
 	long long	total = 0;
 	enum MHD_Result ret = MHD_NO;
 
 	memset(&req, 0, sizeof(req));
 	req.op = IQ_OP_COUNT;
 	req.store = (uint8_t) store->id;
-	if (!gather(conn, &req, &o, &src, &n, &ret))
+	g = gather_start(conn, &req, &ret);
+	if (g == NULL)
 		return ret;
-	for (i = 0; i < n; i++)
-	{
-		if (!next_row(conn, &src[i], &ret))
-		{
-			free_sources(src, n);
-			return ret;
-		}
-		if (src[i].has_row && src[i].reader.value_len == 8)
-			total += iq_decode_int64((const unsigned char *) src[i].reader.value);
-	}
-	free_sources(src, n);
+	/* each answer is one row: the count of that member's partitions */
+	for (int i = 0; i < g->n; i++)
+		if (g->src[i].has_row && g->src[i].reader.value_len == 8)
+			total += iq_decode_int64((const unsigned char *) g->src[i].reader.value);
+	gather_free(g);
 	return iq_http_send_json(conn, MHD_HTTP_OK,
 							 json_pack("{s:I}", "result", (json_int_t) total));
 }

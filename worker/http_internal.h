@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * http_internal.h
  *	  What the HTTP server's files share (http_server.c, http_routes.c,
- *	  http_json.c, http_peer.c).  Server threads only: no PostgreSQL calls.
+ *	  http_json.c, http_peer.c, http_stream.c).  Server threads only: no PostgreSQL calls.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_HTTP_INTERNAL_H
@@ -41,6 +41,7 @@ typedef struct IqHttpMember
 
 typedef struct IqHttpOwnership
 {
+	uint64_t	generation;		/* 0: never copied */
 	int			partition_count;
 	int			nmembers;
 	int			self;			/* member index, -1 if this instance holds nothing */
@@ -59,11 +60,14 @@ extern json_t *iq_json_bytes(const char *data, size_t len);
 extern json_t *iq_json_value(IqStoreId store, const char *value, size_t len);
 extern enum MHD_Result iq_http_send_json(struct MHD_Connection *conn,
 										 unsigned int status, json_t *body);
+extern enum MHD_Result iq_http_send_get(struct MHD_Connection *conn, IqStoreId store,
+										const char *value, size_t len);
 extern enum MHD_Result iq_http_send_error(struct MHD_Connection *conn,
 										  unsigned int status,
 										  const char *owner,
 										  const char *fmt,...)
 			__attribute__((format(printf, 4, 5)));
+extern void iq_json_append(IqBuf *out, json_t *value);
 extern size_t iq_url_decode(char *s, bool plus_is_space);
 extern void iq_url_encode(IqBuf *out, const char *data, size_t len);
 
@@ -96,7 +100,13 @@ extern enum MHD_Result iq_http_forward_answer(struct MHD_Connection *conn,
 extern enum MHD_Result iq_http_peer_read(struct MHD_Connection *conn,
 										 const char *body, size_t len);
 
-/* in http_forward.c */
+/* in http_stream.c: GET /iq/v1/stream, upgraded to the compact stream */
+extern enum MHD_Result iq_http_stream_upgrade(struct MHD_Connection *conn,
+											  const char *version);
+extern void iq_http_stream_open(void);
+extern void iq_http_stream_stop(void);
+
+/* A forwarded get's outcome (http_forwarder.c) */
 struct IqForwardResult
 {
 	long		status;			/* HTTP status, 0 if the transfer failed */
@@ -105,11 +115,11 @@ struct IqForwardResult
 	IqBuf		body;
 };
 
+/* in http_forward.c */
 extern void iq_forward_init(void);
 extern void iq_forward_shutdown(void);
-extern void iq_forward_get(const char *host, int port, const char *path,
-						   IqForwardResult *res);
-extern void iq_forward_post(const char *host, int port, const char *path,
-							const char *body, size_t len, IqForwardResult *res);
+extern long long iq_http_now_ms(void);
+extern void iq_peer_url(IqBuf *url, const char *host, int port, const char *path);
+extern struct curl_slist *iq_peer_setup(void *curl, const char *url, bool post);
 
 #endif							/* IQ_HTTP_INTERNAL_H */

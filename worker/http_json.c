@@ -51,6 +51,20 @@ utf8_seq_len(const unsigned char *p, size_t left)
 	return 0;
 }
 
+/* iq_json_append: a JSON value's compact text, appended; the value is taken */
+void
+iq_json_append(IqBuf *out, json_t *value)
+{
+	char	   *text = value ? json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+
+	if (text == NULL)
+		out->oom = true;
+	else
+		iq_buf_append(out, text, strlen(text));
+	free(text);
+	json_decref(value);
+}
+
 /* iq_json_bytes: a JSON string for arbitrary bytes (see the file header) */
 json_t *
 iq_json_bytes(const char *data, size_t len)
@@ -105,37 +119,72 @@ iq_json_value(IqStoreId store, const char *value, size_t len)
 	return iq_json_bytes(value, len);
 }
 
-/* iq_http_send_json: queue body (taken) with status; 500 if it cannot be dumped */
-enum MHD_Result
-iq_http_send_json(struct MHD_Connection *conn, unsigned int status, json_t *body)
+/* send_text: queue a JSON text with status, as MHD is told to hold it */
+static enum MHD_Result
+send_text(struct MHD_Connection *conn, unsigned int status, const char *text,
+		  size_t len, enum MHD_ResponseMemoryMode mode)
 {
-	char	   *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
-	json_decref(body);
 	if (text == NULL)
 	{
 		static const char oom[] = "{\"error\":\"out of memory\",\"status\":500}";
 
 		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-		resp = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *) oom,
-											   MHD_RESPMEM_PERSISTENT);
+		text = oom;
+		len = sizeof(oom) - 1;
+		mode = MHD_RESPMEM_PERSISTENT;
 	}
-	else
-		resp = MHD_create_response_from_buffer(strlen(text), text,
-											   MHD_RESPMEM_MUST_FREE);
+	resp = MHD_create_response_from_buffer(len, (void *) text, mode);
 	if (resp == NULL)
 	{
-		free(text);
+		if (mode == MHD_RESPMEM_MUST_FREE)
+			free((void *) text);
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/json");
 	if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
 		MHD_add_response_header(resp, "Retry-After", "1");
+	if (status == MHD_HTTP_UPGRADE_REQUIRED)	/* RFC 9110: say to what */
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, IQ_STREAM_PROTOCOL);
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+/* iq_http_send_json: queue body (taken) with status; 500 if it cannot be dumped */
+enum MHD_Result
+iq_http_send_json(struct MHD_Connection *conn, unsigned int status, json_t *body)
+{
+	char	   *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+	json_decref(body);
+	return send_text(conn, status, text, text ? strlen(text) : 0, MHD_RESPMEM_MUST_FREE);
+}
+
+/*
+ * iq_http_send_get: the answer of a get, {"response": value}.  A count, the
+ * hot case, is formatted here: building and dumping a JSON tree for one
+ * number cost more than the RocksDB read.
+ */
+enum MHD_Result
+iq_http_send_get(struct MHD_Connection *conn, IqStoreId store,
+				 const char *value, size_t len)
+{
+	static const char null_answer[] = "{\"response\":null}";
+	char		text[64];
+	int			n;
+
+	if (value == NULL)
+		return send_text(conn, MHD_HTTP_OK, null_answer, sizeof(null_answer) - 1,
+						 MHD_RESPMEM_PERSISTENT);
+	if (iq_stores[store].value_kind != IQ_VALUE_INT64 || len != 8)
+		return iq_http_send_json(conn, MHD_HTTP_OK,
+								 json_pack("{s:o}", "response", iq_json_value(store, value, len)));
+	n = snprintf(text, sizeof(text), "{\"response\":%lld}",
+				 iq_decode_int64((const unsigned char *) value));
+	return send_text(conn, MHD_HTTP_OK, text, (size_t) n, MHD_RESPMEM_MUST_COPY);
 }
 
 /* iq_http_send_error: {"error": text, "status": n[, "owner": "host:port"]} */

@@ -16,14 +16,23 @@ StaticAssertDecl(IQ_HTTP_MAX_MEMBERS == IQ_MAX_MEMBERS, "member limits differ");
 StaticAssertDecl(IQ_HTTP_MAX_PARTITIONS == IQ_MAX_PARTITIONS, "partition limits differ");
 StaticAssertDecl(IQ_HTTP_HOST_LEN == IQ_HOST_LEN, "host lengths differ");
 
-/* iq_http_ownership: a consistent copy of who owns which partition */
+/*
+ * iq_http_ownership: a consistent copy of who owns which partition, into a
+ * copy the caller keeps (zeroed the first time) and that is refreshed only
+ * when ownership changed.
+ */
 void
 iq_http_ownership(IqHttpOwnership *out)
 {
 	static __thread IqOwnership o;
 	int			i;
+	uint64_t	generation = iq_ownership_generation();
 
+	/* 17 kB of members: copy them only when they changed */
+	if (generation != 0 && out->generation == generation)
+		return;
 	iq_ownership_snapshot(&o);
+	out->generation = o.generation;
 	out->partition_count = o.partition_count;
 	if (out->partition_count > IQ_MAX_PARTITIONS)
 		out->partition_count = IQ_MAX_PARTITIONS;

@@ -232,13 +232,13 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 	{
 		case IQ_READ_OK:
 			{
-				json_t	   *v = iq_json_value(store->id, value, value_len);
+				enum MHD_Result ret = iq_http_send_get(conn, store->id, value, value_len);
 
 				free(value);
-				return iq_http_send_json(conn, MHD_HTTP_OK, json_pack("{s:o}", "response", v));
+				return ret;
 			}
 		case IQ_READ_NOT_FOUND:
-			return iq_http_send_json(conn, MHD_HTTP_OK, json_pack("{s:n}", "response"));
+			return iq_http_send_get(conn, store->id, NULL, 0);
 		case IQ_READ_RESTORING:
 			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
 									  "partition %d is still restoring", p);
@@ -256,20 +256,6 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 				return ret;
 			}
 	}
-}
-
-/* json_append_string: a JSON string literal for bytes, appended to buf */
-static void
-json_append_string(IqBuf *buf, json_t *j)
-{
-	char	   *text = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-
-	if (text == NULL)
-		buf->oom = true;
-	else
-		iq_buf_append(buf, text, strlen(text));
-	free(text);
-	json_decref(j);
 }
 
 /* stream_fill: the next rows of a streamed result as JSON text */
@@ -302,9 +288,9 @@ stream_fill(JsonStream *js)
 		iq_buf_append(&js->buf, js->first ? "{\"key\":" : ",{\"key\":",
 					  js->first ? 7 : 8);
 		js->first = false;
-		json_append_string(&js->buf, iq_json_bytes(row.key, row.key_len));
+		iq_json_append(&js->buf, iq_json_bytes(row.key, row.key_len));
 		iq_buf_append(&js->buf, ",\"value\":", 9);
-		json_append_string(&js->buf, iq_json_value(js->store, row.value, row.value_len));
+		iq_json_append(&js->buf, iq_json_value(js->store, row.value, row.value_len));
 		iq_buf_u8(&js->buf, '}');
 	}
 }

@@ -3,7 +3,8 @@
  *	  The worker's HTTP server: libmicrohttpd with its own polling threads
  *	  (a pool of iq_fdw.http_threads), bounded connections, request sizes
  *	  and idle time; requests are dispatched to http_routes.c (the seed's
- *	  JSON API) and http_peer.c (the compact endpoint for peers).
+ *	  JSON API), http_peer.c (the compact endpoint for peers) and
+ *	  http_stream.c (the same, upgraded to a stream of requests).
  *
  * MHD's threads never call PostgreSQL.  Signals are blocked while MHD
  * creates its threads, so they inherit a full mask and every signal meant
@@ -111,30 +112,10 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 								 ctx->body.len);
 	}
 
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-	{
-		/* a body we do not want: swallow it, then answer */
-		if (ctx == NULL)
-		{
-			ctx = calloc(1, sizeof(RequestCtx));
-			if (ctx == NULL)
-				return MHD_NO;
-			iq_buf_init(&ctx->body);
-			*con_cls = ctx;
-			return MHD_YES;
-		}
-		if (*upload_data_size > 0)
-		{
-			*upload_data_size = 0;
-			return MHD_YES;
-		}
-		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
-								  "method %s not allowed on %s", method,
-								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
-	}
 	/*
 	 * Answering on the first call, before MHD knows the request has no
-	 * body, would make it close the connection: answer on the second.
+	 * body, would make it close the connection: answer on the second.  A
+	 * body we do not want (any method but POST /iq/v1/read) is swallowed.
 	 */
 	if (ctx == NULL)
 	{
@@ -147,9 +128,15 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	if (*upload_data_size > 0)
 	{
-		*upload_data_size = 0;	/* a body on a GET is ignored */
+		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
+								  "method %s not allowed on %s", method,
+								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
+	if (strcmp(url, IQ_STREAM_PATH) == 0)
+		return iq_http_stream_upgrade(conn, version);
 	if (ctx->get.job)
 	{
 		/* resumed: the owner answered a forwarded get */
@@ -258,10 +245,12 @@ iq_http_start(const IqServerConfig *config, char **err)
 		return false;
 	}
 
+	iq_http_stream_open();
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	http_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-								   MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME,
+								   MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
+								   MHD_ALLOW_UPGRADE,
 								   0,	/* port: we pass our own socket */
 								   NULL, NULL,
 								   access_handler, NULL,
@@ -301,6 +290,8 @@ iq_http_stop(void)
 		return;
 	/* first answer every suspended (forwarding) connection */
 	iq_forwarder_stop();
+	/* MHD must not stop with upgraded connections still open */
+	iq_http_stream_stop();
 	MHD_stop_daemon(http_daemon);	/* closes the listening socket */
 	http_daemon = NULL;
 	iq_forward_shutdown();

@@ -29,6 +29,7 @@ static pthread_mutex_t own_mutex = PTHREAD_MUTEX_INITIALIZER;
 static IqOwnership current;		/* under own_mutex */
 static bool pending = false;
 static int64 next_due = 0;
+static uint64_t published_generation = 0;	/* current.generation, atomic */
 
 /*
  * iq_ownership_snapshot
@@ -40,6 +41,17 @@ iq_ownership_snapshot(IqOwnership *out)
 	pthread_mutex_lock(&own_mutex);
 	*out = current;
 	pthread_mutex_unlock(&own_mutex);
+}
+
+/*
+ * iq_ownership_generation
+ *		Any thread: the generation of the current ownership, without the
+ *		mutex, so that a reader can keep its copy while it does not change.
+ */
+uint64_t
+iq_ownership_generation(void)
+{
+	return __atomic_load_n(&published_generation, __ATOMIC_ACQUIRE);
 }
 
 /*
@@ -61,6 +73,7 @@ publish(IqOwnership *next)
 	next->generation = current.generation + 1;
 	pthread_mutex_lock(&own_mutex);
 	current = *next;
+	__atomic_store_n(&published_generation, next->generation, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&own_mutex);
 
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);

@@ -29,5 +29,6 @@ typedef struct IqOwnership
 
 /* Any thread: a consistent copy of the current ownership. */
 extern void iq_ownership_snapshot(IqOwnership *out);
+extern uint64_t iq_ownership_generation(void);
 
 #endif							/* IQ_OWNERSHIP_H */

@@ -60,7 +60,7 @@ held_status(int partition, const int *held, int nheld)
 	 */
 	if (partition >= 0 && partition < IQ_HTTP_MAX_PARTITIONS)
 	{
-		IqHttpOwnership *o = malloc(sizeof(IqHttpOwnership));
+		IqHttpOwnership *o = calloc(1, sizeof(IqHttpOwnership));
 		bool		ours = false;
 
 		if (o)

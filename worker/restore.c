@@ -414,6 +414,61 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 }
 
 /*
+ * iq_restore_open
+ *		Open a partition's store for its restore; a store RocksDB finds
+ *		corrupt is moved aside and started empty, so that the restore
+ *		rebuilds it from the changelog and the customer topic.  False after
+ *		iq_fail().
+ *
+ * Retrying a corrupt store would fail the same way on every attempt and
+ * keep the partition, and the whole pipeline with it, in the error state;
+ * everything in it can be rebuilt from Kafka, so it is.  Other open
+ * errors (permissions, no space, a lock) are left to the retry with
+ * backoff: moving the data aside would not fix them.
+ */
+bool
+iq_restore_open(int p, IqCheckpoint *ck, bool *existed)
+{
+	char	   *err = NULL;
+	char		moved_to[4200];
+
+	if (iq_store_open(p, ck, existed, &err))
+		return true;
+	if (!iq_store_error_is_corruption(err))
+	{
+		iq_fail("could not open the state of partition %d under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	if (!iq_store_set_aside(p, moved_to, sizeof(moved_to), &err))
+	{
+		iq_fail("could not move the corrupt state of partition %d aside under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	ereport(WARNING,
+			(errmsg("iq_fdw worker: the state of partition %d is corrupt; moved it to \"%s\" and rebuilding it from topics \"%s\" and \"%s\"",
+					p, moved_to, iq_w->cfg.changelog_topic, iq_w->cfg.customer_topic),
+			 errdetail("%s", err ? err : "?"),
+			 errhint("Check the disk and file system under iq_fdw.state_dir; delete \"%s\" once it is not needed to diagnose the damage.",
+					 moved_to)));
+	free(err);
+	err = NULL;
+	iq_w->parts[p].stats.state_rebuilds++;
+	if (!iq_store_open(p, ck, existed, &err))
+	{
+		iq_fail("could not create the state of partition %d under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	*existed = false;
+	return true;
+}
+
+/*
  * iq_restore_partition
  *		Restore both stores of a partition; false after iq_fail().
  */
@@ -434,6 +489,7 @@ iq_restore_partition(int p, bool existed, IqCheckpoint *ck)
 		bool		dummy;
 
 		/* the store claims records the changelog does not have */
+		iq_w->parts[p].stats.state_rebuilds++;
 		ereport(LOG,
 				(errmsg("iq_fdw worker: the state of partition %d is ahead of changelog topic \"%s\"; rebuilding it from the changelog",
 						p, iq_w->cfg.changelog_topic)));

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * servers.h
  *	  The worker's two servers: the HTTP endpoints (the seed's API plus the
- *	  compact peer endpoint) and the local Unix-socket channel that backends
- *	  of this instance use to read its state.
+ *	  compact peer endpoint, per request or upgraded to a stream) and the
+ *	  local Unix-socket channel that backends of this instance use to read
+ *	  its state.
  *
  * Both run on their own threads, read state through store.h and
  * ownership.h only, and never call a PostgreSQL function.  The worker's

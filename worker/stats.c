@@ -4,6 +4,14 @@
  *
  * Called by the main thread once per batch (and during restores), so the
  * LWLock is taken a few times a second, not per record.
+ *
+ * Counters of what was processed and dropped belong to the worker's
+ * lifetime, not to one assignment: a rebalance that moves a partition away
+ * and back (or revokes and assigns it again) keeps them, so a rate read
+ * from two samples is never thrown off by a rebalance in between.  Only a
+ * restart of the worker (server restart, crash, a worker setting changed)
+ * starts them from zero.  Offsets and restore progress describe the
+ * current assignment and start over with it.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -29,6 +37,25 @@ iq_stats_publish(void)
 			memset(&iq_shared->partitions[p], 0, sizeof(IqPartitionStats));
 	}
 	LWLockRelease(iq_shared->lock);
+}
+
+/*
+ * iq_stats_assigned
+ *		A partition (re)assigned: its positions and restore progress start
+ *		over, its counters go on.
+ */
+void
+iq_stats_assigned(IqPartitionStats *ps)
+{
+	ps->assigned = true;
+	ps->restoring = true;
+	ps->customer_offset = 0;
+	ps->customer_end = 0;
+	ps->order_offset = 0;
+	ps->order_end = 0;
+	ps->changelog_offset = 0;
+	ps->restored_records = 0;
+	ps->restore_total = 0;
 }
 
 /*

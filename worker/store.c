@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@
 
 #include "shmem.h"
 #include "store_admin.h"
+#include "value_cache.h"
 
 /* RocksDB insists on "default"; it stays empty */
 #define CF_OF(store)	((store) + 1)
@@ -434,6 +436,7 @@ iq_store_set_held(int partition, bool held, bool restoring)
 	pthread_rwlock_wrlock(&ps->lock);
 	ps->held = held && ps->db != NULL;
 	ps->restoring = restoring;
+	iq_vc_new_generation(iq_value_cache, partition);
 	pthread_rwlock_unlock(&ps->lock);
 }
 
@@ -454,6 +457,7 @@ close_locked(PartStore *ps)
 	rocksdb_close(ps->db);
 	ps->db = NULL;
 	ps->held = false;
+	iq_vc_new_generation(iq_value_cache, (int) (ps - parts));
 	ps->restoring = false;
 	__atomic_store_n(&ps->consumed_offset, -1, __ATOMIC_RELAXED);
 	__atomic_store_n(&ps->end_offset, -1, __ATOMIC_RELAXED);
@@ -494,6 +498,61 @@ iq_store_destroy(int partition, char **err)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * iq_store_set_aside
+ *		Close a partition's database and rename its directory out of the
+ *		way, so that the next open starts an empty one.
+ *
+ * Renamed rather than deleted: a corrupt database is evidence (a disk, a
+ * file system, or a RocksDB bug), and the rename is as fast and as
+ * atomic as a delete.  The name carries the time, so repeated corruptions
+ * never collide; the caller logs where it went.
+ */
+bool
+iq_store_set_aside(int partition, char *moved_to, size_t moved_to_len, char **err)
+{
+	char		path[4096];
+	time_t		now = time(NULL);
+	struct tm	tm;
+	char		stamp[32];
+
+	iq_store_close(partition);
+	partition_path(partition, path, sizeof(path));
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	for (int n = 0; n < 100; n++)
+	{
+		struct stat st;
+
+		if (n == 0)
+			snprintf(moved_to, moved_to_len, "%s.corrupt-%s", path, stamp);
+		else
+			snprintf(moved_to, moved_to_len, "%s.corrupt-%s-%d", path, stamp, n);
+		if (lstat(moved_to, &st) != 0 && errno == ENOENT)
+		{
+			if (rename(path, moved_to) == 0)
+				return true;
+			set_err(err, "could not rename \"%s\" to \"%s\": %s", path, moved_to,
+					strerror(errno));
+			return false;
+		}
+	}
+	set_err(err, "could not find a free name to move \"%s\" aside", path);
+	return false;
+}
+
+/*
+ * iq_store_error_is_corruption
+ *		Whether a RocksDB error says the files are damaged (its status
+ *		"Corruption: ..."), as opposed to a failure worth retrying (I/O, a
+ *		lock, no space).
+ */
+bool
+iq_store_error_is_corruption(const char *err)
+{
+	return err != NULL && strstr(err, "Corruption") != NULL;
 }
 
 void
@@ -561,6 +620,7 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 	char	   *v;
 	size_t		vlen = 0;
 	IqReadStatus status;
+	IqVcTicket	ticket;
 
 	*value = NULL;
 	*value_len = 0;
@@ -579,6 +639,33 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 		pthread_rwlock_unlock(&ps->lock);
 		return IQ_READ_RESTORING;
 	}
+	/* answered before: no RocksDB read (value_cache.h) */
+	if (!raw && key_len < IQ_VC_DATA)
+	{
+		char		cached[IQ_VC_DATA];
+		size_t		cached_len = 0;
+		IqVcResult	r = iq_vc_lookup(iq_value_cache, store, partition, key, key_len,
+									 cached, &cached_len);
+
+		if (r != IQ_VC_MISS)
+		{
+			pthread_rwlock_unlock(&ps->lock);
+			if (r == IQ_VC_ABSENT)
+				return IQ_READ_NOT_FOUND;
+			*value = malloc(cached_len + 1);
+			if (*value == NULL)
+			{
+				set_err(err, "out of memory");
+				return IQ_READ_ERROR;
+			}
+			memcpy(*value, cached, cached_len);
+			(*value)[cached_len] = '\0';
+			*value_len = cached_len;
+			return IQ_READ_OK;
+		}
+	}
+	/* backends may keep what a served read finds */
+	ticket = iq_vc_ticket(raw ? NULL : iq_value_cache, partition);
 	v = rocksdb_get_cf(ps->db, read_opts, ps->cf[CF_OF(store)], key, key_len, &vlen, &e);
 	pthread_rwlock_unlock(&ps->lock);
 	if (e != NULL)
@@ -588,6 +675,7 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 		rocksdb_free(v);
 		return IQ_READ_ERROR;
 	}
+	iq_vc_fill(raw ? NULL : iq_value_cache, ticket, store, partition, key, key_len, v, vlen);
 	if (v == NULL)
 		return IQ_READ_NOT_FOUND;
 	/* hand out a malloc'd copy: callers free() it without knowing RocksDB */
@@ -1005,7 +1093,11 @@ iq_store_ingest(int partition, IqStoreId store, const IqKV *kvs, int n,
 	{
 		iopts = rocksdb_ingestexternalfileoptions_create();
 		rocksdb_ingestexternalfileoptions_set_move_files(iopts, 1);
+		/* no put names the keys loaded: every cached answer goes */
+		iq_vc_write_begin(iq_value_cache, partition);
 		rocksdb_ingest_external_file_cf(ps->db, ps->cf[CF_OF(store)], files, 1, iopts, &e);
+		iq_vc_new_generation(iq_value_cache, partition);
+		iq_vc_write_end(iq_value_cache, partition);
 		rocksdb_ingestexternalfileoptions_destroy(iopts);
 	}
 	unlink(path);				/* gone already when it was moved in */
@@ -1029,6 +1121,7 @@ iq_store_batch_begin(int partition)
 		return NULL;
 	b->partition = partition;
 	b->wb = rocksdb_writebatch_create();
+	iq_vc_write_begin(iq_value_cache, partition);
 	return b;
 }
 
@@ -1040,6 +1133,7 @@ iq_store_batch_put(IqStoreBatch *b, IqStoreId store, const char *key, size_t key
 
 	if (ps->db == NULL)
 		return;
+	iq_vc_forget(iq_value_cache, store, b->partition, key, key_len);
 	rocksdb_writebatch_put_cf(b->wb, ps->cf[CF_OF(store)], key, key_len, value, value_len);
 }
 
@@ -1050,6 +1144,7 @@ iq_store_batch_delete(IqStoreBatch *b, IqStoreId store, const char *key, size_t 
 
 	if (ps->db == NULL)
 		return;
+	iq_vc_forget(iq_value_cache, store, b->partition, key, key_len);
 	rocksdb_writebatch_delete_cf(b->wb, ps->cf[CF_OF(store)], key, key_len);
 }
 
@@ -1110,6 +1205,7 @@ iq_store_batch_discard(IqStoreBatch *b)
 {
 	if (b == NULL)
 		return;
+	iq_vc_write_end(iq_value_cache, b->partition);
 	rocksdb_writebatch_destroy(b->wb);
 	free(b);
 }

@@ -64,6 +64,16 @@ extern void iq_store_close(int partition);
 /* Close and delete a partition's database (a wipe before a full restore). */
 extern bool iq_store_destroy(int partition, char **err);
 
+/*
+ * Close a partition's database and rename its directory to
+ * "<dir>.corrupt-<UTC time>" (*moved_to), for a rebuild from scratch.
+ */
+extern bool iq_store_set_aside(int partition, char *moved_to,
+							   size_t moved_to_len, char **err);
+
+/* Does a RocksDB error say that the database's files are damaged? */
+extern bool iq_store_error_is_corruption(const char *err);
+
 /* Freshness published to readers. */
 extern void iq_store_set_position(int partition, int64_t consumed_offset,
 								  int64_t end_offset);

@@ -131,6 +131,7 @@ extern void iq_changelog_abort(void);
 /* in restore.c */
 extern bool iq_restorer_start(char **err);
 extern void iq_restorer_stop(void);
+extern bool iq_restore_open(int partition, IqCheckpoint *ck, bool *existed);
 extern bool iq_restore_partition(int partition, bool existed, IqCheckpoint *ck);
 
 /* in ownership.c */
@@ -140,6 +141,7 @@ extern void iq_ownership_clear(void);
 
 /* in stats.c */
 extern void iq_stats_publish(void);
+extern void iq_stats_assigned(IqPartitionStats *stats);
 extern void iq_stats_clear(void);
 
 #endif							/* IQ_WORKER_H */

@@ -35,6 +35,7 @@
 #include "cache.h"
 #include "servers.h"
 #include "settings.h"
+#include "value_cache.h"
 #include "worker.h"
 
 #define IDLE_WAIT_MS		100
@@ -378,6 +379,7 @@ worker_cleanup(int code, Datum arg)
 	if (pipeline_up)
 		pipeline_stop();
 	iq_store_shutdown();
+	iq_vc_new_generation(iq_value_cache, -1);
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
 	iq_shared->worker_pid = 0;
 	LWLockRelease(iq_shared->lock);
@@ -409,6 +411,8 @@ iq_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 	iq_shmem_attach();
+	/* what an earlier worker cached may not be what this one restores */
+	iq_vc_new_generation(iq_value_cache, -1);
 
 	iq_w = MemoryContextAllocZero(TopMemoryContext, sizeof(IqWorker));
 	load_config(&iq_w->cfg);

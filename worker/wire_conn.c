@@ -1,0 +1,292 @@
+/*-------------------------------------------------------------------------
+ * wire_conn.c
+ *	  A thread per connection, answering wire requests one after the other
+ *	  (see wire_conn.h), for the local socket and upgraded HTTP connections.
+ *
+ * A client keeps its connection across queries, so each connection has a
+ * thread of its own that waits in recv() between requests: a point get
+ * costs one write and one read on each side, with no HTTP parsing and no
+ * event loop hop.  The socket is blocking; a request once started must
+ * arrive within WIRE_BODY_TIMEOUT_MS, and a client that stops reading an
+ * answer is dropped after the send timeout set on its socket.
+ *-------------------------------------------------------------------------
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE				/* pthread_setname_np */
+#endif
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "read_handler.h"
+#include "wire.h"
+#include "wire_conn.h"
+
+#define WIRE_BODY_TIMEOUT_MS	10000	/* a request once started */
+#define WIRE_SEND_TIMEOUT_S		30	/* a client that stopped reading */
+#define WIRE_CHUNK				(64 * 1024)
+#define WIRE_STACK_SIZE			(512 * 1024)
+
+/* send_all: write everything or fail (the client went away or stalled) */
+static bool
+send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0)
+	{
+		ssize_t		w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		p += w;
+		n -= (size_t) w;
+	}
+	return true;
+}
+
+/* recv_more: append what arrives to buf; timeout_ms -1 waits for ever */
+static bool
+recv_more(int fd, IqBuf *buf, int timeout_ms)
+{
+	ssize_t		r;
+
+	if (timeout_ms >= 0)
+	{
+		struct pollfd pfd = {fd, POLLIN, 0};
+		int			rc;
+
+		do
+			rc = poll(&pfd, 1, timeout_ms);
+		while (rc < 0 && errno == EINTR);
+		if (rc <= 0)
+			return false;
+	}
+	if (!iq_buf_reserve(buf, WIRE_CHUNK))
+		return false;
+	do
+		r = recv(fd, buf->data + buf->len, buf->cap - buf->len, 0);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0)
+		return false;
+	buf->len += (size_t) r;
+	return true;
+}
+
+/* answer: produce and send the whole response for one request */
+static bool
+answer(int fd, const char *req, size_t len, IqBuf *out)
+{
+	IqReadStream *s = iq_read_begin(req, len);
+	bool		more = true;
+	bool		ok = true;
+
+	if (s == NULL)
+		return false;
+	while (more && ok)
+	{
+		out->len = 0;
+		more = iq_read_produce(s, out, WIRE_CHUNK);
+		if (out->oom)
+		{
+			ok = false;
+			break;
+		}
+		ok = send_all(fd, out->data, out->len);
+	}
+	iq_read_finish(s);
+	return ok;
+}
+
+/* send_error: one wire error answer (before hanging up) */
+static void
+send_error(int fd, IqWireStatus status, const char *message)
+{
+	IqBuf		out;
+
+	iq_buf_init(&out);
+	iq_wire_response_error(&out, status, message);
+	if (!out.oom)
+		send_all(fd, out.data, out.len);
+	iq_buf_free(&out);
+}
+
+/* serve: one client's connection, request after request */
+static void
+serve(int fd, IqBuf *in)
+{
+	IqBuf		out;
+
+	iq_buf_init(&out);
+	for (;;)
+	{
+		uint32_t	need;
+		const unsigned char *p;
+
+		/* idle between queries: wait for ever (stop wakes us by shutdown) */
+		while (in->len < 4)
+			if (!recv_more(fd, in, -1))
+				goto done;
+		p = (const unsigned char *) in->data;
+		need = ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
+			((uint32_t) p[2] << 8) | p[3];
+		if (need > IQ_WIRE_MAX_REQUEST)
+		{
+			/* the stream cannot be resynchronised: answer and hang up */
+			send_error(fd, IQ_WIRE_BAD_REQUEST, "request too large");
+			goto done;
+		}
+		while (in->len < 4 + (size_t) need)
+			if (!recv_more(fd, in, WIRE_BODY_TIMEOUT_MS))
+				goto done;
+		if (!answer(fd, in->data + 4, need, &out))
+			goto done;
+		/* keep bytes of a request sent right behind this one */
+		memmove(in->data, in->data + 4 + need, in->len - 4 - need);
+		in->len -= 4 + need;
+		/* don't hold on to a large buffer after a large request */
+		if (in->cap > 4 * WIRE_CHUNK && in->len == 0)
+			iq_buf_free(in);
+		if (out.cap > 4 * WIRE_CHUNK)
+			iq_buf_free(&out);
+	}
+done:
+	iq_buf_free(&out);
+}
+
+/* conn_main: a connection thread; frees its slot before closing the fd */
+static void *
+conn_main(void *arg)
+{
+	IqWireConn *c = arg;
+	IqWireConnSet *set = c->set;
+	int			fd = c->fd;
+	void	   *close_arg = c->close_arg;
+	IqBuf		in;
+
+	pthread_setname_np(pthread_self(), set->thread_name);
+	iq_buf_init(&in);
+	iq_buf_append(&in, c->early, c->early_len);
+	free(c->early);
+	c->early = NULL;
+	if (!in.oom)
+		serve(fd, &in);
+	iq_buf_free(&in);
+	pthread_mutex_lock(&set->lock);
+	c->fd = -1;					/* stop must no longer shut this fd down */
+	pthread_mutex_unlock(&set->lock);
+	/* outside the lock: closing an upgraded socket takes MHD's locks */
+	set->close_fn(fd, close_arg);
+	pthread_mutex_lock(&set->lock);
+	set->nthreads--;			/* counted until closed: stop waits for it */
+	pthread_cond_broadcast(&set->gone);
+	pthread_mutex_unlock(&set->lock);
+	return NULL;
+}
+
+/* iq_wire_conn_open: every slot free, connections welcome */
+void
+iq_wire_conn_open(IqWireConnSet *set)
+{
+	int			i;
+
+	pthread_mutex_lock(&set->lock);
+	for (i = 0; i < IQ_WIRE_CONN_MAX; i++)
+		set->conns[i].fd = -1;
+	set->stopping = false;
+	pthread_mutex_unlock(&set->lock);
+}
+
+/* iq_wire_conn_serve: a thread for fd if a slot is free, else a refusal */
+void
+iq_wire_conn_serve(IqWireConnSet *set, int fd, void *close_arg,
+				   const char *early, size_t early_len)
+{
+	pthread_attr_t attr;
+	pthread_t	t;
+	sigset_t	all;
+	sigset_t	old;
+	struct timeval tv = {WIRE_SEND_TIMEOUT_S, 0};
+	IqWireConn *slot = NULL;
+	char	   *copy = NULL;
+	int			rc;
+	int			i;
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (early_len > 0)
+	{
+		copy = malloc(early_len);
+		if (copy == NULL)
+		{
+			set->close_fn(fd, close_arg);
+			return;
+		}
+		memcpy(copy, early, early_len);
+	}
+	pthread_mutex_lock(&set->lock);
+	for (i = 0; i < IQ_WIRE_CONN_MAX && !set->stopping; i++)
+		if (set->conns[i].fd < 0)
+		{
+			slot = &set->conns[i];
+			break;
+		}
+	if (slot == NULL)
+	{
+		pthread_mutex_unlock(&set->lock);
+		free(copy);
+		send_error(fd, IQ_WIRE_INTERNAL, set->full_message);
+		set->close_fn(fd, close_arg);
+		return;
+	}
+	slot->fd = fd;
+	slot->close_arg = close_arg;
+	slot->early = copy;
+	slot->early_len = early_len;
+	slot->set = set;
+	set->nthreads++;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, WIRE_STACK_SIZE);
+	/* the worker's signals are for its main thread only */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&t, &attr, conn_main, slot);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0)
+	{
+		slot->fd = -1;
+		slot->early = NULL;
+		set->nthreads--;
+		pthread_mutex_unlock(&set->lock);
+		free(copy);
+		set->close_fn(fd, close_arg);
+		return;
+	}
+	pthread_mutex_unlock(&set->lock);
+}
+
+/* iq_wire_conn_stop: hang up on every connection and wait for its thread */
+void
+iq_wire_conn_stop(IqWireConnSet *set)
+{
+	int			i;
+
+	pthread_mutex_lock(&set->lock);
+	set->stopping = true;
+	for (i = 0; i < IQ_WIRE_CONN_MAX; i++)
+		if (set->conns[i].fd >= 0)
+			shutdown(set->conns[i].fd, SHUT_RDWR);	/* wakes recv() and send() */
+	while (set->nthreads > 0)
+		pthread_cond_wait(&set->gone, &set->lock);
+	pthread_mutex_unlock(&set->lock);
+}
