@@ -8,7 +8,9 @@
 # Needs a running cluster (scripts/cluster up). Uses fresh topics and a fresh
 # application id on instance 1 (ALTER SYSTEM, reset at the end), so the
 # cluster's own topics and group are not touched; the other instances keep
-# running. Prints one line per measurement.
+# running. Prints one line per measurement. It restarts instance 1: export the
+# IQ_LIB_DIR the cluster was started with, or the restarted instance loads the
+# installed library instead of the build under test.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 HERE=$IQ_REPO/scripts

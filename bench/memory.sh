@@ -15,6 +15,8 @@
 #    restores the customers and counts the orders, its RSS sampled every
 #    two seconds (ps -o rss) with the keys counted so far.
 # Prints the samples as "seconds rss_MB orders_counted" and a summary.
+# It restarts instance 1: export the IQ_LIB_DIR the cluster was started with,
+# or the restarted instance loads the installed library instead of the build.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 HERE=$IQ_REPO/scripts

@@ -317,7 +317,7 @@ iq_define_settings(void)
 							 guarantee_options,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.memory_budget",
-							"Memory for RocksDB block cache and write buffers.",
+							"Memory of the stream worker: RocksDB, key cache, Kafka queues and batch.",
 							NULL,
 							&iq_memory_budget_mb, 256, 16, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);

@@ -230,6 +230,35 @@ def test_many_orders_exact_counts():
     wait_counts(prefix, truth)
 
 
+def set_worker_setting(name, sql):
+    """Apply an ALTER SYSTEM of a worker setting on every instance; wait for
+    the workers it changed to restart with it (a worker restarts itself)."""
+    before = {i: (psql(i, f"show {name}"), worker(i)[2]) for i in INSTANCES}
+    for i in INSTANCES:
+        psql(i, f"{sql}; select pg_reload_conf()")
+    time.sleep(0.5)
+    changed = [i for i in INSTANCES if psql(i, f"show {name}") != before[i][0]]
+    wait_until(lambda: all(worker(i)[2] != before[i][1] for i in changed) and all_running(),
+               timeout=120, interval=0.5, message=f"workers restarted after {sql}")
+
+
+@pytest.fixture
+def smallest_memory_budget():
+    set_worker_setting("iq_fdw.memory_budget", "alter system set iq_fdw.memory_budget = '16MB'")
+    yield
+    set_worker_setting("iq_fdw.memory_budget", "alter system reset iq_fdw.memory_budget")
+
+
+def test_key_set_larger_than_the_key_cache_keeps_exact_counts(smallest_memory_budget):
+    # 16 MB: each worker's key cache holds some 35 k keys; 150 k keys (50 k
+    # an instance) seen 1.6 times each make it evict, and keys come back
+    # after their eviction (a RocksDB get, or the evicted-key filter)
+    prefix = unique("wevict") + "_"
+    lines, truth = orders(prefix, 240_000, 150_000, seed=3)
+    produce("order", lines, timeout=600)
+    wait_counts(prefix, truth, timeout=300)
+
+
 def set_guarantee(sql):
     """Apply an ALTER SYSTEM of processing_guarantee; wait for the workers
     that it changed to restart with it (a worker restarts itself on reload)."""

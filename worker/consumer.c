@@ -128,6 +128,8 @@ iq_consumer_start(char **err)
 		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
 		/* or librdkafka raises fetch.max.bytes to it */
 		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
+		/* a bounded queue fills often: fetch again soon after it drains */
+		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
 		rd_kafka_conf_destroy(conf);

@@ -47,6 +47,8 @@ iq_restorer_start(char **err)
 		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
 		/* or librdkafka raises fetch.max.bytes to it */
 		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
+		/* a bounded queue fills often: fetch again soon after it drains */
+		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
 		!iq_conf_set(conf, "queued.min.messages", messages, err) ||
 		!iq_conf_set(conf, "queued.max.messages.kbytes", kbytes, err) ||
 		!iq_conf_set(conf, "fetch.wait.max.ms", "20", err))
@@ -326,7 +328,14 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			result = 0;
 			break;
 		}
-		n = rd_kafka_consume_batch_queue(q, 100, msgs, iq_w->mem.restore_batch);
+		/*
+		 * What is queued, without waiting: a batch call with a timeout
+		 * waits for a full batch, and a queue bounded by the memory budget
+		 * holds little more than one, so the restore idled most of its time.
+		 */
+		n = rd_kafka_consume_batch_queue(q, 0, msgs, iq_w->mem.restore_batch);
+		if (n == 0)
+			n = rd_kafka_consume_batch_queue(q, 100, msgs, 1);
 		iq_drain_logs();
 		if (n <= 0)
 		{
