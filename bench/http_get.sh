@@ -11,7 +11,8 @@
 #
 # Measured 2026-11-25 on the 2-CPU development box, wrk on the same box,
 # 64 connections, another engineer's cluster ingesting (load average 2.9):
-#   local gets      58,775 req/s, p99 9.0 ms
+#   local gets      58,775 req/s, p99 9.0 ms (47,612 and 47,079 in two
+#                   later runs on a fresh scripts/demo cluster)
 #   forwarded gets  11,435 req/s, p99 14.4 ms (one reused connection per
 #                   transfer slot, no new TCP connection per request)
 # Earlier builds copied the whole ownership table twice and built a JSON
