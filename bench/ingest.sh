@@ -12,33 +12,17 @@
 # IQ_LIB_DIR the cluster was started with, or the restarted instance loads the
 # installed library instead of the build under test.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
-HERE=$IQ_REPO/scripts
+RUN_PREFIX=bench
+source "$(dirname "${BASH_SOURCE[0]}")/private_run.sh"
 ORDERS=${1:-2000000}
 KEYS=${2:-500000}
-RUN=bench$(date +%s)
-APP=$RUN-app
-CT=$RUN-customer
-OT=$RUN-order
-I=1
-PORT=$(pg_port $I)
-WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-q() { "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -c "$1"; }
 now() { date +%s.%N; }
 rate() { python3 -c "import sys; n,a,b=float(sys.argv[1]),float(sys.argv[2]),float(sys.argv[3]); print(f'{n/(b-a):,.0f} records/s ({n:,.0f} records in {b-a:.2f} s)')" "$@"; }
 
-reset_settings() {
-	q "alter system reset iq_fdw.application_id" >/dev/null
-	q "alter system reset iq_fdw.customer_topic" >/dev/null
-	q "alter system reset iq_fdw.order_topic" >/dev/null
-	q "select pg_reload_conf()" >/dev/null
-}
-
 msg "topics $CT and $OT (3 partitions), $ORDERS orders over $KEYS keys"
-"$HERE/kafka" create-topic "$CT" 3 cleanup.policy=compact
-"$HERE/kafka" create-topic "$OT" 3
+create_run_topics
 python3 - "$ORDERS" "$KEYS" "$WORK" <<'EOF'
 import random, sys
 n, k, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -50,8 +34,6 @@ with open(f"{d}/customers", "w") as f:
     for i in range(0, k, 10):
         f.write(f"u{i}--name{i}\n")
 EOF
-# murmur2_random is librdkafka's Java-compatible partitioner for keyed records
-kp() { kcat -b "$(bootstrap)" -P -K -- -X partitioner=murmur2_random -X linger.ms=20 -t "$1"; }
 kp "$CT" <"$WORK/customers"
 kp "$OT" <"$WORK/orders"
 
@@ -63,9 +45,7 @@ echo "bare kcat consumer:        $(rate "$n" "$t0" "$t1")"
 
 # the worker: same topic, join + count + changelog + RocksDB, at_least_once
 guarantee=$(q "show iq_fdw.processing_guarantee")
-q "alter system set iq_fdw.application_id = '$APP'" >/dev/null
-q "alter system set iq_fdw.customer_topic = '$CT'" >/dev/null
-q "alter system set iq_fdw.order_topic = '$OT'" >/dev/null
+use_run_settings
 trap 'reset_settings; rm -rf "$WORK"' EXIT
 total=$ORDERS
 t0=$(now)

@@ -18,37 +18,18 @@
 # It restarts instance 1: export the IQ_LIB_DIR the cluster was started with,
 # or the restarted instance loads the installed library instead of the build.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
-HERE=$IQ_REPO/scripts
+RUN_PREFIX=mem
+source "$(dirname "${BASH_SOURCE[0]}")/private_run.sh"
 ORDERS=${1:-10000000}
 KEYS=${2:-10000000}
 BUDGET=${3:-64}
-RUN=mem$(date +%s)
-APP=$RUN-app
-CT=$RUN-customer
-OT=$RUN-order
-I=1
-PORT=$(pg_port $I)
-WORK=$(mktemp -d)
 
-q() { "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -c "$1"; }
 worker_pid() { q "select pid from iq_worker()" 2>/dev/null || true; }
 rss_mb() { echo $(($(ps -o rss= -p "$1") / 1024)); }
-reset_settings() {
-	q "alter system reset iq_fdw.application_id" >/dev/null
-	q "alter system reset iq_fdw.customer_topic" >/dev/null
-	q "alter system reset iq_fdw.order_topic" >/dev/null
-	q "alter system reset iq_fdw.memory_budget" >/dev/null
-	q "select pg_reload_conf()" >/dev/null
-}
 trap 'reset_settings; rm -rf "$WORK"' EXIT
 
-"$HERE/kafka" create-topic "$CT" 3 cleanup.policy=compact
-"$HERE/kafka" create-topic "$OT" 3
-q "alter system set iq_fdw.application_id = '$APP'" >/dev/null
-q "alter system set iq_fdw.customer_topic = '$CT'" >/dev/null
-q "alter system set iq_fdw.order_topic = '$OT'" >/dev/null
-q "alter system set iq_fdw.memory_budget = '${BUDGET}MB'" >/dev/null
+create_run_topics
+use_run_settings memory_budget="${BUDGET}MB"
 q "select pg_reload_conf()" >/dev/null
 sleep 2
 until [[ $(q "select state = 'running' and cardinality(assigned_partitions) > 0 from iq_worker()" 2>/dev/null) == t ]]; do sleep 0.5; done
@@ -65,7 +46,6 @@ with open(f"{d}/orders", "w") as f:
 with open(f"{d}/customers", "w") as f:
     f.writelines(f"u{i}--name{i}\n" for i in range(0, k, 10))
 PY
-kp() { kcat -b "$(bootstrap)" -P -K -- -X partitioner=murmur2_random -X linger.ms=20 -t "$1"; }
 kp "$CT" <"$WORK/customers"
 kp "$OT" <"$WORK/orders"
 rm -f "$WORK/orders" "$WORK/customers"

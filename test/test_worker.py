@@ -278,18 +278,25 @@ def exactly_once():
     set_guarantee("alter system reset iq_fdw.processing_guarantee")
 
 
-def test_sigkill_under_exactly_once_keeps_counts_exact(exactly_once):
-    prefix = unique("wkill") + "_"
-    lines, truth = orders(prefix, 300_000, 4000, seed=2)
-    victim = owner_of(1)
-    start_end = stats(victim)[1]["order_end_offset"]
+def produce_until_flowing(prefix, n, keys, seed, partition):
+    """Produce n orders over keys in the background; return (truth, the
+    partition's owner, the producer) once that owner is processing them."""
+    lines, truth = orders(prefix, n, keys, seed=seed)
+    victim = owner_of(partition)
+    start_end = stats(victim)[partition]["order_end_offset"]
     proc = subprocess.Popen([str(SCRIPTS / "kafka"), "produce", "order"], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    proc.stdin.write("".join(l + "\n" for l in lines))
+    proc.stdin.write("".join(line + "\n" for line in lines))
     proc.stdin.close()
+    wait_until(lambda: stats(victim)[partition]["order_offset"] > start_end + 10_000,
+               timeout=120, interval=0.05, message="the victim processing the new orders")
+    return truth, victim, proc
+
+
+def test_sigkill_under_exactly_once_keeps_counts_exact(exactly_once):
+    prefix = unique("wkill") + "_"
     # kill while records of partition 1 are flowing, not before or after
-    wait_until(lambda: stats(victim)[1]["order_offset"] > start_end + 10_000, timeout=120,
-               interval=0.05, message="the victim processing the new orders")
+    truth, victim, proc = produce_until_flowing(prefix, 300_000, 4000, seed=2, partition=1)
     pid = worker(victim)[2]
     subprocess.run(["kill", "-9", str(pid)], check=True)
     assert proc.wait(timeout=600) == 0
@@ -302,15 +309,7 @@ def test_clean_restart_mid_stream_keeps_at_least_once_counts_exact():
     what it processed and leaves the group, so nothing is counted twice even
     under at_least_once."""
     prefix = unique("wstop") + "_"
-    lines, truth = orders(prefix, 200_000, 3000, seed=3)
-    victim = owner_of(2)
-    start_end = stats(victim)[2]["order_end_offset"]
-    proc = subprocess.Popen([str(SCRIPTS / "kafka"), "produce", "order"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    proc.stdin.write("".join(l + "\n" for l in lines))
-    proc.stdin.close()
-    wait_until(lambda: stats(victim)[2]["order_offset"] > start_end + 10_000, timeout=120,
-               interval=0.05, message="the victim processing the new orders")
+    truth, victim, proc = produce_until_flowing(prefix, 200_000, 3000, seed=3, partition=2)
     run = lambda *a: subprocess.run([str(SCRIPTS / "instance"), *a], check=True,  # noqa: E731
                                     capture_output=True, text=True, timeout=120)
     run("stop", str(victim))

@@ -1,0 +1,43 @@
+# bench/private_run.sh: sourced by bench/ingest.sh and bench/memory.sh, with
+# RUN_PREFIX set. Instance 1's worker is pointed at topics and an application
+# id of this run alone (ALTER SYSTEM, reset by reset_settings), so the
+# cluster's own topics and consumer group are not touched.
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+HERE=$IQ_REPO/scripts
+RUN=$RUN_PREFIX$(date +%s)
+APP=$RUN-app
+CT=$RUN-customer
+OT=$RUN-order
+I=1
+PORT=$(pg_port $I)
+WORK=$(mktemp -d)
+RUN_SETTINGS=()
+
+q() { "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -c "$1"; }
+
+# kp TOPIC: "key--value" lines from stdin; murmur2_random is librdkafka's
+# Java-compatible partitioner for keyed records
+kp() { kcat -b "$(bootstrap)" -P -K -- -X partitioner=murmur2_random -X linger.ms=20 -t "$1"; }
+
+create_run_topics() {
+	"$HERE/kafka" create-topic "$CT" 3 cleanup.policy=compact
+	"$HERE/kafka" create-topic "$OT" 3
+}
+
+# use_run_settings [SETTING=VALUE...]: this run's topics and group, and any
+# other iq_fdw setting; they take effect on the caller's pg_reload_conf()
+use_run_settings() {
+	local kv
+	for kv in application_id="$APP" customer_topic="$CT" order_topic="$OT" "$@"; do
+		q "alter system set iq_fdw.${kv%%=*} = '${kv#*=}'" >/dev/null
+		RUN_SETTINGS+=("${kv%%=*}")
+	done
+}
+
+reset_settings() {
+	local s
+	for s in "${RUN_SETTINGS[@]}"; do
+		q "alter system reset iq_fdw.$s" >/dev/null
+	done
+	q "select pg_reload_conf()" >/dev/null
+}
