@@ -88,6 +88,35 @@ def wait_until(predicate, timeout=30.0, interval=0.2, message="condition"):
         time.sleep(interval)
 
 
+def freeze(pid):
+    """SIGSTOP pid and return once every one of its threads is stopped.
+
+    kill() returns before a multi-threaded process has stopped: the thread
+    the signal went to must run to stop the others, and on a busy machine
+    the others (an HTTP server thread, say) may answer for milliseconds
+    meanwhile."""
+    import signal
+    os.kill(pid, signal.SIGSTOP)
+
+    def all_stopped():
+        states = []
+        for t in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                # "tid (comm) S ...": the state follows the last ')'
+                states.append((t / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass  # the thread ended meanwhile
+        return all(s in ("T", "t") for s in states)
+
+    wait_until(all_stopped, timeout=10, interval=0.01, message=f"every thread of {pid} stopped")
+
+
+def thaw(pid):
+    """SIGCONT what freeze stopped."""
+    import signal
+    os.kill(pid, signal.SIGCONT)
+
+
 # ---- PostgreSQL -------------------------------------------------------------
 
 class PsqlError(Exception):

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, consume, http_port, import_stores_sql,
-                      java_partition, produce, psql, psql_error, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, consume, freeze, http_port,
+                      import_stores_sql, java_partition, produce, psql, psql_error, thaw,
+                      wait_until)
 
 PREFIX = f"fdw{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 N_CUSTOMERS = 20_000
@@ -396,11 +397,11 @@ def _key_owned_by(i, data):
 def frozen_instance3(data):
     pid = _worker_pid(3)
     k = _key_owned_by(3, data)
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     try:
         yield k
     finally:
-        os.kill(pid, signal.SIGCONT)
+        thaw(pid)
 
 
 def test_frozen_peer_fails_within_timeout_naming_it(data, frozen_instance3):
@@ -437,7 +438,7 @@ def test_cancel_while_a_peer_is_frozen_leaves_the_session_usable(data):
     with Session(1) as s:
         s.run("SET search_path = fdwtest, public; SET iq_fdw.peer_timeout = 20000")
         assert s.run(get(b)) == str(data.counts[b])
-        os.kill(pid, signal.SIGSTOP)
+        freeze(pid)
         try:
             start = time.monotonic()
             err = s.run(f"SET statement_timeout = 300; {get(a)}; RESET statement_timeout")
@@ -445,7 +446,7 @@ def test_cancel_while_a_peer_is_frozen_leaves_the_session_usable(data):
             assert time.monotonic() - start < 3
             assert s.run(get(own)) == str(data.counts[own])
         finally:
-            os.kill(pid, signal.SIGCONT)
+            thaw(pid)
         assert s.run(get(b)) == str(data.counts[b])
         assert s.run(get(a)) == str(data.counts[a])
 

@@ -20,8 +20,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (INSTANCES, consume, http_get, http_json, http_port,
-                      java_partition, produce, wait_until)
+from conftest import (INSTANCES, consume, freeze, http_get, http_json, http_port,
+                      java_partition, produce, thaw, wait_until)
 
 SEED_CUSTOMERS = ["1--john", "2--adam", "3--daniel", "4--james", "5--jack", "6--mathew", "7--will"]
 SEED_ORDERS = ["1--spagety", "2--pizza", "--pasta"]
@@ -421,7 +421,6 @@ def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
     """SIGSTOP the worker of the instance owning a key: a forwarded get from
     another instance answers 504 within the peer timeout, naming the owner;
     the asking instance keeps answering its own keys meanwhile."""
-    import signal
     from conftest import psql
     customers, _ = data
     k = BULK_KEYS[7]
@@ -441,7 +440,7 @@ def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
                    if http_json(asker, f"/metadata/stores/customer-v1-changelog/key/{url_key(kk)}")
                    ["result"]["port"] == http_port(asker))
     pid = int(psql(owner, "SELECT pid FROM iq_worker()"))
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     try:
         t0 = time.monotonic()
         status, body = http_get(asker, f"/stores/customer-v1-changelog/get/{url_key(k)}",
@@ -464,7 +463,7 @@ def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
             {"response": customers[own_key]}
         assert time.monotonic() - t0 < 2
     finally:
-        os.kill(pid, signal.SIGCONT)
+        thaw(pid)
     wait_until(lambda: http_json(asker, f"/stores/customer-v1-changelog/get/{url_key(k)}") ==
                {"response": customers[k]}, timeout=30, message="the owner answers again")
 

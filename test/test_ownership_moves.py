@@ -11,15 +11,13 @@ must be seen waiting (its DEBUG1 line) before the worker is thawed; the
 thawed worker publishes the new ownership and the query asks again.
 """
 
-import os
-import signal
 import subprocess
 import threading
 
 import pytest
 
-from conftest import (INSTANCES, PG_BIN, import_stores_sql, java_partition, pg_port, produce, psql,
-                      unique, wait_until)
+from conftest import (INSTANCES, PG_BIN, freeze, import_stores_sql, java_partition, pg_port, produce,
+                      psql, thaw, unique, wait_until)
 
 SETUP = import_stores_sql("movetest", "iq_move")
 
@@ -90,7 +88,7 @@ def test_query_asks_the_new_owner_once_after_a_partition_moved():
                    message=f"the prepared lookups answered: {out} {lines}")
         assert out == [f"{keys[p]}|{p + 2}\n" for p in range(3)], (out, lines)
 
-        os.kill(pid, signal.SIGSTOP)
+        freeze(pid)
         # the group drops the frozen member and the others share its partitions
         after = wait_until(lambda: settled(others), timeout=120, interval=0.5,
                            message="the other instances hold every partition")
@@ -110,7 +108,7 @@ def test_query_asks_the_new_owner_once_after_a_partition_moved():
         assert "waiting up to iq_fdw.ownership_wait" in err, f"the query did not wait: {out} {err}"
         assert f"partition {p} is not held" in err, err
         assert len(out) == 3, out
-        os.kill(pid, signal.SIGCONT)
+        thaw(pid)
         thawed = True
         wait_until(lambda: len(out) > 3 or any("ERROR" in line for line in lines),
                    timeout=180, interval=0.2, message="the query asked again")
@@ -119,7 +117,7 @@ def test_query_asks_the_new_owner_once_after_a_partition_moved():
         assert out[3:] == [f"{keys[p]}|{p + 2}\n"], (out, err)
     finally:
         if not thawed:
-            os.kill(pid, signal.SIGCONT)
+            thaw(pid)
         proc.stdin.close()
         proc.wait(timeout=60)
         for t in readers:

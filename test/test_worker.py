@@ -14,7 +14,6 @@ made up, or on deltas.
 
 import random
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
