@@ -10,13 +10,15 @@
 # again), waits until instance 1 serves them, then runs wrk twice.
 #
 # Measured 2026-11-25 on the 2-CPU development box, wrk on the same box,
-# 64 connections, another engineer's cluster ingesting (load average 2.9):
-#   local gets      58,775 req/s, p99 9.0 ms (47,612 and 47,079 in two
-#                   later runs on a fresh scripts/demo cluster)
-#   forwarded gets  11,435 req/s, p99 14.4 ms (one reused connection per
-#                   transfer slot, no new TCP connection per request)
-# Earlier builds copied the whole ownership table twice and built a JSON
-# tree per get, and reached 41,700 req/s on an idle box.
+# 64 connections, the 3-instance development cluster (load average 3.3):
+#   local gets      53,683, 54,666 and 55,194 req/s, p99 17 to 24 ms
+#   forwarded gets  10,351 to 11,713 req/s, p99 12 to 37 ms (one reused
+#                   connection per transfer slot, no new TCP connection
+#                   per request)
+# With 4 server threads instead of one per CPU (the default before), the
+# same box gave a fifth fewer local gets (56,649 and 46,767 against 66,869
+# and 55,223 with 2, alternated in one session).  Earlier builds copied the
+# whole ownership table twice and built a JSON tree per get: 41,700 req/s.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../scripts/lib.sh"

@@ -327,9 +327,9 @@ iq_define_settings(void)
 							&iq_value_cache_mb, 16, 0, 64 * 1024,
 							PGC_POSTMASTER, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.http_threads",
-							"Threads serving the HTTP endpoints.",
+							"Threads serving the HTTP endpoints; 0 is one per CPU, at least 2.",
 							NULL,
-							&iq_http_threads, 4, 1, 256,
+							&iq_http_threads, 0, 0, 256,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.commit_interval",
 							"Longest time between offset commits.",
