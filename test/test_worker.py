@@ -87,11 +87,14 @@ def all_counts():
     return got
 
 
-def kcat_produce(topic, lines, partition, keyed=True):
-    """Produce with kcat to an explicit partition (-K: key--value; else null keys)."""
+def kcat_produce(topic, lines, partition, keyed=True, null_values=False):
+    """Produce with kcat to an explicit partition (-K: key--value; else null
+    keys); with null_values, an empty value is a tombstone (-Z)."""
     args = ["kcat", "-b", BOOTSTRAP, "-P", "-t", topic, "-p", str(partition)]
     if keyed:
         args += ["-K", "--"]
+    if null_values:
+        args += ["-Z"]
     subprocess.run(args, input="".join(l + "\n" for l in lines), text=True, check=True,
                    timeout=60)
 
@@ -318,11 +321,42 @@ def test_clean_restart_mid_stream_keeps_at_least_once_counts_exact():
     wait_counts(prefix, truth)
 
 
+def all_customers():
+    """{key: name} of every instance's customer store, each checked to be
+    in byte order (the order RocksDB keeps and a restore must rebuild)."""
+    got = {}
+    for i in INSTANCES:
+        keys = []
+        for r in http_json(i, "/stores/customer-v1-changelog/all?scope=local")["result"]:
+            assert r["key"] not in got, f"key {r['key']!r} held by two instances"
+            got[r["key"]] = r["value"]
+            keys.append(r["key"].encode())
+        assert keys == sorted(keys), f"instance {i} lists customers out of byte order"
+    return got
+
+
 def test_wiped_state_is_restored_from_the_changelog():
+    """Counts and customers come back equal, and in byte order, after a
+    restore; the customers include keys that share long beginnings, are
+    beginnings of each other, and were deleted, which a restore sorts."""
     victim = 2
+    prefix = unique("wsort")
+    tricky = [f"{prefix}", f"{prefix}a", f"{prefix}aa", f"{prefix}ab", f"{prefix}\u00e9"]
+    tricky += [f"{prefix}-{'z' * 24}-{j:03d}" for j in range(40)]
+    tricky += [f"{prefix}-{'z' * 24}-{j}" for j in range(10)]
+    produce("customer", [f"{k}--first {k}" for k in tricky])
+    produce("customer", [f"{k}--second {k}" for k in tricky[::3]])
+    for p in range(3):
+        kcat_produce("customer", [f"{k}--" for k in tricky[1::3] if java_partition(k, 3) == p],
+                     p, null_values=True)
+    truth = {k: f"second {k}" for k in tricky[::3]}
+    truth.update({k: f"first {k}" for k in tricky[2::3]})
+    wait_until(lambda: {k: v for k, v in all_customers().items() if k.startswith(prefix)} == truth,
+               timeout=60, message="the tricky customers")
     before = all_counts()
     assert before
     wait_until(lambda: all_counts() == before, timeout=30, message="stable counts")
+    customers_before = all_customers()
     env_run = lambda *a: subprocess.run([str(SCRIPTS / "instance"), *a], check=True,  # noqa: E731
                                         capture_output=True, text=True, timeout=120)
     env_run("stop", str(victim))
@@ -333,6 +367,7 @@ def test_wiped_state_is_restored_from_the_changelog():
     wait_until(lambda: all_running() and victim in [owner_of(p) for p in range(3)],
                timeout=180, interval=0.5, message="victim holds partitions again")
     wait_until(lambda: all_counts() == before, timeout=120, message="restored counts")
+    assert all_customers() == customers_before
     restored = sum(r["restored_records"] for r in stats(victim).values())
     assert restored > 0
 

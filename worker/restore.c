@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "cache.h"
+#include "key_order.h"
 #include "worker.h"
 
 #define RESTORE_STALL_MS	60000
@@ -90,13 +91,10 @@ iq_restorer_stop(void)
 
 typedef struct Rec
 {
-	uint64		prefix;			/* the key's first 8 bytes, big-endian */
-	size_t		koff;
+	size_t		koff;			/* the key in the arena, its value after it */
 	size_t		klen;
-	size_t		voff;
 	size_t		vlen;
 	bool		del;
-	int			seq;
 } Rec;
 
 typedef struct Chunk
@@ -108,28 +106,14 @@ typedef struct Chunk
 	size_t		cap;
 } Chunk;
 
-static const char *sort_arena;
-
-/*
- * rec_cmp
- *		Key bytes, then arrival.  The prefix decides most comparisons
- *		without a look into the arena (a cache miss each).
- */
-static int
-rec_cmp(const void *a, const void *b)
+/* rec_key: IqKeyAt over a chunk */
+static const char *
+rec_key(const void *ctx, int i, size_t *len)
 {
-	const Rec  *x = a;
-	const Rec  *y = b;
-	int			c;
+	const Chunk *c = ctx;
 
-	if (x->prefix != y->prefix)
-		return x->prefix < y->prefix ? -1 : 1;
-	c = memcmp(sort_arena + x->koff, sort_arena + y->koff, Min(x->klen, y->klen));
-	if (c == 0)
-		c = (x->klen > y->klen) - (x->klen < y->klen);
-	if (c == 0)
-		c = x->seq - y->seq;
-	return c;
+	*len = c->recs[i].klen;
+	return c->arena + c->recs[i].koff;
 }
 
 static bool
@@ -148,21 +132,16 @@ chunk_append(Chunk *c, const void *key, size_t klen, const void *val, size_t vle
 		c->cap = ncap;
 	}
 	r = &c->recs[c->n];
-	r->prefix = 0;
-	for (size_t i = 0; i < 8; i++)
-		r->prefix = (r->prefix << 8) | (i < klen ? ((const unsigned char *) key)[i] : 0);
 	r->koff = c->used;
 	r->klen = klen;
 	if (klen)
 		memcpy(c->arena + c->used, key, klen);
 	c->used += klen;
-	r->voff = c->used;
 	r->vlen = vlen;
 	if (vlen)
 		memcpy(c->arena + c->used, val, vlen);
 	c->used += vlen;
 	r->del = del;
-	r->seq = c->n;
 	c->n++;
 	return true;
 }
@@ -187,8 +166,14 @@ cache_customer(int p, const char *key, size_t len, bool present)
 static bool
 chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err)
 {
+	uint32_t   *order = iq_key_order(c->n, rec_key, c);
 	bool		ok;
 
+	if (order == NULL)
+	{
+		*err = strdup("out of memory");
+		return false;
+	}
 	if (c->n >= SST_MIN_RECORDS)
 	{
 		IqKV	   *kvs = malloc(sizeof(IqKV) * c->n);
@@ -196,22 +181,22 @@ chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err
 
 		if (kvs == NULL)
 		{
+			free(order);
 			*err = strdup("out of memory");
 			return false;
 		}
-		sort_arena = c->arena;
-		qsort(c->recs, c->n, sizeof(Rec), rec_cmp);
 		for (int i = 0; i < c->n; i++)
 		{
-			Rec		   *r = &c->recs[i];
+			Rec		   *r = &c->recs[order[i]];
+			Rec		   *next = i + 1 < c->n ? &c->recs[order[i + 1]] : NULL;
 
 			/* the last record of a key wins */
-			if (i + 1 < c->n && r->klen == c->recs[i + 1].klen &&
-				memcmp(c->arena + r->koff, c->arena + c->recs[i + 1].koff, r->klen) == 0)
+			if (next && r->klen == next->klen &&
+				memcmp(c->arena + r->koff, c->arena + next->koff, r->klen) == 0)
 				continue;
 			kvs[m].key = c->arena + r->koff;
 			kvs[m].key_len = r->klen;
-			kvs[m].value = r->del ? NULL : c->arena + r->voff;
+			kvs[m].value = r->del ? NULL : c->arena + r->koff + r->klen;
 			kvs[m].value_len = r->vlen;
 			m++;
 		}
@@ -226,23 +211,22 @@ chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err
 		IqStoreBatch *b = iq_store_batch_begin(p);
 
 		/* in key order (stable: the last record of a key still wins) */
-		sort_arena = c->arena;
-		qsort(c->recs, c->n, sizeof(Rec), rec_cmp);
 		for (int i = 0; i < c->n; i++)
 		{
-			Rec		   *r = &c->recs[i];
+			Rec		   *r = &c->recs[order[i]];
 
 			if (r->del)
 				iq_store_batch_delete(b, store, c->arena + r->koff, r->klen);
 			else
 				iq_store_batch_put(b, store, c->arena + r->koff, r->klen,
-								   c->arena + r->voff, r->vlen);
+								   c->arena + r->koff + r->klen, r->vlen);
 		}
 		iq_store_batch_checkpoint(b, ck);
 		ok = iq_store_batch_commit(b, err);
 		for (int i = 0; ok && store == IQ_STORE_CUSTOMER && i < c->n; i++)
 			cache_customer(p, c->arena + c->recs[i].koff, c->recs[i].klen, !c->recs[i].del);
 	}
+	free(order);
 	c->n = 0;
 	c->used = 0;
 	return ok;
