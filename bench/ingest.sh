@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/ingest.sh: throughput of the stream worker on one instance, next to a
 # bare librdkafka consumer (kcat) reading the same topic in the same run, and
-# the restore throughput from the changelog.
+# the restore throughput from the changelog, next to kcat reading the changelog.
 #
 #   IQ_PORT_OFFSET=N bench/ingest.sh [ORDERS] [KEYS]     (default 2000000 500000)
 #
@@ -63,6 +63,17 @@ echo "iq_fdw worker ($guarantee): $(rate $((total - first_n)) "$first" "$t1") fr
 pid=$(q "select pid from iq_worker()")
 echo "worker resident memory:    $(($(ps -o rss= -p "$pid") / 1024)) MB (iq_fdw.memory_budget = $(q "show iq_fdw.memory_budget"))"
 keys=$(q "select sum(restore_total) from iq_stats()")
+
+# the changelog read by a bare consumer, as the restore reads it (committed
+# records only), with fetches as large as the restore's: what the broker on
+# this machine can hand out
+fetch=$((4 * 1024 * 1024))
+t0=$(now)
+n=$(kcat -b "$(bootstrap)" -X isolation.level=read_committed -X fetch.max.bytes=$fetch \
+	-X max.partition.fetch.bytes=$fetch -X message.max.bytes=$fetch \
+	-C -t "$APP-order-count-changelog" -o beginning -e -q -f '%k\n' | wc -l)
+t1=$(now)
+echo "bare kcat, the changelog:  $(rate "$n" "$t0" "$t1")"
 
 # restore: the state of instance 1 wiped, rebuilt from the changelog
 "$HERE/instance" stop $I >/dev/null

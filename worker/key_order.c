@@ -18,6 +18,7 @@
 #define _GNU_SOURCE				/* qsort_r */
 #endif
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,8 +147,26 @@ radix_sort(Item *items, Item *tmp, int n)
 	return items;
 }
 
+/* same_keys: whether two items of equal prefix hold equal keys */
+static bool
+same_keys(const Item *x, const Item *y, const Tie *t)
+{
+	size_t		xl;
+	size_t		yl;
+	const char *xk;
+	const char *yk;
+
+	if (x->len != y->len)
+		return false;
+	if (x->len <= t->skip)
+		return true;			/* the prefix covered every byte */
+	xk = t->key_at(t->ctx, (int) x->index, &xl);
+	yk = t->key_at(t->ctx, (int) y->index, &yl);
+	return memcmp(xk + t->skip, yk + t->skip, xl - t->skip) == 0;
+}
+
 uint32_t *
-iq_key_order(int n, IqKeyAt key_at, const void *ctx)
+iq_key_order(int n, IqKeyAt key_at, const void *ctx, uint8_t *same_as_next)
 {
 	Item	   *items;
 	Item	   *tmp;
@@ -195,7 +214,12 @@ iq_key_order(int n, IqKeyAt key_at, const void *ctx)
 			sort_run(sorted + s, e - s, &tie);
 	}
 	for (int i = 0; i < n; i++)
+	{
 		order[i] = sorted[i].index;
+		if (same_as_next)
+			same_as_next[i] = i + 1 < n && sorted[i].prefix == sorted[i + 1].prefix &&
+				same_keys(&sorted[i], &sorted[i + 1], &tie);
+	}
 	free(items);
 	free(tmp);
 	return order;

@@ -15,8 +15,11 @@ typedef const char *(*IqKeyAt) (const void *ctx, int i, size_t *len);
 
 /*
  * The numbers 0 .. n-1 of the keys in byte order, equal keys in the order
- * of their numbers; malloc'd (free it), NULL when out of memory.
+ * of their numbers; malloc'd (free it), NULL when out of memory.  With
+ * same_as_next (n bytes), same_as_next[i] tells whether the key i-th in
+ * that order equals the one after it, mostly found without reading keys.
  */
-extern uint32_t *iq_key_order(int n, IqKeyAt key_at, const void *ctx);
+extern uint32_t *iq_key_order(int n, IqKeyAt key_at, const void *ctx,
+							  uint8_t *same_as_next);
 
 #endif							/* IQ_KEY_ORDER_H */

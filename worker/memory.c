@@ -39,7 +39,7 @@
 #define FETCH_EXPANSION		(MSG_OVERHEAD / WIRE_RECORD_BYTES)
 /* a record in a batch: the message, two table slots, the sort array, its changelog update */
 #define BATCH_RECORD_BYTES	800
-/* a restored record in a chunk: Rec, IqKV, and its share of the arena */
+/* a restored record in a chunk: Rec, two sort items, IqKV, and its share of the arena */
 #define CHUNK_RECORD_BYTES	128
 
 #define BATCH_MIN			1000
