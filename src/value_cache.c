@@ -44,6 +44,7 @@ struct IqValueCache
 	uint64_t	generation[VC_MAX_PARTITIONS];	/* read by backends */
 	uint64_t	writes[VC_MAX_PARTITIONS];	/* batches begun and ended */
 	uint32_t	open_writes[VC_MAX_PARTITIONS];
+	bool		filled[VC_MAX_PARTITIONS];	/* a slot filled this generation */
 	Slot		slots[] __attribute__((aligned(64)));
 };
 
@@ -190,7 +191,10 @@ iq_vc_new_generation(IqValueCache *vc, int partition)
 	pthread_mutex_lock(&writer);
 	for (int p = 0; p < VC_MAX_PARTITIONS; p++)
 		if (partition < 0 || p == partition)
+		{
 			__atomic_store_n(&vc->generation[p], ++vc->next_generation, __ATOMIC_RELEASE);
+			vc->filled[p] = false;
+		}
 	pthread_mutex_unlock(&writer);
 }
 
@@ -225,6 +229,15 @@ iq_vc_forget(IqValueCache *vc, int store, int partition,
 	Slot	   *set;
 
 	if (vc == NULL || !cacheable(partition, key_len, 0))
+		return;
+	/*
+	 * Nothing of the partition was filled: a batch of a partition nobody
+	 * reads skips the probe of every key (a cache miss each).  Read without
+	 * the lock, as this is called inside write_begin .. write_end: a fill
+	 * made before write_begin set the flag before that took the lock, and
+	 * none can land until write_end.
+	 */
+	if (!__atomic_load_n(&vc->filled[partition], __ATOMIC_RELAXED))
 		return;
 	hash = hash_key(store, key, key_len);
 	set = set_of(vc, hash);
@@ -288,5 +301,6 @@ iq_vc_fill(IqValueCache *vc, IqVcTicket ticket, int store, int partition,
 	write_slot(target, hash, store, partition, ticket.generation,
 			   value ? SLOT_FOUND : SLOT_ABSENT, key, key_len,
 			   value, value ? value_len : 0);
+	__atomic_store_n(&vc->filled[partition], true, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&writer);
 }
