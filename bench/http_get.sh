@@ -11,7 +11,9 @@
 #
 # Measured 2026-11-25 on the 2-CPU development box, wrk on the same box,
 # 64 connections, the 3-instance development cluster (load average 3.3):
-#   local gets      53,683, 54,666 and 55,194 req/s, p99 17 to 24 ms
+#   local gets      53,683, 54,666 and 55,194 req/s, p99 17 to 24 ms;
+#                   77,370, 53,861 and 61,398 on a fresh scripts/demo
+#                   cluster (load average 1.3 to 3.6)
 #   forwarded gets  10,351 to 11,713 req/s, p99 12 to 37 ms (one reused
 #                   connection per transfer slot, no new TCP connection
 #                   per request)
