@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -215,6 +216,11 @@ static int
 http_threads_per_cpu(void)
 {
 	long		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t	allowed;
+
+	/* the CPUs this process may run on (a container's cpuset), if fewer */
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0)
+		cpus = CPU_COUNT(&allowed);
 
 	return cpus < 2 ? 2 : (cpus > 64 ? 64 : (int) cpus);
 }
