@@ -198,27 +198,31 @@ iq_vc_new_generation(IqValueCache *vc, int partition)
 	pthread_mutex_unlock(&writer);
 }
 
-void
-iq_vc_write_begin(IqValueCache *vc, int partition)
+/* count_write: a write of partition begins (opening) or ends; both move writes */
+static void
+count_write(IqValueCache *vc, int partition, bool opening)
 {
 	if (vc == NULL || partition < 0 || partition >= VC_MAX_PARTITIONS)
 		return;
 	pthread_mutex_lock(&writer);
 	vc->writes[partition]++;
-	vc->open_writes[partition]++;
+	if (opening)
+		vc->open_writes[partition]++;
+	else if (vc->open_writes[partition] > 0)
+		vc->open_writes[partition]--;
 	pthread_mutex_unlock(&writer);
+}
+
+void
+iq_vc_write_begin(IqValueCache *vc, int partition)
+{
+	count_write(vc, partition, true);
 }
 
 void
 iq_vc_write_end(IqValueCache *vc, int partition)
 {
-	if (vc == NULL || partition < 0 || partition >= VC_MAX_PARTITIONS)
-		return;
-	pthread_mutex_lock(&writer);
-	vc->writes[partition]++;
-	if (vc->open_writes[partition] > 0)
-		vc->open_writes[partition]--;
-	pthread_mutex_unlock(&writer);
+	count_write(vc, partition, false);
 }
 
 void

@@ -13,6 +13,7 @@ Ports follow scripts/lib.sh: broker 9092, instance i on PostgreSQL port
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -95,7 +96,6 @@ def freeze(pid):
     the signal went to must run to stop the others, and on a busy machine
     the others (an HTTP server thread, say) may answer for milliseconds
     meanwhile."""
-    import signal
     os.kill(pid, signal.SIGSTOP)
 
     def all_stopped():
@@ -113,7 +113,6 @@ def freeze(pid):
 
 def thaw(pid):
     """SIGCONT what freeze stopped."""
-    import signal
     os.kill(pid, signal.SIGCONT)
 
 

@@ -498,7 +498,6 @@ static ssize_t
 gather_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	Gather	   *g = cls;
-	size_t		n;
 
 	(void) pos;
 	if (g->off >= g->out.len)
@@ -509,12 +508,7 @@ gather_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	}
 	if (g->failed || g->out.oom)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
-	n = g->out.len - g->off;
-	if (n > max)
-		n = max;
-	memcpy(buf, g->out.data + g->off, n);
-	g->off += n;
-	return (ssize_t) n;
+	return iq_http_take(&g->out, &g->off, buf, max);
 }
 
 /* gather_done: MHD is done with the response (sent or dropped) */

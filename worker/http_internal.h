@@ -119,6 +119,7 @@ struct IqForwardResult
 extern void iq_forward_init(void);
 extern void iq_forward_shutdown(void);
 extern long long iq_http_now_ms(void);
+extern ssize_t iq_http_take(const IqBuf *buf, size_t *off, char *out, size_t max);
 extern void iq_peer_url(IqBuf *url, const char *host, int port, const char *path);
 extern struct curl_slist *iq_peer_setup(void *curl, const char *url, bool post);
 

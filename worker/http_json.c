@@ -187,6 +187,22 @@ iq_http_send_get(struct MHD_Connection *conn, IqStoreId store,
 	return send_text(conn, MHD_HTTP_OK, text, (size_t) n, MHD_RESPMEM_MUST_COPY);
 }
 
+/*
+ * iq_http_take: an MHD content reader's next piece of buf, from *off and
+ * at most max bytes; the caller refills buf once *off reaches its end.
+ */
+ssize_t
+iq_http_take(const IqBuf *buf, size_t *off, char *out, size_t max)
+{
+	size_t		n = buf->len - *off;
+
+	if (n > max)
+		n = max;
+	memcpy(out, buf->data + *off, n);
+	*off += n;
+	return (ssize_t) n;
+}
+
 /* iq_http_send_error: {"error": text, "status": n[, "owner": "host:port"]} */
 enum MHD_Result
 iq_http_send_error(struct MHD_Connection *conn, unsigned int status,

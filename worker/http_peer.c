@@ -29,7 +29,6 @@ static ssize_t
 peer_reader(void *cls, uint64_t pos, char *out, size_t max)
 {
 	PeerStream *ps = cls;
-	size_t		n;
 
 	if (ps->off >= ps->buf.len)
 	{
@@ -43,12 +42,7 @@ peer_reader(void *cls, uint64_t pos, char *out, size_t max)
 		if (ps->buf.len == 0)
 			return ps->more ? 0 : MHD_CONTENT_READER_END_OF_STREAM;
 	}
-	n = ps->buf.len - ps->off;
-	if (n > max)
-		n = max;
-	memcpy(out, ps->buf.data + ps->off, n);
-	ps->off += n;
-	return (ssize_t) n;
+	return iq_http_take(&ps->buf, &ps->off, out, max);
 }
 
 /* peer_free: the answer is sent or dropped: close the cursor */

@@ -300,7 +300,6 @@ static ssize_t
 stream_reader(void *cls, uint64_t pos, char *out, size_t max)
 {
 	JsonStream *js = cls;
-	size_t		n;
 
 	if (js->off >= js->buf.len)
 	{
@@ -310,12 +309,7 @@ stream_reader(void *cls, uint64_t pos, char *out, size_t max)
 	}
 	if (js->buf.oom || js->failed)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
-	n = js->buf.len - js->off;
-	if (n > max)
-		n = max;
-	memcpy(out, js->buf.data + js->off, n);
-	js->off += n;
-	return (ssize_t) n;
+	return iq_http_take(&js->buf, &js->off, out, max);
 }
 
 /* stream_free: MHD is done with the response (sent or dropped) */
