@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 
 #include "cache.h"
+#include "fetch_wake.h"
 #include "worker.h"
 
 static void on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list);
@@ -28,9 +29,11 @@ static void on_revoke(rd_kafka_t *rk);
 /*
  * topic_partition_count
  *		Partitions of a topic from the broker's metadata; -1 when missing.
+ *		leaders[p] gets the broker leading partition p, -1 when unknown.
  */
 static int
-topic_partition_count(rd_kafka_t *rk, const char *topic, char *why, size_t whylen)
+topic_partition_count(rd_kafka_t *rk, const char *topic, int32 *leaders,
+					  char *why, size_t whylen)
 {
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
 	const struct rd_kafka_metadata *md = NULL;
@@ -49,7 +52,18 @@ topic_partition_count(rd_kafka_t *rk, const char *topic, char *why, size_t whyle
 		snprintf(why, whylen, "%s",
 				 md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err) : "no metadata");
 	else
+	{
 		n = md->topics[0].partition_cnt;
+		for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+			leaders[p] = -1;
+		for (int i = 0; i < n; i++)
+		{
+			const rd_kafka_metadata_partition_t *mp = &md->topics[0].partitions[i];
+
+			if (mp->id >= 0 && mp->id < IQ_MAX_PARTITIONS)
+				leaders[mp->id] = mp->leader;
+		}
+	}
 	if (md)
 		rd_kafka_metadata_destroy(md);
 	rd_kafka_topic_destroy(rkt);
@@ -128,7 +142,7 @@ iq_consumer_start(char **err)
 		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
 		/* or librdkafka raises fetch.max.bytes to it */
 		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
-		/* a bounded queue fills often: fetch again soon after it drains */
+		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
 		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
@@ -214,6 +228,42 @@ iq_consumer_stop(void)
 }
 
 /*
+ * wake_fetchers
+ *		Wake the broker thread of every leader of our partitions (see
+ *		fetch_wake.c), once per broker; the end offsets come along.
+ */
+static void
+wake_fetchers(void)
+{
+	int32		woken[2 * IQ_MAX_PARTITIONS];
+	int			nwoken = 0;
+
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (!part->assigned)
+			continue;
+		for (int t = 0; t < 2; t++)
+		{
+			const char *topic = t == 0 ? iq_w->cfg.order_topic : iq_w->cfg.customer_topic;
+			int32		leader = t == 0 ? iq_w->order_leaders[p] : iq_w->customer_leaders[p];
+			int64_t		end;
+			bool		seen = false;
+
+			for (int i = 0; i < nwoken && !seen; i++)
+				seen = woken[i] == leader;
+			if (seen)
+				continue;
+			if (leader >= 0)
+				woken[nwoken++] = leader;
+			if (iq_wake_fetcher(iq_w->consumer, topic, p, &end) && end >= 0)
+				*(t == 0 ? &part->order_end : &part->customer_end) = end;
+		}
+	}
+}
+
+/*
  * iq_consumer_poll
  *		Up to max records, for at most budget_ms; 0 when nothing is there.
  */
@@ -223,10 +273,14 @@ iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms)
 	int			n = 0;
 	int64		deadline = iq_now_ms() + budget_ms;
 	char		buf[256];
+	IqQueueWatch watch;
 
 	/* the wake-up pipe is level-triggered for us: empty it first */
 	while (read(iq_w->wake_fd[0], buf, sizeof(buf)) > 0)
 		;
+	watch.max_messages = iq_w->mem.consumer_queue_messages;
+	watch.max_bytes = (int64) iq_w->mem.consumer_queue_kbytes * 1024;
+	iq_queue_watch_begin(&watch, iq_w->consumer_q);
 	while (n < max && !iq_w->failed)
 	{
 		ssize_t		got = rd_kafka_consume_batch_queue(iq_w->consumer_q, 0,
@@ -234,10 +288,15 @@ iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms)
 
 		if (got <= 0)
 			break;
+		for (ssize_t i = 0; i < got; i++)
+			iq_queue_watch_take(&watch, msgs[n + i]);
 		n += got;
 		if (iq_now_ms() >= deadline)
 			break;
 	}
+	/* fetching resumes while this batch is processed, not a second later */
+	if (iq_queue_watch_reopened(&watch, iq_w->consumer_q))
+		wake_fetchers();
 	return n;
 }
 
@@ -358,8 +417,10 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 
 	iq_cache_clear();			/* restores below change the state under it */
 	iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions assigned, checking topics");
-	nc = topic_partition_count(rk, iq_w->cfg.customer_topic, why, sizeof(why));
-	no = topic_partition_count(rk, iq_w->cfg.order_topic, why, sizeof(why));
+	nc = topic_partition_count(rk, iq_w->cfg.customer_topic, iq_w->customer_leaders,
+							   why, sizeof(why));
+	no = topic_partition_count(rk, iq_w->cfg.order_topic, iq_w->order_leaders,
+							   why, sizeof(why));
 	if (nc <= 0 || no <= 0)
 	{
 		iq_fail("topic \"%s\" (iq_fdw.%s_topic) is not readable: %s",

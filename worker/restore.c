@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "cache.h"
+#include "fetch_wake.h"
 #include "key_order.h"
 #include "worker.h"
 
@@ -48,7 +49,7 @@ iq_restorer_start(char **err)
 		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
 		/* or librdkafka raises fetch.max.bytes to it */
 		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
-		/* a bounded queue fills often: fetch again soon after it drains */
+		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
 		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
 		!iq_conf_set(conf, "queued.min.messages", messages, err) ||
 		!iq_conf_set(conf, "queued.max.messages.kbytes", kbytes, err) ||
@@ -262,6 +263,8 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 	int			result = 1;
 	IqPart	   *part = &iq_w->parts[p];
 	Chunk		chunk;
+	IqQueueWatch watch;
+	int64_t		end;
 
 	err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 15000);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -297,6 +300,8 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 		return 0;
 	}
 	q = rd_kafka_queue_get_consumer(rk);
+	watch.max_messages = iq_w->mem.restore_queue_messages;
+	watch.max_bytes = (int64) iq_w->mem.restore_queue_kbytes * 1024;
 	msgs = palloc(sizeof(rd_kafka_message_t *) * iq_w->mem.restore_batch);
 	memset(&chunk, 0, sizeof(chunk));
 	chunk.recs = malloc(sizeof(Rec) * (iq_w->mem.restore_chunk_records + iq_w->mem.restore_batch));
@@ -324,9 +329,15 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 		 * waits for a full batch, and a queue bounded by the memory budget
 		 * holds little more than one, so the restore idled most of its time.
 		 */
+		iq_queue_watch_begin(&watch, q);
 		n = rd_kafka_consume_batch_queue(q, 0, msgs, iq_w->mem.restore_batch);
 		if (n == 0)
 			n = rd_kafka_consume_batch_queue(q, 100, msgs, 1);
+		for (ssize_t i = 0; i < n; i++)
+			iq_queue_watch_take(&watch, msgs[i]);
+		/* the next fetch comes while this one is sorted and written */
+		if (iq_queue_watch_reopened(&watch, q))
+			(void) iq_wake_fetcher(rk, topic, p, &end);
 		iq_drain_logs();
 		if (n <= 0)
 		{

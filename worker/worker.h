@@ -74,6 +74,9 @@ typedef struct IqWorker
 	rd_kafka_t *consumer;
 	rd_kafka_t *restorer;
 	rd_kafka_queue_t *consumer_q;
+	/* broker leading each partition at the last assignment (fetch_wake.c) */
+	int32		order_leaders[IQ_MAX_PARTITIONS];
+	int32		customer_leaders[IQ_MAX_PARTITIONS];
 	rd_kafka_queue_t *log_q[3]; /* logs of each handle (IqHandle) */
 	rd_kafka_queue_t *admin_q;	/* ownership's DescribeConsumerGroups */
 	int			wake_fd[2];		/* consumer queue -> WaitLatchOrSocket */
