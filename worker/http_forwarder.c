@@ -22,7 +22,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +32,7 @@
 #include <curl/curl.h>
 
 #include "http_internal.h"
+#include "thread.h"
 
 struct IqForwardJob
 {
@@ -284,8 +284,6 @@ wake(void)
 bool
 iq_forwarder_start(char **err)
 {
-	sigset_t	all;
-	sigset_t	old;
 	int			rc;
 
 	if (fwd_running)
@@ -324,10 +322,7 @@ iq_forwarder_start(char **err)
 		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
 	}
 	fwd_stopping = false;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&fwd_thread, NULL, forwarder_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = iq_thread_create(&fwd_thread, NULL, forwarder_main, NULL);
 	if (rc != 0)
 	{
 		curl_multi_cleanup(fwd_multi);

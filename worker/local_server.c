@@ -23,7 +23,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +33,7 @@
 
 #include "read_handler.h"
 #include "servers.h"
+#include "thread.h"
 #include "wire.h"
 #include "wire_conn.h"
 
@@ -110,8 +110,6 @@ bool
 iq_local_server_start(const IqServerConfig *config, char **err)
 {
 	struct sockaddr_un addr;
-	sigset_t	all;
-	sigset_t	old;
 	int			rc;
 
 	*err = NULL;
@@ -149,10 +147,7 @@ iq_local_server_start(const IqServerConfig *config, char **err)
 	if (pipe2(wake_pipe, O_CLOEXEC) < 0)
 		return fail_start(err, "pipe", errno);
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&accept_thread, NULL, accept_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = iq_thread_create(&accept_thread, NULL, accept_main, NULL);
 	if (rc != 0)
 		return fail_start(err, "starting the accept thread", rc);
 	running = true;

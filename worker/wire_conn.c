@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "read_handler.h"
+#include "thread.h"
 #include "wire.h"
 #include "wire_conn.h"
 
@@ -213,8 +213,6 @@ iq_wire_conn_serve(IqWireConnSet *set, int fd, void *close_arg,
 {
 	pthread_attr_t attr;
 	pthread_t	t;
-	sigset_t	all;
-	sigset_t	old;
 	struct timeval tv = {WIRE_SEND_TIMEOUT_S, 0};
 	IqWireConn *slot = NULL;
 	char	   *copy = NULL;
@@ -256,11 +254,7 @@ iq_wire_conn_serve(IqWireConnSet *set, int fd, void *close_arg,
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, WIRE_STACK_SIZE);
-	/* the worker's signals are for its main thread only */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&t, &attr, conn_main, slot);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = iq_thread_create(&t, &attr, conn_main, slot);
 	pthread_attr_destroy(&attr);
 	if (rc != 0)
 	{
