@@ -209,6 +209,32 @@ iq_cache_find(int partition, const char *key, size_t len)
 }
 
 /*
+ * iq_cache_prefetch
+ *		The cache is far larger than the CPU's, so each find waits for two
+ *		memory loads, the bucket and then the slot (perf: iq_cache_find was
+ *		15% of the ingest's main thread).  Asked a few keys ahead in two
+ *		stages, the loads of neighbouring keys overlap instead.
+ */
+void
+iq_cache_prefetch(int partition, const char *key, size_t len, int stage)
+{
+	uint32		h;
+	uint32		first;
+
+	if (used == 0)
+		return;
+	h = hash_key(partition, key, len);
+	if (stage == 0)
+	{
+		__builtin_prefetch(&buckets[h & (nbuckets - 1)]);
+		return;
+	}
+	first = buckets[h & (nbuckets - 1)];
+	if (first != 0)
+		__builtin_prefetch(&slots[first - 1]);
+}
+
+/*
  * evict
  *		Free one slot with the CLOCK hand and return it, unlinked.
  *

@@ -45,6 +45,12 @@ extern void iq_cache_init(size_t max_bytes);
 extern void iq_cache_clear(void);
 extern IqCacheEntry *iq_cache_find(int partition, const char *key, size_t len);
 
+/*
+ * Start loading what a find of the key will read, a few keys ahead of it:
+ * stage 0 its bucket, stage 1 (once the bucket is loaded) its first slot.
+ */
+extern void iq_cache_prefetch(int partition, const char *key, size_t len, int stage);
+
 /* The entry of a key, created empty if missing; NULL if it cannot be cached. */
 extern IqCacheEntry *iq_cache_upsert(int partition, const char *key, size_t len);
 

@@ -233,6 +233,21 @@ sort_entries(Table *t, int *nsorted)
 	return sorted;
 }
 
+/* how many records ahead of the one aggregated its cache lookup is loaded */
+#define PREFETCH_DISTANCE 8
+
+/*
+ * prefetch
+ *		iq_cache_prefetch's stage for a consumed record, if it has a key.
+ */
+static inline void
+prefetch(const rd_kafka_message_t *m, int stage)
+{
+	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->key != NULL &&
+		m->partition >= 0 && m->partition < iq_w->partition_count)
+		iq_cache_prefetch(m->partition, m->key, m->key_len, stage);
+}
+
 /*
  * iq_topology_process
  *		Process and destroy a batch of consumed messages.
@@ -266,6 +281,10 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 		int			expected;
 		Entry	   *e;
 
+		if (i + 2 * PREFETCH_DISTANCE < n)
+			prefetch(msgs[i + 2 * PREFETCH_DISTANCE], 0);
+		if (i + PREFETCH_DISTANCE < n)
+			prefetch(msgs[i + PREFETCH_DISTANCE], 1);
 		if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -421,6 +440,15 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 	{
 		Entry	   *e = &t.slots[i];
 		IqCacheEntry *ce;
+
+		for (int stage = 0; stage < 2; stage++)
+		{
+			int			ahead = i + (2 - stage) * PREFETCH_DISTANCE;
+
+			if (ahead < t.size && t.slots[ahead].hash != 0)
+				iq_cache_prefetch(t.slots[ahead].partition, t.slots[ahead].key,
+								  t.slots[ahead].key_len, stage);
+		}
 
 		if (e->hash == 0 || (ce = iq_cache_upsert(e->partition, e->key, e->key_len)) == NULL)
 			continue;
