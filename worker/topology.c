@@ -8,7 +8,8 @@
  * is committed: changelog records (and, under exactly_once, the input
  * offsets in the same transaction), then one RocksDB write batch per
  * partition holding the new values and the checkpoint, then (at_least_once)
- * the consumer offsets.
+ * the consumer offsets.  The write batches are built while the broker
+ * acknowledges the changelog, and written only after it has.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -262,6 +263,7 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 	rd_kafka_topic_partition_list_t *positions = NULL;
 	Entry	  **sorted = NULL;
 	int			nsorted = 0;
+	IqStoreBatch *batches[IQ_MAX_PARTITIONS] = {0};
 
 	t.size = 1024;
 	while (t.size < 2 * n)
@@ -380,23 +382,19 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 			goto done;
 	}
 	positions = iq_consumer_positions();
-	if (!iq_changelog_finish(positions))
-		goto done;
 
-	/* 2. the local state with its checkpoint, one write per partition */
+	/*
+	 * 2. the local state, one write batch per partition: built while the
+	 * broker acknowledges the changelog, written only once it has
+	 */
 	sorted = sort_entries(&t, &nsorted);
 	for (int p = 0, next = 0; p < iq_w->partition_count; p++)
 	{
-		IqPart	   *part = &iq_w->parts[p];
 		IqStoreBatch *b;
-		IqCheckpoint ck;
-		char	   *err = NULL;
 
 		if (!touched[p])
 			continue;
-		if (iq_w->changelog_last[p] >= 0)
-			part->changelog_next = iq_w->changelog_last[p] + 1;
-		b = iq_store_batch_begin(p);
+		b = batches[p] = iq_store_batch_begin(p);
 		while (next < nsorted && sorted[next]->partition < p)
 			next++;
 		for (; next < nsorted && sorted[next]->partition == p; next++)
@@ -416,11 +414,27 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 				iq_store_batch_put(b, IQ_STORE_CUSTOMER, e->key, e->key_len,
 								   e->value, e->value_len);
 		}
+	}
+	if (!iq_changelog_finish(positions))
+		goto done;
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+		IqCheckpoint ck;
+		char	   *err = NULL;
+		bool		written;
+
+		if (!touched[p])
+			continue;
+		if (iq_w->changelog_last[p] >= 0)
+			part->changelog_next = iq_w->changelog_last[p] + 1;
 		ck.customer_next = part->customer_next;
 		ck.order_next = part->order_next;
 		ck.changelog_next = part->changelog_next;
-		iq_store_batch_checkpoint(b, &ck);
-		if (!iq_store_batch_commit(b, &err))
+		iq_store_batch_checkpoint(batches[p], &ck);
+		written = iq_store_batch_commit(batches[p], &err);
+		batches[p] = NULL;
+		if (!written)
 		{
 			iq_fail("could not write the state of partition %d under iq_fdw.state_dir: %s",
 					p, err ? err : "?");
@@ -463,6 +477,9 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 	}
 
 done:
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		if (batches[p] != NULL)
+			iq_store_batch_discard(batches[p]);
 	if (positions)
 		rd_kafka_topic_partition_list_destroy(positions);
 	if (iq_w->failed)
