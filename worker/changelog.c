@@ -21,6 +21,14 @@
 #define TXN_TIMEOUT_MS		60000
 
 /*
+ * The changelog topic's handle: producing by name looks the topic up for
+ * each record.  Opened at the first record, after iq_changelog_ensure_topic
+ * has created the topic: a producer's handle may have the broker create a
+ * missing topic with its defaults (one partition, not compacted).
+ */
+static rd_kafka_topic_t *changelog_rkt = NULL;
+
+/*
  * dr_msg_cb
  *		Delivery reports, served by our own polls and flushes.
  */
@@ -252,6 +260,9 @@ iq_producer_stop(void)
 	if (iq_w->txn_open)
 		iq_changelog_abort();
 	rd_kafka_flush(iq_w->producer, 5000);
+	if (changelog_rkt != NULL)
+		rd_kafka_topic_destroy(changelog_rkt);
+	changelog_rkt = NULL;
 	iq_log_detach(IQ_H_PRODUCER);
 	rd_kafka_destroy(iq_w->producer);
 	iq_w->producer = NULL;
@@ -290,13 +301,21 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 	unsigned char value[8];
 
 	iq_encode_int64(count, value);
+	if (changelog_rkt == NULL &&
+		(changelog_rkt = rd_kafka_topic_new(iq_w->producer, iq_w->cfg.changelog_topic,
+											NULL)) == NULL)
+	{
+		iq_fail("could not open changelog topic \"%s\": %s", iq_w->cfg.changelog_topic,
+				rd_kafka_err2str(rd_kafka_last_error()));
+		return false;
+	}
 	for (;;)
 	{
 		rd_kafka_resp_err_t err;
 
 		/* a non-NULL pointer keeps an empty key a key, not a null key */
 		err = rd_kafka_producev(iq_w->producer,
-								RD_KAFKA_V_TOPIC(iq_w->cfg.changelog_topic),
+								RD_KAFKA_V_RKT(changelog_rkt),
 								RD_KAFKA_V_PARTITION(partition),
 								RD_KAFKA_V_KEY(key_len ? key : "", key_len),
 								RD_KAFKA_V_VALUE(value, 8),
