@@ -230,7 +230,7 @@ iq_consumer_stop(void)
 /*
  * wake_fetchers
  *		Wake the broker thread of every leader of our partitions (see
- *		fetch_wake.c), once per broker; the end offsets come along.
+ *		fetch_wake.c), once per broker.
  */
 static void
 wake_fetchers(void)
@@ -248,7 +248,6 @@ wake_fetchers(void)
 		{
 			const char *topic = t == 0 ? iq_w->cfg.order_topic : iq_w->cfg.customer_topic;
 			int32		leader = t == 0 ? iq_w->order_leaders[p] : iq_w->customer_leaders[p];
-			int64_t		end;
 			bool		seen = false;
 
 			for (int i = 0; i < nwoken && !seen; i++)
@@ -257,8 +256,7 @@ wake_fetchers(void)
 				continue;
 			if (leader >= 0)
 				woken[nwoken++] = leader;
-			if (iq_wake_fetcher(iq_w->consumer, topic, p, &end) && end >= 0)
-				*(t == 0 ? &part->order_end : &part->customer_end) = end;
+			iq_wake_fetcher(iq_w->consumer, topic, p);
 		}
 	}
 }
@@ -278,9 +276,8 @@ iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms)
 	/* the wake-up pipe is level-triggered for us: empty it first */
 	while (read(iq_w->wake_fd[0], buf, sizeof(buf)) > 0)
 		;
-	watch.max_messages = iq_w->mem.consumer_queue_messages;
-	watch.max_bytes = (int64) iq_w->mem.consumer_queue_kbytes * 1024;
-	iq_queue_watch_begin(&watch, iq_w->consumer_q);
+	iq_queue_watch_begin(&watch, iq_w->consumer_q, iq_w->mem.consumer_queue_messages,
+						 iq_w->mem.consumer_queue_kbytes);
 	while (n < max && !iq_w->failed)
 	{
 		ssize_t		got = rd_kafka_consume_batch_queue(iq_w->consumer_q, 0,
@@ -288,8 +285,7 @@ iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms)
 
 		if (got <= 0)
 			break;
-		for (ssize_t i = 0; i < got; i++)
-			iq_queue_watch_take(&watch, msgs[n + i]);
+		iq_queue_watch_took(&watch, msgs + n, got);
 		n += got;
 		if (iq_now_ms() >= deadline)
 			break;

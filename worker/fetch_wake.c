@@ -13,10 +13,9 @@
  * epoll_wait timing out on an empty queue; ingest at a fifth of a bare
  * consumer's rate, with the CPUs idle).
  *
- * Any request to the leader wakes its thread, which then fetches again.
- * ListOffsets is the cheapest one, and its answer is the partition's end
- * offset, which the caller wants anyway.  It runs on librdkafka's threads;
- * we only wait for its answer.
+ * Any request to the leader wakes its thread, which then fetches again;
+ * ListOffsets is the cheapest one.  It runs on librdkafka's threads; we
+ * only wait for its answer.
  *-------------------------------------------------------------------------
  */
 #include "fetch_wake.h"
@@ -34,22 +33,29 @@ at_bound(const IqQueueWatch *w, size_t messages, double bytes_per_message)
 
 /*
  * iq_queue_watch_begin
- *		Before a poll takes messages: how full the queue is.
+ *		Before a poll takes messages: how full the queue is, against the
+ *		bounds the consumer was configured with.
  */
 void
-iq_queue_watch_begin(IqQueueWatch *w, rd_kafka_queue_t *q)
+iq_queue_watch_begin(IqQueueWatch *w, rd_kafka_queue_t *q, int max_messages,
+					 int max_kbytes)
 {
+	w->max_messages = max_messages;
+	w->max_bytes = (int64_t) max_kbytes * 1024;
 	w->queued_before = rd_kafka_queue_length(q);
 	w->taken = 0;
 	w->taken_bytes = 0;
 }
 
-/* iq_queue_watch_take: a message the poll took */
+/* iq_queue_watch_took: messages the poll took (n < 0: none) */
 void
-iq_queue_watch_take(IqQueueWatch *w, const rd_kafka_message_t *m)
+iq_queue_watch_took(IqQueueWatch *w, rd_kafka_message_t **msgs, ssize_t n)
 {
-	w->taken++;
-	w->taken_bytes += m->key_len + m->len;
+	for (ssize_t i = 0; i < n; i++)
+	{
+		w->taken++;
+		w->taken_bytes += msgs[i]->key_len + msgs[i]->len;
+	}
 }
 
 /*
@@ -73,18 +79,14 @@ iq_queue_watch_reopened(const IqQueueWatch *w, rd_kafka_queue_t *q)
 /*
  * iq_wake_fetcher
  *		Send a request to the leader of (topic, partition), waking its
- *		broker thread; *end gets the partition's end offset when the answer
- *		comes in time.
+ *		broker thread.
  */
-bool
-iq_wake_fetcher(rd_kafka_t *rk, const char *topic, int partition, int64_t *end)
+void
+iq_wake_fetcher(rd_kafka_t *rk, const char *topic, int partition)
 {
 	int64_t		lo,
 				hi;
 
-	if (rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi,
-										 WAKE_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return false;
-	*end = hi;
-	return true;
+	(void) rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi,
+											WAKE_TIMEOUT_MS);
 }

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -22,10 +23,10 @@ typedef struct IqQueueWatch
 	size_t		taken_bytes;	/* their keys and values */
 } IqQueueWatch;
 
-extern void iq_queue_watch_begin(IqQueueWatch *w, rd_kafka_queue_t *q);
-extern void iq_queue_watch_take(IqQueueWatch *w, const rd_kafka_message_t *m);
+extern void iq_queue_watch_begin(IqQueueWatch *w, rd_kafka_queue_t *q,
+								 int max_messages, int max_kbytes);
+extern void iq_queue_watch_took(IqQueueWatch *w, rd_kafka_message_t **msgs, ssize_t n);
 extern bool iq_queue_watch_reopened(const IqQueueWatch *w, rd_kafka_queue_t *q);
-extern bool iq_wake_fetcher(rd_kafka_t *rk, const char *topic, int partition,
-							int64_t *end);
+extern void iq_wake_fetcher(rd_kafka_t *rk, const char *topic, int partition);
 
 #endif							/* IQ_FETCH_WAKE_H */

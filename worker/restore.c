@@ -264,7 +264,6 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 	IqPart	   *part = &iq_w->parts[p];
 	Chunk		chunk;
 	IqQueueWatch watch;
-	int64_t		end;
 
 	err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 15000);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -300,8 +299,6 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 		return 0;
 	}
 	q = rd_kafka_queue_get_consumer(rk);
-	watch.max_messages = iq_w->mem.restore_queue_messages;
-	watch.max_bytes = (int64) iq_w->mem.restore_queue_kbytes * 1024;
 	msgs = palloc(sizeof(rd_kafka_message_t *) * iq_w->mem.restore_batch);
 	memset(&chunk, 0, sizeof(chunk));
 	chunk.recs = malloc(sizeof(Rec) * (iq_w->mem.restore_chunk_records + iq_w->mem.restore_batch));
@@ -329,15 +326,15 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 		 * waits for a full batch, and a queue bounded by the memory budget
 		 * holds little more than one, so the restore idled most of its time.
 		 */
-		iq_queue_watch_begin(&watch, q);
+		iq_queue_watch_begin(&watch, q, iq_w->mem.restore_queue_messages,
+							 iq_w->mem.restore_queue_kbytes);
 		n = rd_kafka_consume_batch_queue(q, 0, msgs, iq_w->mem.restore_batch);
 		if (n == 0)
 			n = rd_kafka_consume_batch_queue(q, 100, msgs, 1);
-		for (ssize_t i = 0; i < n; i++)
-			iq_queue_watch_take(&watch, msgs[i]);
+		iq_queue_watch_took(&watch, msgs, n);
 		/* the next fetch comes while this one is sorted and written */
 		if (iq_queue_watch_reopened(&watch, q))
-			(void) iq_wake_fetcher(rk, topic, p, &end);
+			iq_wake_fetcher(rk, topic, p);
 		iq_drain_logs();
 		if (n <= 0)
 		{
