@@ -18,6 +18,8 @@
 #include "worker.h"
 
 #define FLUSH_TIMEOUT_MS	60000
+/* how long a stop waits for the broker to take what is pending */
+#define STOP_FLUSH_TIMEOUT_MS	10000
 #define TXN_TIMEOUT_MS		60000
 
 /*
@@ -46,6 +48,23 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	if (msg->partition >= 0 && msg->partition < IQ_MAX_PARTITIONS &&
 		msg->offset > iq_w->changelog_last[msg->partition])
 		iq_w->changelog_last[msg->partition] = msg->offset;
+}
+
+/*
+ * stop_waited_enough
+ *		A stop writes what is pending (a commit interval of records, maybe)
+ *		while the broker answers, but does not wait for a dead one.
+ */
+static bool
+stop_waited_enough(void)
+{
+	static int64 stop_seen_at = 0;
+
+	if (!iq_got_sigterm)
+		return false;
+	if (stop_seen_at == 0)
+		stop_seen_at = iq_now_ms();
+	return iq_now_ms() - stop_seen_at >= STOP_FLUSH_TIMEOUT_MS;
 }
 
 /*
@@ -330,8 +349,11 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 			return false;
 		}
 		rd_kafka_poll(iq_w->producer, 10);
-		if (iq_got_sigterm)
+		if (stop_waited_enough())
+		{
+			iq_fail("stopped while writing changelog topic \"%s\"", iq_w->cfg.changelog_topic);
 			return false;
+		}
 	}
 }
 
@@ -351,7 +373,7 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 	/* in slices, so that a shutdown does not wait for a dead broker */
 	deadline = iq_now_ms() + FLUSH_TIMEOUT_MS;
 	while ((err = rd_kafka_flush(iq_w->producer, 100)) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
-		   !iq_got_sigterm && iq_now_ms() < deadline)
+		   !stop_waited_enough() && iq_now_ms() < deadline)
 		iq_drain_logs();
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
