@@ -90,7 +90,7 @@ RETURNS integer
 AS 'MODULE_PATHNAME', 'iq_partition_for_key_sql'
 LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
-/* Freshness of every partition, asked of its owner: consumed offset and lag. */
+/* Freshness of every partition, asked of its owner: the offset its state is written to, and lag. */
 CREATE FUNCTION iq_freshness(
     OUT host text,
     OUT port integer,

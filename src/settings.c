@@ -332,9 +332,9 @@ iq_define_settings(void)
 							&iq_http_threads, 0, 0, 256,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.commit_interval",
-							"Longest time between offset commits.",
-							NULL,
-							&iq_commit_interval_ms, 100, 1, 60000,
+							"Longest time a counted record waits, under a backlog, before its state is written and its offset committed.",
+							"-1 takes Kafka Streams' commit.interval.ms: 30 s under at_least_once, 100 ms under exactly_once.",
+							&iq_commit_interval_ms, -1, -1, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("iq_fdw.peer_timeout",

@@ -3,9 +3,14 @@
  *	  What the worker knows of recently seen keys: their count and whether
  *	  a customer exists, so a batch need not ask RocksDB for them again.
  *
- * It only ever holds committed state: topology.c fills it after a batch's
- * state is written, and it is emptied whenever that state may change under
- * it (assignment, revocation, restore, teardown).
+ * It holds committed state, and counts not yet written (dirty): while the
+ * worker has a backlog, topology.c counts into the cache and writes a key
+ * once per commit interval rather than once per poll (write-behind, as
+ * Kafka Streams' record cache).  A dirty entry is never evicted; topology.c
+ * writes them all before the cache could fill with them.  The cache is
+ * emptied whenever the state may change under it (assignment, revocation,
+ * restore, teardown); dirty counts dropped that way were never committed,
+ * so their records are consumed again.
  *
  * Bounded in bytes (its share of iq_fdw.memory_budget, memory.c): a fixed
  * array of slots, chained from a bucket array, keys up to 24 bytes inline.
@@ -35,6 +40,9 @@ static size_t used = 0;			/* slots [0, used) are filled */
 static size_t hand = 0;
 static size_t long_bytes = 0;	/* malloc'd keys */
 static size_t long_limit = 0;
+static uint32 *dirty = NULL;	/* slot indexes of dirty entries */
+static size_t ndirty = 0;
+static size_t dirty_long_bytes = 0;	/* long keys of dirty entries */
 
 /* evicted counts and present customers; bits, a power of two */
 #define FILTER_PROBES	4
@@ -140,8 +148,10 @@ iq_cache_init(size_t max_bytes)
 	free(slots);
 	free(buckets);
 	free(filter);
+	free(dirty);
 	slots = NULL;
 	buckets = NULL;
+	dirty = NULL;
 	filter_bits = 64 * 8;
 	while (filter_bits * 2 <= max_bytes / 2 * 8)
 		filter_bits *= 2;
@@ -151,20 +161,26 @@ iq_cache_init(size_t max_bytes)
 	max_bytes -= filter_bits / 8;
 	long_limit = max_bytes / 16;
 	max_bytes -= long_limit;
-	/* a slot, and one or two bucket entries (buckets are a power of two) */
-	per_slot = sizeof(IqCacheEntry) + 2 * sizeof(uint32);
+	/*
+	 * a slot, one or two bucket entries (buckets are a power of two) and its
+	 * place in the dirty list
+	 */
+	per_slot = sizeof(IqCacheEntry) + 3 * sizeof(uint32);
 	capacity = Max(max_bytes / per_slot, 1024);
 	nbuckets = 1;
 	while (nbuckets < capacity)
 		nbuckets <<= 1;
 	slots = malloc(capacity * sizeof(IqCacheEntry));
 	buckets = calloc(nbuckets, sizeof(uint32));
-	if (slots == NULL || buckets == NULL)
+	dirty = malloc(capacity * sizeof(uint32));
+	if (slots == NULL || buckets == NULL || dirty == NULL)
 	{
 		free(slots);
 		free(buckets);
+		free(dirty);
 		slots = NULL;
 		buckets = NULL;
+		dirty = NULL;
 		capacity = nbuckets = 0;	/* no cache: every lookup goes to RocksDB */
 	}
 	used = hand = 0;
@@ -183,6 +199,8 @@ iq_cache_clear(void)
 	if (filter != NULL)
 		memset(filter, 0, filter_bits / 8);
 	used = hand = 0;
+	ndirty = 0;
+	dirty_long_bytes = 0;
 	long_bytes = 0;
 }
 
@@ -236,7 +254,8 @@ iq_cache_prefetch(int partition, const char *key, size_t len, int stage)
 
 /*
  * evict
- *		Free one slot with the CLOCK hand and return it, unlinked.
+ *		Free one slot with the CLOCK hand and return it, unlinked; NULL when
+ *		every slot is dirty.
  *
  * An evicted count or present customer goes into the filter, so that a
  * miss on it is not taken for "none"; without a filter its partition loses
@@ -248,10 +267,14 @@ evict(void)
 	IqCacheEntry *e;
 	uint32	   *link;
 
+	if (ndirty >= used)
+		return NULL;
 	for (;;)
 	{
 		e = &slots[hand];
 		hand = (hand + 1) % used;
+		if (e->dirty)
+			continue;
 		if (!e->referenced)
 			break;
 		e->referenced = 0;
@@ -306,12 +329,33 @@ park(IqCacheEntry *e)
 	e->has_count = false;
 	e->customer = IQ_CUSTOMER_UNKNOWN;
 	e->referenced = 0;
+	e->dirty = 0;
+}
+
+/*
+ * refuse
+ *		A key the cache has no room for beside its dirty counts: its state
+ *		goes to the store without it, as if it had been cached and
+ *		evicted, so it goes into the filter (without one, completeness is
+ *		lost).
+ */
+static IqCacheEntry *
+refuse(int partition, const char *key, size_t len)
+{
+	if (filter == NULL)
+	{
+		lose_all();
+		return NULL;
+	}
+	filter_add(partition, true, key, len);
+	filter_add(partition, false, key, len);
+	return NULL;
 }
 
 /*
  * iq_cache_upsert
  *		The entry of a key, created empty if missing (evicting another when
- *		full); NULL when it cannot be cached, which loses completeness.
+ *		full, never a dirty one); NULL when it cannot be cached.
  */
 IqCacheEntry *
 iq_cache_upsert(int partition, const char *key, size_t len)
@@ -328,18 +372,28 @@ iq_cache_upsert(int partition, const char *key, size_t len)
 		lose_all();
 		return NULL;
 	}
+	/* a long key's room can only come from keys that are not dirty */
+	if (len > IQ_CACHE_KEY_INLINE && dirty_long_bytes + len > long_limit)
+		return refuse(partition, key, len);
 	if (len > IQ_CACHE_KEY_INLINE)
 		while (long_bytes + len > long_limit && used > 0)
 		{
 			/* evict until a long key fits; the freed slot is reused below */
 			e = evict();
-			if (long_bytes + len <= long_limit)
+			if (e == NULL || long_bytes + len <= long_limit)
 				break;
 			park(e);
 			e = NULL;
 		}
 	if (e == NULL)
 		e = used < capacity ? &slots[used++] : evict();
+	if (e == NULL || (len > IQ_CACHE_KEY_INLINE && long_bytes + len > long_limit))
+	{
+		/* every slot (or every long key's) is a dirty count */
+		if (e != NULL)
+			park(e);
+		return refuse(partition, key, len);
+	}
 
 	if (len > IQ_CACHE_KEY_INLINE)
 	{
@@ -364,9 +418,63 @@ iq_cache_upsert(int partition, const char *key, size_t len)
 	e->count = 0;
 	e->customer = IQ_CUSTOMER_UNKNOWN;
 	e->referenced = 0;
+	e->dirty = 0;
 	e->next = buckets[b];
 	buckets[b] = (uint32) (e - slots) + 1;
 	return e;
+}
+
+void
+iq_cache_set_dirty(IqCacheEntry *e)
+{
+	if (e->dirty)
+		return;
+	e->dirty = 1;
+	dirty[ndirty++] = (uint32) (e - slots);
+	if (e->key_len > IQ_CACHE_KEY_INLINE)
+		dirty_long_bytes += e->key_len;
+}
+
+size_t
+iq_cache_dirty_count(void)
+{
+	return ndirty;
+}
+
+const IqCacheEntry *
+iq_cache_dirty_entry(size_t i)
+{
+	return &slots[dirty[i]];
+}
+
+const char *
+iq_cache_entry_key(const IqCacheEntry *e)
+{
+	return entry_key(e);
+}
+
+/*
+ * iq_cache_flushed
+ *		Every dirty count is written: they are committed state now.
+ */
+void
+iq_cache_flushed(void)
+{
+	for (size_t i = 0; i < ndirty; i++)
+		slots[dirty[i]].dirty = 0;
+	ndirty = 0;
+	dirty_long_bytes = 0;
+}
+
+/*
+ * iq_cache_dirty_room_for
+ *		Whether n more dirty keys would surely fit beside the dirty ones:
+ *		slots for all of them, and half the long keys' room still free.
+ */
+bool
+iq_cache_dirty_room_for(size_t n)
+{
+	return ndirty + n <= capacity && dirty_long_bytes <= long_limit / 2;
 }
 
 void

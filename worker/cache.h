@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * cache.h
- *	  The worker's cache of committed per-key state (worker main thread).
+ *	  The worker's cache of per-key state (worker main thread): committed,
+ *	  or counted but not yet written (dirty).
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_CACHE_H
@@ -33,6 +34,7 @@ typedef struct IqCacheEntry
 	bool		has_count;
 	uint8_t		customer;		/* IqCustomerKnown */
 	uint8_t		referenced;		/* CLOCK: used since the hand last passed */
+	uint8_t		dirty;			/* count not yet written: never evicted */
 	union
 	{
 		char		inline_key[IQ_CACHE_KEY_INLINE];
@@ -53,6 +55,18 @@ extern void iq_cache_prefetch(int partition, const char *key, size_t len, int st
 
 /* The entry of a key, created empty if missing; NULL if it cannot be cached. */
 extern IqCacheEntry *iq_cache_upsert(int partition, const char *key, size_t len);
+
+/*
+ * Write-behind: a dirty entry holds a count that is not yet in the changelog
+ * or the store.  It stays until iq_cache_flushed (its count is written) or
+ * iq_cache_clear (its count is dropped with the pipeline's failure).
+ */
+extern void iq_cache_set_dirty(IqCacheEntry *e);
+extern size_t iq_cache_dirty_count(void);
+extern const IqCacheEntry *iq_cache_dirty_entry(size_t i);
+extern const char *iq_cache_entry_key(const IqCacheEntry *e);
+extern void iq_cache_flushed(void);
+extern bool iq_cache_dirty_room_for(size_t n);
 
 /*
  * The partition's order-count store holds nothing the cache has not seen

@@ -389,7 +389,8 @@ iq_consumer_refresh_ends(void)
 			part->customer_end = hi;
 		part->stats.order_end = part->order_end;
 		part->stats.customer_end = part->customer_end;
-		iq_store_set_position(p, part->order_next, part->order_end);
+		/* readers see what is written, not what is counted */
+		iq_store_set_position(p, part->stats.order_offset, part->order_end);
 	}
 }
 
@@ -571,7 +572,11 @@ on_revoke(rd_kafka_t *rk)
 {
 	bool		any = false;
 
+	/* what is counted but not written goes before the partitions do */
+	if (!iq_w->failed)
+		iq_topology_flush();
 	iq_cache_clear();
+	iq_topology_discard();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		any |= iq_w->parts[p].assigned;
 	if (any && !iq_w->failed)

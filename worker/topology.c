@@ -3,13 +3,15 @@
  *	  The seed's topology on a batch of records: customer -> customer
  *	  store; order LEFT JOIN customer -> group by key -> count.
  *
- * A batch is aggregated in memory first (one entry per partition and key),
- * then made durable in the order that keeps the local state equal to what
- * is committed: changelog records (and, under exactly_once, the input
- * offsets in the same transaction), then one RocksDB write batch per
- * partition holding the new values and the checkpoint, then (at_least_once)
- * the consumer offsets.  The write batches are built while the broker
- * acknowledges the changelog, and written only after it has.
+ * A poll is aggregated in memory first (one entry per partition and key);
+ * its new counts then go into the key cache as dirty entries.  A flush
+ * makes every dirty count durable at once, in the order that keeps the
+ * local state equal to what is committed (see flush).  Flushes come when
+ * the worker has caught up, so an idle pipeline's state is always current;
+ * under a backlog, once per iq_fdw.commit_interval or when the cache fills
+ * with dirty counts, so that a key updated many times is written once, as
+ * Kafka Streams' record cache does.  Customers are written by the flush of
+ * their own poll: the cache keeps no values.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -31,6 +33,7 @@ typedef struct Entry
 	bool		joined;			/* order: a customer exists */
 	const char *value;			/* customer: new value, NULL = tombstone */
 	size_t		value_len;
+	bool		through;		/* written by this poll's flush, not the cache's */
 } Entry;
 
 typedef struct Table
@@ -169,69 +172,336 @@ note_wrong_partition(IqPart *part, int p, int expected, const char *topic,
 					 iq_w->cfg.partitioner == IQ_PARTITIONER_MURMUR2 ? "murmur2" : "crc32")));
 }
 
-/* entry_key: IqKeyAt over an array of entries */
-static const char *
-entry_key(const void *ctx, int i, size_t *len)
-{
-	const Entry *e = ((Entry *const *) ctx)[i];
+/*
+ * What the next flush makes durable: the input consumed since the last one
+ * (its counts are the cache's dirty entries), per partition.
+ */
+static bool pending_input[IQ_MAX_PARTITIONS];
+static bool any_pending = false;
+static int64 pending_since = 0;
+static int64 last_counted = 0;	/* when the last poll with records was counted */
 
-	*len = e->key_len;
-	return e->key;
+/* no record for this long: the backlog is gone, write what is counted */
+#define IDLE_FLUSH_MS	100
+
+/*
+ * A write batch of one partition.  A flush writes at most a poll's worth
+ * of keys per batch: RocksDB puts a whole batch into the memtable, so one
+ * of a cache's worth of keys would overrun the memtables' share of
+ * iq_fdw.memory_budget.  Only the partition's last batch carries the
+ * checkpoint; a crash between its batches leaves values newer than the
+ * checkpoint, which the restore from the changelog overwrites anyway.
+ */
+typedef struct Chunks
+{
+	int			n;
+	int			in_last;		/* puts in chunks[n - 1] */
+	int			per;			/* puts per chunk at most */
+	struct
+	{
+		int			partition;
+		IqStoreBatch *batch;
+	}		   *chunks;
+} Chunks;
+
+static void
+chunk_begin(Chunks *c, int partition)
+{
+	c->chunks[c->n].partition = partition;
+	c->chunks[c->n++].batch = iq_store_batch_begin(partition);
+	c->in_last = 0;
+}
+
+/* chunk_for_put: the batch the next put of the current partition goes to */
+static IqStoreBatch *
+chunk_for_put(Chunks *c)
+{
+	if (c->in_last == c->per)
+		chunk_begin(c, c->chunks[c->n - 1].partition);
+	c->in_last++;
+	return c->chunks[c->n - 1].batch;
+}
+
+static void
+put_count(Chunks *c, const char *key, size_t len, int64 count)
+{
+	unsigned char v[8];
+
+	iq_encode_int64(count, v);
+	iq_store_batch_put(chunk_for_put(c), IQ_STORE_ORDER_COUNT, key, len, (const char *) v, 8);
+}
+
+/* dirty_key: IqKeyAt over positions in the cache's dirty list */
+static const char *
+dirty_key(const void *ctx, int i, size_t *len)
+{
+	const IqCacheEntry *ce = iq_cache_dirty_entry(((const uint32 *) ctx)[i]);
+
+	*len = ce->key_len;
+	return iq_cache_entry_key(ce);
+}
+
+static int
+count_through(Table *t)
+{
+	int			n = 0;
+
+	for (int i = 0; t != NULL && i < t->size; i++)
+		n += t->slots[i].hash != 0 && t->slots[i].through;
+	return n;
 }
 
 /*
- * sort_entries
- *		The table's entries by partition, store, then key bytes: RocksDB's
+ * build_chunks
+ *		The write batches of a flush, partition by partition; every
+ *		partition with input since the last flush gets one at least, for its
+ *		checkpoint.  A partition's dirty counts go in key order (RocksDB's
  *		memtable inserts keys that arrive in order several times faster
- *		than scattered ones.  Grouped first, then each group by a radix
- *		sort of its keys (key_order.c), a fraction of a qsort's cost.
+ *		than scattered ones; key_order.c sorts one partition's keys at a
+ *		time, a fraction of a qsort's cost), then the through entries of
+ *		the poll in hand t.
  */
-static Entry **
-sort_entries(Table *t, int *nsorted)
+static void
+build_chunks(Table *t, Chunks *c)
 {
-	int			ngroups = 2 * iq_w->partition_count;
-	int		   *start = palloc0(sizeof(int) * (ngroups + 1));
-	int		   *fill = palloc(sizeof(int) * ngroups);
-	Entry	  **grouped;
-	Entry	  **sorted;
-	int			n;
+	size_t		ndirty = iq_cache_dirty_count();
+	int			nparts = iq_w->partition_count;
+	int		   *start = palloc0(sizeof(int) * (nparts + 1));
+	int		   *fill = palloc(sizeof(int) * nparts);
+	uint32	   *grouped = palloc(sizeof(uint32) * (ndirty + 1));
 
-#define GROUP_OF(e) (2 * (e)->partition + ((e)->is_order ? 1 : 0))
-	for (int i = 0; i < t->size; i++)
-		if (t->slots[i].hash != 0)
-			start[GROUP_OF(&t->slots[i]) + 1]++;
-	for (int g = 0; g < ngroups; g++)
+	c->n = 0;
+	c->per = Max(iq_w->mem.batch_max, 1);
+	c->chunks = palloc(sizeof(*c->chunks) *
+					   ((ndirty + count_through(t)) / c->per + 2 * nparts + 1));
+
+	for (size_t i = 0; i < ndirty; i++)
+		start[iq_cache_dirty_entry(i)->partition + 1]++;
+	for (int p = 0; p < nparts; p++)
 	{
-		start[g + 1] += start[g];
-		fill[g] = start[g];
+		start[p + 1] += start[p];
+		fill[p] = start[p];
 	}
-	n = start[ngroups];
-	grouped = palloc(sizeof(Entry *) * (n + 1));
-	sorted = palloc(sizeof(Entry *) * (n + 1));
-	for (int i = 0; i < t->size; i++)
-		if (t->slots[i].hash != 0)
-			grouped[fill[GROUP_OF(&t->slots[i])]++] = &t->slots[i];
-#undef GROUP_OF
+	for (size_t i = 0; i < ndirty; i++)
+		grouped[fill[iq_cache_dirty_entry(i)->partition]++] = (uint32) i;
 
-	for (int g = 0; g < ngroups; g++)
+	for (int p = 0; p < nparts; p++)
 	{
-		Entry	  **group = grouped + start[g];
-		int			len = start[g + 1] - start[g];
-		uint32_t   *order = len > 1 ? iq_key_order(len, entry_key, group, NULL) : NULL;
+		uint32	   *group = grouped + start[p];
+		int			len = start[p + 1] - start[p];
+		uint32_t   *order;
 
+		if (!pending_input[p])
+			continue;
+		chunk_begin(c, p);
+		order = len > 1 ? iq_key_order(len, dirty_key, group, NULL) : NULL;
 		if (len > 1 && order == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory ordering a batch of %d keys", len)));
+					 errmsg("out of memory ordering the %d keys of partition %d to write", len, p)));
 		for (int i = 0; i < len; i++)
-			sorted[start[g] + i] = group[order ? order[i] : i];
+		{
+			const IqCacheEntry *ce = iq_cache_dirty_entry(group[order ? order[i] : i]);
+
+			put_count(c, iq_cache_entry_key(ce), ce->key_len, ce->count);
+		}
 		free(order);
+
+		for (int i = 0; t != NULL && i < t->size; i++)
+		{
+			Entry	   *e = &t->slots[i];
+
+			if (e->hash == 0 || !e->through || e->partition != p)
+				continue;
+			if (e->is_order)
+				put_count(c, e->key, e->key_len, e->count);
+			else if (e->value == NULL)
+				iq_store_batch_delete(chunk_for_put(c), IQ_STORE_CUSTOMER, e->key, e->key_len);
+			else
+				iq_store_batch_put(chunk_for_put(c), IQ_STORE_CUSTOMER, e->key, e->key_len,
+								   e->value, e->value_len);
+		}
 	}
 	pfree(start);
 	pfree(fill);
 	pfree(grouped);
-	*nsorted = n;
-	return sorted;
+}
+
+/*
+ * produce_changelog
+ *		The new count of every key the flush writes.
+ */
+static bool
+produce_changelog(Table *t)
+{
+	size_t		ndirty = iq_cache_dirty_count();
+
+	for (size_t i = 0; i < ndirty; i++)
+	{
+		const IqCacheEntry *ce = iq_cache_dirty_entry(i);
+
+		if (!iq_changelog_produce(ce->partition, iq_cache_entry_key(ce), ce->key_len, ce->count))
+			return false;
+	}
+	for (int i = 0; t != NULL && i < t->size; i++)
+	{
+		Entry	   *e = &t->slots[i];
+
+		if (e->hash != 0 && e->through && e->is_order &&
+			!iq_changelog_produce(e->partition, e->key, e->key_len, e->count))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * flush
+ *		Make everything consumed since the last flush durable, in the order
+ *		that keeps the local state equal to what is committed: changelog
+ *		records (and, under exactly_once, the input offsets in the same
+ *		transaction), then RocksDB write batches per partition holding the
+ *		new values, the last of them the checkpoint, then (at_least_once)
+ *		the consumer offsets.  t is the poll in hand, whose through entries
+ *		are written too; NULL when there is none.  False leaves the pipeline
+ *		failed.
+ */
+static bool
+flush(Table *t)
+{
+	rd_kafka_topic_partition_list_t *positions = NULL;
+	Chunks		c = {0};
+	bool		ok = false;
+
+	if (!any_pending)
+		return true;
+	if (iq_w->failed)
+		return false;
+
+	/* 1. the changelog (and offsets, in one transaction under exactly_once) */
+	if (!iq_changelog_begin() || !produce_changelog(t))
+		goto done;
+	positions = iq_consumer_positions();
+
+	/*
+	 * 2. the local state: built while the broker acknowledges the
+	 * changelog, written only once it has
+	 */
+	build_chunks(t, &c);
+	if (!iq_changelog_finish(positions))
+		goto done;
+	for (int k = 0; k < c.n; k++)
+	{
+		int			p = c.chunks[k].partition;
+		IqPart	   *part = &iq_w->parts[p];
+		bool		last = k + 1 == c.n || c.chunks[k + 1].partition != p;
+		char	   *err = NULL;
+		bool		written;
+
+		if (last)
+		{
+			IqCheckpoint ck;
+
+			if (iq_w->changelog_last[p] >= 0)
+				part->changelog_next = iq_w->changelog_last[p] + 1;
+			ck.customer_next = part->customer_next;
+			ck.order_next = part->order_next;
+			ck.changelog_next = part->changelog_next;
+			iq_store_batch_checkpoint(c.chunks[k].batch, &ck);
+		}
+		written = iq_store_batch_commit(c.chunks[k].batch, &err);
+		c.chunks[k].batch = NULL;
+		if (!written)
+		{
+			iq_fail("could not write the state of partition %d under iq_fdw.state_dir: %s",
+					p, err ? err : "?");
+			free(err);
+			goto done;
+		}
+		if (last)
+		{
+			part->stats.customer_offset = part->customer_next;
+			part->stats.order_offset = part->order_next;
+			part->stats.changelog_offset = part->changelog_next - 1;
+		}
+	}
+
+	/* 3. the offsets (at_least_once; exactly_once committed them above) */
+	iq_consumer_commit(false);
+
+	/* 4. what is now committed, for the next polls */
+	iq_cache_flushed();
+	for (int i = 0; t != NULL && i < t->size; i++)
+	{
+		Entry	   *e = &t->slots[i];
+		IqCacheEntry *ce;
+
+		if (e->hash == 0 || !e->through ||
+			(ce = iq_cache_upsert(e->partition, e->key, e->key_len)) == NULL)
+			continue;
+		if (e->is_order)
+		{
+			ce->has_count = true;
+			ce->count = e->count;
+			ce->customer = e->joined ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
+		}
+		else
+			ce->customer = e->value ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
+	}
+	iq_topology_discard();
+	ok = true;
+
+done:
+	for (int k = 0; k < c.n; k++)
+		if (c.chunks[k].batch != NULL)
+			iq_store_batch_discard(c.chunks[k].batch);
+	if (c.chunks)
+		pfree(c.chunks);
+	if (positions)
+		rd_kafka_topic_partition_list_destroy(positions);
+	if (iq_w->failed)
+		iq_changelog_abort();
+	return ok;
+}
+
+/*
+ * caught_up
+ *		Every assigned partition consumed to the high watermark of its last
+ *		fetch: no backlog to spread the writes over.  A partition nothing
+ *		was consumed from yet does not hold the others back.  (A transaction
+ *		marker at the end of a partition is never consumed as a record, so
+ *		such a partition looks one record behind: iq_topology_idle covers
+ *		it.)
+ */
+static bool
+caught_up(void)
+{
+	iq_consumer_refresh_ends();
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (part->assigned &&
+			((part->order_next >= 0 && part->order_next < part->order_end) ||
+			 (part->customer_next >= 0 && part->customer_next < part->customer_end)))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * flush_due
+ *		Write-behind while there is a backlog: a key updated again before
+ *		the flush is written once.  Due when the worker has caught up (so
+ *		an idle pipeline's state is current), when the commit interval has
+ *		passed since the oldest unwritten record, or when one more poll
+ *		might not fit in the cache beside the dirty counts.
+ */
+static bool
+flush_due(void)
+{
+	return caught_up() ||
+		iq_now_ms() - pending_since >= iq_w->cfg.commit_interval_ms ||
+		!iq_cache_dirty_room_for(iq_w->mem.batch_max);
 }
 
 /* how many records ahead of the one aggregated its cache lookup is loaded */
@@ -250,27 +520,70 @@ prefetch(const rd_kafka_message_t *m, int stage)
 }
 
 /*
+ * count_into_cache
+ *		The poll's new counts become dirty entries of the cache.  Entries
+ *		the cache cannot hold, and customers (the cache keeps no values),
+ *		are marked through: written by a flush of this poll.  True when
+ *		there is any.
+ */
+static bool
+count_into_cache(Table *t)
+{
+	bool		through = false;
+
+	for (int i = 0; i < t->size; i++)
+	{
+		Entry	   *e = &t->slots[i];
+		IqCacheEntry *ce;
+
+		for (int stage = 0; stage < 2; stage++)
+		{
+			int			ahead = i + (2 - stage) * PREFETCH_DISTANCE;
+
+			if (ahead < t->size && t->slots[ahead].hash != 0)
+				iq_cache_prefetch(t->slots[ahead].partition, t->slots[ahead].key,
+								  t->slots[ahead].key_len, stage);
+		}
+		if (e->hash == 0)
+			continue;
+		if (!e->is_order || (ce = iq_cache_upsert(e->partition, e->key, e->key_len)) == NULL)
+		{
+			e->through = true;
+			through = true;
+			continue;
+		}
+		ce->has_count = true;
+		ce->count = e->count;
+		ce->customer = e->joined ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
+		iq_cache_set_dirty(ce);
+	}
+	return through;
+}
+
+static void
+release_poll(rd_kafka_message_t **msgs, int n, Table *t)
+{
+	for (int i = 0; i < n; i++)
+		rd_kafka_message_destroy(msgs[i]);
+	pfree(t->slots);
+	t->slots = NULL;
+}
+
+/*
  * iq_topology_process
- *		Process and destroy a batch of consumed messages.
+ *		Count a poll of consumed messages and destroy them; flush when due.
  */
 void
 iq_topology_process(rd_kafka_message_t **msgs, int n)
 {
 	Table		t;
-	bool		touched[IQ_MAX_PARTITIONS];
-	bool		any_output = false;
-	bool		any_input = false;
-	rd_kafka_topic_partition_list_t *positions = NULL;
-	Entry	  **sorted = NULL;
-	int			nsorted = 0;
-	IqStoreBatch *batches[IQ_MAX_PARTITIONS] = {0};
+	bool		through;
 
 	t.size = 1024;
 	while (t.size < 2 * n)
 		t.size <<= 1;
 	t.used = 0;
 	t.slots = palloc0(sizeof(Entry) * t.size);
-	memset(touched, 0, sizeof(touched));
 
 	for (int i = 0; i < n && !iq_w->failed; i++)
 	{
@@ -315,8 +628,10 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 			part->order_next = m->offset + 1;
 		else
 			part->customer_next = m->offset + 1;
-		touched[p] = true;
-		any_input = true;
+		if (!any_pending)
+			pending_since = iq_now_ms();
+		pending_input[p] = true;
+		any_pending = true;
 
 		if (m->key == NULL)
 		{
@@ -345,7 +660,6 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 				o->hash = 0;	/* undo the probe's insert */
 				t.used--;
 			}
-			any_output = true;
 		}
 		else
 		{
@@ -362,131 +676,56 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 				part->stats.orders_joined++;
 			else
 				part->stats.orders_without_customer++;
-			any_output = true;
 		}
 		part->stats.records_processed++;
 	}
 
-	if (iq_w->failed || !any_input)
-		goto done;
-
-	/* 1. the changelog (and offsets, in one transaction under exactly_once) */
-	if (!iq_changelog_begin())
-		goto done;
-	for (int i = 0; i < t.size && any_output; i++)
-	{
-		Entry	   *e = &t.slots[i];
-
-		if (e->hash != 0 && e->is_order &&
-			!iq_changelog_produce(e->partition, e->key, e->key_len, e->count))
-			goto done;
-	}
-	positions = iq_consumer_positions();
-
 	/*
-	 * 2. the local state, one write batch per partition: built while the
-	 * broker acknowledges the changelog, written only once it has
+	 * Through entries point into the messages; without them the messages
+	 * go before a flush needs the memory they held.
 	 */
-	sorted = sort_entries(&t, &nsorted);
-	for (int p = 0, next = 0; p < iq_w->partition_count; p++)
-	{
-		IqStoreBatch *b;
+	last_counted = iq_now_ms();
+	through = !iq_w->failed && count_into_cache(&t);
+	if (!through)
+		release_poll(msgs, n, &t);
+	if (!iq_w->failed && (through || flush_due()))
+		flush(through ? &t : NULL);
+	if (through)
+		release_poll(msgs, n, &t);
+}
 
-		if (!touched[p])
-			continue;
-		b = batches[p] = iq_store_batch_begin(p);
-		while (next < nsorted && sorted[next]->partition < p)
-			next++;
-		for (; next < nsorted && sorted[next]->partition == p; next++)
-		{
-			Entry	   *e = sorted[next];
-			unsigned char v[8];
+/*
+ * iq_topology_idle
+ *		A poll found nothing: write what is counted unless more of a backlog
+ *		is surely on its way (a fetch in flight).
+ */
+void
+iq_topology_idle(void)
+{
+	if (any_pending && !iq_w->failed &&
+		(flush_due() || iq_now_ms() - last_counted >= IDLE_FLUSH_MS))
+		flush(NULL);
+}
 
-			if (e->is_order)
-			{
-				iq_encode_int64(e->count, v);
-				iq_store_batch_put(b, IQ_STORE_ORDER_COUNT, e->key, e->key_len,
-								   (const char *) v, 8);
-			}
-			else if (e->value == NULL)
-				iq_store_batch_delete(b, IQ_STORE_CUSTOMER, e->key, e->key_len);
-			else
-				iq_store_batch_put(b, IQ_STORE_CUSTOMER, e->key, e->key_len,
-								   e->value, e->value_len);
-		}
-	}
-	if (!iq_changelog_finish(positions))
-		goto done;
-	for (int p = 0; p < iq_w->partition_count; p++)
-	{
-		IqPart	   *part = &iq_w->parts[p];
-		IqCheckpoint ck;
-		char	   *err = NULL;
-		bool		written;
+/*
+ * iq_topology_flush
+ *		Write what is pending now (a revocation, a stop).
+ */
+bool
+iq_topology_flush(void)
+{
+	return flush(NULL);
+}
 
-		if (!touched[p])
-			continue;
-		if (iq_w->changelog_last[p] >= 0)
-			part->changelog_next = iq_w->changelog_last[p] + 1;
-		ck.customer_next = part->customer_next;
-		ck.order_next = part->order_next;
-		ck.changelog_next = part->changelog_next;
-		iq_store_batch_checkpoint(batches[p], &ck);
-		written = iq_store_batch_commit(batches[p], &err);
-		batches[p] = NULL;
-		if (!written)
-		{
-			iq_fail("could not write the state of partition %d under iq_fdw.state_dir: %s",
-					p, err ? err : "?");
-			free(err);
-			goto done;
-		}
-		part->stats.customer_offset = part->customer_next;
-		part->stats.order_offset = part->order_next;
-		part->stats.changelog_offset = part->changelog_next - 1;
-	}
-
-	/* 3. the offsets (at_least_once; exactly_once committed them above) */
-	iq_consumer_commit(false);
-
-	/* 4. what is now committed, for the next batches */
-	for (int i = 0; i < t.size; i++)
-	{
-		Entry	   *e = &t.slots[i];
-		IqCacheEntry *ce;
-
-		for (int stage = 0; stage < 2; stage++)
-		{
-			int			ahead = i + (2 - stage) * PREFETCH_DISTANCE;
-
-			if (ahead < t.size && t.slots[ahead].hash != 0)
-				iq_cache_prefetch(t.slots[ahead].partition, t.slots[ahead].key,
-								  t.slots[ahead].key_len, stage);
-		}
-
-		if (e->hash == 0 || (ce = iq_cache_upsert(e->partition, e->key, e->key_len)) == NULL)
-			continue;
-		if (e->is_order)
-		{
-			ce->has_count = true;
-			ce->count = e->count;
-			ce->customer = e->joined ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
-		}
-		else
-			ce->customer = e->value ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
-	}
-
-done:
-	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
-		if (batches[p] != NULL)
-			iq_store_batch_discard(batches[p]);
-	if (positions)
-		rd_kafka_topic_partition_list_destroy(positions);
-	if (iq_w->failed)
-		iq_changelog_abort();
-	for (int i = 0; i < n; i++)
-		rd_kafka_message_destroy(msgs[i]);
-	if (sorted)
-		pfree(sorted);
-	pfree(t.slots);
+/*
+ * iq_topology_discard
+ *		Forget what is pending: written, or dropped with the cache's dirty
+ *		counts when the pipeline fails (its records are consumed again).
+ */
+void
+iq_topology_discard(void)
+{
+	memset(pending_input, 0, sizeof(pending_input));
+	any_pending = false;
+	pending_since = 0;
 }

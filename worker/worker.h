@@ -120,6 +120,9 @@ extern rd_kafka_topic_partition_list_t *iq_consumer_positions(void);
 
 /* in topology.c */
 extern void iq_topology_process(rd_kafka_message_t **msgs, int n);
+extern void iq_topology_idle(void);
+extern bool iq_topology_flush(void);
+extern void iq_topology_discard(void);
 
 /* in changelog.c */
 extern bool iq_changelog_ensure_topic(int *partition_count, char **err);

@@ -40,6 +40,11 @@
 #include "worker.h"
 
 #define IDLE_WAIT_MS		100
+/* the longest a poll gathers records before they are counted */
+#define POLL_BUDGET_MS		100
+/* Kafka Streams' defaults of commit.interval.ms */
+#define KSTREAMS_COMMIT_INTERVAL_MS		30000
+#define KSTREAMS_EOS_COMMIT_INTERVAL_MS	100
 #define BACKOFF_MIN_MS		1000
 #define BACKOFF_MAX_MS		30000
 #define RELEASE_INTERVAL_MS	5000
@@ -248,7 +253,11 @@ load_config(IqWorkerConfig *c)
 	c->guarantee = iq_processing_guarantee;
 	c->memory_budget_mb = iq_memory_budget_mb;
 	c->http_threads = iq_http_threads > 0 ? iq_http_threads : http_threads_per_cpu();
-	c->commit_interval_ms = iq_commit_interval_ms;
+	if (iq_commit_interval_ms >= 0)
+		c->commit_interval_ms = iq_commit_interval_ms;
+	else
+		c->commit_interval_ms = c->guarantee == IQ_EXACTLY_ONCE ?
+			KSTREAMS_EOS_COMMIT_INTERVAL_MS : KSTREAMS_COMMIT_INTERVAL_MS;
 	pfree(dir);
 	MemoryContextSwitchTo(old);
 }
@@ -532,12 +541,16 @@ iq_worker_main(Datum main_arg)
 
 		if (pipeline_up)
 		{
-			n = iq_consumer_poll(msgs, iq_w->mem.batch_max, iq_w->cfg.commit_interval_ms);
+			n = iq_consumer_poll(msgs, iq_w->mem.batch_max,
+								 Min(iq_w->cfg.commit_interval_ms, POLL_BUDGET_MS));
 			if (n > 0 && !iq_w->failed)
 				iq_topology_process(msgs, n);
 			else
+			{
 				for (int i = 0; i < n; i++)
 					rd_kafka_message_destroy(msgs[i]);
+				iq_topology_idle();
+			}
 			if (iq_w->producer)
 				rd_kafka_poll(iq_w->producer, 0);
 			if (n > 0 || now - last_stats > 1000)
