@@ -1,6 +1,7 @@
 """Issue 3: the stream worker. The seed's topology on the real broker and
 instances: join + count, null and empty keys, keys in the wrong partition,
-exact counts over hundreds of thousands of orders, exact counts across a
+exact counts over hundreds of thousands of orders, a backlog written
+behind (a key once per flush, not once per poll), exact counts across a
 SIGKILL of the worker under exactly_once, and a wiped state directory
 restored from the changelog.
 
@@ -20,8 +21,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, create_topic, http_json,
-                      java_partition, produce, psql, unique, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, create_topic, freeze, http_json,
+                      java_partition, produce, psql, thaw, unique, wait_until)
 
 STAT_COLS = ["partition", "state", "order_offset", "order_end_offset", "records_processed",
              "dropped_null_key", "wrong_partition", "restored_records", "restore_total"]
@@ -259,6 +260,41 @@ def test_key_set_larger_than_the_key_cache_keeps_exact_counts(smallest_memory_bu
     lines, truth = orders(prefix, 240_000, 150_000, seed=3)
     produce("order", lines, timeout=600)
     wait_counts(prefix, truth, timeout=300)
+
+
+def changelog_writes(prefix):
+    """[(key, count)] of the order-count changelog for keys starting with
+    prefix, in the order written (a key stays in one partition)."""
+    topic = psql(1, "show iq_fdw.application_id") + "-order-count-changelog"
+    r = subprocess.run(["kcat", "-b", BOOTSTRAP, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
+                        "-s", "value=q", "-f", "%k %s\\n"], capture_output=True, text=True,
+                       timeout=120, check=True)
+    return [(k, int(v)) for k, v in (line.rsplit(" ", 1) for line in r.stdout.splitlines()
+                                     if line.startswith(prefix))]
+
+
+def test_a_backlog_writes_each_key_once_per_flush_not_per_poll(smallest_memory_budget):
+    # 16 MB: a poll takes some 2,600 records.  120 k orders over 6 keys pile
+    # up while the workers are stopped; once they run again each instance
+    # counts some 40 k of them in about 15 polls, each holding every key of
+    # its partition.  Written behind, a key's count goes to the changelog
+    # (and RocksDB) when the backlog is gone, not after every poll.
+    prefix = unique("wbehind") + "_"
+    lines, truth = orders(prefix, 120_000, 6, seed=5)
+    pids = [worker(i)[2] for i in INSTANCES]
+    for pid in pids:
+        freeze(pid)
+    try:
+        produce("order", lines, timeout=600)
+    finally:
+        for pid in pids:
+            thaw(pid)
+    wait_counts(prefix, truth)
+    writes = changelog_writes(prefix)
+    last = dict(writes)
+    assert last == truth, "the changelog's last count of each key is its count"
+    per_key = {k: sum(1 for w, _ in writes if w == k) for k in truth}
+    assert max(per_key.values()) <= 4, f"changelog writes per key: {per_key}"
 
 
 def set_guarantee(sql):
