@@ -64,14 +64,18 @@ t0=$(now)
 q "select pg_reload_conf()" >/dev/null
 first= first_n=0
 while :; do
-	# customers are read by the restore at assignment: orders tell the progress
-	done_n=$(q "select coalesce(sum(greatest(order_offset, 0)), 0) from iq_stats()" 2>/dev/null || echo 0)
-	if [[ -z $first && $done_n -gt 0 ]]; then first=$(now); first_n=$done_n; fi
+	# customers are read by the restore at assignment: orders tell the
+	# progress.  Counted records start the clock (the first write may come
+	# much later: writes are behind while there is a backlog); written
+	# offsets stop it.
+	row=$(q "select coalesce(sum(records_processed), 0), coalesce(sum(greatest(order_offset, 0)), 0) from iq_stats()" 2>/dev/null || echo "0|0")
+	IFS='|' read -r counted_n done_n <<<"$row"
+	if [[ -z $first && $counted_n -gt 0 ]]; then first=$(now); first_n=$counted_n; fi
 	((done_n >= total)) && break
 	sleep 0.1
 done
 t1=$(now)
-echo "iq_fdw worker ($guarantee): $(rate $((total - first_n)) "$first" "$t1") from the first batch; $(rate "$total" "$t0" "$t1") including restart and group join"
+echo "iq_fdw worker ($guarantee): $(rate $((total - first_n)) "$first" "$t1") from the first counted record to the last one written; $(rate "$total" "$t0" "$t1") including restart and group join"
 python3 - "$((total - first_n))" "$first" "$t1" "${kcat_rates[@]}" <<'PY'
 import statistics, sys
 n, a, b = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
