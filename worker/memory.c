@@ -8,9 +8,11 @@
  *
  *	 5  RocksDB block cache (data, index and filter blocks, one LRU for all)
  *	 2  RocksDB memtables, split between the partitions
- *	 4  key cache (counts and customer presence of recent keys)
+ *	 4  key cache (counts and customer presence of recent keys, and the
+ *		counts not yet written)
  *	 3  group consumer's prefetch queue
- *	 2  batch in hand: its records, its table, its changelog producer queue
+ *	 2  the poll in hand: its records, its table, its changelog producer
+ *		queue; or, once its records are freed, a flush of the dirty counts
  *
  * A restore runs before input is assigned, with no batch in hand, so its
  * consumer queue and its chunk take the last two shares.
