@@ -297,6 +297,23 @@ def test_a_backlog_writes_each_key_once_per_flush_not_per_poll(smallest_memory_b
     assert max(per_key.values()) <= 4, f"changelog writes per key: {per_key}"
 
 
+@pytest.fixture
+def longest_commit_interval():
+    set_worker_setting("iq_fdw.commit_interval", "alter system set iq_fdw.commit_interval = '10min'")
+    yield
+    set_worker_setting("iq_fdw.commit_interval", "alter system reset iq_fdw.commit_interval")
+
+
+def test_a_caught_up_worker_writes_at_once_whatever_the_commit_interval(longest_commit_interval):
+    # the commit interval bounds how long a backlog's counts wait to be
+    # written; a worker with nothing more to read writes what it counted
+    # at once, so the counts show long before 10 minutes
+    prefix = unique("wcaught") + "_"
+    lines, truth = orders(prefix, 3000, 30, seed=11)
+    produce("order", lines)
+    wait_counts(prefix, truth, timeout=120)
+
+
 def set_guarantee(sql):
     """Apply an ALTER SYSTEM of processing_guarantee; wait for the workers
     that it changed to restart with it (a worker restarts itself on reload)."""
