@@ -341,14 +341,16 @@ iq_consumer_commit(bool sync)
 		rd_kafka_topic_partition_list_destroy(list);
 		return true;
 	}
-	if (sync)
-		q = rd_kafka_queue_new(iq_w->consumer);
-	rd_kafka_commit_queue(iq_w->consumer, list, q, NULL, NULL);
-	if (q == NULL)
+	/* without a queue of ours, rd_kafka_commit_queue would wait for the broker */
+	if (!sync)
 		rd_kafka_commit(iq_w->consumer, list, 1);
 	else
 	{
-		rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+		rd_kafka_event_t *ev;
+
+		q = rd_kafka_queue_new(iq_w->consumer);
+		rd_kafka_commit_queue(iq_w->consumer, list, q, NULL, NULL);
+		ev = rd_kafka_queue_poll(q, 10000);
 
 		if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
@@ -392,6 +394,47 @@ iq_consumer_refresh_ends(void)
 		/* readers see what is written, not what is counted */
 		iq_store_set_position(p, part->stats.order_offset, part->order_end);
 	}
+}
+
+/*
+ * iq_consumer_caught_up
+ *		Every assigned partition read up to the end its last fetch reported,
+ *		give or take one offset: a transaction's commit marker takes an
+ *		offset but is never a record, so an input whose last write was a
+ *		transaction would otherwise look one record behind for good
+ *		(librdkafka's position may step over the marker: it is taken when
+ *		ahead).  A partition nothing was read from yet does not count.
+ */
+bool
+iq_consumer_caught_up(void)
+{
+	rd_kafka_topic_partition_list_t *list;
+	bool		caught_up = true;
+
+	iq_consumer_refresh_ends();
+	list = rd_kafka_topic_partition_list_new(2 * iq_w->partition_count + 1);
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (iq_w->parts[p].assigned)
+		{
+			rd_kafka_topic_partition_list_add(list, iq_w->cfg.order_topic, p);
+			rd_kafka_topic_partition_list_add(list, iq_w->cfg.customer_topic, p);
+		}
+	(void) rd_kafka_position(iq_w->consumer, list);
+	for (int i = 0; i < list->cnt && caught_up; i++)
+	{
+		const rd_kafka_topic_partition_t *tp = &list->elems[i];
+		IqPart	   *part = &iq_w->parts[tp->partition];
+		bool		is_order = strcmp(tp->topic, iq_w->cfg.order_topic) == 0;
+		int64		next = is_order ? part->order_next : part->customer_next;
+		int64		end = is_order ? part->order_end : part->customer_end;
+
+		if (tp->err == RD_KAFKA_RESP_ERR_NO_ERROR && tp->offset > next)
+			next = tp->offset;
+		if (next >= 0 && next < end - 1)
+			caught_up = false;
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	return caught_up;
 }
 
 /*
@@ -571,15 +614,27 @@ static void
 on_revoke(rd_kafka_t *rk)
 {
 	bool		any = false;
+	bool		lost = rd_kafka_assignment_lost(rk);
 
-	/* what is counted but not written goes before the partitions do */
-	if (!iq_w->failed)
+	/*
+	 * What is counted but not written goes before the partitions do, unless
+	 * they are gone already (session timed out, group fenced): another
+	 * member may be restoring them now, and whatever we wrote to their
+	 * changelog would land after its restore.  Their records are counted
+	 * again from the last commit, by whoever owns them.
+	 */
+	if (lost)
+		ereport(LOG,
+				(errmsg("iq_fdw worker: the partitions of group \"%s\" were lost before they were revoked; what was counted since the last commit is dropped",
+						iq_w->cfg.app_id),
+				 errhint("Their new owner counts those records again.  A worker that stalls longer than the group's session or poll timeout loses its partitions this way.")));
+	if (!iq_w->failed && !lost)
 		iq_topology_flush();
 	iq_cache_clear();
 	iq_topology_discard();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		any |= iq_w->parts[p].assigned;
-	if (any && !iq_w->failed)
+	if (any && !iq_w->failed && !lost)
 		iq_consumer_commit(true);
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{

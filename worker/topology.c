@@ -184,53 +184,6 @@ static int64 last_counted = 0;	/* when the last poll with records was counted */
 /* no record for this long: the backlog is gone, write what is counted */
 #define IDLE_FLUSH_MS	100
 
-/*
- * A write batch of one partition.  A flush writes at most a poll's worth
- * of keys per batch: RocksDB puts a whole batch into the memtable, so one
- * of a cache's worth of keys would overrun the memtables' share of
- * iq_fdw.memory_budget.  Only the partition's last batch carries the
- * checkpoint; a crash between its batches leaves values newer than the
- * checkpoint, which the restore from the changelog overwrites anyway.
- */
-typedef struct Chunks
-{
-	int			n;
-	int			in_last;		/* puts in chunks[n - 1] */
-	int			per;			/* puts per chunk at most */
-	struct
-	{
-		int			partition;
-		IqStoreBatch *batch;
-	}		   *chunks;
-} Chunks;
-
-static void
-chunk_begin(Chunks *c, int partition)
-{
-	c->chunks[c->n].partition = partition;
-	c->chunks[c->n++].batch = iq_store_batch_begin(partition);
-	c->in_last = 0;
-}
-
-/* chunk_for_put: the batch the next put of the current partition goes to */
-static IqStoreBatch *
-chunk_for_put(Chunks *c)
-{
-	if (c->in_last == c->per)
-		chunk_begin(c, c->chunks[c->n - 1].partition);
-	c->in_last++;
-	return c->chunks[c->n - 1].batch;
-}
-
-static void
-put_count(Chunks *c, const char *key, size_t len, int64 count)
-{
-	unsigned char v[8];
-
-	iq_encode_int64(count, v);
-	iq_store_batch_put(chunk_for_put(c), IQ_STORE_ORDER_COUNT, key, len, (const char *) v, 8);
-}
-
 /* dirty_key: IqKeyAt over positions in the cache's dirty list */
 static const char *
 dirty_key(const void *ctx, int i, size_t *len)
@@ -241,90 +194,194 @@ dirty_key(const void *ctx, int i, size_t *len)
 	return iq_cache_entry_key(ce);
 }
 
-static int
-count_through(Table *t)
+/*
+ * The order a flush writes the dirty counts in: by partition, then by key
+ * bytes, since RocksDB's memtable inserts keys that arrive in order several
+ * times faster than scattered ones.  Sorted while the broker acknowledges
+ * the changelog; the write batches are built only once it has, one at a
+ * time.
+ */
+typedef struct WritePlan
 {
-	int			n = 0;
-
-	for (int i = 0; t != NULL && i < t->size; i++)
-		n += t->slots[i].hash != 0 && t->slots[i].through;
-	return n;
-}
+	uint32	   *grouped;		/* positions in the dirty list, by partition */
+	int			start[IQ_MAX_PARTITIONS + 1];
+	uint32_t   *order[IQ_MAX_PARTITIONS];	/* within a group; NULL: as is */
+} WritePlan;
 
 /*
- * build_chunks
- *		The write batches of a flush, partition by partition; every
- *		partition with input since the last flush gets one at least, for its
- *		checkpoint.  A partition's dirty counts go in key order (RocksDB's
- *		memtable inserts keys that arrive in order several times faster
- *		than scattered ones; key_order.c sorts one partition's keys at a
- *		time, a fraction of a qsort's cost), then the through entries of
- *		the poll in hand t.
+ * plan_writes
+ *		Group the dirty list by partition (a counting sort), then order each
+ *		group by a radix sort of its keys (key_order.c), a fraction of a
+ *		qsort's cost.
  */
 static void
-build_chunks(Table *t, Chunks *c)
+plan_writes(WritePlan *w)
 {
 	size_t		ndirty = iq_cache_dirty_count();
 	int			nparts = iq_w->partition_count;
-	int		   *start = palloc0(sizeof(int) * (nparts + 1));
-	int		   *fill = palloc(sizeof(int) * nparts);
-	uint32	   *grouped = palloc(sizeof(uint32) * (ndirty + 1));
+	int			fill[IQ_MAX_PARTITIONS];
 
-	c->n = 0;
-	c->per = Max(iq_w->mem.batch_max, 1);
-	c->chunks = palloc(sizeof(*c->chunks) *
-					   ((ndirty + count_through(t)) / c->per + 2 * nparts + 1));
-
+	memset(w->start, 0, sizeof(w->start));
+	memset(w->order, 0, sizeof(w->order));
+	w->grouped = palloc(sizeof(uint32) * (ndirty + 1));
 	for (size_t i = 0; i < ndirty; i++)
-		start[iq_cache_dirty_entry(i)->partition + 1]++;
+		w->start[iq_cache_dirty_entry(i)->partition + 1]++;
 	for (int p = 0; p < nparts; p++)
 	{
-		start[p + 1] += start[p];
-		fill[p] = start[p];
+		w->start[p + 1] += w->start[p];
+		fill[p] = w->start[p];
 	}
 	for (size_t i = 0; i < ndirty; i++)
-		grouped[fill[iq_cache_dirty_entry(i)->partition]++] = (uint32) i;
-
+		w->grouped[fill[iq_cache_dirty_entry(i)->partition]++] = (uint32) i;
 	for (int p = 0; p < nparts; p++)
 	{
-		uint32	   *group = grouped + start[p];
-		int			len = start[p + 1] - start[p];
-		uint32_t   *order;
+		int			len = w->start[p + 1] - w->start[p];
 
-		if (!pending_input[p])
+		if (len < 2)
 			continue;
-		chunk_begin(c, p);
-		order = len > 1 ? iq_key_order(len, dirty_key, group, NULL) : NULL;
-		if (len > 1 && order == NULL)
+		w->order[p] = iq_key_order(len, dirty_key, w->grouped + w->start[p], NULL);
+		if (w->order[p] == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("out of memory ordering the %d keys of partition %d to write", len, p)));
-		for (int i = 0; i < len; i++)
+	}
+}
+
+static void
+free_plan(WritePlan *w)
+{
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		free(w->order[p]);
+	if (w->grouped)
+		pfree(w->grouped);
+}
+
+/*
+ * A partition's writes go in batches of at most a poll's worth of keys:
+ * RocksDB puts a whole batch into the memtable, so one of a cache's worth
+ * would overrun the memtables' share of iq_fdw.memory_budget.  Only the
+ * last batch carries the checkpoint; a crash between them leaves values
+ * newer than the checkpoint, which the restore from the changelog
+ * overwrites anyway.
+ */
+typedef struct PartitionWriter
+{
+	int			partition;
+	int			in_batch;
+	IqStoreBatch *batch;
+} PartitionWriter;
+
+/*
+ * writer_batch
+ *		The batch the next put goes to: the current one, or a new one once
+ *		the current is full and written.  NULL when the write failed.
+ */
+static IqStoreBatch *
+writer_batch(PartitionWriter *w)
+{
+	if (w->batch != NULL && w->in_batch == iq_w->mem.batch_max)
+	{
+		char	   *err = NULL;
+		bool		written = iq_store_batch_commit(w->batch, &err);
+
+		w->batch = NULL;
+		if (!written)
 		{
-			const IqCacheEntry *ce = iq_cache_dirty_entry(group[order ? order[i] : i]);
-
-			put_count(c, iq_cache_entry_key(ce), ce->key_len, ce->count);
-		}
-		free(order);
-
-		for (int i = 0; t != NULL && i < t->size; i++)
-		{
-			Entry	   *e = &t->slots[i];
-
-			if (e->hash == 0 || !e->through || e->partition != p)
-				continue;
-			if (e->is_order)
-				put_count(c, e->key, e->key_len, e->count);
-			else if (e->value == NULL)
-				iq_store_batch_delete(chunk_for_put(c), IQ_STORE_CUSTOMER, e->key, e->key_len);
-			else
-				iq_store_batch_put(chunk_for_put(c), IQ_STORE_CUSTOMER, e->key, e->key_len,
-								   e->value, e->value_len);
+			iq_fail("could not write the state of partition %d under iq_fdw.state_dir: %s",
+					w->partition, err ? err : "?");
+			free(err);
+			return NULL;
 		}
 	}
-	pfree(start);
-	pfree(fill);
-	pfree(grouped);
+	if (w->batch == NULL)
+	{
+		w->batch = iq_store_batch_begin(w->partition);
+		w->in_batch = 0;
+	}
+	w->in_batch++;
+	return w->batch;
+}
+
+static bool
+put_count(PartitionWriter *w, const char *key, size_t len, int64 count)
+{
+	IqStoreBatch *b = writer_batch(w);
+	unsigned char v[8];
+
+	if (b == NULL)
+		return false;
+	iq_encode_int64(count, v);
+	iq_store_batch_put(b, IQ_STORE_ORDER_COUNT, key, len, (const char *) v, 8);
+	return true;
+}
+
+static bool
+put_entry(PartitionWriter *w, const Entry *e)
+{
+	IqStoreBatch *b;
+
+	if (e->is_order)
+		return put_count(w, e->key, e->key_len, e->count);
+	if ((b = writer_batch(w)) == NULL)
+		return false;
+	if (e->value == NULL)
+		iq_store_batch_delete(b, IQ_STORE_CUSTOMER, e->key, e->key_len);
+	else
+		iq_store_batch_put(b, IQ_STORE_CUSTOMER, e->key, e->key_len, e->value, e->value_len);
+	return true;
+}
+
+/*
+ * write_partition
+ *		Partition p's dirty counts in key order, then the through entries of
+ *		the poll in hand t, then the checkpoint.
+ */
+static bool
+write_partition(int p, const WritePlan *plan, Table *t)
+{
+	PartitionWriter w = {p, 0, NULL};
+	IqPart	   *part = &iq_w->parts[p];
+	const uint32 *group = plan->grouped + plan->start[p];
+	int			len = plan->start[p + 1] - plan->start[p];
+	IqCheckpoint ck;
+	char	   *err = NULL;
+	bool		written;
+
+	for (int i = 0; i < len; i++)
+	{
+		const IqCacheEntry *ce = iq_cache_dirty_entry(group[plan->order[p] ? plan->order[p][i] : i]);
+
+		if (!put_count(&w, iq_cache_entry_key(ce), ce->key_len, ce->count))
+			return false;
+	}
+	for (int i = 0; t != NULL && i < t->size; i++)
+	{
+		Entry	   *e = &t->slots[i];
+
+		if (e->hash != 0 && e->through && e->partition == p && !put_entry(&w, e))
+			return false;
+	}
+
+	if (iq_w->changelog_last[p] >= 0)
+		part->changelog_next = iq_w->changelog_last[p] + 1;
+	ck.customer_next = part->customer_next;
+	ck.order_next = part->order_next;
+	ck.changelog_next = part->changelog_next;
+	if (w.batch == NULL)
+		w.batch = iq_store_batch_begin(p);
+	iq_store_batch_checkpoint(w.batch, &ck);
+	written = iq_store_batch_commit(w.batch, &err);
+	if (!written)
+	{
+		iq_fail("could not write the state of partition %d under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	part->stats.customer_offset = part->customer_next;
+	part->stats.order_offset = part->order_next;
+	part->stats.changelog_offset = part->changelog_next - 1;
+	return true;
 }
 
 /*
@@ -369,7 +426,7 @@ static bool
 flush(Table *t)
 {
 	rd_kafka_topic_partition_list_t *positions = NULL;
-	Chunks		c = {0};
+	WritePlan	plan = {0};
 	bool		ok = false;
 
 	if (!any_pending)
@@ -382,48 +439,13 @@ flush(Table *t)
 		goto done;
 	positions = iq_consumer_positions();
 
-	/*
-	 * 2. the local state: built while the broker acknowledges the
-	 * changelog, written only once it has
-	 */
-	build_chunks(t, &c);
+	/* 2. the local state: sorted while the broker acknowledges the changelog */
+	plan_writes(&plan);
 	if (!iq_changelog_finish(positions))
 		goto done;
-	for (int k = 0; k < c.n; k++)
-	{
-		int			p = c.chunks[k].partition;
-		IqPart	   *part = &iq_w->parts[p];
-		bool		last = k + 1 == c.n || c.chunks[k + 1].partition != p;
-		char	   *err = NULL;
-		bool		written;
-
-		if (last)
-		{
-			IqCheckpoint ck;
-
-			if (iq_w->changelog_last[p] >= 0)
-				part->changelog_next = iq_w->changelog_last[p] + 1;
-			ck.customer_next = part->customer_next;
-			ck.order_next = part->order_next;
-			ck.changelog_next = part->changelog_next;
-			iq_store_batch_checkpoint(c.chunks[k].batch, &ck);
-		}
-		written = iq_store_batch_commit(c.chunks[k].batch, &err);
-		c.chunks[k].batch = NULL;
-		if (!written)
-		{
-			iq_fail("could not write the state of partition %d under iq_fdw.state_dir: %s",
-					p, err ? err : "?");
-			free(err);
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (pending_input[p] && !write_partition(p, &plan, t))
 			goto done;
-		}
-		if (last)
-		{
-			part->stats.customer_offset = part->customer_next;
-			part->stats.order_offset = part->order_next;
-			part->stats.changelog_offset = part->changelog_next - 1;
-		}
-	}
 
 	/* 3. the offsets (at_least_once; exactly_once committed them above) */
 	iq_consumer_commit(false);
@@ -451,41 +473,12 @@ flush(Table *t)
 	ok = true;
 
 done:
-	for (int k = 0; k < c.n; k++)
-		if (c.chunks[k].batch != NULL)
-			iq_store_batch_discard(c.chunks[k].batch);
-	if (c.chunks)
-		pfree(c.chunks);
+	free_plan(&plan);
 	if (positions)
 		rd_kafka_topic_partition_list_destroy(positions);
 	if (iq_w->failed)
 		iq_changelog_abort();
 	return ok;
-}
-
-/*
- * caught_up
- *		Every assigned partition consumed to the high watermark of its last
- *		fetch: no backlog to spread the writes over.  A partition nothing
- *		was consumed from yet does not hold the others back.  (A transaction
- *		marker at the end of a partition is never consumed as a record, so
- *		such a partition looks one record behind: iq_topology_idle covers
- *		it.)
- */
-static bool
-caught_up(void)
-{
-	iq_consumer_refresh_ends();
-	for (int p = 0; p < iq_w->partition_count; p++)
-	{
-		IqPart	   *part = &iq_w->parts[p];
-
-		if (part->assigned &&
-			((part->order_next >= 0 && part->order_next < part->order_end) ||
-			 (part->customer_next >= 0 && part->customer_next < part->customer_end)))
-			return false;
-	}
-	return true;
 }
 
 /*
@@ -499,7 +492,7 @@ caught_up(void)
 static bool
 flush_due(void)
 {
-	return caught_up() ||
+	return iq_consumer_caught_up() ||
 		iq_now_ms() - pending_since >= iq_w->cfg.commit_interval_ms ||
 		!iq_cache_dirty_room_for(iq_w->mem.batch_max);
 }

@@ -116,6 +116,7 @@ extern void iq_consumer_stop(void);
 extern int	iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms);
 extern bool iq_consumer_commit(bool sync);
 extern void iq_consumer_refresh_ends(void);
+extern bool iq_consumer_caught_up(void);
 extern rd_kafka_topic_partition_list_t *iq_consumer_positions(void);
 
 /* in topology.c */
