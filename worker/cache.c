@@ -4,10 +4,10 @@
  *	  a customer exists, so a batch need not ask RocksDB for them again.
  *
  * It holds committed state, and counts not yet written (dirty): while the
- * worker has a backlog, topology.c counts into the cache and writes a key
- * once per commit interval rather than once per poll (write-behind, as
- * Kafka Streams' record cache).  A dirty entry is never evicted; topology.c
- * writes them all before the cache could fill with them.  The cache is
+ * worker has a backlog, topology.c counts into the cache and flush.c
+ * writes a key once per commit interval rather than once per poll
+ * (write-behind, as Kafka Streams' record cache).  A dirty entry is never
+ * evicted; flush.c writes them all before the cache could fill with them.  The cache is
  * emptied whenever the state may change under it (assignment, revocation,
  * restore, teardown); dirty counts dropped that way were never committed,
  * so their records are consumed again.

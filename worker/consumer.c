@@ -9,7 +9,7 @@
  * poll; on assignment it opens and restores each partition's store before
  * assigning explicit offsets, so no input is processed against a store that
  * is not caught up.  Offsets are never committed by librdkafka itself:
- * topology.c commits them after the state and changelog are durable.
+ * flush.c commits them after the state and changelog are durable.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -629,9 +629,9 @@ on_revoke(rd_kafka_t *rk)
 						iq_w->cfg.app_id),
 				 errhint("Their new owner counts those records again.  A worker that stalls longer than the group's session or poll timeout loses its partitions this way.")));
 	if (!iq_w->failed && !lost)
-		iq_topology_flush();
+		iq_flush_now();
 	iq_cache_clear();
-	iq_topology_discard();
+	iq_flush_discard();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		any |= iq_w->parts[p].assigned;
 	if (any && !iq_w->failed && !lost)

@@ -121,9 +121,11 @@ extern rd_kafka_topic_partition_list_t *iq_consumer_positions(void);
 
 /* in topology.c */
 extern void iq_topology_process(rd_kafka_message_t **msgs, int n);
-extern void iq_topology_idle(void);
-extern bool iq_topology_flush(void);
-extern void iq_topology_discard(void);
+
+/* in flush.c */
+extern void iq_flush_idle(void);
+extern bool iq_flush_now(void);
+extern void iq_flush_discard(void);
 
 /* in changelog.c */
 extern bool iq_changelog_ensure_topic(int *partition_count, char **err);

@@ -549,7 +549,7 @@ iq_worker_main(Datum main_arg)
 			{
 				for (int i = 0; i < n; i++)
 					rd_kafka_message_destroy(msgs[i]);
-				iq_topology_idle();
+				iq_flush_idle();
 			}
 			if (iq_w->producer)
 				rd_kafka_poll(iq_w->producer, 0);
