@@ -13,6 +13,7 @@ Other tests produce to the same topics, so every check is on keys this run
 made up, or on deltas.
 """
 
+import contextlib
 import random
 import shutil
 import subprocess
@@ -245,11 +246,21 @@ def set_worker_setting(name, sql):
                timeout=120, interval=0.5, message=f"workers restarted after {sql}")
 
 
+@contextlib.contextmanager
+def worker_setting(name, value):
+    """A worker setting at value on every instance for the block, reset
+    after it; each change waits for the workers to restart with it."""
+    set_worker_setting(name, f"alter system set {name} = '{value}'")
+    try:
+        yield
+    finally:
+        set_worker_setting(name, f"alter system reset {name}")
+
+
 @pytest.fixture
 def smallest_memory_budget():
-    set_worker_setting("iq_fdw.memory_budget", "alter system set iq_fdw.memory_budget = '16MB'")
-    yield
-    set_worker_setting("iq_fdw.memory_budget", "alter system reset iq_fdw.memory_budget")
+    with worker_setting("iq_fdw.memory_budget", "16MB"):
+        yield
 
 
 def test_key_set_larger_than_the_key_cache_keeps_exact_counts(smallest_memory_budget):
@@ -299,9 +310,8 @@ def test_a_backlog_writes_each_key_once_per_flush_not_per_poll(smallest_memory_b
 
 @pytest.fixture
 def longest_commit_interval():
-    set_worker_setting("iq_fdw.commit_interval", "alter system set iq_fdw.commit_interval = '10min'")
-    yield
-    set_worker_setting("iq_fdw.commit_interval", "alter system reset iq_fdw.commit_interval")
+    with worker_setting("iq_fdw.commit_interval", "10min"):
+        yield
 
 
 def test_a_caught_up_worker_writes_at_once_whatever_the_commit_interval(longest_commit_interval):
@@ -314,23 +324,10 @@ def test_a_caught_up_worker_writes_at_once_whatever_the_commit_interval(longest_
     wait_counts(prefix, truth, timeout=120)
 
 
-def set_guarantee(sql):
-    """Apply an ALTER SYSTEM of processing_guarantee; wait for the workers
-    that it changed to restart with it (a worker restarts itself on reload)."""
-    before = {i: (psql(i, "show iq_fdw.processing_guarantee"), worker(i)[2]) for i in INSTANCES}
-    for i in INSTANCES:
-        psql(i, f"{sql}; select pg_reload_conf()")
-    time.sleep(0.5)
-    changed = [i for i in INSTANCES if psql(i, "show iq_fdw.processing_guarantee") != before[i][0]]
-    wait_until(lambda: all(worker(i)[2] != before[i][1] for i in changed) and all_running(),
-               timeout=120, interval=0.5, message=f"workers restarted after {sql}")
-
-
 @pytest.fixture
 def exactly_once():
-    set_guarantee("alter system set iq_fdw.processing_guarantee = 'exactly_once'")
-    yield
-    set_guarantee("alter system reset iq_fdw.processing_guarantee")
+    with worker_setting("iq_fdw.processing_guarantee", "exactly_once"):
+        yield
 
 
 def produce_until_flowing(prefix, n, keys, seed, partition):
