@@ -25,6 +25,7 @@ static void add_key(IqAsk *ask, Datum text, int *cap);
 static int	key_cmp(const IqKey *a, const IqKey *b);
 static int	key_qsort_cmp(const void *a, const void *b);
 static void widen_upper(IqAsk *ask);
+static char *copy_bytes(const char *data, int len);
 static bool has_replacement(const IqKey *key);
 
 /*
@@ -85,7 +86,7 @@ iq_ask_evaluate(ExprContext *econtext, IqScanKind kind, List *expr_states,
 			text	   *t = DatumGetTextPP(d);
 
 			bound.len = VARSIZE_ANY_EXHDR(t);
-			bound.data = pnstrdup(VARDATA_ANY(t), bound.len);
+			bound.data = copy_bytes(VARDATA_ANY(t), bound.len);
 		}
 		if (role == IQ_EXPR_LOWER || role == IQ_EXPR_LOWER_INCL)
 		{
@@ -194,8 +195,23 @@ has_replacement(const IqKey *key)
 }
 
 /*
+ * copy_bytes
+ *		A key's bytes, NUL included (a bytea key may hold one, where
+ *		pnstrdup would stop), NUL-terminated too.
+ */
+static char *
+copy_bytes(const char *data, int len)
+{
+	char	   *out = palloc(len + 1);
+
+	memcpy(out, data, len);
+	out[len] = '\0';
+	return out;
+}
+
+/*
  * add_key
- *		Copy one text key.
+ *		Copy one key (text or bytea).
  */
 static void
 add_key(IqAsk *ask, Datum d, int *cap)
@@ -209,7 +225,7 @@ add_key(IqAsk *ask, Datum d, int *cap)
 			: palloc(sizeof(IqKey) * *cap);
 	}
 	ask->keys[ask->nkeys].len = VARSIZE_ANY_EXHDR(t);
-	ask->keys[ask->nkeys].data = pnstrdup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	ask->keys[ask->nkeys].data = copy_bytes(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 	ask->nkeys++;
 }
 
