@@ -30,7 +30,7 @@ static void start_read(ForeignScanState *node, IqScanState *s);
 static bool read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets);
 static Datum key_datum(IqScanState *s, IqFetchRow *row);
 static Datum value_datum(IqScanState *s, IqFetchRow *row);
-static Datum bytes_datum(const char *data, int len, Oid type);
+static Datum bytes_datum(const char *data, int len);
 static text *text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key);
 
 
@@ -302,7 +302,7 @@ static Datum
 key_datum(IqScanState *s, IqFetchRow *row)
 {
 	if (s->key_type == BYTEAOID)
-		return bytes_datum(row->key, row->key_len, BYTEAOID);
+		return bytes_datum(row->key, row->key_len);
 	return PointerGetDatum(text_or_replaced(s, row, true));
 }
 
@@ -338,7 +338,7 @@ value_datum(IqScanState *s, IqFetchRow *row)
 	}
 
 	if (s->value_type == BYTEAOID)
-		return bytes_datum(row->value, row->value_len, BYTEAOID);
+		return bytes_datum(row->value, row->value_len);
 	return PointerGetDatum(text_or_replaced(s, row, false));
 }
 
@@ -347,7 +347,7 @@ value_datum(IqScanState *s, IqFetchRow *row)
  *		A varlena of the bytes as they are.
  */
 static Datum
-bytes_datum(const char *data, int len, Oid type)
+bytes_datum(const char *data, int len)
 {
 	bytea	   *b = palloc(VARHDRSZ + len);
 
