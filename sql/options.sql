@@ -9,6 +9,19 @@ CREATE SERVER iq_bad FOREIGN DATA WRAPPER iq_fdw OPTIONS (host 'localhost');
 CREATE SERVER iq_bad FOREIGN DATA WRAPPER iq_fdw OPTIONS (use_remote_estimate 'maybe');
 CREATE USER MAPPING FOR CURRENT_USER SERVER iq_opt OPTIONS (user 'x');
 
+-- invalid_utf8: 'replace' (the default) or 'error', on a server or a table
+CREATE SERVER iq_bad FOREIGN DATA WRAPPER iq_fdw OPTIONS (invalid_utf8 'errors');
+CREATE SERVER iq_bad FOREIGN DATA WRAPPER iq_fdw OPTIONS (invalid_utf8 'ignore');
+CREATE SERVER iq_bad FOREIGN DATA WRAPPER iq_fdw OPTIONS (invalid_utf_8 'error');
+CREATE SERVER iq_utf8 FOREIGN DATA WRAPPER iq_fdw OPTIONS (invalid_utf8 'error');
+ALTER SERVER iq_utf8 OPTIONS (SET invalid_utf8 'replace');
+ALTER SERVER iq_utf8 OPTIONS (SET invalid_utf8 'Replace');
+CREATE FOREIGN TABLE t_utf8 (key text, value text) SERVER iq_utf8
+  OPTIONS (store 'customer-v1-changelog', invalid_utf8 'error');
+ALTER FOREIGN TABLE t_utf8 OPTIONS (SET invalid_utf8 'replac');
+ALTER FOREIGN TABLE t_utf8 ALTER COLUMN key OPTIONS (invalid_utf8 'error');
+DROP SERVER iq_utf8 CASCADE;
+
 -- a foreign table needs a known store
 CREATE FOREIGN TABLE t_bad (key text, value text) SERVER iq_opt;
 CREATE FOREIGN TABLE t_bad (key text, value text) SERVER iq_opt OPTIONS (store 'order_count');
@@ -39,11 +52,13 @@ EXPLAIN (COSTS OFF) SELECT * FROM t_custint;
 -- columns named by option, values as numeric, text or bytea
 CREATE FOREIGN TABLE t_named (user_id varchar OPTIONS (field 'key') COLLATE "C",
                               orders numeric OPTIONS (field 'value'))
-  SERVER iq_opt OPTIONS (store 'order-count');
+  SERVER iq_opt OPTIONS (store 'order-count', invalid_utf8 'error');
 EXPLAIN (VERBOSE, COSTS OFF) SELECT orders FROM t_named WHERE user_id = '7';
 EXPLAIN (VERBOSE, COSTS OFF) SELECT orders FROM t_named WHERE user_id >= '7' ORDER BY user_id;
 CREATE FOREIGN TABLE t_bytes (key text, value bytea) SERVER iq_opt OPTIONS (store 'customer-v1-changelog');
 EXPLAIN (VERBOSE, COSTS OFF) SELECT value FROM t_bytes WHERE key = '2';
+CREATE FOREIGN TABLE t_rawkey (key bytea, value bytea) SERVER iq_opt OPTIONS (store 'customer-v1-changelog');
+EXPLAIN (VERBOSE, COSTS OFF) SELECT value FROM t_rawkey WHERE key = '\x61ff';
 CREATE FOREIGN TABLE t_keyonly (key text) SERVER iq_opt OPTIONS (store 'customer-v1-changelog');
 EXPLAIN (VERBOSE, COSTS OFF) SELECT key FROM t_keyonly WHERE key < '5';
 

@@ -1,8 +1,11 @@
 --
 -- What the store is asked: key lookups, key ranges, full scans
 --
--- Estimates from the stores would make plans depend on the data.
-CREATE SERVER iq_push FOREIGN DATA WRAPPER iq_fdw OPTIONS (use_remote_estimate 'false');
+-- Estimates from the stores would make plans depend on the data.  Keys that
+-- are not UTF-8 fail a scan here (invalid_utf8 'error'), so text keys sort
+-- as the store does; sql/invalid_utf8.sql has the default, 'replace'.
+CREATE SERVER iq_push FOREIGN DATA WRAPPER iq_fdw
+  OPTIONS (use_remote_estimate 'false', invalid_utf8 'error');
 CREATE SCHEMA push;
 IMPORT FOREIGN SCHEMA stores FROM SERVER iq_push INTO push;
 SET search_path = push, public;

@@ -18,11 +18,15 @@
 #include "ask.h"
 #include "plan.h"
 #include "quals.h"
+#include "utf8.h"
 
 static void add_keys_from_array(IqAsk *ask, Datum array, int *cap);
 static void add_key(IqAsk *ask, Datum text, int *cap);
 static int	key_cmp(const IqKey *a, const IqKey *b);
 static int	key_qsort_cmp(const void *a, const void *b);
+static void widen_upper(IqAsk *ask);
+static char *copy_bytes(const char *data, int len);
+static bool has_replacement(const IqKey *key);
 
 /*
  * iq_ask_evaluate
@@ -31,7 +35,7 @@ static int	key_qsort_cmp(const void *a, const void *b);
  */
 void
 iq_ask_evaluate(ExprContext *econtext, IqScanKind kind, List *expr_states,
-				List *roles, IqAsk *ask)
+				List *roles, bool replaced, IqAsk *ask)
 {
 	ListCell   *lc1;
 	ListCell   *lc2;
@@ -82,7 +86,7 @@ iq_ask_evaluate(ExprContext *econtext, IqScanKind kind, List *expr_states,
 			text	   *t = DatumGetTextPP(d);
 
 			bound.len = VARSIZE_ANY_EXHDR(t);
-			bound.data = pnstrdup(VARDATA_ANY(t), bound.len);
+			bound.data = copy_bytes(VARDATA_ANY(t), bound.len);
 		}
 		if (role == IQ_EXPR_LOWER || role == IQ_EXPR_LOWER_INCL)
 		{
@@ -123,6 +127,9 @@ iq_ask_evaluate(ExprContext *econtext, IqScanKind kind, List *expr_states,
 		ask->nkeys = n;
 		if (n == 0)
 			ask->empty = true;
+		for (int i = 0; replaced && i < n; i++)
+			if (has_replacement(&ask->keys[i]))
+				ask->scan_all = true;
 	}
 	if (ask->has_lower && ask->has_upper)
 	{
@@ -131,14 +138,80 @@ iq_ask_evaluate(ExprContext *econtext, IqScanKind kind, List *expr_states,
 		if (c > 0 || (c == 0 && !(ask->lower_incl && ask->upper_incl)))
 			ask->empty = true;
 	}
+	if (replaced && ask->has_upper && !ask->empty)
+		widen_upper(ask);
 	if (limit >= 0 && offset >= 0 && limit + offset <= PG_UINT32_MAX &&
 		limit + offset > 0)
 		ask->limit = (uint32) (limit + offset);
 }
 
 /*
+ * widen_upper
+ *		The upper bound of the stored keys whose text, U+FFFD in place of
+ *		what is not UTF-8, is within the upper bound asked.
+ *
+ * Replacement keeps a key's bytes up to its first bad byte, and puts
+ * U+FFFD (EF BF BD, above any ASCII byte) there.  So a bound of ASCII
+ * bytes A holds for the stored keys as for their text: a stored key above
+ * A differs from it first at a higher ASCII byte, kept in the text, or at a
+ * byte from 0x80 on, whose text is EF or above.  A bound with a non-ASCII
+ * byte is not so: its text may be passed by a replaced key that is below it
+ * as bytes, or the reverse.  Every stored key whose text is below it starts
+ * with the bound's ASCII prefix A or sorts before A, so the store is asked
+ * for keys below A's successor (A's last byte plus one), or for all keys
+ * when A is empty.  The local filter keeps the exact condition.
+ */
+static void
+widen_upper(IqAsk *ask)
+{
+	int			ascii = 0;
+
+	while (ascii < ask->upper.len && (unsigned char) ask->upper.data[ascii] < 0x80)
+		ascii++;
+	if (ascii == ask->upper.len)
+		return;
+	if (ascii == 0)
+	{
+		ask->has_upper = false;
+		return;
+	}
+	ask->upper.len = ascii;
+	ask->upper.data[ascii - 1]++;	/* ASCII, so no carry */
+	ask->upper_incl = false;
+}
+
+/*
+ * has_replacement
+ *		Does a key hold U+FFFD?  Then any stored key whose bad bytes were
+ *		replaced by it may show this text, not only the key with its bytes.
+ */
+static bool
+has_replacement(const IqKey *key)
+{
+	for (int i = 0; i + IQ_UTF8_REPLACEMENT_LEN <= key->len; i++)
+		if (memcmp(key->data + i, IQ_UTF8_REPLACEMENT, IQ_UTF8_REPLACEMENT_LEN) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * copy_bytes
+ *		A key's bytes, NUL included (a bytea key may hold one, where
+ *		pnstrdup would stop), NUL-terminated too.
+ */
+static char *
+copy_bytes(const char *data, int len)
+{
+	char	   *out = palloc(len + 1);
+
+	memcpy(out, data, len);
+	out[len] = '\0';
+	return out;
+}
+
+/*
  * add_key
- *		Copy one text key.
+ *		Copy one key (text or bytea).
  */
 static void
 add_key(IqAsk *ask, Datum d, int *cap)
@@ -152,7 +225,7 @@ add_key(IqAsk *ask, Datum d, int *cap)
 			: palloc(sizeof(IqKey) * *cap);
 	}
 	ask->keys[ask->nkeys].len = VARSIZE_ANY_EXHDR(t);
-	ask->keys[ask->nkeys].data = pnstrdup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	ask->keys[ask->nkeys].data = copy_bytes(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 	ask->nkeys++;
 }
 
@@ -205,7 +278,7 @@ iq_ask_describe(IqScanKind kind, IqAsk *ask)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	if (kind == IQ_SCAN_POINT)
+	if (kind == IQ_SCAN_POINT && !ask->scan_all)
 	{
 		appendStringInfoString(&buf, ask->nkeys == 1 ? "key " : "keys ");
 		for (int i = 0; i < ask->nkeys && i < 3; i++)
@@ -214,6 +287,8 @@ iq_ask_describe(IqScanKind kind, IqAsk *ask)
 		if (ask->nkeys > 3)
 			appendStringInfo(&buf, " and %d more", ask->nkeys - 3);
 	}
+	else if (ask->scan_all)
+		appendStringInfoString(&buf, "a full scan (a key asked holds U+FFFD)");
 	else if (ask->has_lower || ask->has_upper)
 		appendStringInfo(&buf, "key range %s%s, %s%s",
 						 ask->has_lower && ask->lower_incl ? "[" : "(",

@@ -31,14 +31,19 @@ typedef struct IqAsk
 	bool		upper_incl;
 	uint32		limit;			/* 0 = none */
 	bool		empty;			/* no row can match: ask nobody */
+	bool		scan_all;		/* point keys no stored key stands for:
+								 * read every row, the filter picks */
 } IqAsk;
 
 /*
  * Evaluate the plan's fdw_exprs (their ExprStates, with their IqExprRole)
- * into *ask, in the current memory context.
+ * into *ask, in the current memory context.  replaced: the key column is
+ * text showing U+FFFD for bytes that are not UTF-8 (IQ_KEY_REPLACED), so
+ * an upper bound is widened and a key holding U+FFFD means scan_all.
  */
 extern void iq_ask_evaluate(ExprContext *econtext, IqScanKind kind,
-							List *expr_states, List *roles, IqAsk *ask);
+							List *expr_states, List *roles, bool replaced,
+							IqAsk *ask);
 
 /* What a read needs, for errors: "key '2'", "key range ['1', '5']" ... */
 extern char *iq_ask_describe(IqScanKind kind, IqAsk *ask);

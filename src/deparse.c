@@ -24,6 +24,8 @@
 #include "quals.h"
 
 static bool contain_param(Node *node, void *context);
+static char *const_key_string(Datum key, Oid type);
+static char *bytea_hex(Datum d);
 
 /*
  * iq_deparse_arg
@@ -46,6 +48,8 @@ iq_deparse_arg(PlannerInfo *root, Expr *arg)
 			return "NULL";
 		if (c->consttype == INT8OID)
 			return psprintf(INT64_FORMAT, DatumGetInt64(c->constvalue));
+		if (c->consttype == BYTEAOID)	/* '\x..': hex digits, nothing to quote */
+			return psprintf("'%s'", bytea_hex(c->constvalue));
 		getTypeOutputInfo(c->consttype, &typout, &isvarlena);
 		return quote_literal_cstr(OidOutputFunctionCall(typout, c->constvalue));
 	}
@@ -97,7 +101,9 @@ iq_deparse_pushed(PlannerInfo *root, const IqTableInfo *info, IqKeyQuals *q)
 			appendStringInfo(&buf, "%s IN (", key);
 			foreach(lc1, keys)
 				appendStringInfo(&buf, "%s%s", foreach_current_index(lc1) ? ", " : "",
-								 quote_literal_cstr(strVal(lfirst(lc1))));
+								 info->key_is_bytea
+								 ? psprintf("'%s'", strVal(lfirst(lc1)))
+								 : quote_literal_cstr(strVal(lfirst(lc1))));
 			appendStringInfoChar(&buf, ')');
 		}
 	}
@@ -118,13 +124,16 @@ iq_deparse_pushed(PlannerInfo *root, const IqTableInfo *info, IqKeyQuals *q)
 /*
  * iq_const_keys
  *		The keys of a point lookup when all are constants (String nodes,
- *		nulls left out), so EXPLAIN can name their partitions.
+ *		nulls left out), so EXPLAIN can name their partitions: text as it
+ *		is, bytea in its output form ('\x...'), since a String holds no NUL.
  */
 List *
 iq_const_keys(IqKeyQuals *q)
 {
 	Const	   *c;
 	List	   *keys = NIL;
+	Datum	   *elems;
+	int			n;
 
 	if (q->kind != IQ_SCAN_POINT || !IsA(q->point, Const))
 		return NIL;
@@ -132,16 +141,48 @@ iq_const_keys(IqKeyQuals *q)
 	if (c->constisnull)
 		return NIL;
 	if (!q->point_is_array)
-		return list_make1(makeString(TextDatumGetCString(c->constvalue)));
-	else
 	{
-		int			n;
-		Datum	   *elems = iq_array_keys(c->constvalue, &n);
-
-		for (int i = 0; i < n; i++)
-			keys = lappend(keys, makeString(TextDatumGetCString(elems[i])));
+		elems = &c->constvalue;
+		n = 1;
 	}
+	else
+		elems = iq_array_keys(c->constvalue, &n);
+
+	for (int i = 0; i < n; i++)
+		keys = lappend(keys, makeString(const_key_string(elems[i], q->point_is_array
+														 ? get_element_type(c->consttype)
+														 : c->consttype)));
 	return keys;
+}
+
+/*
+ * const_key_string
+ *		One constant key for iq_const_keys.
+ */
+static char *
+const_key_string(Datum key, Oid type)
+{
+	if (type == BYTEAOID)
+		return bytea_hex(key);
+	return TextDatumGetCString(key);
+}
+
+/*
+ * bytea_hex
+ *		A bytea in hex form, \x..., whatever bytea_output says: plans must
+ *		not depend on a setting, and the form needs no quoting.
+ */
+static char *
+bytea_hex(Datum d)
+{
+	bytea	   *b = DatumGetByteaPP(d);
+	int			len = VARSIZE_ANY_EXHDR(b);
+	char	   *out = palloc(len * 2 + 3);
+
+	out[0] = '\\';
+	out[1] = 'x';
+	out[hex_encode(VARDATA_ANY(b), len, out + 2) + 2] = '\0';
+	return out;
 }
 
 /*

@@ -11,8 +11,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "commands/explain.h"
 #include "lib/stringinfo.h"
+#include "utils/builtins.h"
 
 #include "iq_fdw.h"
 #include "owners.h"
@@ -20,7 +22,7 @@
 #include "quals.h"
 #include "scan.h"
 
-static void explain_partitions(List *keys, ExplainState *es);
+static void explain_partitions(List *keys, bool bytea_keys, ExplainState *es);
 
 /*
  * iqExplainForeignScan
@@ -49,7 +51,8 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 		ExplainPropertyText("Limit", limit, es);
 
 	if (es->verbose && (es->costs || es->analyze) && kind == IQ_SCAN_POINT)
-		explain_partitions((List *) list_nth(priv, IQ_PRIV_CONST_KEYS), es);
+		explain_partitions((List *) list_nth(priv, IQ_PRIV_CONST_KEYS),
+						   intVal(list_nth(priv, IQ_PRIV_KEY_TYPE)) == BYTEAOID, es);
 
 	if (es->analyze && s != NULL && s->instances.len > 0)
 		ExplainPropertyText("Instances Asked", s->instances.data, es);
@@ -59,10 +62,11 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 /*
  * explain_partitions
- *		Partitions of constant keys, and their owners as of now.
+ *		Partitions of constant keys (bytea ones in their output form), and
+ *		their owners as of now.
  */
 static void
-explain_partitions(List *keys, ExplainState *es)
+explain_partitions(List *keys, bool bytea_keys, ExplainState *es)
 {
 	IqOwnerView *o;
 	bool		needed[IQ_MAX_PARTITIONS] = {0};
@@ -79,7 +83,18 @@ explain_partitions(List *keys, ExplainState *es)
 	foreach(lc, keys)
 	{
 		const char *key = strVal(lfirst(lc));
-		int			p = iq_ownership_partition(o, key, strlen(key));
+		int			len = strlen(key);
+		int			p;
+
+		if (bytea_keys)
+		{
+			bytea	   *b = DatumGetByteaPP(DirectFunctionCall1(byteain,
+																CStringGetDatum(key)));
+
+			key = VARDATA_ANY(b);
+			len = VARSIZE_ANY_EXHDR(b);
+		}
+		p = iq_ownership_partition(o, key, len);
 
 		if (p >= 0 && p < IQ_MAX_PARTITIONS)
 			needed[p] = true;

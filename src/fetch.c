@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "access/xact.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -197,6 +198,29 @@ append_key(StringInfo s, const char *key, uint32 len)
 	appendStringInfoChar(s, '\'');
 }
 
+/*
+ * peer_text: a message from a peer or a library, fit for a report: as it
+ * is when valid in the database encoding, else with bytes that are not
+ * printable ASCII as \xNN (a peer may echo the bytes of a key)
+ */
+static char *
+peer_text(const char *msg)
+{
+	StringInfoData buf;
+
+	if (pg_verifymbstr(msg, strlen(msg), true))
+		return pstrdup(msg);
+	initStringInfo(&buf);
+	for (const unsigned char *p = (const unsigned char *) msg; *p; p++)
+	{
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			appendStringInfoChar(&buf, (char) *p);
+		else
+			appendStringInfo(&buf, "\\x%02x", *p);
+	}
+	return buf.data;
+}
+
 /* describe: "key '1' of store order-count (partition 2)" and the like */
 static char *
 describe(IqFetch *f, IqFetchSource *src)
@@ -284,11 +308,10 @@ fail_transport(IqFetch *f, IqFetchSource *src)
 {
 	char	   *what = describe(f, src);
 	char	   *who = instance_name(src);
-	char		detail[sizeof(src->error)];
+	char	   *detail = peer_text(src->error);
 	bool		timed_out = src->timed_out;
 	long		http = src->http_status;
 
-	strlcpy(detail, src->error, sizeof(detail));
 	release(f);
 	if (timed_out)
 		ereport(ERROR,
@@ -316,10 +339,9 @@ fail_answer(IqFetch *f, IqFetchSource *src)
 {
 	char	   *what = describe(f, src);
 	char	   *who = instance_name(src);
-	char		message[sizeof(src->reader.message)];
+	char	   *message = peer_text(src->reader.message);
 	IqWireStatus status = src->reader.status;
 
-	strlcpy(message, src->reader.message, sizeof(message));
 	release(f);
 	switch (status)
 	{

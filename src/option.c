@@ -37,8 +37,10 @@ typedef struct IqOption
 
 static const IqOption valid_options[] = {
 	{"use_remote_estimate", ForeignServerRelationId},
+	{"invalid_utf8", ForeignServerRelationId},
 	{"store", ForeignTableRelationId},
 	{"use_remote_estimate", ForeignTableRelationId},
+	{"invalid_utf8", ForeignTableRelationId},
 	{"field", AttributeRelationId},
 	{NULL, InvalidOid}
 };
@@ -46,6 +48,7 @@ static const IqOption valid_options[] = {
 static const char *nearest_name(const char *name, const char **candidates, int n);
 static void check_option(DefElem *def, Oid context);
 static void check_store_name(const char *name);
+static IqInvalidUtf8 parse_invalid_utf8(DefElem *def);
 static const char *valid_store_list(void);
 static void check_key_column(IqTableInfo *info, Relation rel, Form_pg_attribute att);
 static void check_value_column(IqTableInfo *info, Relation rel, Form_pg_attribute att);
@@ -130,6 +133,8 @@ check_option(DefElem *def, Oid context)
 		check_store_name(defGetString(def));
 	else if (strcmp(def->defname, "use_remote_estimate") == 0)
 		(void) defGetBoolean(def);
+	else if (strcmp(def->defname, "invalid_utf8") == 0)
+		(void) parse_invalid_utf8(def);
 	else if (strcmp(def->defname, "field") == 0)
 	{
 		const char *field = defGetString(def);
@@ -165,6 +170,32 @@ check_store_name(const char *name)
 			 nearest
 			 ? errhint("Perhaps you meant the store \"%s\".", nearest)
 			 : errhint("The stores are: %s.", valid_store_list())));
+}
+
+/*
+ * parse_invalid_utf8
+ *		'replace' (the default) or 'error'.
+ */
+static IqInvalidUtf8
+parse_invalid_utf8(DefElem *def)
+{
+	static const char *const values[] = {"replace", "error"};
+	const char *value = defGetString(def);
+	const char *nearest;
+
+	if (strcmp(value, "replace") == 0)
+		return IQ_INVALID_UTF8_REPLACE;
+	if (strcmp(value, "error") == 0)
+		return IQ_INVALID_UTF8_ERROR;
+
+	nearest = nearest_name(value, (const char **) values, lengthof(values));
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+			 errmsg("invalid value for option \"invalid_utf8\": \"%s\"", value),
+			 nearest
+			 ? errhint("Perhaps you meant \"%s\".", nearest)
+			 : errhint("Valid values are \"replace\" (the default: U+FFFD in place of bytes that are not UTF-8) and \"error\".")));
+	return IQ_INVALID_UTF8_REPLACE;		/* not reached */
 }
 
 /*
@@ -236,6 +267,8 @@ iq_get_table_info(Oid relid, IqTableInfo *info)
 
 		if (strcmp(def->defname, "use_remote_estimate") == 0)
 			info->use_remote_estimate = defGetBoolean(def);
+		else if (strcmp(def->defname, "invalid_utf8") == 0)
+			info->invalid_utf8 = parse_invalid_utf8(def);
 	}
 	foreach(lc, table->options)
 	{
@@ -245,6 +278,8 @@ iq_get_table_info(Oid relid, IqTableInfo *info)
 			info->store = iq_store_by_name(defGetString(def));
 		else if (strcmp(def->defname, "use_remote_estimate") == 0)
 			info->use_remote_estimate = defGetBoolean(def);
+		else if (strcmp(def->defname, "invalid_utf8") == 0)
+			info->invalid_utf8 = parse_invalid_utf8(def);
 	}
 	if (info->store == NULL)
 		ereport(ERROR,
@@ -298,8 +333,9 @@ iq_get_table_info(Oid relid, IqTableInfo *info)
 
 /*
  * check_key_column
- *		Keys are strings: text or varchar.  Only a "C" collation orders them
- *		as the store does, which range pushdown needs.
+ *		Keys are strings: text or varchar, or bytea for the bytes as they
+ *		are.  Only a "C" collation orders text as the store does, which
+ *		range pushdown needs; bytea always does.
  */
 static void
 check_key_column(IqTableInfo *info, Relation rel, Form_pg_attribute att)
@@ -310,18 +346,21 @@ check_key_column(IqTableInfo *info, Relation rel, Form_pg_attribute att)
 				 errmsg("foreign table \"%s\" has more than one key column",
 						RelationGetRelationName(rel)),
 				 errhint("Keep one column named key, or with the option field 'key'.")));
-	if (att->atttypid != TEXTOID && att->atttypid != VARCHAROID)
+	if (att->atttypid != TEXTOID && att->atttypid != VARCHAROID &&
+		att->atttypid != BYTEAOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("key column \"%s\" of foreign table \"%s\" has type %s, but the keys of store \"%s\" are strings",
 						NameStr(att->attname), RelationGetRelationName(rel),
 						format_type_be(att->atttypid), info->store->name),
-				 errhint("Declare the key column as text COLLATE \"C\".")));
+				 errhint("Declare the key column as text COLLATE \"C\" (or bytea for the raw bytes).")));
 
 	info->key_attno = att->attnum;
 	info->key_type = att->atttypid;
 	info->key_collation = att->attcollation;
-	info->key_is_c = OidIsValid(att->attcollation) && lc_collate_is_c(att->attcollation);
+	info->key_is_bytea = (att->atttypid == BYTEAOID);
+	info->key_is_c = info->key_is_bytea ||
+		(OidIsValid(att->attcollation) && lc_collate_is_c(att->attcollation));
 }
 
 /*

@@ -59,7 +59,8 @@ static bool ec_member_is_key(PlannerInfo *root, RelOptInfo *rel,
 static void add_parameterized_paths(PlannerInfo *root, RelOptInfo *baserel,
 									IqRelInfo *ri);
 static bool limit_is_safe(PlannerInfo *root, RelOptInfo *baserel,
-						  IqKeyQuals *q, ForeignPath *path);
+						  const IqTableInfo *info, IqKeyQuals *q,
+						  ForeignPath *path);
 
 /*
  * iqGetForeignRelSize
@@ -163,8 +164,10 @@ iqGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 
 /*
  * key_order_pathkeys
- *		The query's leading pathkey if it is "key ASC" under a collation
- *		that orders as bytes; the store's order then needs no Sort.
+ *		The query's leading pathkey if it is "key ASC" in an order that is
+ *		the store's byte order: a bytea key, or text under a collation that
+ *		orders as bytes, unless keys may show U+FFFD in place of their bytes
+ *		(their text sorts elsewhere).  The store's order then needs no Sort.
  */
 static List *
 key_order_pathkeys(PlannerInfo *root, RelOptInfo *baserel, IqRelInfo *ri)
@@ -177,10 +180,16 @@ key_order_pathkeys(PlannerInfo *root, RelOptInfo *baserel, IqRelInfo *ri)
 		return NIL;
 	pk = linitial_node(PathKey, root->query_pathkeys);
 	ec = pk->pk_eclass;
-	if (pk->pk_strategy != BTLessStrategyNumber ||
-		pk->pk_opfamily != TEXT_BTREE_FAM_OID ||
-		ec->ec_has_volatile ||
-		!OidIsValid(ec->ec_collation) || !lc_collate_is_c(ec->ec_collation))
+	if (pk->pk_strategy != BTLessStrategyNumber || ec->ec_has_volatile)
+		return NIL;
+	if (ri->table.key_is_bytea)
+	{
+		if (pk->pk_opfamily != BYTEA_BTREE_FAM_OID)
+			return NIL;
+	}
+	else if (pk->pk_opfamily != TEXT_BTREE_FAM_OID ||
+			 IQ_KEY_REPLACED(&ri->table) ||
+			 !OidIsValid(ec->ec_collation) || !lc_collate_is_c(ec->ec_collation))
 		return NIL;
 
 	/* keys are never null, so NULLS FIRST or LAST is the same order */
@@ -301,7 +310,7 @@ iqGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 		roles = lappend_int(roles, lfirst_int(lc2) ? IQ_EXPR_UPPER_INCL : IQ_EXPR_UPPER);
 	}
 
-	if (q.kind != IQ_SCAN_POINT && limit_is_safe(root, baserel, &q, best_path))
+	if (q.kind != IQ_SCAN_POINT && limit_is_safe(root, baserel, &ri->table, &q, best_path))
 	{
 		Node	   *count = root->parse->limitCount;
 		Node	   *offset = root->parse->limitOffset;
@@ -327,6 +336,8 @@ iqGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	fdw_private = lappend(fdw_private, makeString(iq_deparse_pushed(root, &ri->table, &q)));
 	fdw_private = lappend(fdw_private, makeString(limit_text));
 	fdw_private = lappend(fdw_private, iq_const_keys(&q));
+	fdw_private = lappend(fdw_private, makeInteger(ri->table.key_type));
+	fdw_private = lappend(fdw_private, makeInteger(ri->table.invalid_utf8));
 	Assert(list_length(fdw_private) == IQ_PRIV_COUNT);
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid, fdw_exprs,
@@ -339,10 +350,12 @@ iqGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
  *		alone feeds the Limit, row for row: one relation, every condition
  *		answered exactly by the store, nothing that adds or removes rows
  *		in between, and either no ORDER BY or one this scan's order meets.
+ *		A range on a text key showing replaced keys is not exact: the store
+ *		sends rows the local filter may drop (quals.c).
  */
 static bool
-limit_is_safe(PlannerInfo *root, RelOptInfo *baserel, IqKeyQuals *q,
-			  ForeignPath *path)
+limit_is_safe(PlannerInfo *root, RelOptInfo *baserel, const IqTableInfo *info,
+			  IqKeyQuals *q, ForeignPath *path)
 {
 	Query	   *parse = root->parse;
 
@@ -365,6 +378,8 @@ limit_is_safe(PlannerInfo *root, RelOptInfo *baserel, IqKeyQuals *q,
 		parse->setOperations || parse->hasTargetSRFs || parse->rowMarks)
 		return false;
 	if (q->local_only != NIL || path->path.param_info != NULL)
+		return false;
+	if (q->kind == IQ_SCAN_RANGE && IQ_KEY_REPLACED(info))
 		return false;
 	if (root->sort_pathkeys != NIL &&
 		!pathkeys_contained_in(root->sort_pathkeys, path->path.pathkeys))

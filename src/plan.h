@@ -18,6 +18,8 @@ typedef enum IqPrivateIndex
 	IQ_PRIV_PUSHED,				/* String: the pushed-down condition, or "" */
 	IQ_PRIV_LIMIT,				/* String: the pushed-down limit, or "" */
 	IQ_PRIV_CONST_KEYS,			/* List of String: constant point keys, or NIL */
+	IQ_PRIV_KEY_TYPE,			/* Integer: type Oid of the key column */
+	IQ_PRIV_INVALID_UTF8,		/* Integer: IqInvalidUtf8 of the table */
 	IQ_PRIV_COUNT
 } IqPrivateIndex;
 

@@ -4,8 +4,17 @@
  *
  * RocksDB compares keys as bytes.  An equality is the same comparison for
  * any deterministic collation; an order comparison only under the "C"
- * collation (or the pattern operators ~<~, which compare bytes).  What does
- * not fit stays a local filter; what fits stays one too, as a recheck.
+ * collation (or the pattern operators ~<~, which compare bytes), and
+ * always on a bytea key.  What does not fit stays a local filter; what
+ * fits stays one too, as a recheck.
+ *
+ * A text key that shows keys which are not UTF-8 with U+FFFD in their
+ * place (invalid_utf8 'replace') no longer sorts as the store: a replaced
+ * byte, NUL included, may sort below or above its U+FFFD.  A lower bound
+ * could then leave out a row whose text is inside the range, so only
+ * upper bounds go to the store, and ask.c widens them at run time
+ * (IQ_KEY_REPLACED); an equality with a key holding U+FFFD reads every
+ * partition at run time, since no one stored key can be named for it.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -38,6 +47,8 @@ static IqClauseRole classify_clause(PlannerInfo *root, RelOptInfo *baserel,
 									Expr **arg, bool *inclusive);
 static bool usable_arg(PlannerInfo *root, RelOptInfo *baserel, Expr *arg);
 static bool text_op_strategy(Oid opno, Oid inputcollid, int *strategy);
+static bool key_op_strategy(const IqTableInfo *info, Oid opno, Oid inputcollid,
+							int *strategy);
 
 /*
  * iq_is_key_var
@@ -108,6 +119,27 @@ text_op_strategy(Oid opno, Oid inputcollid, int *strategy)
 }
 
 /*
+ * key_op_strategy
+ *		text_op_strategy for the table's key type: a bytea key compares
+ *		bytes with bytea's own operators, whatever the collation.
+ */
+static bool
+key_op_strategy(const IqTableInfo *info, Oid opno, Oid inputcollid,
+				int *strategy)
+{
+	Oid			lefttype;
+	Oid			righttype;
+
+	if (!info->key_is_bytea)
+		return text_op_strategy(opno, inputcollid, strategy);
+	if (!op_in_opfamily(opno, BYTEA_BTREE_FAM_OID))
+		return false;
+	get_op_opfamily_properties(opno, BYTEA_BTREE_FAM_OID, false,
+							   strategy, &lefttype, &righttype);
+	return lefttype == BYTEAOID && righttype == BYTEAOID;
+}
+
+/*
  * classify_clause
  *		The role a clause can play for the store, and its other side.
  */
@@ -140,7 +172,7 @@ classify_clause(PlannerInfo *root, RelOptInfo *baserel,
 				return IQ_ROLE_NONE;
 			right = left;
 		}
-		if (!text_op_strategy(opno, op->inputcollid, &strategy) ||
+		if (!key_op_strategy(info, opno, op->inputcollid, &strategy) ||
 			!usable_arg(root, baserel, right))
 			return IQ_ROLE_NONE;
 
@@ -153,7 +185,8 @@ classify_clause(PlannerInfo *root, RelOptInfo *baserel,
 				*inclusive = true;
 				/* FALLTHROUGH */
 			case BTGreaterStrategyNumber:
-				return IQ_ROLE_LOWER;
+				/* see the file header */
+				return IQ_KEY_REPLACED(info) ? IQ_ROLE_NONE : IQ_ROLE_LOWER;
 			case BTLessEqualStrategyNumber:
 				*inclusive = true;
 				/* FALLTHROUGH */
@@ -174,9 +207,10 @@ classify_clause(PlannerInfo *root, RelOptInfo *baserel,
 			return IQ_ROLE_NONE;
 		array = lsecond(saop->args);
 		elemtype = get_element_type(exprType((Node *) array));
-		if (elemtype != TEXTOID && elemtype != VARCHAROID)
+		if (info->key_is_bytea ? elemtype != BYTEAOID :
+			(elemtype != TEXTOID && elemtype != VARCHAROID))
 			return IQ_ROLE_NONE;
-		if (!text_op_strategy(saop->opno, saop->inputcollid, &strategy) ||
+		if (!key_op_strategy(info, saop->opno, saop->inputcollid, &strategy) ||
 			strategy != BTEqualStrategyNumber ||
 			!usable_arg(root, baserel, array))
 			return IQ_ROLE_NONE;

@@ -24,11 +24,14 @@
 #include "scan.h"
 #include "settings.h"
 #include "shmem.h"
+#include "utf8.h"
 
 static void start_read(ForeignScanState *node, IqScanState *s);
 static bool read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets);
 static Datum key_datum(IqScanState *s, IqFetchRow *row);
 static Datum value_datum(IqScanState *s, IqFetchRow *row);
+static Datum bytes_datum(const char *data, int len);
+static text *text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key);
 
 
 /*
@@ -51,6 +54,8 @@ iqBeginForeignScan(ForeignScanState *node, int eflags)
 	s->key_attno = intVal(list_nth(plan->fdw_private, IQ_PRIV_KEY_ATTNO));
 	s->value_attno = intVal(list_nth(plan->fdw_private, IQ_PRIV_VALUE_ATTNO));
 	s->value_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_VALUE_TYPE));
+	s->key_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_KEY_TYPE));
+	s->invalid_utf8 = intVal(list_nth(plan->fdw_private, IQ_PRIV_INVALID_UTF8));
 	s->expr_states = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
 	s->batch_cxt = AllocSetContextCreate(node->ss.ps.state->es_query_cxt,
 										 "iq_fdw read", ALLOCSET_DEFAULT_SIZES);
@@ -176,7 +181,9 @@ start_read(ForeignScanState *node, IqScanState *s)
 	s->cached_row = false;
 	s->reads++;
 	iq_ask_evaluate(node->ss.ps.ps_ExprContext, s->kind, s->expr_states,
-					s->roles, &ask);
+					s->roles,
+					s->key_type != BYTEAOID && s->invalid_utf8 == IQ_INVALID_UTF8_REPLACE,
+					&ask);
 	if (ask.empty)
 	{
 		s->empty_reads++;
@@ -187,7 +194,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 
 	o = palloc(sizeof(IqOwnerView));
 	iq_ownership_read(o);
-	if (s->kind == IQ_SCAN_POINT)
+	if (s->kind == IQ_SCAN_POINT && !ask.scan_all)
 	{
 		iq_ownership_wait(o, NULL, true, s->store->name, what);
 		needed = palloc0(sizeof(bool) * IQ_MAX_PARTITIONS);
@@ -203,7 +210,8 @@ start_read(ForeignScanState *node, IqScanState *s)
 	}
 	iq_ownership_wait(o, needed, false, s->store->name, what);
 	targets = iq_ownership_targets(o, needed, &ntargets);
-	if (s->kind == IQ_SCAN_POINT && read_cached(s, &ask, targets, ntargets))
+	if (s->kind == IQ_SCAN_POINT && !ask.scan_all &&
+		read_cached(s, &ask, targets, ntargets))
 	{
 		MemoryContextSwitchTo(old);
 		return;
@@ -222,10 +230,10 @@ start_read(ForeignScanState *node, IqScanState *s)
 	}
 
 	req = palloc0(sizeof(IqWireRequest));
-	req->op = (s->kind == IQ_SCAN_POINT) ? IQ_OP_GET : IQ_OP_SCAN;
+	req->op = (s->kind == IQ_SCAN_POINT && !ask.scan_all) ? IQ_OP_GET : IQ_OP_SCAN;
 	req->store = (uint8_t) s->store->id;
 	req->limit = ask.limit;
-	if (s->kind == IQ_SCAN_POINT)
+	if (req->op == IQ_OP_GET)
 	{
 		req->nkeys = ask.nkeys;
 		req->keys = palloc(sizeof(char *) * ask.nkeys);
@@ -249,7 +257,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 		req->upper_len = ask.upper.len;
 	}
 
-	s->rows_left = (s->kind == IQ_SCAN_POINT) ? ask.nkeys : -1;
+	s->rows_left = (req->op == IQ_OP_GET) ? ask.nkeys : -1;
 	s->fetch = iq_fetch_start(req, targets, ntargets);
 	MemoryContextSwitchTo(old);
 }
@@ -287,19 +295,15 @@ read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets)
 
 /*
  * key_datum
- *		A key as text: it must be valid in the database encoding.
+ *		A key in the column's type: bytea as stored, text with what is not
+ *		valid in the database encoding replaced or refused (invalid_utf8).
  */
 static Datum
 key_datum(IqScanState *s, IqFetchRow *row)
 {
-	if (!pg_verifymbstr(row->key, row->key_len, true))
-		ereport(ERROR,
-				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-				 errmsg("key %s of store \"%s\" is not valid %s",
-						iq_printable_key(row->key, row->key_len),
-						s->store->name, GetDatabaseEncodingName()),
-				 errhint("The producer of the topic wrote keys in another encoding.")));
-	return PointerGetDatum(cstring_to_text_with_len(row->key, row->key_len));
+	if (s->key_type == BYTEAOID)
+		return bytes_datum(row->key, row->key_len);
+	return PointerGetDatum(text_or_replaced(s, row, true));
 }
 
 /*
@@ -334,19 +338,70 @@ value_datum(IqScanState *s, IqFetchRow *row)
 	}
 
 	if (s->value_type == BYTEAOID)
-	{
-		bytea	   *b = palloc(VARHDRSZ + row->value_len);
+		return bytes_datum(row->value, row->value_len);
+	return PointerGetDatum(text_or_replaced(s, row, false));
+}
 
-		SET_VARSIZE(b, VARHDRSZ + row->value_len);
-		memcpy(VARDATA(b), row->value, row->value_len);
-		return PointerGetDatum(b);
-	}
-	if (!pg_verifymbstr(row->value, row->value_len, true))
+/*
+ * bytes_datum
+ *		A varlena of the bytes as they are.
+ */
+static Datum
+bytes_datum(const char *data, int len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	return PointerGetDatum(b);
+}
+
+/*
+ * text_or_replaced
+ *		A row's key or value as text.  Bytes that are not valid in the
+ *		database encoding (not UTF-8, or NUL, which text cannot hold) fail
+ *		the scan with invalid_utf8 'error'; with 'replace', in a UTF8
+ *		database, each maximal ill-formed subpart and each NUL becomes
+ *		U+FFFD, as Kafka Streams' StringDeserializer shows them (utf8.h).
+ *		Other encodings have no such character: their bytes must be valid.
+ */
+static text *
+text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key)
+{
+	const char *data = is_key ? row->key : row->value;
+	int			len = is_key ? row->key_len : row->value_len;
+	char	   *fixed;
+	size_t		fixed_len;
+
+	if (pg_verifymbstr(data, len, true))
+		return cstring_to_text_with_len(data, len);
+
+	if (s->invalid_utf8 == IQ_INVALID_UTF8_ERROR ||
+		GetDatabaseEncoding() != PG_UTF8)
+	{
+		if (is_key)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+					 errmsg("key %s of store \"%s\" is not valid %s",
+							iq_printable_key(data, len),
+							s->store->name, GetDatabaseEncodingName()),
+					 GetDatabaseEncoding() == PG_UTF8
+					 ? errhint("Declare the key column as bytea to read the bytes as they are, or set the foreign table's option invalid_utf8 to 'replace' to read them as U+FFFD.")
+					 : errhint("Declare the key column as bytea to read the bytes as they are.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 				 errmsg("value of key %s in store \"%s\" is not valid %s",
 						iq_printable_key(row->key, row->key_len),
 						s->store->name, GetDatabaseEncodingName()),
-				 errhint("Declare the column as bytea to read the bytes as they are.")));
-	return PointerGetDatum(cstring_to_text_with_len(row->value, row->value_len));
+				 GetDatabaseEncoding() == PG_UTF8
+				 ? errhint("Declare the column as bytea to read the bytes as they are, or set the foreign table's option invalid_utf8 to 'replace' to read them as U+FFFD.")
+				 : errhint("Declare the column as bytea to read the bytes as they are.")));
+	}
+
+	fixed = palloc(IQ_UTF8_REPLACED_MAX((size_t) len));
+	fixed_len = iq_utf8_replace(data, len, fixed, false);
+	if (!pg_verifymbstr(fixed, fixed_len, true))
+		elog(ERROR, "iq_fdw: replacing what is not UTF-8 in a %s of store \"%s\" left it invalid",
+			 is_key ? "key" : "value", s->store->name);
+	return cstring_to_text_with_len(fixed, fixed_len);
 }

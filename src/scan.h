@@ -12,6 +12,7 @@
 #include "nodes/execnodes.h"
 
 #include "fetch.h"
+#include "option.h"
 #include "quals.h"
 #include "stores.h"
 #include "value_cache.h"
@@ -24,7 +25,9 @@ typedef struct IqScanState
 	List	   *expr_states;	/* ExprState per fdw_exprs item */
 	AttrNumber	key_attno;
 	AttrNumber	value_attno;
+	Oid			key_type;
 	Oid			value_type;
+	IqInvalidUtf8 invalid_utf8;	/* for text columns */
 
 	MemoryContext batch_cxt;	/* one read: keys, targets, the fetch */
 	IqFetch    *fetch;			/* NULL before the first row or if empty */

@@ -5,9 +5,10 @@
  * Keys and values are bytes as produced to Kafka; JSON strings must be
  * valid UTF-8.  Valid UTF-8 is passed through (non-ASCII unescaped, as
  * jansson writes it; quotes, backslashes, control characters and NUL are
- * escaped by jansson).  Each byte that is not part of a valid UTF-8
- * sequence is replaced by U+FFFD, so a response is always valid JSON; the
- * compact endpoint (and SQL) still see the exact bytes.
+ * escaped by jansson).  Each maximal ill-formed subpart is replaced by
+ * U+FFFD, as Kafka Streams' StringDeserializer (and a text column in SQL)
+ * shows it (src/utf8.h), so a response is always valid JSON; the compact
+ * endpoint (and a bytea column) still see the exact bytes.
  *-------------------------------------------------------------------------
  */
 #include <stdarg.h>
@@ -16,40 +17,7 @@
 #include <string.h>
 
 #include "http_internal.h"
-
-/* utf8_seq_len: length of the valid UTF-8 sequence at p, 0 if invalid */
-static size_t
-utf8_seq_len(const unsigned char *p, size_t left)
-{
-	unsigned char c = p[0];
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		return (left >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-	if (c >= 0xE0 && c <= 0xEF)
-	{
-		if (left < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
-			return 0;
-		if (c == 0xE0 && p[1] < 0xA0)
-			return 0;			/* overlong */
-		if (c == 0xED && p[1] >= 0xA0)
-			return 0;			/* surrogate */
-		return 3;
-	}
-	if (c >= 0xF0 && c <= 0xF4)
-	{
-		if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
-			(p[3] & 0xC0) != 0x80)
-			return 0;
-		if (c == 0xF0 && p[1] < 0x90)
-			return 0;			/* overlong */
-		if (c == 0xF4 && p[1] >= 0x90)
-			return 0;			/* beyond U+10FFFF */
-		return 4;
-	}
-	return 0;
-}
+#include "utf8.h"
 
 /* iq_json_append: a JSON value's compact text, appended; the value is taken */
 void
@@ -69,42 +37,18 @@ iq_json_append(IqBuf *out, json_t *value)
 json_t *
 iq_json_bytes(const char *data, size_t len)
 {
-	const unsigned char *p = (const unsigned char *) data;
-	size_t		i = 0;
-	IqBuf		fixed;
+	char	   *fixed;
 	json_t	   *j;
 
 	/* the common case: already valid, no copy */
-	while (i < len)
-	{
-		size_t		n = utf8_seq_len(p + i, len - i);
-
-		if (n == 0)
-			break;
-		i += n;
-	}
-	if (i == len)
+	if (iq_utf8_valid_prefix(data, len, true) == len)
 		return json_stringn_nocheck(data, len);
 
-	iq_buf_init(&fixed);
-	iq_buf_append(&fixed, data, i);
-	while (i < len)
-	{
-		size_t		n = utf8_seq_len(p + i, len - i);
-
-		if (n == 0)
-		{
-			iq_buf_append(&fixed, "\xEF\xBF\xBD", 3);
-			i++;
-		}
-		else
-		{
-			iq_buf_append(&fixed, p + i, n);
-			i += n;
-		}
-	}
-	j = fixed.oom ? NULL : json_stringn_nocheck(fixed.data ? fixed.data : "", fixed.len);
-	iq_buf_free(&fixed);
+	fixed = malloc(IQ_UTF8_REPLACED_MAX(len));
+	if (fixed == NULL)
+		return NULL;
+	j = json_stringn_nocheck(fixed, iq_utf8_replace(data, len, fixed, true));
+	free(fixed);
 	return j;
 }
 
