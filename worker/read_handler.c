@@ -86,6 +86,7 @@ wire_status(IqReadStatus st)
 		case IQ_READ_NOT_FOUND:
 			return IQ_WIRE_OK;
 		case IQ_READ_NOT_HELD:
+		case IQ_READ_MOVED:
 			return IQ_WIRE_NOT_HELD;
 		case IQ_READ_RESTORING:
 			return IQ_WIRE_RESTORING;
