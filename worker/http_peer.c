@@ -3,9 +3,10 @@
  *	  POST /iq/v1/read: the compact endpoint other instances' backends use.
  *
  * Body and answer are wire.h bytes, answered by read_handler.c as for the
- * local socket.  A small answer (a get) goes out in one buffer with a
- * Content-Length; a large scan is streamed (chunked) a piece at a time from
- * the store cursor, so it is never built whole in memory.
+ * local socket.  A small answer (a get of a few keys) goes out in one
+ * buffer with a Content-Length; a large one (a scan, a get of many keys) is
+ * streamed (chunked) a piece at a time, so it is never built whole in
+ * memory, and no store lock is held while the client reads it.
  *-------------------------------------------------------------------------
  */
 #include <stdlib.h>

@@ -5,10 +5,20 @@
  * A request names the partitions the caller believes this instance holds;
  * if one is not held (ownership moved) or still restoring, the answer is
  * NOT_HELD or RESTORING and no rows, so a caller never mistakes a moved
- * partition for an empty one.  Scans are produced from a store cursor a
- * buffer at a time.  Server threads only: malloc, no PostgreSQL calls.
+ * partition for an empty one.  Every answer is produced a buffer at a time,
+ * so none is built whole: scans from a store cursor (which holds no lock
+ * between its batches), gets key after key.  A get answers each distinct
+ * key once, in the order of its first appearance, however often it is
+ * asked; a partition asked twice is read once.  Memory per request is the
+ * decoded request (bounded by IQ_WIRE_MAX_REQUEST), a bitmap of repeated
+ * keys and the buffer of the caller's chunk.  Server threads only: malloc,
+ * no PostgreSQL calls.
  *-------------------------------------------------------------------------
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE				/* qsort_r */
+#endif
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +31,14 @@
 
 #define MAX_HELD 4096
 
+/*
+ * The rows of a get read before its header is written: a partition found
+ * moved within them still gives a whole error answer (NOT_HELD, which the
+ * caller answers by asking the new owner), and a get that fits is complete
+ * at once.  Past it, a failure ends the stream with its status.
+ */
+#define GET_FIRST_CHUNK (64 * 1024)
+
 struct IqReadStream
 {
 	IqWireRequest req;
@@ -29,6 +47,10 @@ struct IqReadStream
 	IqStoreCursor *cursor;		/* open while a scan streams */
 	uint32_t	rows;			/* rows sent by the scan */
 	bool		done;			/* everything is in pending */
+	/* a get streaming its keys */
+	bool		get_active;
+	uint32_t	next_key;		/* the next key of req.keys to answer */
+	uint8_t    *repeated;		/* bitmap: key k was asked before it */
 };
 
 static int	read_partitioner = 0;
@@ -86,6 +108,7 @@ wire_status(IqReadStatus st)
 		case IQ_READ_NOT_FOUND:
 			return IQ_WIRE_OK;
 		case IQ_READ_NOT_HELD:
+		case IQ_READ_MOVED:
 			return IQ_WIRE_NOT_HELD;
 		case IQ_READ_RESTORING:
 			return IQ_WIRE_RESTORING;
@@ -164,116 +187,224 @@ asked_partitions(IqReadStream *s, int *parts, int *nparts)
 		*nparts = nheld;
 		return true;
 	}
+	*nparts = 0;
 	for (i = 0; i < s->req.npartitions; i++)
 	{
-		IqReadStatus st = held_status(s->req.partitions[i], held, nheld);
+		int			p = s->req.partitions[i];
+		IqReadStatus st;
+		int			j;
 
+		/* asked twice, answered once */
+		for (j = 0; j < *nparts; j++)
+			if (parts[j] == p)
+				break;
+		if (j < *nparts)
+			continue;
+		st = held_status(p, held, nheld);
 		if (st != IQ_READ_OK)
 		{
-			fail_partition(s, st, s->req.partitions[i]);
+			fail_partition(s, st, p);
 			return false;
 		}
-		parts[i] = s->req.partitions[i];
+		parts[(*nparts)++] = p;
 	}
-	*nparts = s->req.npartitions;
 	return true;
 }
 
-/* do_get: look every key up in its partition; all rows at once (small) */
+/* key_order: qsort_r comparator of key indexes: bytes, then position */
+static int
+key_order(const void *a, const void *b, void *arg)
+{
+	const IqWireRequest *r = arg;
+	uint32_t	ia = *(const uint32_t *) a;
+	uint32_t	ib = *(const uint32_t *) b;
+	uint32_t	la = r->key_lens[ia];
+	uint32_t	lb = r->key_lens[ib];
+	int			c = memcmp(r->keys[ia], r->keys[ib], la < lb ? la : lb);
+
+	if (c != 0)
+		return c;
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return ia < ib ? -1 : (ia > ib);
+}
+
+/*
+ * mark_repeated: a bitmap of the keys asked before, so each is answered
+ * once; sorting (n log n whatever the keys) rather than hashing, which
+ * chosen keys could make quadratic.  False when out of memory.
+ */
+static bool
+mark_repeated(IqReadStream *s)
+{
+	uint32_t	n = s->req.nkeys;
+	uint32_t   *order;
+	uint32_t	i;
+
+	if (n < 2)
+		return true;
+	s->repeated = calloc((n + 7) / 8, 1);
+	order = malloc(sizeof(uint32_t) * n);
+	if (s->repeated == NULL || order == NULL)
+	{
+		free(order);
+		return false;
+	}
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	qsort_r(order, n, sizeof(uint32_t), key_order, &s->req);
+	for (i = 1; i < n; i++)
+	{
+		uint32_t	a = order[i - 1];
+		uint32_t	b = order[i];
+
+		if (s->req.key_lens[a] == s->req.key_lens[b] &&
+			memcmp(s->req.keys[a], s->req.keys[b], s->req.key_lens[a]) == 0)
+			s->repeated[b / 8] |= (uint8_t) (1 << (b % 8));
+	}
+	free(order);
+	return true;
+}
+
+/*
+ * get_more: rows of the next keys into out, until it holds want bytes or
+ * every key is answered; IQ_READ_OK, or the status that stopped it (with
+ * *partition, and *err for IQ_READ_ERROR).
+ */
+static IqReadStatus
+get_more(IqReadStream *s, IqBuf *out, size_t want, int *partition, char **err)
+{
+	int			pc = iq_store_partition_count();
+
+	while (s->next_key < s->req.nkeys && out->len < want && !out->oom)
+	{
+		uint32_t	k = s->next_key++;
+		char	   *value = NULL;
+		size_t		value_len = 0;
+		IqReadStatus st;
+		int			p;
+
+		if (s->repeated && (s->repeated[k / 8] & (1 << (k % 8))))
+			continue;
+		p = iq_partition_for_key(read_partitioner, s->req.keys[k], s->req.key_lens[k], pc);
+		st = iq_store_get((IqStoreId) s->req.store, p, s->req.keys[k], s->req.key_lens[k],
+						  &value, &value_len, err);
+		if (st == IQ_READ_OK)
+			iq_wire_response_row(out, s->req.keys[k], s->req.key_lens[k],
+								 value, (int32_t) value_len);
+		free(value);
+		if (st != IQ_READ_OK && st != IQ_READ_NOT_FOUND)
+		{
+			/* a rebalance took it between the check and the read, or RocksDB failed */
+			*partition = p;
+			return st;
+		}
+		if (*err)
+		{
+			free(*err);
+			*err = NULL;
+		}
+	}
+	if (out->oom)
+	{
+		*err = strdup("out of memory");
+		return IQ_READ_ERROR;
+	}
+	return IQ_READ_OK;
+}
+
+/* end_get: the end frame of a get that streams past its first chunk */
+static void
+end_get(IqReadStream *s, IqBuf *out, IqReadStatus st, int partition, char *err)
+{
+	char		msg[128];
+
+	if (st == IQ_READ_OK)
+		iq_wire_response_end(out, IQ_WIRE_OK, "");
+	else if (st == IQ_READ_ERROR)
+		iq_wire_response_end(out, IQ_WIRE_INTERNAL, err ? err : "store read failed");
+	else
+	{
+		snprintf(msg, sizeof(msg), st == IQ_READ_RESTORING ?
+				 "partition %d is still restoring (or being opened)" :
+				 "partition %d is not held by this instance", partition);
+		iq_wire_response_end(out, wire_status(st), msg);
+	}
+	free(err);
+	s->get_active = false;
+	s->done = true;
+}
+
+/*
+ * do_get: check every key's partition first (no rows if any is elsewhere),
+ * then answer the keys, each once, a chunk at a time: the first chunk now,
+ * the rest as iq_read_produce is asked for more.
+ */
 static void
 do_get(IqReadStream *s)
 {
 	int			pc = iq_store_partition_count();
 	int			held[MAX_HELD];
 	int			nheld = iq_store_held_partitions(held, MAX_HELD);
-	int		   *kpart;
-	int		   *parts;
+	int			parts[IQ_HTTP_MAX_PARTITIONS];
+	bool		seen[IQ_HTTP_MAX_PARTITIONS];
 	int			nparts = 0;
 	IqBuf		rows;
+	IqReadStatus st;
+	int			bad = -1;
+	char	   *err = NULL;
 	uint32_t	k;
-	int			i;
 
 	if (pc <= 0)
 	{
 		fail(s, IQ_WIRE_NOT_HELD, "this instance holds no partitions yet");
 		return;
 	}
-	kpart = malloc(sizeof(int) * (s->req.nkeys + 1));
-	parts = malloc(sizeof(int) * (s->req.nkeys + 1));
-	if (kpart == NULL || parts == NULL)
+	memset(seen, 0, sizeof(seen));
+	for (k = 0; k < s->req.nkeys; k++)
 	{
-		free(kpart);
-		free(parts);
+		int			p = iq_partition_for_key(read_partitioner, s->req.keys[k],
+											 s->req.key_lens[k], pc);
+
+		if (p >= 0 && p < IQ_HTTP_MAX_PARTITIONS && seen[p])
+			continue;
+		st = (p >= 0 && p < IQ_HTTP_MAX_PARTITIONS) ? held_status(p, held, nheld) : IQ_READ_NOT_HELD;
+		if (st != IQ_READ_OK)
+		{
+			fail_partition(s, st, p);
+			return;
+		}
+		seen[p] = true;
+		parts[nparts++] = p;
+	}
+	if (!mark_repeated(s))
+	{
 		fail(s, IQ_WIRE_INTERNAL, "out of memory");
 		return;
 	}
-	/* check every key's partition first: no rows if any is elsewhere */
-	for (k = 0; k < s->req.nkeys; k++)
-	{
-		IqReadStatus st;
-
-		kpart[k] = iq_partition_for_key(read_partitioner, s->req.keys[k],
-										s->req.key_lens[k], pc);
-		st = held_status(kpart[k], held, nheld);
-		if (st != IQ_READ_OK)
-		{
-			fail_partition(s, st, kpart[k]);
-			free(kpart);
-			free(parts);
-			return;
-		}
-		for (i = 0; i < nparts; i++)
-			if (parts[i] == kpart[k])
-				break;
-		if (i == nparts)
-			parts[nparts++] = kpart[k];
-	}
 
 	iq_buf_init(&rows);
-	for (k = 0; k < s->req.nkeys; k++)
+	st = get_more(s, &rows, GET_FIRST_CHUNK, &bad, &err);
+	if (st != IQ_READ_OK)
 	{
-		char	   *value = NULL;
-		size_t		value_len = 0;
-		char	   *err = NULL;
-		IqReadStatus st;
-
-		st = iq_store_get((IqStoreId) s->req.store, kpart[k],
-						  s->req.keys[k], s->req.key_lens[k],
-						  &value, &value_len, &err);
-		if (st == IQ_READ_OK)
-			iq_wire_response_row(&rows, s->req.keys[k], s->req.key_lens[k],
-								 value, (int32_t) value_len);
-		free(value);
-		if (st == IQ_READ_NOT_HELD || st == IQ_READ_RESTORING)
-		{
-			/* a rebalance took it between the check and the read */
-			free(err);
-			iq_buf_free(&rows);
-			fail_partition(s, st, kpart[k]);
-			free(kpart);
-			free(parts);
-			return;
-		}
+		iq_buf_free(&rows);
 		if (st == IQ_READ_ERROR)
-		{
-			iq_buf_free(&rows);
 			fail(s, IQ_WIRE_INTERNAL, err ? err : "store read failed");
-			free(err);
-			free(kpart);
-			free(parts);
-			return;
-		}
+		else
+			fail_partition(s, st, bad);
 		free(err);
+		return;
 	}
 	header_for(&s->pending, parts, nparts);
 	iq_buf_append(&s->pending, rows.data, rows.len);
-	iq_wire_response_end(&s->pending, IQ_WIRE_OK, "");
-	if (rows.oom)
-		fail(s, IQ_WIRE_INTERNAL, "out of memory");
 	iq_buf_free(&rows);
-	free(kpart);
-	free(parts);
-	s->done = true;
+	if (s->next_key >= s->req.nkeys)
+	{
+		iq_wire_response_end(&s->pending, IQ_WIRE_OK, "");
+		s->done = true;
+	}
+	else
+		s->get_active = true;
 }
 
 /* do_count: one row with an empty key and the 8-byte approximate count */
@@ -411,6 +542,17 @@ iq_read_produce(IqReadStream *s, IqBuf *out, size_t want)
 		iq_buf_append(out, s->pending.data, s->pending.len);
 		s->pending.len = 0;
 	}
+	while (s->get_active && !s->done && out->len < want && !out->oom)
+	{
+		int			bad = -1;
+		char	   *err = NULL;
+		IqReadStatus st = get_more(s, out, want, &bad, &err);
+
+		if (st != IQ_READ_OK || s->next_key >= s->req.nkeys)
+			end_get(s, out, st, bad, err);
+		else
+			free(err);
+	}
 	while (!s->done && out->len < want && !out->oom)
 	{
 		IqStoreRow row;
@@ -446,6 +588,7 @@ iq_read_finish(IqReadStream *s)
 	}
 	if (s->decoded)
 		iq_wire_request_free(&s->req);
+	free(s->repeated);
 	iq_buf_free(&s->pending);
 	free(s);
 }

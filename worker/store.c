@@ -5,9 +5,11 @@
  *
  * No PostgreSQL function is called here (postgres.h only for types), because the HTTP and local-socket
  * threads read through this file.  Each partition has a writer-preferring
- * rwlock: readers (get, cursors) hold it shared while they use the
+ * rwlock: readers (get, a cursor's batch) hold it shared while they use the
  * database, open/close take it exclusively, so a rebalance that closes a
  * partition waits for its readers and never frees a database under them.
+ * No reader keeps it while it waits on anyone else (a client, a peer): a
+ * cursor reads a bounded batch and lets go (see "cursors" below).
  * The main thread writes without the lock: RocksDB is safe for concurrent
  * reads and writes, and only the main thread opens or closes.
  *
@@ -51,6 +53,7 @@ typedef struct PartStore
 	rocksdb_column_family_handle_t *cf[NUM_CF];
 	bool		held;			/* assigned to us and published */
 	bool		restoring;
+	uint64_t	generation;		/* changes when db is opened or closed */
 	int64_t		consumed_offset;	/* atomics: read without the lock */
 	int64_t		end_offset;
 } PartStore;
@@ -61,20 +64,6 @@ struct IqStoreBatch
 	rocksdb_writebatch_t *wb;
 };
 
-struct IqStoreCursor
-{
-	int			nparts;
-	int		   *parts;			/* locked partitions, ascending */
-	rocksdb_iterator_t **iters;
-	int		   *heap;			/* indexes into iters, min-heap by key */
-	int			heap_len;
-	int			last;			/* iterator of the row handed out, -1 none */
-	char	   *upper;
-	size_t		upper_len;
-	bool		upper_incl;
-	char	   *error;			/* first iterator error */
-	rocksdb_readoptions_t *ropts;
-};
 
 static PartStore parts[IQ_MAX_PARTITIONS];
 
@@ -384,6 +373,7 @@ iq_store_open(int partition, IqCheckpoint *checkpoint, bool *existed, char **err
 		}
 		pthread_rwlock_wrlock(&ps->lock);
 		ps->db = db;
+		ps->generation++;
 		if (partition + 1 > __atomic_load_n(&parts_limit, __ATOMIC_RELAXED))
 			__atomic_store_n(&parts_limit, partition + 1, __ATOMIC_RELEASE);
 		memcpy(ps->cf, handles, sizeof(handles));
@@ -456,6 +446,7 @@ close_locked(PartStore *ps)
 	}
 	rocksdb_close(ps->db);
 	ps->db = NULL;
+	ps->generation++;
 	ps->held = false;
 	iq_vc_new_generation(iq_value_cache, (int) (ps - parts));
 	ps->restoring = false;
@@ -763,6 +754,73 @@ iq_store_position(int partition, IqPartitionPosition *pos)
 
 /* ---- cursors ---- */
 
+/*
+ * A cursor never keeps a partition's lock, nor an iterator, between calls:
+ * it copies a batch of rows (at most IQ_STORE_BATCH_ROWS, and about
+ * IQ_STORE_BATCH_BYTES) into its own buffer under the read locks of its
+ * partitions, releases them, and hands the rows out from the buffer.  The
+ * next batch seeks each partition just past the last key it gave, so the
+ * merge goes on in key byte order.  A reader that stalls (a client reading
+ * slowly, a peer) therefore holds nothing a rebalance waits for: closing a
+ * partition waits for one batch at most.  Between batches the partitions
+ * may change: a write is seen or not, as a write during one iterator's
+ * life would be; a partition closed meanwhile (handed to another instance,
+ * the pipeline rebuilt) ends the scan with IQ_READ_MOVED, never a shorter
+ * list.
+ *
+ * The first batch is small (IQ_STORE_BATCH_FIRST_ROWS), for LIMITs and
+ * point-like ranges, and each next one twice as large up to the bound.
+ */
+typedef struct CursorPart
+{
+	int			partition;
+	uint64_t	generation;		/* of its database when the cursor opened */
+	char	   *pos;			/* last key handed out, when started */
+	size_t		pos_len;
+	size_t		pos_cap;
+	bool		started;
+	bool		done;			/* no more rows within the bounds */
+	bool		locked;			/* while a batch is read */
+	int			last_row;		/* in this batch, -1 none */
+} CursorPart;
+
+typedef struct BatchRow
+{
+	size_t		key_off;
+	size_t		key_len;
+	size_t		value_off;
+	size_t		value_len;
+	int			part;			/* index into cp */
+} BatchRow;
+
+struct IqStoreCursor
+{
+	IqStoreId	store;
+	int			nparts;
+	CursorPart *cp;				/* ascending partition: locks in one order */
+	char	   *lower;
+	size_t		lower_len;
+	bool		lower_incl;
+	char	   *upper;
+	size_t		upper_len;
+	bool		upper_incl;
+	/* the batch in hand */
+	char	   *data;
+	size_t		data_len;
+	size_t		data_cap;
+	BatchRow   *rows;
+	int			nrows;
+	int			next;
+	int			batch_rows;		/* rows the next batch may take */
+	/* while a batch is read (locks held) */
+	rocksdb_iterator_t **iters;
+	int		   *heap;			/* indexes into iters, min-heap by key */
+	int			heap_len;
+	rocksdb_readoptions_t *ropts;
+	IqReadStatus status;		/* IQ_READ_OK, _MOVED or _ERROR */
+	char	   *error;			/* why, when not OK */
+};
+
 static int
 key_cmp(rocksdb_iterator_t *a, rocksdb_iterator_t *b)
 {
@@ -802,6 +860,26 @@ heap_down(IqStoreCursor *c, int i)
 	}
 }
 
+/* cursor_fail: the first failure sticks; the cursor hands out nothing more */
+static void
+cursor_fail(IqStoreCursor *c, IqReadStatus status, const char *fmt,...)
+__attribute__((format(printf, 3, 4)));
+
+static void
+cursor_fail(IqStoreCursor *c, IqReadStatus status, const char *fmt,...)
+{
+	char		buf[1024];
+	va_list		ap;
+
+	if (c->status != IQ_READ_OK)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	c->status = status;
+	c->error = strdup(buf);
+}
+
 /*
  * iter_usable
  *		Valid and within the upper bound; records an iterator error.
@@ -818,10 +896,9 @@ iter_usable(IqStoreCursor *c, int i)
 		rocksdb_iter_get_error(it, &e);
 		if (e != NULL)
 		{
-			if (c->error == NULL)
-				c->error = e;
-			else
-				free(e);
+			cursor_fail(c, IQ_READ_ERROR, "RocksDB iterator failed on partition %d: %s",
+						c->cp[i].partition, e);
+			free(e);
 		}
 		return false;
 	}
@@ -839,20 +916,194 @@ iter_usable(IqStoreCursor *c, int i)
 	return true;
 }
 
+/* seek_past: position it after what was handed out, or at the lower bound */
 static void
-cursor_free(IqStoreCursor *c)
+seek_past(IqStoreCursor *c, rocksdb_iterator_t *it, const CursorPart *cp)
 {
+	const char *at = cp->started ? cp->pos : c->lower;
+	size_t		at_len = cp->started ? cp->pos_len : c->lower_len;
+	bool		incl = cp->started ? false : c->lower_incl;
+
+	if (at == NULL)
+	{
+		rocksdb_iter_seek_to_first(it);
+		return;
+	}
+	rocksdb_iter_seek(it, at, at_len);
+	if (!incl && rocksdb_iter_valid(it))
+	{
+		size_t		kl;
+		const char *k = rocksdb_iter_key(it, &kl);
+
+		if (kl == at_len && memcmp(k, at, kl) == 0)
+			rocksdb_iter_next(it);
+	}
+}
+
+/* batch_append: copy the row under iterator i into the batch */
+static bool
+batch_append(IqStoreCursor *c, int i)
+{
+	rocksdb_iterator_t *it = c->iters[i];
+	size_t		kl,
+				vl;
+	const char *k = rocksdb_iter_key(it, &kl);
+	const char *v = rocksdb_iter_value(it, &vl);
+	BatchRow   *r;
+
+	if (c->data_len + kl + vl > c->data_cap)
+	{
+		size_t		cap = c->data_cap > 0 ? c->data_cap : 4096;
+		char	   *d;
+
+		while (cap < c->data_len + kl + vl)
+			cap *= 2;
+		d = realloc(c->data, cap);
+		if (d == NULL)
+			return false;
+		c->data = d;
+		c->data_cap = cap;
+	}
+	r = &c->rows[c->nrows];
+	r->key_off = c->data_len;
+	r->key_len = kl;
+	memcpy(c->data + c->data_len, k, kl);
+	c->data_len += kl;
+	r->value_off = c->data_len;
+	r->value_len = vl;
+	memcpy(c->data + c->data_len, v, vl);
+	c->data_len += vl;
+	r->part = i;
+	c->cp[i].last_row = c->nrows;
+	c->nrows++;
+	return true;
+}
+
+/* remember_positions: each partition's last key of the batch, for the next */
+static bool
+remember_positions(IqStoreCursor *c)
+{
+	for (int i = 0; i < c->nparts; i++)
+	{
+		CursorPart *cp = &c->cp[i];
+		const BatchRow *r;
+
+		if (cp->last_row < 0)
+			continue;
+		r = &c->rows[cp->last_row];
+		if (r->key_len > cp->pos_cap || cp->pos == NULL)
+		{
+			char	   *p = realloc(cp->pos, r->key_len > 0 ? r->key_len : 1);
+
+			if (p == NULL)
+				return false;
+			cp->pos = p;
+			cp->pos_cap = r->key_len > 0 ? r->key_len : 1;
+		}
+		memcpy(cp->pos, c->data + r->key_off, r->key_len);
+		cp->pos_len = r->key_len;
+		cp->started = true;
+	}
+	return true;
+}
+
+/*
+ * cursor_fill
+ *		Read the next batch under the read locks of the partitions not yet
+ *		done, and release them.
+ */
+static void
+cursor_fill(IqStoreCursor *c)
+{
+	bool		oom = false;
+
+	c->nrows = 0;
+	c->next = 0;
+	c->data_len = 0;
+	c->heap_len = 0;
+	for (int i = 0; i < c->nparts; i++)
+	{
+		CursorPart *cp = &c->cp[i];
+		PartStore  *ps = &parts[cp->partition];
+
+		cp->last_row = -1;
+		c->iters[i] = NULL;
+		if (cp->done)
+			continue;
+		pthread_rwlock_rdlock(&ps->lock);
+		cp->locked = true;
+		if (ps->db == NULL || ps->generation != cp->generation)
+		{
+			cursor_fail(c, IQ_READ_MOVED,
+						"partition %d moved during the scan (closed here by a rebalance or a restart of the worker)",
+						cp->partition);
+			break;
+		}
+		c->iters[i] = rocksdb_create_iterator_cf(ps->db, c->ropts, ps->cf[CF_OF(c->store)]);
+		seek_past(c, c->iters[i], cp);
+		if (iter_usable(c, i))
+			c->heap[c->heap_len++] = i;
+		else
+			cp->done = true;
+	}
+	if (c->status == IQ_READ_OK)
+	{
+		for (int i = c->heap_len / 2 - 1; i >= 0; i--)
+			heap_down(c, i);
+		while (c->heap_len > 0 && c->nrows < c->batch_rows &&
+			   c->data_len < IQ_STORE_BATCH_BYTES)
+		{
+			int			top = c->heap[0];
+
+			if (!batch_append(c, top))
+			{
+				oom = true;
+				break;
+			}
+			rocksdb_iter_next(c->iters[top]);
+			if (!iter_usable(c, top))
+			{
+				c->cp[top].done = true;
+				c->heap[0] = c->heap[--c->heap_len];
+			}
+			if (c->status != IQ_READ_OK)
+				break;
+			if (c->heap_len > 0)
+				heap_down(c, 0);
+		}
+	}
 	for (int i = 0; i < c->nparts; i++)
 	{
 		if (c->iters[i])
 			rocksdb_iter_destroy(c->iters[i]);
-		pthread_rwlock_unlock(&parts[c->parts[i]].lock);
+		c->iters[i] = NULL;
+		if (c->cp[i].locked)
+			pthread_rwlock_unlock(&parts[c->cp[i].partition].lock);
+		c->cp[i].locked = false;
 	}
+	if (oom || !remember_positions(c))
+		cursor_fail(c, IQ_READ_ERROR, "out of memory reading a batch of a scan");
+	if (c->status != IQ_READ_OK)
+		c->nrows = 0;
+	if (c->batch_rows < IQ_STORE_BATCH_ROWS)
+		c->batch_rows = c->batch_rows * 2 < IQ_STORE_BATCH_ROWS ?
+			c->batch_rows * 2 : IQ_STORE_BATCH_ROWS;
+}
+
+static void
+cursor_free(IqStoreCursor *c)
+{
+	if (c->cp)
+		for (int i = 0; i < c->nparts; i++)
+			free(c->cp[i].pos);
 	if (c->ropts)
 		rocksdb_readoptions_destroy(c->ropts);
+	free(c->cp);
 	free(c->iters);
 	free(c->heap);
-	free(c->parts);
+	free(c->rows);
+	free(c->data);
+	free(c->lower);
 	free(c->upper);
 	free(c->error);
 	free(c);
@@ -864,9 +1115,22 @@ int_cmp(const void *a, const void *b)
 	return *(const int *) a - *(const int *) b;
 }
 
+/* copy_bound: a malloc'd copy of a bound (never NULL for a present one) */
+static bool
+copy_bound(char **dst, size_t *dst_len, const char *src, size_t len)
+{
+	*dst = malloc(len > 0 ? len : 1);
+	if (*dst == NULL)
+		return false;
+	memcpy(*dst, src, len);
+	*dst_len = len;
+	return true;
+}
+
 /*
  * iq_store_cursor_open
- *		A k-way merge of one iterator per partition, in key byte order.
+ *		A k-way merge of the partitions, in key byte order, read a batch at a
+ *		time (see above); checks now that every partition is readable.
  */
 IqStoreCursor *
 iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
@@ -876,7 +1140,9 @@ iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
 {
 	IqStoreCursor *c;
 	int			held[IQ_MAX_PARTITIONS];
+	int		   *sorted = NULL;
 	int			n = 0;
+	int			alloc;
 
 	*status = IQ_READ_OK;
 	if (!initialized || store < 0 || store >= IQ_NUM_STORES)
@@ -889,41 +1155,48 @@ iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
 		npartitions = iq_store_held_partitions(held, IQ_MAX_PARTITIONS);
 		partitions = held;
 	}
+	alloc = npartitions > 0 ? npartitions : 1;
 	c = calloc(1, sizeof(IqStoreCursor));
 	if (c == NULL)
 		goto oom;
-	c->last = -1;
-	c->parts = malloc(sizeof(int) * (npartitions > 0 ? npartitions : 1));
-	c->iters = calloc(npartitions > 0 ? npartitions : 1, sizeof(rocksdb_iterator_t *));
-	c->heap = malloc(sizeof(int) * (npartitions > 0 ? npartitions : 1));
-	if (!c->parts || !c->iters || !c->heap)
+	c->store = store;
+	c->batch_rows = IQ_STORE_BATCH_FIRST_ROWS;
+	sorted = malloc(sizeof(int) * alloc);
+	c->cp = calloc(alloc, sizeof(CursorPart));
+	c->iters = calloc(alloc, sizeof(rocksdb_iterator_t *));
+	c->heap = malloc(sizeof(int) * alloc);
+	c->rows = malloc(sizeof(BatchRow) * IQ_STORE_BATCH_ROWS);
+	if (!sorted || !c->cp || !c->iters || !c->heap || !c->rows)
 		goto oom;
 	/* sorted and deduplicated: locks are always taken in the same order */
-	memcpy(c->parts, partitions, sizeof(int) * npartitions);
-	qsort(c->parts, npartitions, sizeof(int), int_cmp);
+	memcpy(sorted, partitions, sizeof(int) * npartitions);
+	qsort(sorted, npartitions, sizeof(int), int_cmp);
 	for (int i = 0; i < npartitions; i++)
-		if (i == 0 || c->parts[i] != c->parts[n - 1])
-			c->parts[n++] = c->parts[i];
+		if (i == 0 || sorted[i] != sorted[n - 1])
+			sorted[n++] = sorted[i];
+	if (lower != NULL)
+	{
+		if (!copy_bound(&c->lower, &c->lower_len, lower, lower_len))
+			goto oom;
+		c->lower_incl = lower_incl;
+	}
 	if (upper != NULL)
 	{
-		c->upper = malloc(upper_len > 0 ? upper_len : 1);
-		if (c->upper == NULL)
+		if (!copy_bound(&c->upper, &c->upper_len, upper, upper_len))
 			goto oom;
-		memcpy(c->upper, upper, upper_len);
-		c->upper_len = upper_len;
 		c->upper_incl = upper_incl;
 	}
 	c->ropts = rocksdb_readoptions_create();
 
-	c->nparts = 0;
 	for (int i = 0; i < n; i++)
 	{
-		int			p = c->parts[i];
+		int			p = sorted[i];
 		PartStore  *ps;
 
 		if (p < 0 || p >= IQ_MAX_PARTITIONS)
 		{
 			*status = IQ_READ_NOT_HELD;
+			set_err(err, "partition %d is not held by this instance", p);
 			break;
 		}
 		ps = &parts[p];
@@ -934,54 +1207,24 @@ iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
 			pthread_rwlock_unlock(&ps->lock);
 			break;
 		}
-		c->parts[c->nparts] = p;
-		c->iters[c->nparts] = rocksdb_create_iterator_cf(ps->db, c->ropts, ps->cf[CF_OF(store)]);
+		c->cp[c->nparts].partition = p;
+		c->cp[c->nparts].generation = ps->generation;
+		c->cp[c->nparts].last_row = -1;
 		c->nparts++;
+		pthread_rwlock_unlock(&ps->lock);
 	}
+	free(sorted);
 	if (*status != IQ_READ_OK)
 	{
-		cursor_free(c);
-		return NULL;
-	}
-
-	for (int i = 0; i < c->nparts; i++)
-	{
-		rocksdb_iterator_t *it = c->iters[i];
-
-		if (lower != NULL)
-		{
-			rocksdb_iter_seek(it, lower, lower_len);
-			if (!lower_incl && rocksdb_iter_valid(it))
-			{
-				size_t		kl;
-				const char *k = rocksdb_iter_key(it, &kl);
-
-				if (kl == lower_len && memcmp(k, lower, kl) == 0)
-					rocksdb_iter_next(it);
-			}
-		}
-		else
-			rocksdb_iter_seek_to_first(it);
-		if (iter_usable(c, i))
-			c->heap[c->heap_len++] = i;
-	}
-	for (int i = c->heap_len / 2 - 1; i >= 0; i--)
-		heap_down(c, i);
-	if (c->error != NULL)
-	{
-		*status = IQ_READ_ERROR;
-		set_err(err, "RocksDB iterator failed: %s", c->error);
 		cursor_free(c);
 		return NULL;
 	}
 	return c;
 
 oom:
+	free(sorted);
 	if (c)
-	{
-		c->nparts = 0;
 		cursor_free(c);
-	}
 	*status = IQ_READ_ERROR;
 	set_err(err, "out of memory");
 	return NULL;
@@ -989,53 +1232,46 @@ oom:
 
 /*
  * iq_store_cursor_next
- *		Advance the iterator of the previous row, then hand out the least.
+ *		The next row of the batch in hand, reading a batch when it is used up.
  */
 bool
 iq_store_cursor_next(IqStoreCursor *c, IqStoreRow *row)
 {
-	rocksdb_iterator_t *it;
+	const BatchRow *r;
 
-	if (c->last >= 0)
+	if (c->next >= c->nrows)
 	{
-		/* the previous row's iterator is at the top of the heap */
-		rocksdb_iter_next(c->iters[c->last]);
-		if (!iter_usable(c, c->last))
-			c->heap[0] = c->heap[--c->heap_len];
-		c->last = -1;
-		if (c->heap_len > 0)
-			heap_down(c, 0);
+		bool		more = false;
+
+		if (c->status != IQ_READ_OK)
+			return false;
+		for (int i = 0; i < c->nparts && !more; i++)
+			more = !c->cp[i].done;
+		if (!more)
+			return false;
+		cursor_fill(c);
+		if (c->nrows == 0)
+			return false;
 	}
-	if (c->heap_len == 0 || c->error != NULL)
-		return false;
-	c->last = c->heap[0];
-	it = c->iters[c->last];
-	row->key = rocksdb_iter_key(it, &row->key_len);
-	row->value = rocksdb_iter_value(it, &row->value_len);
-	row->partition = c->parts[c->last];
+	r = &c->rows[c->next++];
+	row->key = c->data + r->key_off;
+	row->key_len = r->key_len;
+	row->value = c->data + r->value_off;
+	row->value_len = r->value_len;
+	row->partition = c->cp[r->part].partition;
 	return true;
 }
 
 IqReadStatus
 iq_store_cursor_close(IqStoreCursor *c, char **err)
 {
-	IqReadStatus status = IQ_READ_OK;
+	IqReadStatus status;
 
 	if (c == NULL)
 		return IQ_READ_OK;
-	for (int i = 0; i < c->nparts && c->error == NULL; i++)
-	{
-		char	   *e = NULL;
-
-		rocksdb_iter_get_error(c->iters[i], &e);
-		if (e != NULL)
-			c->error = e;
-	}
-	if (c->error != NULL)
-	{
-		status = IQ_READ_ERROR;
-		set_err(err, "RocksDB iterator failed: %s", c->error);
-	}
+	status = c->status;
+	if (status != IQ_READ_OK)
+		set_err(err, "%s", c->error ? c->error : "the scan failed");
 	cursor_free(c);
 	return status;
 }

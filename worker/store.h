@@ -11,9 +11,11 @@
  * Threads: open/close/write are called by the worker's main thread only.
  * The read functions (iq_store_get, cursors, counts, positions) may be
  * called from any thread (HTTP server, local socket server), never call a
- * PostgreSQL function, and return malloc'd strings for errors.  A cursor
- * keeps the databases it reads open until it is closed, so a rebalance that
- * closes a partition waits for readers (they are bounded by timeouts).
+ * PostgreSQL function, and return malloc'd strings for errors.  No read
+ * holds a partition's lock between calls: a cursor copies a bounded batch of
+ * rows under the locks and releases them, so a rebalance that closes a
+ * partition waits for one batch at most, whatever the reader's client does;
+ * a cursor whose partition was closed meanwhile ends with IQ_READ_MOVED.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_STORE_H
@@ -31,8 +33,20 @@ typedef enum IqReadStatus
 	IQ_READ_NOT_FOUND,			/* get: no such key */
 	IQ_READ_NOT_HELD,			/* this instance does not hold the partition */
 	IQ_READ_RESTORING,			/* held, but not yet restored */
-	IQ_READ_ERROR				/* RocksDB failed; *err says why */
+	IQ_READ_ERROR,				/* RocksDB failed; *err says why */
+	IQ_READ_MOVED				/* cursor: a partition was closed during the scan */
 } IqReadStatus;
+
+/*
+ * A cursor reads a batch of rows at a time under its partitions' read
+ * locks and holds no lock between batches: at most IQ_STORE_BATCH_ROWS rows,
+ * and it stops adding rows once IQ_STORE_BATCH_BYTES are copied (so a batch
+ * holds at most that plus one row).  The first batch is
+ * IQ_STORE_BATCH_FIRST_ROWS rows, each next one twice as many.
+ */
+#define IQ_STORE_BATCH_ROWS			1024
+#define IQ_STORE_BATCH_BYTES		(256 * 1024)
+#define IQ_STORE_BATCH_FIRST_ROWS	32
 
 /* Position of a partition, for the freshness of answers. */
 typedef struct IqPartitionPosition
@@ -78,9 +92,13 @@ extern IqStoreCursor *iq_store_cursor_open(IqStoreId store,
 										   const char *lower, size_t lower_len, bool lower_incl,
 										   const char *upper, size_t upper_len, bool upper_incl,
 										   IqReadStatus *status, char **err);
+/* The next row, valid until the next call; false at the end or on failure. */
 extern bool iq_store_cursor_next(IqStoreCursor *cursor, IqStoreRow *row);
 
-/* Closes; IQ_READ_ERROR with *err if an iterator failed on the way. */
+/*
+ * Closes; IQ_READ_ERROR with *err if an iterator failed on the way,
+ * IQ_READ_MOVED if a partition was closed during the scan.
+ */
 extern IqReadStatus iq_store_cursor_close(IqStoreCursor *cursor, char **err);
 
 /* RocksDB's estimate of the keys in store over the given partitions (0 = all held). */
