@@ -36,4 +36,7 @@ extern void iq_http_stop(void);
 extern bool iq_local_server_start(const IqServerConfig *config, char **err);
 extern void iq_local_server_stop(void);
 
+/* The servers' limits (settings applied at start and on reload). */
+extern void iq_servers_apply_settings(void);
+
 #endif							/* IQ_SERVERS_H */

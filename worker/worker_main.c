@@ -356,6 +356,7 @@ servers_start(char **err)
 	}
 	sc.threads = iq_w->cfg.http_threads;
 	sc.peer_timeout_ms = iq_peer_timeout_ms;
+	iq_servers_apply_settings();
 	snprintf(sc.socket_path, sizeof(sc.socket_path), "/tmp/iq_fdw.%d.sock", PostPortNumber);
 
 	if (!iq_http_start(&sc, err))
@@ -499,6 +500,7 @@ iq_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			iq_servers_apply_settings();	/* the servers' limits: no restart */
 			if (config_changed())
 			{
 				ereport(LOG,
