@@ -3,7 +3,12 @@
  * as a backend does it (u32 length + wire request, read the answer).
  *
  *   cc -O2 -Isrc bench/local_rtt.c src/wire.c -o /tmp/local_rtt
- *   /tmp/local_rtt /tmp/iq_fdw.<pgport>.sock <store 0|1> <key> [iterations] [spin_us]
+ *   /tmp/local_rtt <data directory> <store 0|1> <key> [iterations] [spin_us]
+ *
+ * The worker listens on iq_fdw.sock in the instance's data directory (the
+ * first argument may also be a socket's path); run it as the PostgreSQL
+ * user or root.  It connects from inside the directory, as backends do, so
+ * a long data directory path does not overflow sun_path.
  *
  * Prints the median, p99 and mean round trip in microseconds.  With
  * spin_us, the answer is first awaited by spinning on a non-blocking recv
@@ -18,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,10 +63,12 @@ main(int argc, char **argv)
 	double		sum = 0;
 	int			rows = 0;
 	double		spin;
+	const char *path;
+	struct stat st;
 
 	if (argc < 4)
 	{
-		fprintf(stderr, "usage: %s socket store key [iterations]\n", argv[0]);
+		fprintf(stderr, "usage: %s datadir|socket store key [iterations] [spin_us]\n", argv[0]);
 		return 2;
 	}
 	n = argc > 4 ? atoi(argv[4]) : 100000;
@@ -79,10 +87,20 @@ main(int argc, char **argv)
 	iq_buf_u32(&msg, (uint32_t) body.len);
 	iq_buf_append(&msg, body.data, body.len);
 
+	path = argv[1];
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+	{
+		if (chdir(path) < 0)
+		{
+			perror("chdir");
+			return 1;
+		}
+		path = "iq_fdw.sock";
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	memset(&addr, 0, sizeof(addr));
 	addr.sun_family = AF_UNIX;
-	strncpy(addr.sun_path, argv[1], sizeof(addr.sun_path) - 1);
+	strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
 	if (connect(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0)
 	{
 		perror("connect");

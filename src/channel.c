@@ -15,6 +15,10 @@
  * before the first byte of the answer means the worker restarted: the
  * request is sent again on a fresh connection, once.
  *
+ * The worker closes a connection idle for iq_fdw.stream_idle_timeout; a
+ * pooled one it closed fails before the first byte of its answer, like
+ * one of a restarted worker, and is replaced the same way.
+ *
  * A fresh peer connection sends the upgrade request and the first wire
  * request in one write; the 101's head is taken off the answer before the
  * wire bytes.  A peer that answers anything but 101 (a worker from before
@@ -186,14 +190,17 @@ connect_new(IqFetchSource *src)
 	src->conn.fd = -1;
 	if (!src->target.is_local)
 		return iq_upgrade_connect(src);
+	/* a relative name is in the data directory, our working directory */
 	src->conn.fd = connect_unix(src->endpoint);
 	if (src->conn.fd < 0)
 	{
-		char		what[IQ_ENDPOINT_LEN + 64];
+		char		what[MAXPGPATH + IQ_ENDPOINT_LEN + 64];
+		int			e = errno;
 
-		snprintf(what, sizeof(what), "could not connect to the local socket \"%s\"",
-				 src->endpoint);
-		fail(src, what, errno);
+		snprintf(what, sizeof(what), "could not connect to the local socket \"%s%s%s\"",
+				 is_absolute_path(src->endpoint) ? "" : DataDir,
+				 is_absolute_path(src->endpoint) ? "" : "/", src->endpoint);
+		fail(src, what, e);
 		return false;
 	}
 	return true;

@@ -31,6 +31,10 @@ int			iq_memory_budget_mb;
 int			iq_value_cache_mb;
 int			iq_http_threads;
 int			iq_commit_interval_ms;
+int			iq_request_timeout_ms;
+int			iq_stream_idle_timeout_ms;
+int			iq_http_connections_per_client;
+int			iq_request_memory_mb;
 
 int			iq_peer_timeout_ms;
 int			iq_ownership_wait_ms;
@@ -336,6 +340,27 @@ iq_define_settings(void)
 							"-1 takes Kafka Streams' commit.interval.ms: 30 s under at_least_once, 100 ms under exactly_once.",
 							&iq_commit_interval_ms, -1, -1, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.request_timeout",
+							"Longest time the worker's servers take to receive one request whole.",
+							"HTTP: the head and body, from accept (on a kept-alive connection, from its request line); "
+							"a stream: a request from its first byte to its last.  The connection is closed past it.",
+							&iq_request_timeout_ms, 10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.stream_idle_timeout",
+							"How long a stream connection (local socket, upgraded HTTP) may wait idle for its next request.",
+							"The worker closes it after that; a backend reconnects on its next query.",
+							&iq_stream_idle_timeout_ms, 60000, 100, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.http_connections_per_client",
+							"HTTP connections, upgraded streams included, that one unauthenticated client address may hold.",
+							"IPv6 addresses count per /64.  Beyond it new connections are closed at once.",
+							&iq_http_connections_per_client, 256, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.request_memory",
+							"Memory that request bodies being received may take, all connections together.",
+							"POST /iq/v1/read bodies and stream requests over 64 kB; one that does not fit is refused at once.",
+							&iq_request_memory_mb, 64, 16, 64 * 1024,
+							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("iq_fdw.peer_timeout",
 							"Time limit of one call to another instance.",

@@ -43,6 +43,11 @@ extern int	iq_memory_budget_mb;
 extern int	iq_value_cache_mb;
 extern int	iq_http_threads;
 extern int	iq_commit_interval_ms;
+/* the servers' limits: applied on reload, without a worker restart */
+extern int	iq_request_timeout_ms;
+extern int	iq_stream_idle_timeout_ms;
+extern int	iq_http_connections_per_client;
+extern int	iq_request_memory_mb;
 
 /* backends */
 extern int	iq_peer_timeout_ms;

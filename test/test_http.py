@@ -471,8 +471,9 @@ def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
 # ---- the local channel ------------------------------------------------------------
 
 def local_socket(i):
-    from conftest import pg_port
-    return f"/tmp/iq_fdw.{pg_port(i)}.sock"
+    """The worker's local socket: iq_fdw.sock in the instance's data directory."""
+    from conftest import IQ_HOME
+    return str(IQ_HOME / "pg" / str(i) / "data" / "iq_fdw.sock")
 
 
 def read_answer(s, data=b""):

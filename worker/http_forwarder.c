@@ -294,8 +294,12 @@ iq_forwarder_start(char **err)
 		*err = strdup("could not create the curl multi handle for forwarded gets");
 		return false;
 	}
-	/* enough idle connections to peers for a busy server's forwards */
-	curl_multi_setopt(fwd_multi, CURLMOPT_MAXCONNECTS, 256L);
+	/*
+	 * Enough idle connections to peers for a busy server's forwards, and
+	 * a quarter of a peer's default iq_fdw.http_connections_per_client:
+	 * idle ones alone never bring this address near a peer's cap.
+	 */
+	curl_multi_setopt(fwd_multi, CURLMOPT_MAXCONNECTS, 64L);
 	curl_multi_setopt(fwd_multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(fwd_multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	timer_deadline = -1;

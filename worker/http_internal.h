@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -21,8 +22,10 @@
 /* Longest URL we answer; longer ones get 414 (MHD's own 414 beyond its pool). */
 #define IQ_HTTP_MAX_URL			8192
 #define IQ_HTTP_MEMORY_LIMIT	(16 * 1024)	/* MHD clears it per request */
+/* MHD's idle timeout; also the longest wait for a kept-alive connection's next request line */
 #define IQ_HTTP_CONN_TIMEOUT_S	30
 #define IQ_HTTP_MAX_CONNECTIONS 1000
+#define IQ_HTTP_FD_WANTED		4096	/* soft descriptor limit the worker raises itself to */
 
 /*
  * Ownership as the server threads need it: a plain-C copy of ownership.h's
@@ -99,6 +102,20 @@ extern enum MHD_Result iq_http_forward_answer(struct MHD_Connection *conn,
 /* in http_peer.c */
 extern enum MHD_Result iq_http_peer_read(struct MHD_Connection *conn,
 										 const char *body, size_t len);
+
+/* in http_conns.c: per-client caps and whole-request deadlines */
+extern bool iq_http_conns_start(void);
+extern void iq_http_conns_stop(void);
+extern enum MHD_Result iq_http_conn_admit(void *cls, const struct sockaddr *addr,
+										  socklen_t addrlen);
+extern void iq_http_conn_notify(void *cls, struct MHD_Connection *conn,
+								void **socket_context,
+								enum MHD_ConnectionNotificationCode toe);
+extern void iq_http_conn_request_line(struct MHD_Connection *conn);
+extern void iq_http_conn_answering(struct MHD_Connection *conn);
+extern void iq_http_conn_completed(struct MHD_Connection *conn);
+extern void iq_http_conn_upgraded(struct MHD_Connection *conn);
+extern void iq_http_conn_authenticated(struct MHD_Connection *conn);
 
 /* in http_stream.c: GET /iq/v1/stream, upgraded to the compact stream */
 extern enum MHD_Result iq_http_stream_upgrade(struct MHD_Connection *conn,

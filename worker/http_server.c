@@ -6,6 +6,12 @@
  *	  JSON API), http_peer.c (the compact endpoint for peers) and
  *	  http_stream.c (the same, upgraded to a stream of requests).
  *
+ * Bounds on what clients can make us hold: connections per client address
+ * and whole-request deadlines (http_conns.c); request bodies, whose
+ * Content-Length is checked before any byte of them is read: over
+ * IQ_WIRE_MAX_REQUEST 413, beyond what iq_fdw.request_memory has left for
+ * all bodies together 503, at once (conn_limits.h).
+ *
  * MHD's threads never call PostgreSQL.  Signals are blocked while MHD
  * creates its threads, so they inherit a full mask and every signal meant
  * for the worker (SIGTERM, SIGHUP, the latch's SIGURG) reaches its main
@@ -25,6 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "conn_limits.h"
 #include "http_internal.h"
 #include "read_handler.h"
 
@@ -32,11 +39,12 @@ IqServerConfig iq_http_config;
 
 static struct MHD_Daemon *http_daemon = NULL;
 
-/* Per-request state, for requests with a body (the peer endpoint). */
+/* Per-request state, made when its request line arrives. */
 typedef struct RequestCtx
 {
-	IqBuf		body;
-	bool		too_large;
+	bool		seen;			/* the access handler saw its head */
+	IqBuf		body;			/* POST /iq/v1/read */
+	size_t		reserved;		/* of iq_fdw.request_memory, for the body */
 	IqGetCtx	get;			/* a GET's forward */
 } RequestCtx;
 
@@ -45,6 +53,18 @@ static size_t
 no_unescape(void *cls, struct MHD_Connection *c, char *s)
 {
 	return strlen(s);
+}
+
+/* request_started: MHD's URI log callback: the request line arrived */
+static void *
+request_started(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	RequestCtx *ctx = calloc(1, sizeof(RequestCtx));
+
+	iq_http_conn_request_line(conn);
+	if (ctx)
+		iq_buf_init(&ctx->body);
+	return ctx;					/* the access handler's *con_cls */
 }
 
 /* request_completed: free what a request allocated, however it ended */
@@ -58,9 +78,59 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	{
 		iq_forward_job_free(ctx->get.job);
 		iq_buf_free(&ctx->body);
+		iq_request_memory_release(ctx->reserved);
 		free(ctx);
 		*con_cls = NULL;
 	}
+	iq_http_conn_completed(conn);
+}
+
+/*
+ * body_admit: at the head of POST /iq/v1/read, before any byte of its
+ * body is read: refuse a body we would not keep, else charge its size to
+ * iq_fdw.request_memory and make room for it.  MHD_YES to go on reading;
+ * otherwise *refusal is the answer queued (MHD then closes the connection
+ * without reading the body).
+ */
+static bool
+body_admit(struct MHD_Connection *conn, RequestCtx *ctx, enum MHD_Result *refusal)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+												 MHD_HTTP_HEADER_CONTENT_LENGTH);
+	unsigned long long len;
+	char	   *end;
+
+	if (cl == NULL || MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+												  MHD_HTTP_HEADER_TRANSFER_ENCODING))
+	{
+		*refusal = iq_http_send_error(conn, MHD_HTTP_LENGTH_REQUIRED, NULL,
+									  "the body of POST /iq/v1/read needs a Content-Length "
+									  "(and no Transfer-Encoding)");
+		return false;
+	}
+	errno = 0;
+	len = strtoull(cl, &end, 10);
+	if (errno != 0 || end == cl || *end != '\0' || len > IQ_WIRE_MAX_REQUEST)
+	{
+		*refusal = iq_http_send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+									  "request body larger than %d bytes", IQ_WIRE_MAX_REQUEST);
+		return false;
+	}
+	if (!iq_request_memory_reserve((size_t) len))
+	{
+		*refusal = iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+									  "the server is receiving too many large requests at once "
+									  "(iq_fdw.request_memory); retry later");
+		return false;
+	}
+	ctx->reserved = (size_t) len;
+	if (len > 0 && !iq_buf_reserve(&ctx->body, (size_t) len))
+	{
+		*refusal = iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+									  "out of memory reading the request");
+		return false;
+	}
+	return true;
 }
 
 /* access_handler: MHD's entry point for every request (and body chunk) */
@@ -71,6 +141,22 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 			   void **con_cls)
 {
 	RequestCtx *ctx = *con_cls;
+	bool		first = false;
+
+	if (ctx == NULL)
+	{
+		/* request_started could not allocate it */
+		ctx = calloc(1, sizeof(RequestCtx));
+		if (ctx == NULL)
+			return MHD_NO;
+		iq_buf_init(&ctx->body);
+		*con_cls = ctx;
+	}
+	if (!ctx->seen)
+	{
+		ctx->seen = true;
+		first = true;
+	}
 
 	if (strlen(url) > IQ_HTTP_MAX_URL)
 		return iq_http_send_error(conn, MHD_HTTP_URI_TOO_LONG, NULL,
@@ -78,33 +164,24 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 
 	if (strcmp(method, "POST") == 0 && strcmp(url, "/iq/v1/read") == 0)
 	{
-		if (ctx == NULL)
+		if (first)
 		{
-			ctx = calloc(1, sizeof(RequestCtx));
-			if (ctx == NULL)
-				return MHD_NO;
-			iq_buf_init(&ctx->body);
-			*con_cls = ctx;
+			enum MHD_Result refusal;
+
+			if (!body_admit(conn, ctx, &refusal))
+				return refusal;
 			return MHD_YES;		/* MHD calls again with the body */
 		}
 		if (*upload_data_size > 0)
 		{
-			/* keep reading an oversized body, but do not keep it */
-			if (!ctx->too_large &&
-				ctx->body.len + *upload_data_size > IQ_WIRE_MAX_REQUEST)
-			{
-				ctx->too_large = true;
-				iq_buf_free(&ctx->body);
-			}
-			if (!ctx->too_large)
-				iq_buf_append(&ctx->body, upload_data, *upload_data_size);
+			/* MHD holds the body to its Content-Length, charged whole */
+			if (ctx->body.len + *upload_data_size > ctx->reserved)
+				return MHD_NO;	/* cannot happen: close the connection */
+			iq_buf_append(&ctx->body, upload_data, *upload_data_size);
 			*upload_data_size = 0;
 			return MHD_YES;
 		}
-		if (ctx->too_large)
-			return iq_http_send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
-									  "request body larger than %d bytes",
-									  IQ_WIRE_MAX_REQUEST);
+		iq_http_conn_answering(conn);
 		if (ctx->body.oom)
 			return iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
 									  "out of memory reading the request");
@@ -115,22 +192,17 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	/*
 	 * Answering on the first call, before MHD knows the request has no
 	 * body, would make it close the connection: answer on the second.  A
-	 * body we do not want (any method but POST /iq/v1/read) is swallowed.
+	 * body we do not want (any method but POST /iq/v1/read) is swallowed,
+	 * within the request's deadline.
 	 */
-	if (ctx == NULL)
-	{
-		ctx = calloc(1, sizeof(RequestCtx));
-		if (ctx == NULL)
-			return MHD_NO;
-		iq_buf_init(&ctx->body);
-		*con_cls = ctx;
+	if (first)
 		return MHD_YES;
-	}
 	if (*upload_data_size > 0)
 	{
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	iq_http_conn_answering(conn);
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
 								  "method %s not allowed on %s", method,
@@ -203,13 +275,33 @@ open_listener(const char *host, int port, char **err)
 	return fd;
 }
 
-/* connection_limit: what the process's file limit allows, at most our maximum */
+/*
+ * connection_limit: what the process's file limit allows, at most our
+ * maximum.  The soft limit is first raised toward IQ_HTTP_FD_WANTED, as
+ * far as the hard limit lets it: a soft limit of 1024 (a common default)
+ * would leave 512 connections, and a few busy clients could take them.
+ * This process polls nothing with select(), so descriptors above 1024 are
+ * safe; other processes of the instance keep their limit.
+ */
 static unsigned int
 connection_limit(void)
 {
 	struct rlimit rl;
 	unsigned int limit = IQ_HTTP_MAX_CONNECTIONS;
 
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		rl.rlim_cur < IQ_HTTP_FD_WANTED)
+	{
+		rlim_t		want = IQ_HTTP_FD_WANTED;
+
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+			want = rl.rlim_max;
+		if (want > rl.rlim_cur)
+		{
+			rl.rlim_cur = want;
+			(void) setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	/* leave half of the descriptors to RocksDB, Kafka and PostgreSQL */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
 		rl.rlim_cur / 2 < limit)
@@ -245,6 +337,18 @@ iq_http_start(const IqServerConfig *config, char **err)
 		return false;
 	}
 
+	if (!iq_http_conns_start())
+	{
+		char		msg[256];
+
+		snprintf(msg, sizeof(msg), "could not start the HTTP connection watchdog: %s",
+				 strerror(errno));
+		*err = strdup(msg);
+		close(fd);
+		iq_forwarder_stop();
+		iq_forward_shutdown();
+		return false;
+	}
 	iq_http_stream_open();
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -252,7 +356,7 @@ iq_http_start(const IqServerConfig *config, char **err)
 								   MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
 								   MHD_ALLOW_UPGRADE,
 								   0,	/* port: we pass our own socket */
-								   NULL, NULL,
+								   iq_http_conn_admit, NULL,
 								   access_handler, NULL,
 								   MHD_OPTION_LISTEN_SOCKET, fd,
 								   MHD_OPTION_THREAD_POOL_SIZE, threads,
@@ -263,6 +367,8 @@ iq_http_start(const IqServerConfig *config, char **err)
 								   (size_t) IQ_HTTP_MEMORY_LIMIT,
 								   MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
 								   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+								   MHD_OPTION_NOTIFY_CONNECTION, iq_http_conn_notify, NULL,
+								   MHD_OPTION_URI_LOG_CALLBACK, request_started, NULL,
 								   MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
@@ -271,6 +377,7 @@ iq_http_start(const IqServerConfig *config, char **err)
 		char		msg[512];
 
 		close(fd);
+		iq_http_conns_stop();
 		iq_forwarder_stop();
 		iq_forward_shutdown();
 		snprintf(msg, sizeof(msg),
@@ -294,5 +401,6 @@ iq_http_stop(void)
 	iq_http_stream_stop();
 	MHD_stop_daemon(http_daemon);	/* closes the listening socket */
 	http_daemon = NULL;
+	iq_http_conns_stop();		/* MHD closed every connection: no records left */
 	iq_forward_shutdown();
 }

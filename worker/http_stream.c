@@ -58,6 +58,8 @@ upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
 	int			intvl = STREAM_KEEPINTVL_S;
 	int			cnt = STREAM_KEEPCNT;
 
+	/* a stream from here on: wire_conn.c's deadlines, not the HTTP ones */
+	iq_http_conn_upgraded(conn);
 	/* the serving thread blocks in recv() between requests */
 	if (flags >= 0)
 		fcntl(sock, F_SETFL, flags & ~O_NONBLOCK);

@@ -25,7 +25,8 @@ typedef struct IqServerConfig
 	int			advertised_port;
 	int			threads;		/* iq_fdw.http_threads */
 	int			peer_timeout_ms;	/* for forwarded requests */
-	char		socket_path[108];	/* the local channel */
+	char		socket_path[108];	/* the local channel, relative to the
+									 * data directory (see local_server.c) */
 	int			partitioner;	/* iq_fdw.partitioner (IqPartitioner); 0 =
 								 * murmur2 */
 } IqServerConfig;
@@ -35,5 +36,9 @@ extern void iq_http_stop(void);
 
 extern bool iq_local_server_start(const IqServerConfig *config, char **err);
 extern void iq_local_server_stop(void);
+extern const char *iq_local_server_path(void);	/* the name it listens on */
+
+/* The servers' limits (settings applied at start and on reload). */
+extern void iq_servers_apply_settings(void);
 
 #endif							/* IQ_SERVERS_H */

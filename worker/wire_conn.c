@@ -4,11 +4,16 @@
  *	  (see wire_conn.h), for the local socket and upgraded HTTP connections.
  *
  * A client keeps its connection across queries, so each connection has a
- * thread of its own that waits in recv() between requests: a point get
- * costs one write and one read on each side, with no HTTP parsing and no
- * event loop hop.  The socket is blocking; a request once started must
- * arrive within WIRE_BODY_TIMEOUT_MS, and a client that stops reading an
- * answer is dropped after the send timeout set on its socket.
+ * thread of its own that waits in poll()/recv() between requests: a point
+ * get costs one write and one read on each side, with no HTTP parsing and
+ * no event loop hop.  The socket is blocking.  Every wait has a deadline
+ * for the whole of what it waits for (conn_limits.h): an idle connection
+ * is closed, without a word, iq_fdw.stream_idle_timeout after its last
+ * answer (a backend's pool then reconnects); a request must arrive whole
+ * within iq_fdw.request_timeout of its first byte, however it trickles;
+ * a request larger than IQ_REQUEST_SMALL is read only once its size is
+ * charged to iq_fdw.request_memory; a client that stops reading an answer
+ * is dropped after the send timeout set on its socket.
  *-------------------------------------------------------------------------
  */
 #ifndef _GNU_SOURCE
@@ -16,6 +21,7 @@
 #endif
 
 #include <errno.h>
+#include <stdint.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -24,15 +30,16 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "conn_limits.h"
 #include "read_handler.h"
 #include "thread.h"
 #include "wire.h"
 #include "wire_conn.h"
 
-#define WIRE_BODY_TIMEOUT_MS	10000	/* a request once started */
 #define WIRE_SEND_TIMEOUT_S		30	/* a client that stopped reading */
 #define WIRE_CHUNK				(64 * 1024)
 #define WIRE_STACK_SIZE			(512 * 1024)
+#define WIRE_WAIT_SLICE_MS		1000	/* an idle wait looks at the setting again */
 
 /* send_all: write everything or fail (the client went away or stalled) */
 static bool
@@ -54,32 +61,75 @@ send_all(int fd, const char *p, size_t n)
 	return true;
 }
 
-/* recv_more: append what arrives to buf; timeout_ms -1 waits for ever */
+/*
+ * wait_readable: until fd has bytes (or its peer hung up: true, recv says
+ * which), or the deadline (monotonic ms) passes (false)
+ */
 static bool
-recv_more(int fd, IqBuf *buf, int timeout_ms)
+wait_readable(int fd, long long deadline)
+{
+	for (;;)
+	{
+		struct pollfd pfd = {fd, POLLIN, 0};
+		long long	left = deadline - iq_conn_now_ms();
+		int			rc;
+
+		if (left <= 0)
+			return false;
+		rc = poll(&pfd, 1, (int) (left < INT32_MAX ? left : INT32_MAX));
+		if (rc > 0)
+			return true;
+		if (rc < 0 && errno != EINTR)
+			return false;
+	}
+}
+
+/*
+ * recv_more: append up to max bytes that arrive before the deadline to
+ * buf; false on timeout, hang-up or error
+ */
+static bool
+recv_more(int fd, IqBuf *buf, size_t max, long long deadline)
 {
 	ssize_t		r;
 
-	if (timeout_ms >= 0)
-	{
-		struct pollfd pfd = {fd, POLLIN, 0};
-		int			rc;
-
-		do
-			rc = poll(&pfd, 1, timeout_ms);
-		while (rc < 0 && errno == EINTR);
-		if (rc <= 0)
-			return false;
-	}
-	if (!iq_buf_reserve(buf, WIRE_CHUNK))
+	if (!wait_readable(fd, deadline))
+		return false;
+	if (!iq_buf_reserve(buf, max))
 		return false;
 	do
-		r = recv(fd, buf->data + buf->len, buf->cap - buf->len, 0);
+		r = recv(fd, buf->data + buf->len, max, 0);
 	while (r < 0 && errno == EINTR);
 	if (r <= 0)
 		return false;
 	buf->len += (size_t) r;
 	return true;
+}
+
+/*
+ * wait_idle: until the first byte of the next request (true), or the idle
+ * timeout; the setting is read again every slice, so a reload applies to
+ * connections already idle
+ */
+static bool
+wait_idle(int fd)
+{
+	long long	since = iq_conn_now_ms();
+
+	for (;;)
+	{
+		struct pollfd pfd = {fd, POLLIN, 0};
+		long long	left = since + iq_conn_idle_timeout_ms() - iq_conn_now_ms();
+		int			rc;
+
+		if (left <= 0)
+			return false;
+		rc = poll(&pfd, 1, (int) (left < WIRE_WAIT_SLICE_MS ? left : WIRE_WAIT_SLICE_MS));
+		if (rc > 0)
+			return true;
+		if (rc < 0 && errno != EINTR)
+			return false;
+	}
 }
 
 /* answer: produce and send the whole response for one request */
@@ -130,11 +180,18 @@ serve(int fd, IqBuf *in)
 	for (;;)
 	{
 		uint32_t	need;
+		size_t		whole;
+		long long	deadline;
 		const unsigned char *p;
+		bool		ok;
 
-		/* idle between queries: wait for ever (stop wakes us by shutdown) */
+		/* idle between queries, up to iq_fdw.stream_idle_timeout */
+		if (in->len == 0 && !wait_idle(fd))
+			goto done;
+		/* from its first byte, the request has iq_fdw.request_timeout */
+		deadline = iq_conn_now_ms() + iq_conn_request_timeout_ms();
 		while (in->len < 4)
-			if (!recv_more(fd, in, -1))
+			if (!recv_more(fd, in, WIRE_CHUNK, deadline))
 				goto done;
 		p = (const unsigned char *) in->data;
 		need = ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
@@ -145,17 +202,38 @@ serve(int fd, IqBuf *in)
 			send_error(fd, IQ_WIRE_BAD_REQUEST, "request too large");
 			goto done;
 		}
-		while (in->len < 4 + (size_t) need)
-			if (!recv_more(fd, in, WIRE_BODY_TIMEOUT_MS))
-				goto done;
-		if (!answer(fd, in->data + 4, need, &out))
+		if (!iq_request_memory_reserve(need))
+		{
+			send_error(fd, IQ_WIRE_INTERNAL,
+					   "the worker is receiving too many large requests at once "
+					   "(iq_fdw.request_memory): retry later");
+			goto done;
+		}
+		/* read exactly the rest of this request: nothing uncharged piles up */
+		whole = 4 + (size_t) need;
+		ok = true;
+		while (ok && in->len < whole)
+			ok = recv_more(fd, in, whole - in->len, deadline);
+		if (ok)
+			ok = answer(fd, in->data + 4, need, &out);
+		iq_request_memory_release(need);
+		if (!ok)
 			goto done;
 		/* keep bytes of a request sent right behind this one */
-		memmove(in->data, in->data + 4 + need, in->len - 4 - need);
-		in->len -= 4 + need;
+		memmove(in->data, in->data + whole, in->len - whole);
+		in->len -= whole;
 		/* don't hold on to a large buffer after a large request */
-		if (in->cap > 4 * WIRE_CHUNK && in->len == 0)
+		if (in->cap > 4 * WIRE_CHUNK)
+		{
+			IqBuf		small;
+
+			iq_buf_init(&small);
+			iq_buf_append(&small, in->data, in->len);
 			iq_buf_free(in);
+			*in = small;
+			if (in->oom)
+				goto done;
+		}
 		if (out.cap > 4 * WIRE_CHUNK)
 			iq_buf_free(&out);
 	}

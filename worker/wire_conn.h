@@ -8,7 +8,9 @@
  * On such a connection a request is a u32 length and the wire request; the
  * answer is the wire response stream; the next request may follow at once.
  * A set bounds its connections; beyond the bound a connection is told so
- * (a wire error) and closed.  A connection is closed by its set's close
+ * (a wire error) and closed.  Each connection's waits are bounded by the
+ * limits of conn_limits.h: idle time between requests, the time to receive
+ * a request whole, and the memory of large requests in flight.  A connection is closed by its set's close
  * action, since an upgraded socket belongs to libmicrohttpd and must be
  * closed through it.  Threads run with every signal blocked and never call
  * PostgreSQL.

@@ -356,7 +356,9 @@ servers_start(char **err)
 	}
 	sc.threads = iq_w->cfg.http_threads;
 	sc.peer_timeout_ms = iq_peer_timeout_ms;
-	snprintf(sc.socket_path, sizeof(sc.socket_path), "/tmp/iq_fdw.%d.sock", PostPortNumber);
+	/* in the data directory, our working directory (local_server.c) */
+	snprintf(sc.socket_path, sizeof(sc.socket_path), "iq_fdw.sock");
+	iq_servers_apply_settings();
 
 	if (!iq_http_start(&sc, err))
 	{
@@ -376,12 +378,13 @@ servers_start(char **err)
 		char	   *inner = *err;
 
 		iq_http_stop();
-		*err = strdup(psprintf("local socket %s: %s", sc.socket_path, inner ? inner : "?"));
+		*err = strdup(psprintf("%s (in the data directory %s)", inner ? inner : "local socket: ?",
+							   DataDir));
 		free(inner);
 		return false;
 	}
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
-	strlcpy(iq_shared->local_socket, sc.socket_path, sizeof(iq_shared->local_socket));
+	strlcpy(iq_shared->local_socket, iq_local_server_path(), sizeof(iq_shared->local_socket));
 	LWLockRelease(iq_shared->lock);
 	return true;
 }
@@ -499,6 +502,7 @@ iq_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			iq_servers_apply_settings();	/* the servers' limits: no restart */
 			if (config_changed())
 			{
 				ereport(LOG,
