@@ -232,13 +232,13 @@ http_threads_per_cpu(void)
 
 /*
  * load_config
- *		The settings this worker runs with, copied so a reload can be
- *		compared against them.
+ *		The settings this worker runs with, copied into cxt so a reload can
+ *		be compared against them.
  */
 static void
-load_config(IqWorkerConfig *c)
+load_config(IqWorkerConfig *c, MemoryContext cxt)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 	char	   *dir = iq_state_dir_path();
 
 	c->brokers = pstrdup(iq_bootstrap_servers);
@@ -262,14 +262,22 @@ load_config(IqWorkerConfig *c)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * config_changed
+ *		Whether a reload changed a setting the worker runs with.  The new
+ *		values are loaded into a context of their own and freed with it:
+ *		SIGHUP comes as often as anyone likes.
+ */
 static bool
 config_changed(void)
 {
 	IqWorkerConfig n;
 	IqWorkerConfig *o = &iq_w->cfg;
 	bool		changed;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "iq_fdw reload",
+											  ALLOCSET_SMALL_SIZES);
 
-	load_config(&n);
+	load_config(&n, cxt);
 	changed = strcmp(n.brokers, o->brokers) != 0 ||
 		strcmp(n.app_id, o->app_id) != 0 ||
 		strcmp(n.customer_topic, o->customer_topic) != 0 ||
@@ -282,6 +290,7 @@ config_changed(void)
 		n.memory_budget_mb != o->memory_budget_mb ||
 		n.http_threads != o->http_threads ||
 		n.commit_interval_ms != o->commit_interval_ms;
+	MemoryContextDelete(cxt);
 	return changed;
 }
 
@@ -344,6 +353,7 @@ static bool
 servers_start(char **err)
 {
 	IqServerConfig sc;
+	char		buf[IQ_MESSAGE_LEN];	/* no palloc: a failed start repeats for ever */
 
 	memset(&sc, 0, sizeof(sc));
 	if (!iq_parse_host_port(iq_w->cfg.http_listen, sc.listen_host,
@@ -364,11 +374,12 @@ servers_start(char **err)
 
 		/* the server's own message may already name the setting */
 		if (inner && strstr(inner, "iq_fdw.http_listen"))
-			*err = strdup(inner);
+			snprintf(buf, sizeof(buf), "%s", inner);
 		else
-			*err = strdup(psprintf("HTTP server on %s (iq_fdw.http_listen): %s",
-								   iq_w->cfg.http_listen, inner ? inner : "?"));
+			snprintf(buf, sizeof(buf), "HTTP server on %s (iq_fdw.http_listen): %s",
+					 iq_w->cfg.http_listen, inner ? inner : "?");
 		free(inner);
+		*err = strdup(buf);
 		return false;
 	}
 	if (!iq_local_server_start(&sc, err))
@@ -376,8 +387,9 @@ servers_start(char **err)
 		char	   *inner = *err;
 
 		iq_http_stop();
-		*err = strdup(psprintf("local socket %s: %s", sc.socket_path, inner ? inner : "?"));
+		snprintf(buf, sizeof(buf), "local socket %s: %s", sc.socket_path, inner ? inner : "?");
 		free(inner);
+		*err = strdup(buf);
 		return false;
 	}
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
@@ -446,7 +458,7 @@ iq_worker_main(Datum main_arg)
 	iq_vc_new_generation(iq_value_cache, -1);
 
 	iq_w = MemoryContextAllocZero(TopMemoryContext, sizeof(IqWorker));
-	load_config(&iq_w->cfg);
+	load_config(&iq_w->cfg, TopMemoryContext);
 	iq_memory_plan((size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024, &iq_w->mem);
 	ereport(LOG,
 			(errmsg("iq_fdw worker: iq_fdw.memory_budget %d MB: block cache %zu MB, memtables %zu MB, key cache %zu MB, consumer queue %zu MB, batch %zu MB (%d records)",
