@@ -429,6 +429,22 @@ worker_cleanup(int code, Datum arg)
 	iq_set_worker_state(IQ_WORKER_STOPPED, NULL);
 }
 
+/*
+ * servers_recovered
+ *		The servers listen again: if the state shown is still their error,
+ *		it was shown over "running" (see the main loop) and nothing has
+ *		changed the state since, so the worker is running again.  Without
+ *		this the error stayed until the next rebalance.
+ */
+static void
+servers_recovered(void)
+{
+	if (servers_error[0] && iq_shared->state == IQ_WORKER_ERROR &&
+		strcmp(iq_shared->message, servers_error) == 0)
+		iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+	servers_error[0] = '\0';
+}
+
 static void
 schedule_retry(void)
 {
@@ -525,12 +541,12 @@ iq_worker_main(Datum main_arg)
 			{
 				servers_up = true;
 				servers_backoff_ms = BACKOFF_MIN_MS;
-				servers_error[0] = '\0';
+				servers_recovered();
 			}
 			else
 			{
+				/* shown over "running" below: see servers_recovered */
 				strlcpy(servers_error, err, sizeof(servers_error));
-				iq_set_worker_state(IQ_WORKER_ERROR, "%s", err);
 				free(err);
 				err = NULL;
 				servers_retry_at = now + servers_backoff_ms;
@@ -606,7 +622,12 @@ iq_worker_main(Datum main_arg)
 			last_release = now;
 		}
 
-		/* stream processing goes on without the servers, but say they are down */
+		/*
+		 * Stream processing goes on without the servers, but say they are
+		 * down: over "running" only, so that the pipeline's own states and
+		 * errors are never hidden, and servers_recovered knows what was
+		 * under it.
+		 */
 		if (!servers_up && servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
 			iq_set_worker_state(IQ_WORKER_ERROR, "%s", servers_error);
 
