@@ -30,6 +30,7 @@
 #include "postmaster/postmaster.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -48,6 +49,13 @@
 #define BACKOFF_MIN_MS		1000
 #define BACKOFF_MAX_MS		30000
 #define RELEASE_INTERVAL_MS	5000
+/*
+ * The longest a stop (SIGTERM, or a restart for changed settings) waits for
+ * the broker, in all: to write what is counted, commit and leave the group.
+ */
+#define STOP_TIMEOUT_MS		10000
+/* of which the last seconds are kept for leaving the group */
+#define LEAVE_RESERVE_MS	3000
 
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
 
@@ -61,6 +69,7 @@ static bool servers_up = false;
 static int64 servers_retry_at = 0;
 static int	servers_backoff_ms = BACKOFF_MIN_MS;
 static char servers_error[IQ_MESSAGE_LEN] = "";
+static int64 stop_deadline = 0;
 
 static void
 handle_sigterm(SIGNAL_ARGS)
@@ -79,6 +88,81 @@ iq_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * iq_postmaster_gone
+ *		True once the postmaster has died: every wait ends, and the worker
+ *		exits without waiting for anyone.  Cheap enough for every slice.
+ */
+bool
+iq_postmaster_gone(void)
+{
+	static bool gone = false;
+
+	if (!gone && !PostmasterIsAlive())
+		gone = true;
+	return gone;
+}
+
+/*
+ * iq_wait_slice
+ *		How long the next slice of a wait on the broker that must end by
+ *		deadline (iq_now_ms()) may be: at most IQ_WAIT_SLICE_MS, or 0 when
+ *		the wait must end now.
+ *
+ * A wait that starts something (a pipeline, an assignment, a restore) ends
+ * at SIGTERM.  One that finishes what is done goes on, but all of a stop's
+ * waits together end STOP_TIMEOUT_MS after it: writing what is counted and
+ * committing until LEAVE_RESERVE_MS before, leaving the group until then
+ * (a consumer destroyed before it has left waits inside librdkafka, for
+ * seconds, for a broker that may be gone).  Every wait ends at once when the
+ * postmaster is gone.
+ */
+int
+iq_wait_slice(int64 deadline, IqWaitKind kind)
+{
+	int64		now = iq_now_ms();
+
+	if (iq_postmaster_gone())
+		return 0;
+	if (iq_got_sigterm)
+	{
+		if (kind == IQ_WAIT_START)
+			return 0;
+		if (stop_deadline == 0)
+			stop_deadline = now + STOP_TIMEOUT_MS;
+		deadline = Min(deadline, kind == IQ_WAIT_LEAVE ? stop_deadline :
+					   stop_deadline - LEAVE_RESERVE_MS);
+	}
+	if (now >= deadline)
+		return 0;
+	return (int) Min(deadline - now, IQ_WAIT_SLICE_MS);
+}
+
+/*
+ * iq_metadata
+ *		rd_kafka_metadata in slices (iq_wait_slice), up to timeout_ms in
+ *		all.  A down broker answers __TRANSPORT once a slice is over, as a
+ *		slow one answers __TIMED_OUT: both are tried again.
+ */
+rd_kafka_resp_err_t
+iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+			const struct rd_kafka_metadata **md, int timeout_ms)
+{
+	int64		deadline = iq_now_ms() + timeout_ms;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+	int			slice;
+
+	*md = NULL;
+	while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0)
+	{
+		err = rd_kafka_metadata(rk, 0, rkt, md, slice);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
+			break;
+		iq_drain_logs();
+	}
+	return err;
 }
 
 /*
@@ -419,7 +503,14 @@ static void
 worker_cleanup(int code, Datum arg)
 {
 	servers_stop();
-	if (pipeline_up)
+
+	/*
+	 * With the postmaster gone there is no one to write for, and an orphan
+	 * must not linger: the stores are closed, librdkafka's handles left to
+	 * the exit (destroying a consumer that has not left its group waits
+	 * for the broker inside librdkafka).
+	 */
+	if (pipeline_up && !iq_postmaster_gone())
 		pipeline_stop();
 	iq_store_shutdown();
 	iq_vc_new_generation(iq_value_cache, -1);
@@ -531,9 +622,14 @@ iq_worker_main(Datum main_arg)
 			{
 				ereport(LOG,
 						(errmsg("iq_fdw worker: restarting to apply changed iq_fdw settings")));
+				iq_got_sigterm = true;	/* a stop, with a stop's deadline */
 				proc_exit(1);	/* worker_cleanup stops everything first */
 			}
 		}
+
+		/* without the postmaster no one can use what we do */
+		if (iq_postmaster_gone())
+			proc_exit(1);
 
 		if (!servers_up && now >= servers_retry_at)
 		{
@@ -649,5 +745,6 @@ iq_worker_main(Datum main_arg)
 	}
 
 	ereport(LOG, (errmsg("iq_fdw worker: shutting down")));
+	(void) iq_wait_slice(0, IQ_WAIT_LEAVE);	/* the stop's deadline starts now */
 	proc_exit(0);
 }
