@@ -46,6 +46,7 @@ extern int	iq_commit_interval_ms;
 
 /* backends */
 extern int	iq_peer_timeout_ms;
+extern int	iq_stall_timeout_ms;
 extern int	iq_ownership_wait_ms;
 extern int	iq_max_lag;
 extern int	iq_lag_policy;

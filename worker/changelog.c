@@ -425,12 +425,22 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 	rd_kafka_error_t *error;
 	int64		deadline;
 	int			slice;
+	int			left = rd_kafka_outq_len(iq_w->producer);
 
 	/* in slices, so that a stop does not wait for a dead broker */
+	iq_step(IQ_STEP_CHANGELOG, -1);
 	deadline = iq_now_ms() + FLUSH_TIMEOUT_MS;
 	while ((slice = iq_wait_slice(deadline, IQ_WAIT_FINISH)) > 0 &&
 		   (err = rd_kafka_flush(iq_w->producer, Min(slice, 100))) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+	{
+		int			now_left = rd_kafka_outq_len(iq_w->producer);
+
+		/* deliveries are coming: not a stall, however long it takes */
+		if (now_left < left)
+			iq_progress();
+		left = now_left;
 		iq_drain_logs();
+	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		iq_fail("timed out writing changelog topic \"%s\" to %s (iq_fdw.bootstrap_servers)",

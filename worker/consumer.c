@@ -395,6 +395,7 @@ iq_consumer_commit(bool sync)
 	if (iq_w->consumer == NULL || iq_w->cfg.guarantee == IQ_EXACTLY_ONCE ||
 		positions_committed())
 		return true;
+	iq_step(IQ_STEP_COMMITTING, -1);
 	list = iq_consumer_positions();
 	if (list->cnt == 0)
 	{
@@ -521,6 +522,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	rd_kafka_resp_err_t err;
 
 	iq_cache_clear();			/* restores below change the state under it */
+	iq_step(IQ_STEP_ASSIGNING, -1);
 	iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions assigned, checking topics");
 	nc = topic_partition_count(rk, iq_w->cfg.customer_topic, iq_w->customer_leaders,
 							   why, sizeof(why));
@@ -571,7 +573,10 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	/* what we held and no longer hold is closed: another member owns it now */
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		if (!mine[p] && iq_store_is_open(p))
+		{
+			iq_step(IQ_STEP_CLOSING, p);
 			iq_store_close(p);
+		}
 
 	for (int p = 0; p < iq_w->partition_count; p++)
 	{
@@ -592,6 +597,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		part->customer_end = -1;
 		part->order_committed = -2;
 		part->customer_committed = -2;
+		iq_step(IQ_STEP_OPENING, p);
 		if (!iq_restore_open(p, &ck, &existed))
 		{
 			rd_kafka_assign(rk, NULL);
@@ -632,6 +638,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	for (int p = 0; p < iq_w->partition_count; p++)
 		if (mine[p])
 			rd_kafka_topic_partition_list_add(committed, iq_w->cfg.customer_topic, p);
+	iq_step(IQ_STEP_ASSIGNING, -1);
 	{
 		int64		deadline = iq_now_ms() + 30000;
 		int			slice;
@@ -730,7 +737,10 @@ on_revoke(rd_kafka_t *rk)
 		IqPart	   *part = &iq_w->parts[p];
 
 		if (iq_store_is_open(p))
+		{
+			iq_step(IQ_STEP_RELEASING, p);
 			iq_store_set_held(p, false, false);
+		}
 		part->assigned = false;
 		part->stats.assigned = false;
 	}

@@ -194,6 +194,7 @@ write_partition(int p, const WritePlan *plan, Table *t)
 	char	   *err = NULL;
 	bool		written;
 
+	iq_step(IQ_STEP_WRITING, p);
 	for (int i = 0; i < len; i++)
 	{
 		const IqCacheEntry *ce = iq_cache_dirty_entry(group[plan->order[p] ? plan->order[p][i] : i]);
@@ -282,6 +283,7 @@ flush(Table *t)
 		return false;
 
 	/* 1. the changelog (and offsets, in one transaction under exactly_once) */
+	iq_step(IQ_STEP_PRODUCING, -1);
 	if (!iq_changelog_begin() || !produce_changelog(t))
 		goto done;
 	positions = iq_consumer_positions();

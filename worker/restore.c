@@ -266,6 +266,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 	Chunk		chunk;
 	IqQueueWatch watch;
 
+	iq_step(IQ_STEP_RESTORING, p);
 	{
 		int64		deadline = iq_now_ms() + WATERMARKS_TIMEOUT_MS;
 		int			slice;
@@ -359,6 +360,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			continue;
 		}
 		stalled_since = iq_now_ms();
+		iq_progress();
 		for (ssize_t i = 0; i < n; i++)
 		{
 			rd_kafka_message_t *m = msgs[i];

@@ -117,6 +117,8 @@ typedef enum IqWaitKind
 
 /* in worker_main.c */
 extern volatile sig_atomic_t iq_got_sigterm;
+extern void iq_step(IqWorkerStep step, int partition);
+extern void iq_progress(void);
 extern bool iq_postmaster_gone(void);
 extern int	iq_wait_slice(int64 deadline, IqWaitKind kind);
 extern rd_kafka_resp_err_t iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,

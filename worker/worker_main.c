@@ -70,6 +70,7 @@ static int64 servers_retry_at = 0;
 static int	servers_backoff_ms = BACKOFF_MIN_MS;
 static char servers_error[IQ_MESSAGE_LEN] = "";
 static int64 stop_deadline = 0;
+static uint32 current_step = UINT32_MAX;
 
 static void
 handle_sigterm(SIGNAL_ARGS)
@@ -81,13 +82,43 @@ handle_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
+/* the clock of every deadline, and of the watchdog's progress_at */
 int64
 iq_now_ms(void)
 {
-	struct timespec ts;
+	return iq_monotonic_ms();
+}
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+/*
+ * iq_progress
+ *		The main thread moved on: tell the watchdog (iq_worker()).  A store
+ *		of the clock, no lock: called at every step.
+ */
+void
+iq_progress(void)
+{
+	pg_atomic_write_u64(&iq_shared->progress_at, (uint64) iq_now_ms());
+}
+
+/*
+ * iq_step
+ *		The main thread begins a step (on partition, or -1): that is
+ *		progress, unless it is the step it was in already (an idle poll
+ *		after an idle poll is not).  The time is written before the step,
+ *		so that a reader who sees the new step never sees it with the old
+ *		step's time and calls it stalled.
+ */
+void
+iq_step(IqWorkerStep step, int partition)
+{
+	uint32		word = ((uint32) step << 16) | (uint32) (partition + 1);
+
+	if (word == current_step)
+		return;
+	current_step = word;
+	iq_progress();
+	pg_write_barrier();
+	pg_atomic_write_u32(&iq_shared->step, word);
 }
 
 /*
@@ -386,16 +417,23 @@ config_changed(void)
 static void
 pipeline_stop(void)
 {
+	iq_step(IQ_STEP_STOPPING, -1);
 	iq_consumer_stop();
 	iq_producer_stop();
 	iq_restorer_stop();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		if (!iq_store_is_open(p))
+			continue;
+		iq_step(IQ_STEP_CLOSING, p);
 		iq_store_close(p);
+	}
 	iq_cache_clear();
 	iq_stats_clear();
 	iq_ownership_clear();
 	iq_drain_logs();
 	pipeline_up = false;
+	iq_step(IQ_STEP_IDLE, -1);
 }
 
 /*
@@ -409,6 +447,7 @@ pipeline_start(char **err)
 
 	iq_w->failed = false;
 	iq_w->broker_error = false;
+	iq_step(IQ_STEP_STARTING, -1);
 	iq_set_worker_state(IQ_WORKER_STARTING, "connecting to Kafka at %s", iq_w->cfg.brokers);
 	if (!iq_producer_start(err))
 		return false;
@@ -487,6 +526,7 @@ servers_stop(void)
 {
 	if (!servers_up)
 		return;
+	iq_step(IQ_STEP_SERVERS, -1);
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
 	iq_shared->local_socket[0] = '\0';
 	LWLockRelease(iq_shared->lock);
@@ -561,6 +601,7 @@ iq_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 	iq_shmem_attach();
+	iq_step(IQ_STEP_IDLE, -1);
 	/* what an earlier worker cached may not be what this one restores */
 	iq_vc_new_generation(iq_value_cache, -1);
 
@@ -633,6 +674,7 @@ iq_worker_main(Datum main_arg)
 
 		if (!servers_up && now >= servers_retry_at)
 		{
+			iq_step(IQ_STEP_SERVERS, -1);
 			if (servers_start(&err))
 			{
 				servers_up = true;
@@ -665,10 +707,14 @@ iq_worker_main(Datum main_arg)
 
 		if (pipeline_up)
 		{
+			iq_step(IQ_STEP_POLLING, -1);
 			n = iq_consumer_poll(msgs, iq_w->mem.batch_max,
 								 Min(iq_w->cfg.commit_interval_ms, POLL_BUDGET_MS));
 			if (n > 0 && !iq_w->failed)
+			{
+				iq_step(IQ_STEP_COUNTING, -1);
 				iq_topology_process(msgs, n);
+			}
 			else
 			{
 				for (int i = 0; i < n; i++)
@@ -726,6 +772,8 @@ iq_worker_main(Datum main_arg)
 		 */
 		if (!servers_up && servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
 			iq_set_worker_state(IQ_WORKER_ERROR, "%s", servers_error);
+		if (!pipeline_up)
+			iq_step(IQ_STEP_IDLE, -1);
 
 		/* more may be waiting: take it without sleeping */
 		if (n == iq_w->mem.batch_max)
