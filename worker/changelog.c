@@ -391,7 +391,11 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 								RD_KAFKA_V_END);
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (deadline != 0)
+				iq_progress();	/* the queue had room again: deliveries go on */
 			return true;
+		}
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		{
 			iq_fail("could not produce to changelog topic \"%s\": %s",

@@ -139,6 +139,7 @@ writer_batch(PartitionWriter *w)
 			free(err);
 			return NULL;
 		}
+		iq_progress();			/* a long flush is no stall while it writes */
 	}
 	if (w->batch == NULL)
 	{

@@ -56,6 +56,8 @@
 #define STOP_TIMEOUT_MS		10000
 /* of which the last seconds are kept for leaving the group */
 #define LEAVE_RESERVE_MS	3000
+/* the least time between two metadata requests of one wait */
+#define METADATA_RETRY_MS	100
 
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
 
@@ -188,10 +190,15 @@ iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
 	*md = NULL;
 	while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0)
 	{
+		int64		began = iq_now_ms();
+
 		err = rd_kafka_metadata(rk, 0, rkt, md, slice);
 		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
 			break;
 		iq_drain_logs();
+		/* a connection that fails at once is not retried in a busy loop */
+		if (iq_now_ms() - began < METADATA_RETRY_MS)
+			pg_usleep(METADATA_RETRY_MS * 1000L);
 	}
 	return err;
 }
