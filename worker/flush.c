@@ -283,6 +283,16 @@ flush(Table *t)
 	if (iq_w->failed)
 		return false;
 
+	/*
+	 * A worker that stalled past the group's session timeout (a frozen
+	 * process) has lost its partitions, whether or not our polls have
+	 * served the revocation yet: a flush now would land in the changelog
+	 * after the new owner's writes and outlive them.  What is pending waits
+	 * for on_revoke, which drops it.
+	 */
+	if (iq_w->consumer && rd_kafka_assignment_lost(iq_w->consumer))
+		return false;
+
 	/* 1. the changelog (and offsets, in one transaction under exactly_once) */
 	iq_step(IQ_STEP_PRODUCING, -1);
 	if (!iq_changelog_begin() || !produce_changelog(t))
