@@ -263,6 +263,8 @@ def reloads(i, n):
 
 
 def test_reloads_do_not_grow_the_worker():
+    """Each reload used to leave a copy of the worker's settings in
+    TopMemoryContext (some 450 bytes: 1.3 MB over 3000 reloads); now 0."""
     i = INSTANCES[0]
     pid = worker(i)[2]
     reloads(i, 200)             # warm up: whatever is allocated once
@@ -272,7 +274,7 @@ def test_reloads_do_not_grow_the_worker():
     time.sleep(6)
     after = rss_kb(pid)
     assert worker(i)[2] == pid, "the worker restarted: nothing changed, nothing to restart for"
-    assert after - before < 1024, f"VmRSS grew from {before} kB to {after} kB over 3000 reloads"
+    assert after - before < 512, f"VmRSS grew from {before} kB to {after} kB over 3000 reloads"
 
 
 # ---- item 9: stops and the postmaster's death end every wait ------------------
