@@ -16,7 +16,9 @@ CREATE FOREIGN DATA WRAPPER iq_fdw
   HANDLER iq_fdw_handler
   VALIDATOR iq_fdw_validator;
 
-/* The worker of this instance: its state and last error. */
+/* The worker of this instance: its state and last error, what its main thread
+   does now and when it last made progress ("stalled": none for
+   iq_fdw.stall_timeout while it has work). */
 CREATE FUNCTION iq_worker(
     OUT state text,
     OUT message text,
@@ -24,7 +26,9 @@ CREATE FUNCTION iq_worker(
     OUT generation bigint,
     OUT partition_count integer,
     OUT assigned_partitions integer[],
-    OUT state_since timestamptz)
+    OUT state_since timestamptz,
+    OUT step text,
+    OUT progress_at timestamptz)
 RETURNS record
 AS 'MODULE_PATHNAME', 'iq_worker'
 LANGUAGE C STRICT VOLATILE;

@@ -71,26 +71,81 @@ result_desc(FunctionCallInfo fcinfo)
 }
 
 /*
+ * has_backlog
+ *		Some partition held here has records to process beyond the one
+ *		offset a transaction's commit marker takes (see
+ *		iq_consumer_caught_up).
+ */
+static bool
+has_backlog(const IqShared *s)
+{
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		const IqPartitionStats *ps = &s->partitions[p];
+
+		if (ps->assigned &&
+			(ps->order_end - Max(ps->order_offset, 0) > 1 ||
+			 ps->customer_end - Max(ps->customer_offset, 0) > 1))
+			return true;
+	}
+	return false;
+}
+
+/*
  * iq_worker
- *		The worker's state, last message and assigned partitions.
+ *		The worker's state, last message and assigned partitions, and the
+ *		watchdog: what its main thread does now and when it last made
+ *		progress.
+ *
+ * The worker cannot say that it is stuck (a stuck thread says nothing), so
+ * the backend decides: no progress for iq_fdw.stall_timeout while there is
+ * work, a step of its own (anything but waiting for records or to retry) or
+ * a backlog, is "stalled", with the step and the state it was in.  Filled
+ * to the width the SQL declaration asks for, as iq_stats.
  */
 Datum
 iq_worker(PG_FUNCTION_ARGS)
 {
 	IqShared   *s = copy_shared();
 	TupleDesc	desc = result_desc(fcinfo);
-	Datum		values[7];
-	bool		nulls[7] = {0};
+	Datum		values[9];
+	bool		nulls[9] = {0};
 	int			assigned[IQ_MAX_PARTITIONS];
 	int			n = 0;
+	uint32		step;
+	int64		progress_at;
+	int64		quiet_ms;
+	IqWorkerStep kind;
+	char		step_text[128];
+	const char *state = iq_worker_state_name(s->state);
+	char	   *message = s->message;
+
+	/* the step before its time: the worker writes the time first */
+	step = pg_atomic_read_u32(&iq_shared->step);
+	pg_read_barrier();
+	progress_at = (int64) pg_atomic_read_u64(&iq_shared->progress_at);
+	quiet_ms = progress_at > 0 ? Max(iq_monotonic_ms() - progress_at, 0) : 0;
+	kind = (IqWorkerStep) (step >> 16);
+	iq_worker_step_describe(step, step_text, sizeof(step_text));
 
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		if (s->partitions[p].assigned)
 			assigned[n++] = p;
 
-	values[0] = CStringGetTextDatum(iq_worker_state_name(s->state));
-	values[1] = CStringGetTextDatum(s->message);
-	nulls[1] = s->message[0] == '\0';
+	if (s->worker_pid != 0 && s->state != IQ_WORKER_STOPPED && progress_at > 0 &&
+		quiet_ms > iq_stall_timeout_ms &&
+		((kind != IQ_STEP_IDLE && kind != IQ_STEP_POLLING) || has_backlog(s)))
+	{
+		message = psprintf("no progress for %lld s while %s%s; the state before: %s%s%s",
+						   (long long) (quiet_ms / 1000), step_text,
+						   kind == IQ_STEP_POLLING ? " with a backlog" : "",
+						   state, s->message[0] ? ": " : "", s->message);
+		state = "stalled";
+	}
+
+	values[0] = CStringGetTextDatum(state);
+	values[1] = CStringGetTextDatum(message);
+	nulls[1] = message[0] == '\0';
 	values[2] = Int32GetDatum(s->worker_pid);
 	nulls[2] = s->worker_pid == 0;
 	values[3] = Int64GetDatum((int64) s->generation);
@@ -98,6 +153,11 @@ iq_worker(PG_FUNCTION_ARGS)
 	values[5] = PointerGetDatum(int_array(assigned, n));
 	values[6] = TimestampTzGetDatum(s->state_since);
 	nulls[6] = s->state_since == 0;
+	/* step and progress_at came later: heap_form_tuple takes what desc has */
+	values[7] = CStringGetTextDatum(step_text);
+	nulls[7] = s->worker_pid == 0;
+	values[8] = TimestampTzGetDatum(GetCurrentTimestamp() - quiet_ms * 1000);
+	nulls[8] = s->worker_pid == 0 || progress_at == 0;
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

@@ -41,6 +41,7 @@ int			iq_ownership_wait_ms;
 int			iq_max_lag;
 int			iq_lag_policy;
 int			iq_max_lag_wait_ms;
+int			iq_stall_timeout_ms;
 
 static const struct config_enum_entry partitioner_options[] = {
 	{"murmur2", IQ_PARTITIONER_MURMUR2, false},
@@ -366,6 +367,11 @@ iq_define_settings(void)
 							"Time limit of one call to another instance.",
 							NULL,
 							&iq_peer_timeout_ms, 5000, 1, 3600 * 1000,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.stall_timeout",
+							"How long the worker may make no progress while it has work before iq_worker() calls it stalled.",
+							NULL,
+							&iq_stall_timeout_ms, 30000, 1000, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.ownership_wait",
 							"How long a query waits for a partition without owner (rebalance, restore).",

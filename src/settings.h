@@ -51,6 +51,7 @@ extern int	iq_request_memory_mb;
 
 /* backends */
 extern int	iq_peer_timeout_ms;
+extern int	iq_stall_timeout_ms;
 extern int	iq_ownership_wait_ms;
 extern int	iq_max_lag;
 extern int	iq_lag_policy;

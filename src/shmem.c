@@ -5,6 +5,8 @@
  */
 #include "postgres.h"
 
+#include <time.h>
+
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
@@ -88,6 +90,8 @@ iq_shmem_attach(void)
 		memset(iq_shared, 0, sizeof(IqShared));
 		iq_shared->lock = &(GetNamedLWLockTranche("iq_fdw"))->lock;
 		iq_shared->state = IQ_WORKER_STOPPED;
+		pg_atomic_init_u32(&iq_shared->step, 0);
+		pg_atomic_init_u64(&iq_shared->progress_at, 0);
 		for (int i = 0; i < IQ_MAX_PARTITIONS; i++)
 			iq_shared->owner[i] = -1;
 	}
@@ -113,6 +117,88 @@ iq_worker_state_name(IqWorkerState state)
 			return "error";
 	}
 	return "unknown";
+}
+
+/*
+ * iq_monotonic_ms
+ *		CLOCK_MONOTONIC in ms: one clock for the worker and every backend,
+ *		which no change of the wall clock moves.
+ */
+int64
+iq_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * iq_worker_step_describe
+ *		A step as published in iq_shared->step, in words: "closing
+ *		partition 2".
+ */
+void
+iq_worker_step_describe(uint32 step, char *buf, size_t len)
+{
+	int			partition = (int) (step & 0xffff) - 1;
+	const char *what;
+
+	switch ((IqWorkerStep) (step >> 16))
+	{
+		case IQ_STEP_IDLE:
+			what = "waiting to retry";
+			break;
+		case IQ_STEP_POLLING:
+			what = "waiting for records";
+			break;
+		case IQ_STEP_STARTING:
+			what = "connecting to Kafka";
+			break;
+		case IQ_STEP_SERVERS:
+			what = "starting or stopping the servers";
+			break;
+		case IQ_STEP_COUNTING:
+			what = "counting records";
+			break;
+		case IQ_STEP_PRODUCING:
+			what = "producing to the changelog";
+			break;
+		case IQ_STEP_CHANGELOG:
+			what = "waiting for the changelog to be written";
+			break;
+		case IQ_STEP_WRITING:
+			what = "writing the state of partition";
+			break;
+		case IQ_STEP_COMMITTING:
+			what = "committing offsets";
+			break;
+		case IQ_STEP_ASSIGNING:
+			what = "taking an assignment";
+			break;
+		case IQ_STEP_OPENING:
+			what = "opening partition";
+			break;
+		case IQ_STEP_RESTORING:
+			what = "restoring partition";
+			break;
+		case IQ_STEP_RELEASING:
+			what = "releasing partition";
+			break;
+		case IQ_STEP_CLOSING:
+			what = "closing partition";
+			break;
+		case IQ_STEP_STOPPING:
+			what = "stopping the pipeline";
+			break;
+		default:
+			what = "unknown step";
+			break;
+	}
+	if (partition >= 0)
+		snprintf(buf, len, "%s %d", what, partition);
+	else
+		snprintf(buf, len, "%s", what);
 }
 
 /*

@@ -12,6 +12,7 @@
 #define IQ_SHMEM_H
 
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 
 #define IQ_MAX_PARTITIONS	256
@@ -29,6 +30,31 @@ typedef enum IqWorkerState
 	IQ_WORKER_REBALANCING,
 	IQ_WORKER_ERROR
 } IqWorkerState;
+
+/*
+ * What the worker's main thread is doing now, for the watchdog of
+ * iq_worker(): a step that makes no progress for iq_fdw.stall_timeout while
+ * there is work is shown as "stalled", naming the step.  IDLE and POLLING
+ * are no work of their own: they stall only with a backlog.
+ */
+typedef enum IqWorkerStep
+{
+	IQ_STEP_IDLE = 0,			/* no pipeline: waiting to retry */
+	IQ_STEP_POLLING,			/* taking records from the consumer */
+	IQ_STEP_STARTING,			/* building the pipeline */
+	IQ_STEP_SERVERS,			/* starting or stopping the servers */
+	IQ_STEP_COUNTING,			/* joining and counting a poll */
+	IQ_STEP_PRODUCING,			/* producing counts to the changelog */
+	IQ_STEP_CHANGELOG,			/* waiting for the changelog to be durable */
+	IQ_STEP_WRITING,			/* writing a partition's state */
+	IQ_STEP_COMMITTING,			/* committing offsets */
+	IQ_STEP_ASSIGNING,			/* assignment: topics, committed offsets */
+	IQ_STEP_OPENING,			/* opening a partition's state */
+	IQ_STEP_RESTORING,			/* restoring a partition */
+	IQ_STEP_RELEASING,			/* revoking a partition */
+	IQ_STEP_CLOSING,			/* closing a partition's state */
+	IQ_STEP_STOPPING			/* tearing the pipeline down */
+} IqWorkerStep;
 
 /*
  * Per partition this instance holds.  Counters (records_processed to
@@ -76,6 +102,15 @@ typedef struct IqShared
 	int			worker_pid;
 	char		local_socket[IQ_SOCKET_PATH_LEN];	/* "" until it listens */
 
+	/*
+	 * The watchdog: written by the worker's main thread without the lock at
+	 * every step (it must cost nothing), read by backends.  step packs
+	 * IqWorkerStep << 16 | (partition + 1); progress_at is CLOCK_MONOTONIC
+	 * in ms (the same clock in every process), 0 before the first step.
+	 */
+	pg_atomic_uint32 step;
+	pg_atomic_uint64 progress_at;
+
 	/* ownership, from the consumer group */
 	uint64		generation;
 	int			partition_count;	/* of the input topics; 0 if unknown */
@@ -95,5 +130,7 @@ extern void iq_shmem_attach(void);	/* idempotent; errors if not preloaded */
 /* worker side: state changes, logged and visible in iq_worker() */
 extern void iq_set_worker_state(IqWorkerState state, const char *fmt,...) pg_attribute_printf(2, 3);
 extern const char *iq_worker_state_name(IqWorkerState state);
+extern void iq_worker_step_describe(uint32 step, char *buf, size_t len);
+extern int64 iq_monotonic_ms(void);
 
 #endif							/* IQ_SHMEM_H */

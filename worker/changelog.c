@@ -18,9 +18,10 @@
 #include "worker.h"
 
 #define FLUSH_TIMEOUT_MS	60000
-/* how long a stop waits for the broker to take what is pending */
-#define STOP_FLUSH_TIMEOUT_MS	10000
 #define TXN_TIMEOUT_MS		60000
+#define INIT_TXN_TIMEOUT_MS	30000
+#define ABORT_TXN_TIMEOUT_MS	10000
+#define PRODUCER_STOP_FLUSH_MS	5000
 
 /*
  * The changelog topic's handle: producing by name looks the topic up for
@@ -51,34 +52,75 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 }
 
 /*
- * stop_waited_enough
- *		A stop writes what is pending (a commit interval of records, maybe)
- *		while the broker answers, but does not wait for a dead one.
+ * txn_call
+ *		A transactional call (init, send offsets, commit, abort) in slices
+ *		of iq_wait_slice, up to timeout_ms in all: librdkafka lets each of
+ *		them be called again after a retriable error (init, commit and abort
+ *		resume what is under way).  NULL on success; else the error, a
+ *		__TIMED_OUT one when the wait ended first (its deadline, a stop, the
+ *		postmaster gone).
  */
-static bool
-stop_waited_enough(void)
+typedef enum TxnOp
 {
-	static int64 stop_seen_at = 0;
+	TXN_INIT,
+	TXN_SEND_OFFSETS,
+	TXN_COMMIT,
+	TXN_ABORT
+} TxnOp;
 
-	if (!iq_got_sigterm)
-		return false;
-	if (stop_seen_at == 0)
-		stop_seen_at = iq_now_ms();
-	return iq_now_ms() - stop_seen_at >= STOP_FLUSH_TIMEOUT_MS;
+static rd_kafka_error_t *
+txn_call(TxnOp op, int timeout_ms, const rd_kafka_topic_partition_list_t *offsets,
+		 const rd_kafka_consumer_group_metadata_t *cgmd)
+{
+	int64		deadline = iq_now_ms() + timeout_ms;
+	rd_kafka_error_t *error = NULL;
+	int			slice;
+
+	/* starting transactions is new work; finishing one is not */
+	while ((slice = iq_wait_slice(deadline, op == TXN_INIT ? IQ_WAIT_START : IQ_WAIT_FINISH)) > 0)
+	{
+		if (error)
+			rd_kafka_error_destroy(error);
+		switch (op)
+		{
+			case TXN_INIT:
+				error = rd_kafka_init_transactions(iq_w->producer, slice);
+				break;
+			case TXN_SEND_OFFSETS:
+				error = rd_kafka_send_offsets_to_transaction(iq_w->producer, offsets, cgmd, slice);
+				break;
+			case TXN_COMMIT:
+				error = rd_kafka_commit_transaction(iq_w->producer, slice);
+				break;
+			case TXN_ABORT:
+				error = rd_kafka_abort_transaction(iq_w->producer, slice);
+				break;
+		}
+		if (error == NULL || !rd_kafka_error_is_retriable(error))
+			return error;
+		iq_drain_logs();
+	}
+	if (error == NULL)
+		error = rd_kafka_error_new(RD_KAFKA_RESP_ERR__TIMED_OUT,
+								   iq_got_sigterm || iq_postmaster_gone() ?
+								   "stopped while waiting" : "timed out");
+	return error;
 }
 
 /*
  * wait_admin
- *		Wait for an admin result on q, in slices that notice SIGTERM.
+ *		Wait for an admin result on q, in slices that notice a stop and the
+ *		postmaster's death.
  */
 static rd_kafka_event_t *
 wait_admin(rd_kafka_queue_t *q, int timeout_ms)
 {
 	int64		deadline = iq_now_ms() + timeout_ms;
+	int			slice;
 
-	while (!iq_got_sigterm && iq_now_ms() < deadline)
+	while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0)
 	{
-		rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+		rd_kafka_event_t *ev = rd_kafka_queue_poll(q, Min(slice, 100));
 
 		if (ev != NULL)
 			return ev;
@@ -107,7 +149,7 @@ iq_changelog_ensure_topic(int *partition_count, char **err)
 	{
 		rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, names[i], NULL);
 
-		rerr = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+		rerr = iq_metadata(rk, rkt, &md, 10000);
 		rd_kafka_topic_destroy(rkt);
 		if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
@@ -256,7 +298,7 @@ iq_producer_start(char **err)
 	iq_w->txn_open = false;
 	if (eos)
 	{
-		rd_kafka_error_t *error = rd_kafka_init_transactions(rk, 30000);
+		rd_kafka_error_t *error = txn_call(TXN_INIT, INIT_TXN_TIMEOUT_MS, NULL, NULL);
 
 		if (error != NULL)
 		{
@@ -278,7 +320,14 @@ iq_producer_stop(void)
 		return;
 	if (iq_w->txn_open)
 		iq_changelog_abort();
-	rd_kafka_flush(iq_w->producer, 5000);
+	{
+		int64		deadline = iq_now_ms() + PRODUCER_STOP_FLUSH_MS;
+		int			slice;
+
+		while ((slice = iq_wait_slice(deadline, IQ_WAIT_FINISH)) > 0 &&
+			   rd_kafka_flush(iq_w->producer, slice) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+			iq_drain_logs();
+	}
 	if (changelog_rkt != NULL)
 		rd_kafka_topic_destroy(changelog_rkt);
 	changelog_rkt = NULL;
@@ -318,6 +367,7 @@ bool
 iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count)
 {
 	unsigned char value[8];
+	int64		deadline = 0;
 
 	iq_encode_int64(count, value);
 	if (changelog_rkt == NULL &&
@@ -341,19 +391,28 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 								RD_KAFKA_V_END);
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (deadline != 0)
+				iq_progress();	/* the queue had room again: deliveries go on */
 			return true;
+		}
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		{
 			iq_fail("could not produce to changelog topic \"%s\": %s",
 					iq_w->cfg.changelog_topic, rd_kafka_err2str(err));
 			return false;
 		}
-		rd_kafka_poll(iq_w->producer, 10);
-		if (stop_waited_enough())
+		/* the queue is full: wait for room, as long as a flush would */
+		if (deadline == 0)
+			deadline = iq_now_ms() + FLUSH_TIMEOUT_MS;
+		if (iq_wait_slice(deadline, IQ_WAIT_FINISH) == 0)
 		{
-			iq_fail("stopped while writing changelog topic \"%s\"", iq_w->cfg.changelog_topic);
+			iq_fail("%s while writing changelog topic \"%s\"",
+					iq_got_sigterm || iq_postmaster_gone() ? "stopped" : "timed out",
+					iq_w->cfg.changelog_topic);
 			return false;
 		}
+		rd_kafka_poll(iq_w->producer, 10);
 	}
 }
 
@@ -366,15 +425,26 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 bool
 iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 {
-	rd_kafka_resp_err_t err;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
 	rd_kafka_error_t *error;
 	int64		deadline;
+	int			slice;
+	int			left = rd_kafka_outq_len(iq_w->producer);
 
-	/* in slices, so that a shutdown does not wait for a dead broker */
+	/* in slices, so that a stop does not wait for a dead broker */
+	iq_step(IQ_STEP_CHANGELOG, -1);
 	deadline = iq_now_ms() + FLUSH_TIMEOUT_MS;
-	while ((err = rd_kafka_flush(iq_w->producer, 100)) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
-		   !stop_waited_enough() && iq_now_ms() < deadline)
+	while ((slice = iq_wait_slice(deadline, IQ_WAIT_FINISH)) > 0 &&
+		   (err = rd_kafka_flush(iq_w->producer, Min(slice, 100))) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+	{
+		int			now_left = rd_kafka_outq_len(iq_w->producer);
+
+		/* deliveries are coming: not a stall, however long it takes */
+		if (now_left < left)
+			iq_progress();
+		left = now_left;
 		iq_drain_logs();
+	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		iq_fail("timed out writing changelog topic \"%s\" to %s (iq_fdw.bootstrap_servers)",
@@ -393,7 +463,7 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 	{
 		rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(iq_w->consumer);
 
-		error = rd_kafka_send_offsets_to_transaction(iq_w->producer, offsets, cgmd, TXN_TIMEOUT_MS);
+		error = txn_call(TXN_SEND_OFFSETS, TXN_TIMEOUT_MS, offsets, cgmd);
 		rd_kafka_consumer_group_metadata_destroy(cgmd);
 		if (error != NULL)
 		{
@@ -402,7 +472,7 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 			return false;
 		}
 	}
-	error = rd_kafka_commit_transaction(iq_w->producer, TXN_TIMEOUT_MS);
+	error = txn_call(TXN_COMMIT, TXN_TIMEOUT_MS, NULL, NULL);
 	if (error != NULL)
 	{
 		iq_fail("could not commit the Kafka transaction: %s", rd_kafka_error_string(error));
@@ -420,7 +490,7 @@ iq_changelog_abort(void)
 
 	if (!iq_w->txn_open || iq_w->producer == NULL)
 		return;
-	error = rd_kafka_abort_transaction(iq_w->producer, 10000);
+	error = txn_call(TXN_ABORT, ABORT_TXN_TIMEOUT_MS, NULL, NULL);
 	if (error != NULL)
 		rd_kafka_error_destroy(error);
 	iq_w->txn_open = false;

@@ -45,7 +45,7 @@ topic_partition_count(rd_kafka_t *rk, const char *topic, int32 *leaders,
 		snprintf(why, whylen, "%s", rd_kafka_err2str(rd_kafka_last_error()));
 		return -1;
 	}
-	err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+	err = iq_metadata(rk, rkt, &md, 10000);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		snprintf(why, whylen, "%s", rd_kafka_err2str(err));
 	else if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -104,6 +104,61 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 /*
+ * note_committed
+ *		What the group acknowledged committing, so that a commit of the same
+ *		positions is not sent again (a stop would wait for it in vain when
+ *		the broker is down).
+ */
+static void
+note_committed(const rd_kafka_topic_partition_list_t *offsets)
+{
+	for (int i = 0; offsets && i < offsets->cnt; i++)
+	{
+		const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+
+		if (tp->err != RD_KAFKA_RESP_ERR_NO_ERROR || tp->partition < 0 ||
+			tp->partition >= IQ_MAX_PARTITIONS)
+			continue;
+		if (strcmp(tp->topic, iq_w->cfg.order_topic) == 0)
+			iq_w->parts[tp->partition].order_committed = tp->offset;
+		else if (strcmp(tp->topic, iq_w->cfg.customer_topic) == 0)
+			iq_w->parts[tp->partition].customer_committed = tp->offset;
+	}
+}
+
+/*
+ * offset_commit_cb
+ *		Results of asynchronous commits, served by our polls.
+ */
+static void
+offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+				 rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		note_committed(offsets);
+}
+
+/*
+ * positions_committed
+ *		Every assigned partition's positions are what the group has.
+ */
+static bool
+positions_committed(void)
+{
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (!part->assigned)
+			continue;
+		if ((part->order_next >= 0 && part->order_next != part->order_committed) ||
+			(part->customer_next >= 0 && part->customer_next != part->customer_committed))
+			return false;
+	}
+	return true;
+}
+
+/*
  * iq_consumer_start
  *		Create the group consumer and subscribe to both topics.
  */
@@ -150,6 +205,7 @@ iq_consumer_start(char **err)
 		return false;
 	}
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
 
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (rk == NULL)
@@ -200,10 +256,13 @@ iq_consumer_stop(void)
 		rd_kafka_error_destroy(error);
 	else
 	{
+		int			slice;
+
 		deadline = iq_now_ms() + 10000;
-		while (!rd_kafka_consumer_closed(rk) && iq_now_ms() < deadline)
+		while (!rd_kafka_consumer_closed(rk) &&
+			   (slice = iq_wait_slice(deadline, IQ_WAIT_LEAVE)) > 0)
 		{
-			rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+			rd_kafka_event_t *ev = rd_kafka_queue_poll(q, Min(slice, 100));
 
 			if (ev == NULL)
 				continue;
@@ -333,8 +392,10 @@ iq_consumer_commit(bool sync)
 	rd_kafka_queue_t *q = NULL;
 	bool		ok = true;
 
-	if (iq_w->consumer == NULL || iq_w->cfg.guarantee == IQ_EXACTLY_ONCE)
+	if (iq_w->consumer == NULL || iq_w->cfg.guarantee == IQ_EXACTLY_ONCE ||
+		positions_committed())
 		return true;
+	iq_step(IQ_STEP_COMMITTING, -1);
 	list = iq_consumer_positions();
 	if (list->cnt == 0)
 	{
@@ -346,13 +407,18 @@ iq_consumer_commit(bool sync)
 		rd_kafka_commit(iq_w->consumer, list, 1);
 	else
 	{
-		rd_kafka_event_t *ev;
+		rd_kafka_event_t *ev = NULL;
+		int64		deadline = iq_now_ms() + 10000;
+		int			slice;
 
 		q = rd_kafka_queue_new(iq_w->consumer);
 		rd_kafka_commit_queue(iq_w->consumer, list, q, NULL, NULL);
-		ev = rd_kafka_queue_poll(q, 10000);
+		while (ev == NULL && (slice = iq_wait_slice(deadline, IQ_WAIT_FINISH)) > 0)
+			ev = rd_kafka_queue_poll(q, slice);
 
-		if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		if (ev != NULL && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR)
+			note_committed(rd_kafka_event_topic_partition_list(ev));
+		else
 		{
 			ereport(LOG,
 					(errmsg("iq_fdw worker: could not commit offsets of group \"%s\"",
@@ -456,6 +522,7 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	rd_kafka_resp_err_t err;
 
 	iq_cache_clear();			/* restores below change the state under it */
+	iq_step(IQ_STEP_ASSIGNING, -1);
 	iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions assigned, checking topics");
 	nc = topic_partition_count(rk, iq_w->cfg.customer_topic, iq_w->customer_leaders,
 							   why, sizeof(why));
@@ -506,7 +573,10 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 	/* what we held and no longer hold is closed: another member owns it now */
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		if (!mine[p] && iq_store_is_open(p))
+		{
+			iq_step(IQ_STEP_CLOSING, p);
 			iq_store_close(p);
+		}
 
 	for (int p = 0; p < iq_w->partition_count; p++)
 	{
@@ -525,6 +595,9 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		part->order_next = -1;
 		part->order_end = -1;
 		part->customer_end = -1;
+		part->order_committed = -2;
+		part->customer_committed = -2;
+		iq_step(IQ_STEP_OPENING, p);
 		if (!iq_restore_open(p, &ck, &existed))
 		{
 			rd_kafka_assign(rk, NULL);
@@ -554,12 +627,28 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		part->stats.changelog_offset = ck.changelog_next - 1;
 	}
 
-	/* the group's committed order offsets are the authority for the stream */
-	committed = rd_kafka_topic_partition_list_new(iq_w->partition_count);
+	/*
+	 * The group's committed order offsets are the authority for the stream;
+	 * its customer offsets only tell what a commit need not send again.
+	 */
+	committed = rd_kafka_topic_partition_list_new(2 * iq_w->partition_count);
 	for (int p = 0; p < iq_w->partition_count; p++)
 		if (mine[p])
 			rd_kafka_topic_partition_list_add(committed, iq_w->cfg.order_topic, p);
-	err = rd_kafka_committed(rk, committed, 30000);
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (mine[p])
+			rd_kafka_topic_partition_list_add(committed, iq_w->cfg.customer_topic, p);
+	iq_step(IQ_STEP_ASSIGNING, -1);
+	{
+		int64		deadline = iq_now_ms() + 30000;
+		int			slice;
+
+		/* in slices: a stop or the postmaster's death ends the wait */
+		err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+		while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0 &&
+			   (err = rd_kafka_committed(rk, committed, slice)) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+			iq_drain_logs();
+	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		iq_fail("could not read the committed offsets of group \"%s\" (iq_fdw.application_id): %s",
@@ -576,11 +665,18 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		IqPart	   *part = &iq_w->parts[p];
 		int64		off = committed->elems[i].offset;
 
+		if (strcmp(committed->elems[i].topic, iq_w->cfg.order_topic) != 0)
+		{
+			part->customer_committed = off;
+			continue;
+		}
+
 		/*
 		 * The local checkpoint can be ahead of the group's commit only when
 		 * an at_least_once worker stopped between writing its state (after
 		 * the changelog) and committing: those records are counted already.
 		 */
+		part->order_committed = off;
 		if (local_order_next[p] > off)
 			off = local_order_next[p];
 		part->order_next = off >= 0 ? off : -1;
@@ -641,7 +737,10 @@ on_revoke(rd_kafka_t *rk)
 		IqPart	   *part = &iq_w->parts[p];
 
 		if (iq_store_is_open(p))
+		{
+			iq_step(IQ_STEP_RELEASING, p);
 			iq_store_set_held(p, false, false);
+		}
 		part->assigned = false;
 		part->stats.assigned = false;
 	}

@@ -139,6 +139,7 @@ writer_batch(PartitionWriter *w)
 			free(err);
 			return NULL;
 		}
+		iq_progress();			/* a long flush is no stall while it writes */
 	}
 	if (w->batch == NULL)
 	{
@@ -194,6 +195,7 @@ write_partition(int p, const WritePlan *plan, Table *t)
 	char	   *err = NULL;
 	bool		written;
 
+	iq_step(IQ_STEP_WRITING, p);
 	for (int i = 0; i < len; i++)
 	{
 		const IqCacheEntry *ce = iq_cache_dirty_entry(group[plan->order[p] ? plan->order[p][i] : i]);
@@ -281,7 +283,18 @@ flush(Table *t)
 	if (iq_w->failed)
 		return false;
 
+	/*
+	 * A worker that stalled past the group's session timeout (a frozen
+	 * process) has lost its partitions, whether or not our polls have
+	 * served the revocation yet: a flush now would land in the changelog
+	 * after the new owner's writes and outlive them.  What is pending waits
+	 * for on_revoke, which drops it.
+	 */
+	if (iq_w->consumer && rd_kafka_assignment_lost(iq_w->consumer))
+		return false;
+
 	/* 1. the changelog (and offsets, in one transaction under exactly_once) */
+	iq_step(IQ_STEP_PRODUCING, -1);
 	if (!iq_changelog_begin() || !produce_changelog(t))
 		goto done;
 	positions = iq_consumer_positions();

@@ -19,6 +19,7 @@
 #include "worker.h"
 
 #define RESTORE_STALL_MS	60000
+#define WATERMARKS_TIMEOUT_MS	15000
 
 bool
 iq_restorer_start(char **err)
@@ -265,7 +266,18 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 	Chunk		chunk;
 	IqQueueWatch watch;
 
-	err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 15000);
+	iq_step(IQ_STEP_RESTORING, p);
+	{
+		int64		deadline = iq_now_ms() + WATERMARKS_TIMEOUT_MS;
+		int			slice;
+
+		/* in slices: a stop or the postmaster's death ends the wait */
+		err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+		while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0 &&
+			   ((err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, slice)) ==
+				RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT))
+			iq_drain_logs();
+	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		iq_fail("could not read the offsets of \"%s\" partition %d to restore from: %s",
@@ -315,7 +327,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 		char	   *werr = NULL;
 		bool		ok;
 
-		if (iq_got_sigterm)
+		if (iq_got_sigterm || iq_postmaster_gone())
 		{
 			iq_fail("shutting down during restore");
 			result = 0;
@@ -348,6 +360,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			continue;
 		}
 		stalled_since = iq_now_ms();
+		iq_progress();
 		for (ssize_t i = 0; i < n; i++)
 		{
 			rd_kafka_message_t *m = msgs[i];

@@ -40,6 +40,9 @@ typedef struct IqPart
 	int64		changelog_next; /* after the last changelog record in the store */
 	int64		customer_end;
 	int64		order_end;
+	/* positions the group acknowledged committing; -2 unknown */
+	int64		customer_committed;
+	int64		order_committed;
 	bool		wrong_partition_logged;
 	bool		counts_restored;	/* the last restore loaded order-count records */
 	IqPartitionStats stats;		/* the worker's copy, published per batch */
@@ -98,8 +101,29 @@ typedef struct IqWorker
 
 extern IqWorker *iq_w;
 
+/*
+ * Every wait on the broker is cut in slices of at most this, so that a stop
+ * and the postmaster's death are noticed within it (iq_wait_slice).
+ */
+#define IQ_WAIT_SLICE_MS	1000
+
+/* What a wait on the broker is for: how a stop cuts it short */
+typedef enum IqWaitKind
+{
+	IQ_WAIT_START,				/* new work (pipeline, assignment, restore): ends at a stop */
+	IQ_WAIT_FINISH,				/* writing what is counted, committing */
+	IQ_WAIT_LEAVE				/* leaving the group, the stop's last wait */
+} IqWaitKind;
+
 /* in worker_main.c */
 extern volatile sig_atomic_t iq_got_sigterm;
+extern void iq_step(IqWorkerStep step, int partition);
+extern void iq_progress(void);
+extern bool iq_postmaster_gone(void);
+extern int	iq_wait_slice(int64 deadline, IqWaitKind kind);
+extern rd_kafka_resp_err_t iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+									   const struct rd_kafka_metadata **md,
+									   int timeout_ms);
 extern void iq_fail(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void iq_drain_logs(void);
 extern void iq_log_attach(rd_kafka_t *rk, IqHandle h);

@@ -30,6 +30,7 @@
 #include "postmaster/postmaster.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -48,6 +49,15 @@
 #define BACKOFF_MIN_MS		1000
 #define BACKOFF_MAX_MS		30000
 #define RELEASE_INTERVAL_MS	5000
+/*
+ * The longest a stop (SIGTERM, or a restart for changed settings) waits for
+ * the broker, in all: to write what is counted, commit and leave the group.
+ */
+#define STOP_TIMEOUT_MS		10000
+/* of which the last seconds are kept for leaving the group */
+#define LEAVE_RESERVE_MS	3000
+/* the least time between two metadata requests of one wait */
+#define METADATA_RETRY_MS	100
 
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
 
@@ -61,6 +71,8 @@ static bool servers_up = false;
 static int64 servers_retry_at = 0;
 static int	servers_backoff_ms = BACKOFF_MIN_MS;
 static char servers_error[IQ_MESSAGE_LEN] = "";
+static int64 stop_deadline = 0;
+static uint32 current_step = UINT32_MAX;
 
 static void
 handle_sigterm(SIGNAL_ARGS)
@@ -72,13 +84,123 @@ handle_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
+/* the clock of every deadline, and of the watchdog's progress_at */
 int64
 iq_now_ms(void)
 {
-	struct timespec ts;
+	return iq_monotonic_ms();
+}
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+/*
+ * iq_progress
+ *		The main thread moved on: tell the watchdog (iq_worker()).  A store
+ *		of the clock, no lock: called at every step.
+ */
+void
+iq_progress(void)
+{
+	pg_atomic_write_u64(&iq_shared->progress_at, (uint64) iq_now_ms());
+}
+
+/*
+ * iq_step
+ *		The main thread begins a step (on partition, or -1): that is
+ *		progress, unless it is the step it was in already (an idle poll
+ *		after an idle poll is not).  The time is written before the step,
+ *		so that a reader who sees the new step never sees it with the old
+ *		step's time and calls it stalled.
+ */
+void
+iq_step(IqWorkerStep step, int partition)
+{
+	uint32		word = ((uint32) step << 16) | (uint32) (partition + 1);
+
+	if (word == current_step)
+		return;
+	current_step = word;
+	iq_progress();
+	pg_write_barrier();
+	pg_atomic_write_u32(&iq_shared->step, word);
+}
+
+/*
+ * iq_postmaster_gone
+ *		True once the postmaster has died: every wait ends, and the worker
+ *		exits without waiting for anyone.  Cheap enough for every slice.
+ */
+bool
+iq_postmaster_gone(void)
+{
+	static bool gone = false;
+
+	if (!gone && !PostmasterIsAlive())
+		gone = true;
+	return gone;
+}
+
+/*
+ * iq_wait_slice
+ *		How long the next slice of a wait on the broker that must end by
+ *		deadline (iq_now_ms()) may be: at most IQ_WAIT_SLICE_MS, or 0 when
+ *		the wait must end now.
+ *
+ * A wait that starts something (a pipeline, an assignment, a restore) ends
+ * at SIGTERM.  One that finishes what is done goes on, but all of a stop's
+ * waits together end STOP_TIMEOUT_MS after it: writing what is counted and
+ * committing until LEAVE_RESERVE_MS before, leaving the group until then
+ * (a consumer destroyed before it has left waits inside librdkafka, for
+ * seconds, for a broker that may be gone).  Every wait ends at once when the
+ * postmaster is gone.
+ */
+int
+iq_wait_slice(int64 deadline, IqWaitKind kind)
+{
+	int64		now = iq_now_ms();
+
+	if (iq_postmaster_gone())
+		return 0;
+	if (iq_got_sigterm)
+	{
+		if (kind == IQ_WAIT_START)
+			return 0;
+		if (stop_deadline == 0)
+			stop_deadline = now + STOP_TIMEOUT_MS;
+		deadline = Min(deadline, kind == IQ_WAIT_LEAVE ? stop_deadline :
+					   stop_deadline - LEAVE_RESERVE_MS);
+	}
+	if (now >= deadline)
+		return 0;
+	return (int) Min(deadline - now, IQ_WAIT_SLICE_MS);
+}
+
+/*
+ * iq_metadata
+ *		rd_kafka_metadata in slices (iq_wait_slice), up to timeout_ms in
+ *		all.  A down broker answers __TRANSPORT once a slice is over, as a
+ *		slow one answers __TIMED_OUT: both are tried again.
+ */
+rd_kafka_resp_err_t
+iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+			const struct rd_kafka_metadata **md, int timeout_ms)
+{
+	int64		deadline = iq_now_ms() + timeout_ms;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+	int			slice;
+
+	*md = NULL;
+	while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0)
+	{
+		int64		began = iq_now_ms();
+
+		err = rd_kafka_metadata(rk, 0, rkt, md, slice);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
+			break;
+		iq_drain_logs();
+		/* a connection that fails at once is not retried in a busy loop */
+		if (iq_now_ms() - began < METADATA_RETRY_MS)
+			pg_usleep(METADATA_RETRY_MS * 1000L);
+	}
+	return err;
 }
 
 /*
@@ -232,13 +354,13 @@ http_threads_per_cpu(void)
 
 /*
  * load_config
- *		The settings this worker runs with, copied so a reload can be
- *		compared against them.
+ *		The settings this worker runs with, copied into cxt so a reload can
+ *		be compared against them.
  */
 static void
-load_config(IqWorkerConfig *c)
+load_config(IqWorkerConfig *c, MemoryContext cxt)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 	char	   *dir = iq_state_dir_path();
 
 	c->brokers = pstrdup(iq_bootstrap_servers);
@@ -262,14 +384,22 @@ load_config(IqWorkerConfig *c)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * config_changed
+ *		Whether a reload changed a setting the worker runs with.  The new
+ *		values are loaded into a context of their own and freed with it:
+ *		SIGHUP comes as often as anyone likes.
+ */
 static bool
 config_changed(void)
 {
 	IqWorkerConfig n;
 	IqWorkerConfig *o = &iq_w->cfg;
 	bool		changed;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "iq_fdw reload",
+											  ALLOCSET_SMALL_SIZES);
 
-	load_config(&n);
+	load_config(&n, cxt);
 	changed = strcmp(n.brokers, o->brokers) != 0 ||
 		strcmp(n.app_id, o->app_id) != 0 ||
 		strcmp(n.customer_topic, o->customer_topic) != 0 ||
@@ -282,6 +412,7 @@ config_changed(void)
 		n.memory_budget_mb != o->memory_budget_mb ||
 		n.http_threads != o->http_threads ||
 		n.commit_interval_ms != o->commit_interval_ms;
+	MemoryContextDelete(cxt);
 	return changed;
 }
 
@@ -293,16 +424,23 @@ config_changed(void)
 static void
 pipeline_stop(void)
 {
+	iq_step(IQ_STEP_STOPPING, -1);
 	iq_consumer_stop();
 	iq_producer_stop();
 	iq_restorer_stop();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		if (!iq_store_is_open(p))
+			continue;
+		iq_step(IQ_STEP_CLOSING, p);
 		iq_store_close(p);
+	}
 	iq_cache_clear();
 	iq_stats_clear();
 	iq_ownership_clear();
 	iq_drain_logs();
 	pipeline_up = false;
+	iq_step(IQ_STEP_IDLE, -1);
 }
 
 /*
@@ -316,6 +454,7 @@ pipeline_start(char **err)
 
 	iq_w->failed = false;
 	iq_w->broker_error = false;
+	iq_step(IQ_STEP_STARTING, -1);
 	iq_set_worker_state(IQ_WORKER_STARTING, "connecting to Kafka at %s", iq_w->cfg.brokers);
 	if (!iq_producer_start(err))
 		return false;
@@ -344,6 +483,7 @@ static bool
 servers_start(char **err)
 {
 	IqServerConfig sc;
+	char		buf[IQ_MESSAGE_LEN];	/* no palloc: a failed start repeats for ever */
 
 	memset(&sc, 0, sizeof(sc));
 	if (!iq_parse_host_port(iq_w->cfg.http_listen, sc.listen_host,
@@ -366,11 +506,12 @@ servers_start(char **err)
 
 		/* the server's own message may already name the setting */
 		if (inner && strstr(inner, "iq_fdw.http_listen"))
-			*err = strdup(inner);
+			snprintf(buf, sizeof(buf), "%s", inner);
 		else
-			*err = strdup(psprintf("HTTP server on %s (iq_fdw.http_listen): %s",
-								   iq_w->cfg.http_listen, inner ? inner : "?"));
+			snprintf(buf, sizeof(buf), "HTTP server on %s (iq_fdw.http_listen): %s",
+					 iq_w->cfg.http_listen, inner ? inner : "?");
 		free(inner);
+		*err = strdup(buf);
 		return false;
 	}
 	if (!iq_local_server_start(&sc, err))
@@ -378,9 +519,10 @@ servers_start(char **err)
 		char	   *inner = *err;
 
 		iq_http_stop();
-		*err = strdup(psprintf("%s (in the data directory %s)", inner ? inner : "local socket: ?",
-							   DataDir));
+		snprintf(buf, sizeof(buf), "%s (in the data directory %s)",
+				 inner ? inner : "local socket: ?", DataDir);
 		free(inner);
+		*err = strdup(buf);
 		return false;
 	}
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
@@ -394,6 +536,7 @@ servers_stop(void)
 {
 	if (!servers_up)
 		return;
+	iq_step(IQ_STEP_SERVERS, -1);
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
 	iq_shared->local_socket[0] = '\0';
 	LWLockRelease(iq_shared->lock);
@@ -410,7 +553,14 @@ static void
 worker_cleanup(int code, Datum arg)
 {
 	servers_stop();
-	if (pipeline_up)
+
+	/*
+	 * With the postmaster gone there is no one to write for, and an orphan
+	 * must not linger: the stores are closed, librdkafka's handles left to
+	 * the exit (destroying a consumer that has not left its group waits
+	 * for the broker inside librdkafka).
+	 */
+	if (pipeline_up && !iq_postmaster_gone())
 		pipeline_stop();
 	iq_store_shutdown();
 	iq_vc_new_generation(iq_value_cache, -1);
@@ -418,6 +568,22 @@ worker_cleanup(int code, Datum arg)
 	iq_shared->worker_pid = 0;
 	LWLockRelease(iq_shared->lock);
 	iq_set_worker_state(IQ_WORKER_STOPPED, NULL);
+}
+
+/*
+ * servers_recovered
+ *		The servers listen again: if the state shown is still their error,
+ *		it was shown over "running" (see the main loop) and nothing has
+ *		changed the state since, so the worker is running again.  Without
+ *		this the error stayed until the next rebalance.
+ */
+static void
+servers_recovered(void)
+{
+	if (servers_error[0] && iq_shared->state == IQ_WORKER_ERROR &&
+		strcmp(iq_shared->message, servers_error) == 0)
+		iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+	servers_error[0] = '\0';
 }
 
 static void
@@ -445,11 +611,12 @@ iq_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 	iq_shmem_attach();
+	iq_step(IQ_STEP_IDLE, -1);
 	/* what an earlier worker cached may not be what this one restores */
 	iq_vc_new_generation(iq_value_cache, -1);
 
 	iq_w = MemoryContextAllocZero(TopMemoryContext, sizeof(IqWorker));
-	load_config(&iq_w->cfg);
+	load_config(&iq_w->cfg, TopMemoryContext);
 	iq_memory_plan((size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024, &iq_w->mem);
 	ereport(LOG,
 			(errmsg("iq_fdw worker: iq_fdw.memory_budget %d MB: block cache %zu MB, memtables %zu MB, key cache %zu MB, consumer queue %zu MB, batch %zu MB (%d records)",
@@ -507,22 +674,28 @@ iq_worker_main(Datum main_arg)
 			{
 				ereport(LOG,
 						(errmsg("iq_fdw worker: restarting to apply changed iq_fdw settings")));
+				iq_got_sigterm = true;	/* a stop, with a stop's deadline */
 				proc_exit(1);	/* worker_cleanup stops everything first */
 			}
 		}
 
+		/* without the postmaster no one can use what we do */
+		if (iq_postmaster_gone())
+			proc_exit(1);
+
 		if (!servers_up && now >= servers_retry_at)
 		{
+			iq_step(IQ_STEP_SERVERS, -1);
 			if (servers_start(&err))
 			{
 				servers_up = true;
 				servers_backoff_ms = BACKOFF_MIN_MS;
-				servers_error[0] = '\0';
+				servers_recovered();
 			}
 			else
 			{
+				/* shown over "running" below: see servers_recovered */
 				strlcpy(servers_error, err, sizeof(servers_error));
-				iq_set_worker_state(IQ_WORKER_ERROR, "%s", err);
 				free(err);
 				err = NULL;
 				servers_retry_at = now + servers_backoff_ms;
@@ -545,10 +718,14 @@ iq_worker_main(Datum main_arg)
 
 		if (pipeline_up)
 		{
+			iq_step(IQ_STEP_POLLING, -1);
 			n = iq_consumer_poll(msgs, iq_w->mem.batch_max,
 								 Min(iq_w->cfg.commit_interval_ms, POLL_BUDGET_MS));
 			if (n > 0 && !iq_w->failed)
+			{
+				iq_step(IQ_STEP_COUNTING, -1);
 				iq_topology_process(msgs, n);
+			}
 			else
 			{
 				for (int i = 0; i < n; i++)
@@ -598,9 +775,16 @@ iq_worker_main(Datum main_arg)
 			last_release = now;
 		}
 
-		/* stream processing goes on without the servers, but say they are down */
+		/*
+		 * Stream processing goes on without the servers, but say they are
+		 * down: over "running" only, so that the pipeline's own states and
+		 * errors are never hidden, and servers_recovered knows what was
+		 * under it.
+		 */
 		if (!servers_up && servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
 			iq_set_worker_state(IQ_WORKER_ERROR, "%s", servers_error);
+		if (!pipeline_up)
+			iq_step(IQ_STEP_IDLE, -1);
 
 		/* more may be waiting: take it without sleeping */
 		if (n == iq_w->mem.batch_max)
@@ -620,5 +804,6 @@ iq_worker_main(Datum main_arg)
 	}
 
 	ereport(LOG, (errmsg("iq_fdw worker: shutting down")));
+	(void) iq_wait_slice(0, IQ_WAIT_LEAVE);	/* the stop's deadline starts now */
 	proc_exit(0);
 }
