@@ -178,6 +178,6 @@ python_with_pytest() {
 build_extension() {
 	ensure_packages "${IQ_BUILD_PACKAGES[@]}" postgresql-15
 	msg "building iq_fdw"
-	make -C "$IQ_REPO" -s PG_CONFIG="$PG_CONFIG" || die "the build failed"
+	make -C "$IQ_REPO" -s WERROR=1 PG_CONFIG="$PG_CONFIG" || die "the build failed"
 	make -C "$IQ_REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null || die "make install failed"
 }

@@ -64,7 +64,7 @@ iq_is_key_var(RelOptInfo *baserel, const IqTableInfo *info, Expr *expr)
 	if (expr == NULL || !IsA(expr, Var) || info->key_attno == InvalidAttrNumber)
 		return false;
 	var = (Var *) expr;
-	return var->varno == baserel->relid &&
+	return var->varno == (int) baserel->relid &&
 		var->varattno == info->key_attno &&
 		var->varlevelsup == 0;
 }

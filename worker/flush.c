@@ -198,7 +198,7 @@ write_partition(int p, const WritePlan *plan, Table *t)
 	iq_step(IQ_STEP_WRITING, p);
 	for (int i = 0; i < len; i++)
 	{
-		const IqCacheEntry *ce = iq_cache_dirty_entry(group[plan->order[p] ? plan->order[p][i] : i]);
+		const IqCacheEntry *ce = iq_cache_dirty_entry(group[plan->order[p] ? plan->order[p][i] : (uint32_t) i]);
 
 		if (!put_count(&w, iq_cache_entry_key(ce), ce->key_len, ce->count))
 			return false;

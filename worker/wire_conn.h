@@ -50,7 +50,8 @@ typedef struct IqWireConnSet
 } IqWireConnSet;
 
 #define IQ_WIRE_CONN_SET(name, full, close) \
-	{ (name), (full), (close), PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER }
+	{ .thread_name = (name), .full_message = (full), .close_fn = (close), \
+	  .lock = PTHREAD_MUTEX_INITIALIZER, .gone = PTHREAD_COND_INITIALIZER }
 
 /* Make a set ready for (new) connections; before any iq_wire_conn_serve. */
 extern void iq_wire_conn_open(IqWireConnSet *set);
