@@ -457,7 +457,12 @@ next_event(IqFetch *f, IqFetchSource *src)
 		}
 		if (src->inbox.len > 0)
 		{
-			src->answering = true;
+			if (!src->answering)
+			{
+				/* the first byte ends the first bound and starts the gaps */
+				src->answering = true;
+				progress(src);
+			}
 			src->partial += src->inbox.len;
 			if (src->partial >= IQ_FETCH_PROGRESS_BYTES)
 				progress(src);
