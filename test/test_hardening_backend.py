@@ -225,16 +225,18 @@ def test_a_peer_trickling_its_answer_fails_within_peer_timeout(proxy, fast):
 
 
 def test_a_long_answer_that_keeps_coming_is_not_cut(proxy):
-    """PEER's part of a full scan arrives in 4 kB chunks every 20 ms, which
+    """PEER's part of a full scan arrives in 2 kB chunks every 20 ms, which
     takes far longer than peer_timeout in all; each chunk completes rows, so
     the scan succeeds with every row."""
-    proxy.set_mode("pace", chunk=4096, delay=0.02)
-    got = psql(ASKER, FULL_SCAN.replace("SELECT", "SET iq_fdw.peer_timeout = 1000;\nSELECT"), timeout=300)
+    chunk, delay, timeout_ms = 2048, 0.02, 1500
+    proxy.set_mode("pace", chunk=chunk, delay=delay)
+    got = psql(ASKER, FULL_SCAN.replace("SELECT", f"SET iq_fdw.peer_timeout = {timeout_ms};\nSELECT"),
+               timeout=300)
     paced = proxy.sent
     proxy.set_mode("pass")
     assert got == psql(PEER, FULL_SCAN)
-    # the answer came in more than 100 paced chunks: at least 2 s of pacing
-    assert paced > 100 * 4096, paced
+    # the pacing alone took at least twice peer_timeout
+    assert paced / chunk * delay >= 2 * timeout_ms / 1000, paced
 
 
 def test_a_row_beyond_the_frame_bound_is_refused_naming_the_peer(proxy):
