@@ -609,6 +609,9 @@ collect_positions(IqFetch *f)
 		return;
 	for (i = 0; i < f->nsources; i++)
 	{
+		/* a source without positions has none allocated (memcpy from NULL) */
+		if (f->sources[i].reader.npositions == 0)
+			continue;
 		memcpy(f->positions + f->npositions, f->sources[i].reader.positions,
 			   sizeof(IqWirePosition) * f->sources[i].reader.npositions);
 		f->npositions += f->sources[i].reader.npositions;
