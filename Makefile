@@ -24,11 +24,62 @@ endif
 PG_CFLAGS += -MMD -MP
 SHLIB_LINK = -lrdkafka -lrocksdb -lcurl -lmicrohttpd -ljansson -lz -lpthread
 
+# make SANITIZE=1: the module built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (a server must then run with libasan preloaded:
+# scripts/test --asan does it all; see the README, "Running the tests")
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 DEPS = $(OBJS:.o=.d)
-EXTRA_CLEAN = $(DEPS)
+EXTRA_CLEAN = $(DEPS) .build-flags fuzz/bin asan_preload.so
 -include $(DEPS)
 $(DEPS): ;
+
+# objects are rebuilt when the sanitizer flag changes, so a plain build never
+# links objects left by a sanitizer build (or the other way round)
+IQ_BUILD_FLAGS := SANITIZE=$(SANITIZE)
+ifneq ($(shell cat .build-flags 2>/dev/null),$(IQ_BUILD_FLAGS))
+$(shell echo '$(IQ_BUILD_FLAGS)' > .build-flags)
+endif
+$(OBJS): .build-flags
+
+ifeq ($(SANITIZE),1)
+# preloaded after libasan by scripts/instance (see scripts/asan_preload.c)
+all: asan_preload.so
+asan_preload.so: scripts/asan_preload.c
+	$(CC) -shared -fPIC -O2 -o $@ $<
+endif
+
+# make fuzz: libFuzzer targets (clang) for the wire codec and the HTTP
+# server's URL and JSON handling, with no PostgreSQL; fuzz/run runs them
+FUZZ_CC ?= clang
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-I$(srcdir)/src -I$(srcdir)/worker
+FUZZ_TARGETS = wire_request wire_reader http_json http_route
+FUZZ_BINS = $(addprefix fuzz/bin/,$(FUZZ_TARGETS))
+
+fuzz: $(FUZZ_BINS)
+.PHONY: fuzz
+
+fuzz/bin/wire_request: fuzz/wire_request.c src/wire.c src/wire.h
+	@mkdir -p fuzz/bin
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/wire_request.c src/wire.c
+fuzz/bin/wire_reader: fuzz/wire_reader.c src/wire.c src/wire.h
+	@mkdir -p fuzz/bin
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/wire_reader.c src/wire.c
+fuzz/bin/http_json: fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c worker/http_internal.h
+	@mkdir -p fuzz/bin
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c \
+		-ljansson -lmicrohttpd
+fuzz/bin/http_route: fuzz/http_route.c worker/http_routes.c worker/http_json.c src/wire.c \
+		src/stores.c src/partitioner.c worker/http_internal.h
+	@mkdir -p fuzz/bin
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_route.c worker/http_routes.c worker/http_json.c \
+		src/wire.c src/stores.c src/partitioner.c -ljansson -lz

@@ -111,7 +111,8 @@ recorded_instances() {
 IQ_BUILD_PACKAGES=(build-essential pkg-config postgresql-server-dev-15 librdkafka-dev
 	librocksdb-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev)
 IQ_RUN_PACKAGES=(postgresql-15 kcat openjdk-17-jre-headless maven curl)
-IQ_TEST_PACKAGES=(wrk)
+# clang and its runtimes: the fuzz targets (make fuzz, fuzz/run)
+IQ_TEST_PACKAGES=(wrk clang libclang-rt-14-dev)
 
 _iq_apt_updated=
 apt_install() {

@@ -217,7 +217,8 @@ send_request(IqFetchSource *src, const char *head, size_t head_len)
 	struct iovec parts[3];
 	size_t		total = 0;
 	size_t		sent = 0;
-	int64		deadline = iq_fetch_now_us() + (int64) iq_peer_timeout_ms * 1000;
+	/* sending is part of the call's first iq_fdw.peer_timeout (fetch.c) */
+	int64		deadline = src->call_started + (int64) iq_peer_timeout_ms * 1000;
 	int			i;
 
 	len[0] = (unsigned char) (src->request.len >> 24);

@@ -310,16 +310,24 @@ fail_transport(IqFetch *f, IqFetchSource *src)
 	char	   *who = instance_name(src);
 	char	   *detail = peer_text(src->error);
 	bool		timed_out = src->timed_out;
+	bool		answering = src->answering;
 	long		http = src->http_status;
 
 	release(f);
-	if (timed_out)
+	if (timed_out && !answering)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 				 errmsg("iq_fdw: instance %s did not answer within iq_fdw.peer_timeout (%d ms) when asked for %s",
 						who, iq_peer_timeout_ms, what),
 				 errdetail("%s", detail),
 				 errhint("Check that the instance is running; raise iq_fdw.peer_timeout for slow networks.")));
+	if (timed_out)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("iq_fdw: instance %s stopped making progress for iq_fdw.peer_timeout (%d ms) in its answer to %s",
+						who, iq_peer_timeout_ms, what),
+				 errdetail("%s", detail),
+				 errhint("Check the instance and the network to it; raise iq_fdw.peer_timeout for slow networks.")));
 	if (http != 0 && http != 200)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_ERROR),
@@ -341,8 +349,17 @@ fail_answer(IqFetch *f, IqFetchSource *src)
 	char	   *who = instance_name(src);
 	char	   *message = peer_text(src->reader.message);
 	IqWireStatus status = src->reader.status;
+	bool		corrupt = src->reader.corrupt;
 
 	release(f);
+	if (corrupt)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("iq_fdw: instance %s sent an answer this backend cannot read, when asked for %s",
+						who, what),
+				 errdetail("%s", message),
+				 errhint("Check that every instance runs the same iq_fdw version, and that %s is an iq_fdw instance.",
+						 who)));
 	switch (status)
 	{
 		case IQ_WIRE_NOT_HELD:
@@ -376,42 +393,74 @@ fail_answer(IqFetch *f, IqFetchSource *src)
  * ---------------------------------------------------------------------
  */
 
-/* wait_for: until src has new bytes, is done, or timed out; cancellable */
+/*
+ * wait_for: until src has new bytes, is done, or timed out; cancellable.
+ *
+ * iq_fdw.peer_timeout bounds two things.  Until the first byte of the
+ * answer: the whole call, connecting, sending and the upgrade's 101
+ * included (from src->call_started, wall clock).  After it: the time this
+ * backend spends waiting for src without progress (IQ_FETCH_PROGRESS_BYTES:
+ * a complete frame, or 64 kB).  Only waits count, so a backend slow to ask
+ * for the next row (a nested loop) never blames the peer, while a peer
+ * that trickles bytes without completing rows fails once the waits for it
+ * add up to peer_timeout, however often a byte arrives.
+ */
 static void
 wait_for(IqFetchSource *src)
 {
-	int64		started = iq_fetch_now_us();
 	int64		timeout = (int64) iq_peer_timeout_ms * 1000;
+	int64		entered = iq_fetch_now_us();
 
 	for (;;)
 	{
-		int64		idle_since;
 		int64		now;
+		int64		left;
 		int			slice;
 
 		if (src->sock)
 			iq_chan_receive(src);
 		iq_peer_drive(0, -1);
-		if (src->inbox.len > 0 || src->done)
-			return;
-
 		now = iq_fetch_now_us();
-		idle_since = Max(started, src->last_activity);
-		if (now - idle_since >= timeout)
+		if (src->inbox.len > 0 || src->done)
 		{
-			snprintf(src->error, sizeof(src->error), "no answer for %d ms",
-					 iq_peer_timeout_ms);
+			src->stalled_us += now - entered;
+			return;
+		}
+
+		if (!src->answering)
+			left = src->call_started + timeout - now;
+		else
+			left = timeout - (src->stalled_us + (now - entered));
+		if (left <= 0)
+		{
+			src->stalled_us += now - entered;
+			if (!src->answering)
+				snprintf(src->error, sizeof(src->error),
+						 "no answer within %d ms of the request (connecting included)",
+						 iq_peer_timeout_ms);
+			else
+				snprintf(src->error, sizeof(src->error),
+						 "the answer stalled: %zu bytes in %d ms of waiting without a complete row (or %d kB of one)",
+						 src->partial, iq_peer_timeout_ms, IQ_FETCH_PROGRESS_BYTES / 1024);
 			src->failed = true;
 			src->timed_out = true;
 			src->done = true;
 			return;
 		}
-		slice = (int) Min((timeout - (now - idle_since)) / 1000 + 1, WAIT_SLICE_MS);
+		slice = (int) Min(left / 1000 + 1, WAIT_SLICE_MS);
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		iq_peer_drive(slice, src->sock ? src->conn.fd : -1);
 		pgstat_report_wait_end();
 		CHECK_FOR_INTERRUPTS();
 	}
+}
+
+/* progress: src's answer moved on (see wait_for) */
+static inline void
+progress(IqFetchSource *src)
+{
+	src->stalled_us = 0;
+	src->partial = 0;
 }
 
 /* next_event: src's next complete event, waiting for bytes as needed */
@@ -423,9 +472,21 @@ next_event(IqFetch *f, IqFetchSource *src)
 		IqWireEvent ev = iq_wire_reader_next(&src->reader);
 
 		if (ev != IQ_EV_NEED_MORE)
+		{
+			progress(src);
 			return ev;
+		}
 		if (src->inbox.len > 0)
 		{
+			if (!src->answering)
+			{
+				/* the first byte ends the first bound and starts the gaps */
+				src->answering = true;
+				progress(src);
+			}
+			src->partial += src->inbox.len;
+			if (src->partial >= IQ_FETCH_PROGRESS_BYTES)
+				progress(src);
 			iq_wire_reader_feed(&src->reader, src->inbox.data, src->inbox.len);
 			src->inbox.len = 0;
 			if (!src->sock)
@@ -493,6 +554,10 @@ start_sources(IqFetch *f)
 		src->error[0] = '\0';
 		src->http_status = 0;
 		src->attempts = 0;
+		src->call_started = iq_fetch_now_us();
+		src->answering = false;
+		src->stalled_us = 0;
+		src->partial = 0;
 		src->sock = iq_chan_serves(&src->target);
 		if (src->sock)
 			iq_chan_start(src);
@@ -565,6 +630,9 @@ collect_positions(IqFetch *f)
 		return;
 	for (i = 0; i < f->nsources; i++)
 	{
+		/* a source without positions has none allocated (memcpy from NULL) */
+		if (f->sources[i].reader.npositions == 0)
+			continue;
 		memcpy(f->positions + f->npositions, f->sources[i].reader.positions,
 			   sizeof(IqWirePosition) * f->sources[i].reader.npositions);
 		f->npositions += f->sources[i].reader.npositions;

@@ -40,7 +40,13 @@ typedef struct IqFetchSource
 	bool		failed;			/* ... because it failed: see error */
 	bool		timed_out;
 	char		error[256];
-	int64		last_activity;	/* µs, for the idle timeout */
+	int64		last_activity;	/* µs: the transport last had bytes */
+
+	/* iq_fdw.peer_timeout (fetch.c, see wait_for) */
+	int64		call_started;	/* µs: the call began (connect included) */
+	bool		answering;		/* the first byte of the answer arrived */
+	int64		stalled_us;		/* waited since the last progress */
+	size_t		partial;		/* bytes received since the last progress */
 
 	/* POST */
 	void	   *easy;			/* CURL *, NULL when not in flight */
@@ -96,6 +102,13 @@ extern void iq_upgrade_close(IqChanConn *conn);
 
 /* in fetch.c */
 extern int64 iq_fetch_now_us(void);
+
+/*
+ * Progress of an answer, for iq_fdw.peer_timeout: a complete frame (the
+ * header, a row, the end), or this many bytes received since the last
+ * progress (so that a row of many megabytes on a slow link is not cut).
+ */
+#define IQ_FETCH_PROGRESS_BYTES (64 * 1024)
 
 /* A peer's bytes beyond this, unread by the merge, pause its transfer. */
 #ifndef IQ_FETCH_INBOX_MAX

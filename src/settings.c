@@ -364,8 +364,9 @@ iq_define_settings(void)
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("iq_fdw.peer_timeout",
-							"Time limit of one call to another instance.",
-							NULL,
+							"Time limit of a call to another instance: to the first byte of its answer, then of each wait without progress.",
+							"Progress is a complete frame of the answer (header, row, end) or 64 kB received; "
+							"only the time the query waits for the instance counts.",
 							&iq_peer_timeout_ms, 5000, 1, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.stall_timeout",

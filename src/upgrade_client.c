@@ -17,7 +17,8 @@
  *
  * The connect runs in a multi handle of its own, in slices of 100 ms with
  * CHECK_FOR_INTERRUPTS between them, so a cancel is answered at once and a
- * slow connect lasts at most iq_fdw.peer_timeout.  The easy handle owns
+ * slow connect lasts at most what is left of the call's iq_fdw.peer_timeout
+ * (which bounds connecting and the first byte of the answer together).  The easy handle owns
  * the socket: the connection is closed by removing it from its multi
  * handle and cleaning both up.  Signals are blocked while curl may start
  * its resolver thread, as in peer_client.c.
@@ -133,6 +134,9 @@ iq_upgrade_connect(IqFetchSource *src)
 	curl_socket_t fd = CURL_SOCKET_BAD;
 	char		url[IQ_HOST_LEN + 32];
 	bool		done = false;
+	/* the connect is part of the call's first iq_fdw.peer_timeout (fetch.c) */
+	int64		left_ms = (src->call_started + (int64) iq_peer_timeout_ms * 1000 -
+						   iq_fetch_now_us()) / 1000;
 
 	if (!curl_ready)
 	{
@@ -149,7 +153,7 @@ iq_upgrade_connect(IqFetchSource *src)
 	src->error[0] = '\0';
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) iq_peer_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Max(left_ms, 1));
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROXY, "");
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);

@@ -10,13 +10,12 @@
  * and against fixed maxima before anything is allocated or copied.
  *-------------------------------------------------------------------------
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "wire.h"
 
-/* A single row frame larger than this is taken as a corrupt stream. */
-#define IQ_WIRE_MAX_FIELD	(256U * 1024 * 1024)
 /* The wire format has u16 partition numbers; we never hold more. */
 #define IQ_WIRE_MAX_PARTITIONS 4096
 
@@ -489,25 +488,67 @@ iq_wire_reader_feed(IqWireReader *r, const char *data, size_t len)
 	iq_buf_append(&r->buf, data, len);
 }
 
-/* reader_fail: remember the failure and report it */
+/* iq_wire_escape: bytes made safe for a message or a log line (wire.h) */
+char *
+iq_wire_escape(char *out, size_t size, const char *bytes, size_t len)
+{
+	size_t		o = 0;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) bytes[i];
+		bool		plain = (c >= 0x20 && c < 0x7f && c != '\\');
+		size_t		need = plain ? 1 : 4;
+
+		/* room for this byte and, if more follow, for "..." and the NUL */
+		if (o + need + (i + 1 < len ? 3 : 0) >= size)
+		{
+			if (o + 3 < size)
+			{
+				memcpy(out + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		if (plain)
+			out[o++] = (char) c;
+		else
+			o += (size_t) snprintf(out + o, size - o, "\\x%02x", c);
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* reader_fail: remember the failure (a malformed or oversized answer) */
 static IqWireEvent
 reader_fail(IqWireReader *r, IqWireStatus status, const char *message)
 {
 	r->status = status;
+	r->corrupt = true;
 	strncpy(r->message, message, sizeof(r->message) - 1);
 	r->message[sizeof(r->message) - 1] = '\0';
 	r->stage = STAGE_FAILED;
 	return IQ_EV_ERROR;
 }
 
-/* copy_message: a length-prefixed text into r->message, truncated */
+/* copy_message: a length-prefixed text from the peer into r->message, escaped */
 static void
 copy_message(IqWireReader *r, const unsigned char *p, uint32_t n)
 {
-	if (n > sizeof(r->message) - 1)
-		n = sizeof(r->message) - 1;
-	memcpy(r->message, p, n);
-	r->message[n] = '\0';
+	iq_wire_escape(r->message, sizeof(r->message), (const char *) p, n);
+}
+
+/* frame_too_large: a row beyond IQ_WIRE_MAX_FRAME, refused before it is read */
+static IqWireEvent
+frame_too_large(IqWireReader *r, size_t bytes)
+{
+	char		m[160];
+
+	snprintf(m, sizeof(m),
+			 "a row of %zu bytes is larger than a reader accepts (IQ_WIRE_MAX_FRAME, %d MiB)",
+			 bytes, IQ_WIRE_MAX_FRAME / (1024 * 1024));
+	return reader_fail(r, IQ_WIRE_INTERNAL, m);
 }
 
 /* iq_wire_reader_next: the next complete event, or IQ_EV_NEED_MORE */
@@ -518,10 +559,15 @@ iq_wire_reader_next(IqWireReader *r)
 	size_t		avail;
 
 	if (r->buf.oom && r->stage != STAGE_FAILED)
-		return reader_fail(r, IQ_WIRE_INTERNAL, "out of memory reading a response");
+	{
+		reader_fail(r, IQ_WIRE_INTERNAL, "out of memory reading a response");
+		r->corrupt = false;
+		return IQ_EV_ERROR;
+	}
 
-	p = (const unsigned char *) r->buf.data + r->pos;
+	/* nothing fed yet: no buffer to point into (NULL + 0 is undefined) */
 	avail = r->buf.len - r->pos;
+	p = avail > 0 ? (const unsigned char *) r->buf.data + r->pos : NULL;
 
 	switch (r->stage)
 	{
@@ -544,8 +590,8 @@ iq_wire_reader_next(IqWireReader *r)
 				if (avail < 4)
 					return IQ_EV_NEED_MORE;
 				n = get_u32(p);
-				if (n > IQ_WIRE_MAX_FIELD)
-					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: error message too long");
+				if (n > IQ_WIRE_MAX_MESSAGE)
+					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: error message longer than IQ_WIRE_MAX_MESSAGE");
 				if (avail - 4 < n)
 					return IQ_EV_NEED_MORE;
 				copy_message(r, p + 4, n);
@@ -564,6 +610,8 @@ iq_wire_reader_next(IqWireReader *r)
 				if (avail < 2)
 					return IQ_EV_NEED_MORE;
 				n = get_u16(p);
+				if (n > IQ_WIRE_MAX_PARTITIONS)
+					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: too many partitions");
 				if (avail - 2 < (size_t) n * 18)
 					return IQ_EV_NEED_MORE;
 				free(r->positions);
@@ -601,14 +649,17 @@ iq_wire_reader_next(IqWireReader *r)
 				if (avail < 5)
 					return IQ_EV_NEED_MORE;
 				klen = get_u32(p + 1);
-				if (klen > IQ_WIRE_MAX_FIELD)
-					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: key too long");
+				/* bounded before a byte of it is waited for or buffered */
+				if (klen > IQ_WIRE_MAX_FRAME - 9)
+					return frame_too_large(r, 9 + (size_t) klen);
 				if (avail < 5 + (size_t) klen + 4)
 					return IQ_EV_NEED_MORE;
 				vlen = (int32_t) get_u32(p + 5 + klen);
-				if (vlen < -1 || (vlen > 0 && (uint32_t) vlen > IQ_WIRE_MAX_FIELD))
+				if (vlen < -1)
 					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: bad value length");
 				need = 5 + (size_t) klen + 4 + (vlen > 0 ? (size_t) vlen : 0);
+				if (need > IQ_WIRE_MAX_FRAME)
+					return frame_too_large(r, need);
 				if (avail < need)
 					return IQ_EV_NEED_MORE;
 				r->key = (const char *) p + 5;
@@ -625,8 +676,8 @@ iq_wire_reader_next(IqWireReader *r)
 				if (avail < 6)
 					return IQ_EV_NEED_MORE;
 				n = get_u32(p + 2);
-				if (n > IQ_WIRE_MAX_FIELD)
-					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: end message too long");
+				if (n > IQ_WIRE_MAX_MESSAGE)
+					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: end message longer than IQ_WIRE_MAX_MESSAGE");
 				if (avail - 6 < n)
 					return IQ_EV_NEED_MORE;
 				r->status = (IqWireStatus) p[1];

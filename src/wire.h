@@ -45,6 +45,17 @@
 #define IQ_STREAM_PROTOCOL	"iq-wire/1"
 #define IQ_WIRE_MAX_REQUEST (16 * 1024 * 1024)
 
+/*
+ * Bounds of what a response reader buffers for one answer (the backend per
+ * instance asked, the worker's gather per peer): a frame (a row: 'R', its
+ * key and value with their lengths) larger than IQ_WIRE_MAX_FRAME, or a
+ * status message longer than IQ_WIRE_MAX_MESSAGE, is refused as a corrupt
+ * answer before anything is buffered for it.  A reader thus holds at most
+ * one frame and the chunk last fed to it.
+ */
+#define IQ_WIRE_MAX_FRAME	(64 * 1024 * 1024)
+#define IQ_WIRE_MAX_MESSAGE (64 * 1024)
+
 typedef enum IqWireOp
 {
 	IQ_OP_GET = 1,
@@ -151,7 +162,8 @@ typedef struct IqWireReader
 	int			stage;
 	/* results of the last event */
 	IqWireStatus status;
-	char		message[512];
+	bool		corrupt;		/* the error is the answer's form, not its status */
+	char		message[512];	/* bytes not printable ASCII escaped as \xNN */
 	int			npositions;
 	IqWirePosition *positions;	/* malloc'd */
 	const char *key;
@@ -164,5 +176,12 @@ extern void iq_wire_reader_init(IqWireReader *r);
 extern void iq_wire_reader_feed(IqWireReader *r, const char *data, size_t len);
 extern IqWireEvent iq_wire_reader_next(IqWireReader *r);
 extern void iq_wire_reader_free(IqWireReader *r);
+
+/*
+ * Bytes for a log line or a message: printable ASCII as it is, every other
+ * byte (and the backslash) as \xNN; cut with "..." to fit size (>= 4).
+ * Plain C, for any thread.  Returns out.
+ */
+extern char *iq_wire_escape(char *out, size_t size, const char *bytes, size_t len);
 
 #endif							/* IQ_WIRE_H */

@@ -118,6 +118,19 @@ def thaw(pid):
 
 # ---- PostgreSQL -------------------------------------------------------------
 
+def asan_env():
+    """["env", VAR=value...] to start a PostgreSQL that loads a sanitizer
+    build (IQ_ASAN=1, scripts/test --asan), as scripts/instance does; [] otherwise."""
+    if os.environ.get("IQ_ASAN") != "1":
+        return []
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout.strip()
+    reports = IQ_HOME / "asan"
+    return ["env", f"LD_PRELOAD={libasan} {os.environ['IQ_LIB_DIR']}/asan_preload.so",
+            f"ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path={reports}/asan",
+            f"UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0:log_path={reports}/ubsan"]
+
+
 class PsqlError(Exception):
     """psql failed; .stderr has the server's message."""
 

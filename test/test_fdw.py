@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, consume, freeze, http_port,
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, asan_env, consume, freeze, http_port,
                       import_stores_sql, java_partition, produce, psql, psql_error, thaw,
                       wait_until)
 
@@ -550,7 +550,7 @@ def lonely_instance():
                 f"iq_fdw.http_listen = '127.0.0.1:{http}'\n")
         if libdir:
             f.write(f"dynamic_library_path = '{libdir}:$libdir'\n")
-    subprocess.run(as_pg + [f"{pg}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "start"],
+    subprocess.run(as_pg + asan_env() + [f"{pg}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "start"],
                    check=True, capture_output=True, timeout=120, cwd="/")
     try:
         yield port

@@ -15,6 +15,7 @@
 #include "partitioner.h"
 #include "poll_table.h"
 #include "settings.h"
+#include "wire.h"
 #include "worker.h"
 
 static uint32
@@ -134,13 +135,17 @@ static void
 note_wrong_partition(IqPart *part, int p, int expected, const char *topic,
 					 const char *key, size_t len)
 {
+	char		shown[4 * 64 + 4];
+
 	part->stats.wrong_partition++;
 	if (part->wrong_partition_logged)
 		return;
 	part->wrong_partition_logged = true;
+	/* a key is bytes from the producer: escaped, never raw, in the log */
+	iq_wire_escape(shown, sizeof(shown), key, len);
 	ereport(LOG,
-			(errmsg("iq_fdw worker: a record of topic \"%s\" with key \"%.*s\" is in partition %d, but the key belongs to partition %d",
-					topic, (int) Min(len, 64), key, p, expected),
+			(errmsg("iq_fdw worker: a record of topic \"%s\" with key \"%s\" is in partition %d, but the key belongs to partition %d",
+					topic, shown, p, expected),
 			 errdetail("Further such records of partition %d are counted in iq_stats without being logged.", p),
 			 errhint("The producer partitions keys differently from iq_fdw.partitioner (%s); lookups of such keys go to the wrong instance. Use the same partitioner in the producer and in iq_fdw.partitioner.",
 					 iq_w->cfg.partitioner == IQ_PARTITIONER_MURMUR2 ? "murmur2" : "crc32")));
