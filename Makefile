@@ -74,12 +74,13 @@ fuzz/bin/wire_request: fuzz/wire_request.c src/wire.c src/wire.h
 fuzz/bin/wire_reader: fuzz/wire_reader.c src/wire.c src/wire.h
 	@mkdir -p fuzz/bin
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/wire_reader.c src/wire.c
-fuzz/bin/http_json: fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c worker/http_internal.h
+fuzz/bin/http_json: fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c src/utf8.c \
+		worker/http_internal.h
 	@mkdir -p fuzz/bin
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c src/utf8.c \
 		-ljansson -lmicrohttpd
 fuzz/bin/http_route: fuzz/http_route.c worker/http_routes.c worker/http_json.c src/wire.c \
-		src/stores.c src/partitioner.c worker/http_internal.h
+		src/stores.c src/partitioner.c src/utf8.c worker/http_internal.h
 	@mkdir -p fuzz/bin
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_route.c worker/http_routes.c worker/http_json.c \
-		src/wire.c src/stores.c src/partitioner.c -ljansson -lz
+		src/wire.c src/stores.c src/partitioner.c src/utf8.c -ljansson -lz
