@@ -317,26 +317,26 @@ fail_transport(IqFetch *f, IqFetchSource *src)
 	if (timed_out && !answering)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-				 errmsg("iq_fdw: instance %s did not answer within iq_fdw.peer_timeout (%d ms) when asked for %s",
+				 errmsg("instance %s did not answer within iq_fdw.peer_timeout (%d ms) when asked for %s",
 						who, iq_peer_timeout_ms, what),
 				 errdetail("%s", detail),
 				 errhint("Check that the instance is running; raise iq_fdw.peer_timeout for slow networks.")));
 	if (timed_out)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_ERROR),
-				 errmsg("iq_fdw: instance %s stopped making progress for iq_fdw.peer_timeout (%d ms) in its answer to %s",
+				 errmsg("instance %s stopped making progress for iq_fdw.peer_timeout (%d ms) in its answer to %s",
 						who, iq_peer_timeout_ms, what),
 				 errdetail("%s", detail),
 				 errhint("Check the instance and the network to it; raise iq_fdw.peer_timeout for slow networks.")));
 	if (http != 0 && http != 200)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_ERROR),
-				 errmsg("iq_fdw: instance %s answered HTTP %ld when asked for %s",
+				 errmsg("instance %s answered HTTP %ld when asked for %s",
 						who, http, what),
 				 errdetail("%s", detail)));
 	ereport(ERROR,
 			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-			 errmsg("iq_fdw: could not read %s from instance %s", what, who),
+			 errmsg("could not read %s from instance %s", what, who),
 			 errdetail("%s", detail),
 			 errhint("Check that the instance and its iq_fdw worker are running (iq_worker() there).")));
 }
@@ -350,12 +350,13 @@ fail_answer(IqFetch *f, IqFetchSource *src)
 	char	   *message = peer_text(src->reader.message);
 	IqWireStatus status = src->reader.status;
 	bool		corrupt = src->reader.corrupt;
+	bool		header_seen = src->header_seen;
 
 	release(f);
 	if (corrupt)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_ERROR),
-				 errmsg("iq_fdw: instance %s sent an answer this backend cannot read, when asked for %s",
+				 errmsg("instance %s sent an answer this backend cannot read, when asked for %s",
 						who, what),
 				 errdetail("%s", message),
 				 errhint("Check that every instance runs the same iq_fdw version, and that %s is an iq_fdw instance.",
@@ -365,9 +366,12 @@ fail_answer(IqFetch *f, IqFetchSource *src)
 		case IQ_WIRE_NOT_HELD:
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("iq_fdw: instance %s no longer holds what was asked: %s", who, what),
+					 errmsg("instance %s no longer holds what was asked: %s", who, what),
 					 f->reasked ?
 					 errdetail("%s. It was asked after ownership had changed, and ownership moved again.", message) :
+					 header_seen ?
+					 errdetail("%s. It moved while its answer was being read; rows already returned cannot be taken back, so the query is not asked again.",
+							   message) :
 					 errdetail("%s. The ownership this instance knows did not change within iq_fdw.ownership_wait = %d ms.",
 							   message, iq_ownership_wait_ms),
 					 errhint("Partition ownership is moving in a rebalance; retry the query, or raise iq_fdw.ownership_wait.")));
@@ -375,14 +379,14 @@ fail_answer(IqFetch *f, IqFetchSource *src)
 		case IQ_WIRE_RESTORING:
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("iq_fdw: instance %s is still restoring state needed for %s", who, what),
+					 errmsg("instance %s is still restoring state needed for %s", who, what),
 					 errdetail("%s", message),
 					 errhint("Retry when the restore is done; iq_worker() on that instance shows its progress.")));
 			break;
 		default:
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_ERROR),
-					 errmsg("iq_fdw: instance %s failed to answer %s", who, what),
+					 errmsg("instance %s failed to answer %s", who, what),
 					 errdetail("%s", message)));
 			break;
 	}
@@ -399,7 +403,7 @@ fail_answer(IqFetch *f, IqFetchSource *src)
  * iq_fdw.peer_timeout bounds two things.  Until the first byte of the
  * answer: the whole call, connecting, sending and the upgrade's 101
  * included (from src->call_started, wall clock).  After it: the time this
- * backend spends waiting for src without progress (IQ_FETCH_PROGRESS_BYTES:
+ * backend spends waiting for src without progress (IQ_WIRE_PROGRESS_BYTES:
  * a complete frame, or 64 kB).  Only waits count, so a backend slow to ask
  * for the next row (a nested loop) never blames the peer, while a peer
  * that trickles bytes without completing rows fails once the waits for it
@@ -441,7 +445,7 @@ wait_for(IqFetchSource *src)
 			else
 				snprintf(src->error, sizeof(src->error),
 						 "the answer stalled: %zu bytes in %d ms of waiting without a complete row (or %d kB of one)",
-						 src->partial, iq_peer_timeout_ms, IQ_FETCH_PROGRESS_BYTES / 1024);
+						 src->partial, iq_peer_timeout_ms, IQ_WIRE_PROGRESS_BYTES / 1024);
 			src->failed = true;
 			src->timed_out = true;
 			src->done = true;
@@ -485,7 +489,7 @@ next_event(IqFetch *f, IqFetchSource *src)
 				progress(src);
 			}
 			src->partial += src->inbox.len;
-			if (src->partial >= IQ_FETCH_PROGRESS_BYTES)
+			if (src->partial >= IQ_WIRE_PROGRESS_BYTES)
 				progress(src);
 			iq_wire_reader_feed(&src->reader, src->inbox.data, src->inbox.len);
 			src->inbox.len = 0;
@@ -713,7 +717,7 @@ prime(IqFetch *f)
 			release(f);
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("iq_fdw: partition %d at instance %s lags %lld records behind its input, more than iq_fdw.max_lag = %d",
+					 errmsg("partition %d at instance %s lags %lld records behind its input, more than iq_fdw.max_lag = %d",
 							partition, who, (long long) lag, iq_max_lag),
 					 errdetail("Asked for %s.%s", what,
 							   iq_lag_policy == IQ_LAG_WAIT ?
@@ -912,14 +916,14 @@ reask(IqFetch *f, IqFetchSource *moved)
 			needed[asked[i].partitions[k]] = true;
 	}
 	ereport(DEBUG1,
-			(errmsg_internal("iq_fdw: instance %s answered \"%s\"; waiting up to iq_fdw.ownership_wait = %d ms for the new owner",
+			(errmsg_internal("instance %s answered \"%s\"; waiting up to iq_fdw.ownership_wait = %d ms for the new owner",
 							 instance_name(moved), moved->reader.message, iq_ownership_wait_ms)));
 	iq_ownership_read(o);
 	if (!iq_ownership_wait_change(o, f->generation, needed, asked, f->nsources))
 		return false;
 	targets = iq_ownership_targets(o, needed, &ntargets);
 	ereport(DEBUG1,
-			(errmsg_internal("iq_fdw: ownership generation " UINT64_FORMAT " (was " UINT64_FORMAT "): asking again",
+			(errmsg_internal("ownership generation " UINT64_FORMAT " (was " UINT64_FORMAT "): asking again",
 							 o->generation, f->generation)));
 	sources = calloc(Max(ntargets, 1), sizeof(IqFetchSource));
 	if (sources == NULL)

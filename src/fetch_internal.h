@@ -103,13 +103,6 @@ extern void iq_upgrade_close(IqChanConn *conn);
 /* in fetch.c */
 extern int64 iq_fetch_now_us(void);
 
-/*
- * Progress of an answer, for iq_fdw.peer_timeout: a complete frame (the
- * header, a row, the end), or this many bytes received since the last
- * progress (so that a row of many megabytes on a slow link is not cut).
- */
-#define IQ_FETCH_PROGRESS_BYTES (64 * 1024)
-
 /* A peer's bytes beyond this, unread by the merge, pause its transfer. */
 #ifndef IQ_FETCH_INBOX_MAX
 #define IQ_FETCH_INBOX_MAX (4 * 1024 * 1024)

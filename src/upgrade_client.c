@@ -89,7 +89,7 @@ iq_upgrade_refused(IqFetchSource *src, int status)
 	strlcpy(refused[i].endpoint, src->endpoint, sizeof(refused[i].endpoint));
 	refused[i].at = iq_fetch_now_us();
 	ereport(DEBUG1,
-			(errmsg_internal("iq_fdw: instance %s answered HTTP %d to the upgrade to %s; reading it over POST /iq/v1/read",
+			(errmsg_internal("instance %s answered HTTP %d to the upgrade to %s; reading it over POST /iq/v1/read",
 							 src->endpoint, status, IQ_STREAM_PROTOCOL)));
 }
 

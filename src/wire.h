@@ -56,6 +56,14 @@
 #define IQ_WIRE_MAX_FRAME	(64 * 1024 * 1024)
 #define IQ_WIRE_MAX_MESSAGE (64 * 1024)
 
+/*
+ * Progress of an answer, for iq_fdw.peer_timeout (the backend's reads and
+ * the worker's gathers alike): a complete frame (the header, a row, the
+ * end), or this many bytes received since the last progress, so that a row
+ * of many megabytes on a slow link is not cut while a trickle is.
+ */
+#define IQ_WIRE_PROGRESS_BYTES	(64 * 1024)
+
 typedef enum IqWireOp
 {
 	IQ_OP_GET = 1,

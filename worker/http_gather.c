@@ -60,7 +60,8 @@ typedef struct Source
 	bool		done;			/* the transfer ended (see rc) */
 	CURLcode	rc;
 	long		http_status;
-	long long	last_activity;	/* ms, for the idle timeout */
+	long long	last_progress;	/* ms, for the peer timeout */
+	size_t		partial;		/* bytes received since then */
 	char		errbuf[CURL_ERROR_SIZE];
 } Source;
 
@@ -85,6 +86,14 @@ typedef struct SourceError
 	char		message[600];
 } SourceError;
 
+/* progress: src's answer moved on (a frame, or IQ_WIRE_PROGRESS_BYTES) */
+static void
+progress(Source *src)
+{
+	src->last_progress = iq_http_now_ms();
+	src->partial = 0;
+}
+
 /* write_cb: curl hands a peer's bytes; beyond the bound, pause the peer */
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -100,7 +109,10 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 		return CURL_WRITEFUNC_PAUSE;	/* curl keeps the bytes for later */
 	}
 	iq_buf_append(&src->inbox, ptr, n);
-	src->last_activity = iq_http_now_ms();
+	/* bytes alone are progress only by the bulk: a trickle is not */
+	src->partial += n;
+	if (src->partial >= IQ_WIRE_PROGRESS_BYTES)
+		progress(src);
 	return src->inbox.oom ? 0 : n;
 }
 
@@ -126,7 +138,7 @@ start_peer(Gather *g, Source *src, const IqHttpMember *member)
 	curl_easy_setopt(src->easy, CURLOPT_WRITEDATA, src);
 	curl_easy_setopt(src->easy, CURLOPT_PRIVATE, src);
 	curl_easy_setopt(src->easy, CURLOPT_ERRORBUFFER, src->errbuf);
-	src->last_activity = iq_http_now_ms();
+	progress(src);		/* the peer timeout runs from the request */
 	return curl_multi_add_handle(g->multi, src->easy) == CURLM_OK;
 }
 
@@ -205,8 +217,8 @@ peer_failed(Source *src, SourceError *e)
 	{
 		e->status = MHD_HTTP_GATEWAY_TIMEOUT;
 		snprintf(e->message, sizeof(e->message),
-				 "instance %s did not answer in time: nothing for %d ms",
-				 src->name, iq_http_config.peer_timeout_ms);
+				 "instance %s did not answer in time: no complete row (nor %d kB) for %d ms",
+				 src->name, IQ_WIRE_PROGRESS_BYTES / 1024, iq_http_config.peer_timeout_ms);
 	}
 	else if (src->rc != CURLE_OK)
 	{
@@ -225,7 +237,8 @@ peer_failed(Source *src, SourceError *e)
 
 /*
  * more_bytes: feed src's reader what has arrived, waiting for it up to the
- * peer timeout of silence; false with *e when there will be none.
+ * peer timeout without progress (a frame, or IQ_WIRE_PROGRESS_BYTES),
+ * however often a byte arrives; false with *e when there will be none.
  */
 static bool
 more_bytes(Gather *g, Source *src, SourceError *e)
@@ -268,7 +281,7 @@ more_bytes(Gather *g, Source *src, SourceError *e)
 			if (src->paused)
 			{
 				src->paused = false;
-				src->last_activity = iq_http_now_ms();
+				progress(src);	/* our pause is no fault of the peer's */
 				curl_easy_pause(src->easy, CURLPAUSE_CONT);
 			}
 			if (src->reader.buf.oom)
@@ -280,7 +293,7 @@ more_bytes(Gather *g, Source *src, SourceError *e)
 			return true;
 		}
 		if (src->done || src->inbox.oom ||
-			iq_http_now_ms() - src->last_activity >= iq_http_config.peer_timeout_ms)
+			iq_http_now_ms() - src->last_progress >= iq_http_config.peer_timeout_ms)
 		{
 			peer_failed(src, e);
 			return false;
@@ -298,7 +311,11 @@ next_event(Gather *g, Source *src, IqWireEvent *ev, SourceError *e)
 	{
 		*ev = iq_wire_reader_next(&src->reader);
 		if (*ev != IQ_EV_NEED_MORE)
+		{
+			if (!src->local)
+				progress(src);
 			break;
+		}
 		if (!more_bytes(g, src, e))
 			return false;
 	}
