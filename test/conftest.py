@@ -10,9 +10,11 @@ Ports follow scripts/lib.sh: broker 9092, instance i on PostgreSQL port
 5432+i and HTTP port (4+i)*1000+400, each plus IQ_PORT_OFFSET.
 """
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -129,6 +131,68 @@ def asan_env():
     return ["env", f"LD_PRELOAD={libasan} {os.environ['IQ_LIB_DIR']}/asan_preload.so",
             f"ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:log_path={reports}/asan",
             f"UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0:log_path={reports}/ubsan"]
+
+
+def local_socket_path(i):
+    """Instance i's worker's local socket: iq_fdw.sock in its data directory."""
+    return str(IQ_HOME / "pg" / str(i) / "data" / "iq_fdw.sock")
+
+
+def assignment(i):
+    """(state, assigned partitions, pid) of instance i's worker."""
+    state, parts, pid = psql(i, "SELECT state, assigned_partitions, pid FROM iq_worker()").split("|")
+    return state, [int(p) for p in parts.strip("{}").split(",") if p], int(pid) if pid else None
+
+
+def settled(instances=None, partitions=3):
+    """{partition: instance} once every one of instances (all by default)
+    runs and together they hold each partition once; else None."""
+    owner = {}
+    for i in instances or INSTANCES:
+        state, parts, _ = assignment(i)
+        if state != "running":
+            return None
+        for p in parts:
+            if p in owner:
+                return None
+            owner[p] = i
+    return owner if sorted(owner) == list(range(partitions)) else None
+
+
+@contextlib.contextmanager
+def scratch_instance(name, port, settings, initdb_args=()):
+    """A PostgreSQL with iq_fdw preloaded, outside the cluster: its own data
+    directory under IQ_HOME (which the PostgreSQL user can reach), port
+    `port`, and the iq_fdw `settings` ({"iq_fdw.http_listen": ...});
+    loads IQ_LIB_DIR's build, and libasan under IQ_ASAN.  Yields the base
+    directory; stopped (immediate) and removed on exit."""
+    base = IQ_HOME / f"{name}-{os.getpid()}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    as_pg = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "iqfdw", "iqfdw")
+        as_pg = ["runuser", "-u", "iqfdw", "--"]
+    data = base / "data"
+    subprocess.run(as_pg + [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
+                            "--auth=trust", *initdb_args],
+                   check=True, capture_output=True, timeout=120, cwd="/")
+    with open(data / "postgresql.conf", "a") as f:
+        f.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{base}'\nshared_preload_libraries = 'iq_fdw'\n")
+        for k, v in settings.items():
+            f.write(f"{k} = '{v}'\n")
+        if os.environ.get("IQ_LIB_DIR"):
+            f.write(f"dynamic_library_path = '{os.environ['IQ_LIB_DIR']}:$libdir'\n")
+    subprocess.run(as_pg + asan_env() + [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l",
+                                         str(base / "log"), "-w", "start"],
+                   check=True, capture_output=True, timeout=120, cwd="/")
+    try:
+        yield base
+    finally:
+        subprocess.run(as_pg + [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60, cwd="/")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class PsqlError(Exception):

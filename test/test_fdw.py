@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, asan_env, consume, freeze, http_port,
-                      import_stores_sql, java_partition, produce, psql, psql_error, thaw,
-                      wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, Session, consume, freeze, http_port,
+                      import_stores_sql, java_partition, produce, psql, psql_error,
+                      scratch_instance, thaw, wait_until)
 
 PREFIX = f"fdw{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 N_CUSTOMERS = 20_000
@@ -525,39 +525,12 @@ def test_a_peer_restarted_between_queries_still_answers(data):
 @pytest.fixture(scope="module")
 def lonely_instance():
     """A scratch PostgreSQL with iq_fdw whose worker cannot reach Kafka, so
-    it never learns the partitions (port 5441+offset, outside the cluster;
-    its directory under IQ_HOME, which the PostgreSQL user can reach)."""
-    import shutil
-    import subprocess
+    it never learns the partitions (port 5441+offset, outside the cluster)."""
     offset = int(os.environ.get("IQ_PORT_OFFSET", "0"))
     port, http = 5441 + offset, 13400 + offset
-    base = IQ_HOME / f"lonely-{os.getpid()}"
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    as_pg = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "iqfdw", "iqfdw")
-        as_pg = ["runuser", "-u", "iqfdw", "--"]
-    data = base / "data"
-    pg = "/usr/lib/postgresql/15/bin"
-    subprocess.run(as_pg + [f"{pg}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True, timeout=120, cwd="/")
-    libdir = os.environ.get("IQ_LIB_DIR")
-    with open(data / "postgresql.conf", "a") as f:
-        f.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{base}'\nshared_preload_libraries = 'iq_fdw'\n"
-                f"iq_fdw.bootstrap_servers = '127.0.0.1:1'\n"
-                f"iq_fdw.http_listen = '127.0.0.1:{http}'\n")
-        if libdir:
-            f.write(f"dynamic_library_path = '{libdir}:$libdir'\n")
-    subprocess.run(as_pg + asan_env() + [f"{pg}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "start"],
-                   check=True, capture_output=True, timeout=120, cwd="/")
-    try:
+    with scratch_instance("lonely", port, {"iq_fdw.bootstrap_servers": "127.0.0.1:1",
+                                           "iq_fdw.http_listen": f"127.0.0.1:{http}"}):
         yield port
-    finally:
-        subprocess.run(as_pg + [f"{pg}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60, cwd="/")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def lonely_psql(port, sql):

@@ -224,6 +224,30 @@ def test_a_peer_trickling_its_answer_fails_within_peer_timeout(proxy, fast):
     assert psql(ASKER, FULL_SCAN) == psql(PEER, FULL_SCAN)
 
 
+def test_a_gather_from_a_trickling_peer_fails_within_peer_timeout(proxy):
+    """The worker's own gather (`?scope=all`) reads PEER through the proxy
+    too: after 2000 bytes at once, a byte every 50 ms is no progress there
+    either, so the request fails (504 naming the peer, or a broken chunked
+    answer once rows went out) about iq_fdw.peer_timeout (5 s) after the
+    last complete row, instead of running for hours (a byte restarted the
+    timeout).  curl's --max-time bounds the test whatever the build does."""
+    proxy.set_mode("trickle", fast=2000, delay=0.05)
+    try:
+        r = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "60",
+                            f"http://127.0.0.1:{http_port(ASKER)}/stores/order-count/all?scope=all"],
+                           capture_output=True, text=True, timeout=90)
+    finally:
+        proxy.set_mode("pass")
+    body, _, code = r.stdout.rpartition("\n")
+    assert r.returncode != 28, "the gather was still running after 60 s"
+    if r.returncode == 0:
+        assert code == "504", (code, body[-300:])
+        assert f"127.0.0.1:{proxy.port}" in body, body[-300:]
+    else:
+        # rows went out before the peer stalled: the chunked answer is broken, never complete
+        assert code == "200" and r.returncode in (18, 56), (r.returncode, code, r.stderr)
+
+
 def test_a_long_answer_that_keeps_coming_is_not_cut(proxy):
     """PEER's part of a full scan arrives in 2 kB chunks every 20 ms, which
     takes far longer than peer_timeout in all; each chunk completes rows, so

@@ -56,17 +56,25 @@ def q(i, sql, timeout=120):
     return psql(i, "\\set QUIET on\nSET search_path = connstest, public;\n" + sql, timeout=timeout)
 
 
+_produced = {}
+
+
 @pytest.fixture(scope="module")
 def stores():
-    """{key: count} of this run's keys, visible on every instance."""
+    """{key: count} of this run's keys, visible on every instance.  Made
+    again for the tests that restart the cluster (run last, after other
+    modules): the records are produced once, or the counts would double."""
     for i in INSTANCES:
         psql(i, import_stores_sql("connstest", "iq_conns"))
-    counts = {key(n): 0 for n in range(N_KEYS)}
-    orders = [key((n * 7) % N_KEYS) for n in range(N_ORDERS)]
-    for k in orders:
-        counts[k] += 1
-    produce("customer", (f"{k}--name{k}" for k in counts))
-    produce("order", (f"{k}--food" for k in orders))
+    if not _produced:
+        counts = {key(n): 0 for n in range(N_KEYS)}
+        orders = [key((n * 7) % N_KEYS) for n in range(N_ORDERS)]
+        for k in orders:
+            counts[k] += 1
+        produce("customer", (f"{k}--name{k}" for k in counts))
+        produce("order", (f"{k}--food" for k in orders))
+        _produced.update(counts)
+    counts = dict(_produced)
     want = f"{N_KEYS}|{N_ORDERS}"
     for i in INSTANCES:
         wait_until(lambda: q(i, f"SELECT count(*), sum(count) FROM order_count "

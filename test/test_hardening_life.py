@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, freeze, http_json, http_port,
-                      import_stores_sql, java_partition, kafka, pg_port, port_busy, produce,
+                      import_stores_sql, kafka, pg_port, port_busy, produce,
                       psql, thaw, unique, wait_until)
 
 

@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from conftest import (INSTANCES, SCRIPTS, http_get, http_json, http_port, java_partition, pg_port,
-                      produce, psql, unique, wait_until)
+from conftest import (INSTANCES, SCRIPTS, assignment, http_get, http_json, http_port, java_partition,
+                      local_socket_path, produce, psql, settled, unique, wait_until)
 
 PARTITIONS = 3
 CUSTOMERS = 150_000      # ~50,000 rows a instance: ~9 MB of JSON, far beyond socket buffers
@@ -45,26 +45,6 @@ def get_json(i, path, timeout=5.0):
         return status, json.loads(body)
     except ValueError:
         return status, body
-
-
-def worker(i):
-    """(state, assigned partitions, pid) of instance i's worker."""
-    state, parts, pid = psql(i, "SELECT state, assigned_partitions, pid FROM iq_worker()").split("|")
-    return state, [int(p) for p in parts.strip("{}").split(",") if p], int(pid)
-
-
-def settled():
-    """{partition: instance} once every worker runs and each partition is held once."""
-    owner = {}
-    for i in INSTANCES:
-        state, parts, _ = worker(i)
-        if state != "running":
-            return None
-        for p in parts:
-            if p in owner:
-                return None
-            owner[p] = i
-    return owner if sorted(owner) == list(range(PARTITIONS)) else None
 
 
 def wire_request(op, store, partitions=(), keys=(), limit=0):
@@ -162,7 +142,7 @@ def wire_call(sock, body, timeout=120):
 
 def local_socket(i):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(f"/tmp/iq_fdw.{pg_port(i)}.sock")
+    s.connect(local_socket_path(i))
     return s
 
 
@@ -320,10 +300,10 @@ def test_slow_scan_reader_does_not_freeze_the_worker_in_a_rebalance(customers, t
 
         # a rebalance: another worker restarts (a worker setting changed), leaving
         # the group and joining it again; every member's partitions are revoked
-        other_pid = worker(other)[2]
+        other_pid = assignment(other)[2]
         psql(other, "ALTER SYSTEM SET iq_fdw.commit_interval = '29s'; SELECT pg_reload_conf()")
         setting_changed = True
-        wait_until(lambda: worker(other)[2] != other_pid, timeout=60, interval=0.2,
+        wait_until(lambda: assignment(other)[2] != other_pid, timeout=60, interval=0.2,
                    message=f"the worker of instance {other} restarted")
         time.sleep(5)           # the group tells the target to give its partitions up
 
@@ -395,7 +375,7 @@ def test_get_of_one_key_asked_many_times_answers_it_once_in_bounded_memory():
     wait_until(lambda: http_get(1, f"/stores/customer-v1-changelog/get/{url_key(k)}")[0] == 200,
                timeout=60, message=f"customer {k} loaded")
     i = holder_of(k)
-    pid = worker(i)[2]
+    pid = assignment(i)[2]
     copies = 500_000            # the old answer: 500,000 rows of 440 bytes, 220 MB
     body = wire_request(1, 0, keys=[k.encode()] * copies)
     with local_socket(i) as s:
@@ -462,7 +442,7 @@ def test_scan_of_several_partitions_merges_in_key_order_across_batches(customers
         def two():
             owner = {}
             for i in rest:
-                state, parts, _ = worker(i)
+                state, parts, _ = assignment(i)
                 if state != "running":
                     return None
                 for p in parts:

@@ -20,13 +20,11 @@ decode the topics as text.
 """
 
 import json
-import os
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import BOOTSTRAP, IQ_HOME, OFFSET, create_topic, unique, wait_until
+from conftest import BOOTSTRAP, OFFSET, create_topic, scratch_instance, unique, wait_until
 
 PG = "/usr/lib/postgresql/15/bin"
 PORT = 5443 + OFFSET
@@ -117,30 +115,12 @@ def private():
     customer, order, app = unique("u8cust"), unique("u8ord"), unique("u8app")
     create_topic(customer, 3, cleanup_policy="compact")
     create_topic(order, 3)
-    base = IQ_HOME / f"utf8-{os.getpid()}"
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    as_pg = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "iqfdw", "iqfdw")
-        as_pg = ["runuser", "-u", "iqfdw", "--"]
-    data = base / "data"
-    subprocess.run(as_pg + [f"{PG}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust",
-                            "-E", "UTF8", "--locale=C.UTF-8", "--lc-collate=C"],
-                   check=True, capture_output=True, timeout=120, cwd="/")
-    with open(data / "postgresql.conf", "a") as f:
-        f.write(f"port = {PORT}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{base}'\nshared_preload_libraries = 'iq_fdw'\n"
-                f"iq_fdw.bootstrap_servers = '{BOOTSTRAP}'\n"
-                f"iq_fdw.customer_topic = '{customer}'\niq_fdw.order_topic = '{order}'\n"
-                f"iq_fdw.application_id = '{app}'\n"
-                f"iq_fdw.http_listen = '127.0.0.1:{HTTP}'\n"
-                f"iq_fdw.advertised_endpoint = 'localhost:{HTTP}'\n")
-        if os.environ.get("IQ_LIB_DIR"):
-            f.write(f"dynamic_library_path = '{os.environ['IQ_LIB_DIR']}:$libdir'\n")
-    subprocess.run(as_pg + [f"{PG}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w",
-                            "start"], check=True, capture_output=True, timeout=120, cwd="/")
-    try:
+    settings = {"iq_fdw.bootstrap_servers": BOOTSTRAP, "iq_fdw.customer_topic": customer,
+                "iq_fdw.order_topic": order, "iq_fdw.application_id": app,
+                "iq_fdw.http_listen": f"127.0.0.1:{HTTP}",
+                "iq_fdw.advertised_endpoint": f"localhost:{HTTP}"}
+    with scratch_instance("utf8", PORT, settings,
+                          ("-E", "UTF8", "--locale=C.UTF-8", "--lc-collate=C")) as base:
         run("CREATE EXTENSION iq_fdw;")
         # one at a time: a build without bytea keys or invalid_utf8 refuses some
         for stmt in TABLES.split(";\n"):
@@ -151,10 +131,6 @@ def private():
         wait_until(lambda: held() == (len(KEYS), sum(ORDERS.values()), len(KEYS)),
                    timeout=180, interval=1, message="the private worker to hold every record")
         yield base
-    finally:
-        subprocess.run(as_pg + [f"{PG}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60, cwd="/")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def held():

@@ -21,7 +21,7 @@ import urllib.parse
 import pytest
 
 from conftest import (INSTANCES, consume, freeze, http_get, http_json, http_port,
-                      java_partition, produce, thaw, wait_until)
+                      java_partition, local_socket_path, produce, thaw, wait_until)
 
 SEED_CUSTOMERS = ["1--john", "2--adam", "3--daniel", "4--james", "5--jack", "6--mathew", "7--will"]
 SEED_ORDERS = ["1--spagety", "2--pizza", "--pasta"]
@@ -470,12 +470,6 @@ def test_frozen_owner_gives_504_naming_it_and_nothing_hangs(data):
 
 # ---- the local channel ------------------------------------------------------------
 
-def local_socket(i):
-    """The worker's local socket: iq_fdw.sock in the instance's data directory."""
-    from conftest import IQ_HOME
-    return str(IQ_HOME / "pg" / str(i) / "data" / "iq_fdw.sock")
-
-
 def read_answer(s, data=b""):
     """The rest of one answer on a stream socket, data being its first bytes."""
     while True:
@@ -500,7 +494,7 @@ def test_local_socket_is_private_and_rejects_bad_input(data):
     import stat
     customers, parts = data
     for i in INSTANCES:
-        path = local_socket(i)
+        path = local_socket_path(i)
         st = os.stat(path)
         assert stat.S_ISSOCK(st.st_mode)
         assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)

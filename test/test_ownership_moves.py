@@ -17,30 +17,9 @@ import threading
 import pytest
 
 from conftest import (INSTANCES, PG_BIN, freeze, import_stores_sql, java_partition, pg_port, produce,
-                      psql, thaw, unique, wait_until)
+                      psql, settled, thaw, unique, wait_until)
 
 SETUP = import_stores_sql("movetest", "iq_move")
-
-
-def held(i):
-    """(state, assigned partitions) of instance i's worker."""
-    state, parts = psql(i, "SELECT state, assigned_partitions FROM iq_worker()").split("|")
-    return state, [int(p) for p in parts.strip("{}").split(",") if p]
-
-
-def settled(instances):
-    """{partition: instance} once every one of instances runs and together
-    they hold each partition once; else None."""
-    owner = {}
-    for i in instances:
-        state, parts = held(i)
-        if state != "running":
-            return None
-        for p in parts:
-            if p in owner:
-                return None
-            owner[p] = i
-    return owner if sorted(owner) == [0, 1, 2] else None
 
 
 @pytest.mark.restarts_cluster
