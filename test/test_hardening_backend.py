@@ -226,12 +226,13 @@ def test_a_peer_trickling_its_answer_fails_within_peer_timeout(proxy, fast):
 
 def test_a_gather_from_a_trickling_peer_fails_within_peer_timeout(proxy):
     """The worker's own gather (`?scope=all`) reads PEER through the proxy
-    too: after 2000 bytes at once, a byte every 50 ms is no progress there
-    either, so the request fails (504 naming the peer, or a broken chunked
-    answer once rows went out) about iq_fdw.peer_timeout (5 s) after the
-    last complete row, instead of running for hours (a byte restarted the
-    timeout).  curl's --max-time bounds the test whatever the build does."""
-    proxy.set_mode("trickle", fast=2000, delay=0.05)
+    too: after 2000 bytes at once, a byte every 300 ms (a row every ten
+    seconds or so) is too slow there too: the request fails (504 naming the
+    peer, or a broken chunked answer once rows went out) about the worker's
+    iq_fdw.peer_timeout (5 s) after the last complete row, instead of
+    running for hours (each byte restarted the timeout).  curl's --max-time
+    bounds the test whatever the build does."""
+    proxy.set_mode("trickle", fast=2000, delay=0.3)
     try:
         r = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "60",
                             f"http://127.0.0.1:{http_port(ASKER)}/stores/order-count/all?scope=all"],
