@@ -62,10 +62,10 @@ send_all(int fd, const char *p, size_t n)
 }
 
 /*
- * wait_readable: until fd has bytes (or its peer hung up: true, recv says
- * which), or the deadline (monotonic ms) passes (false)
+ * wait_readable: 1 when fd has bytes (or its peer hung up: recv says
+ * which), 0 when the deadline (monotonic ms) passes first, -1 on error
  */
-static bool
+static int
 wait_readable(int fd, long long deadline)
 {
 	for (;;)
@@ -75,12 +75,12 @@ wait_readable(int fd, long long deadline)
 		int			rc;
 
 		if (left <= 0)
-			return false;
+			return 0;
 		rc = poll(&pfd, 1, (int) (left < INT32_MAX ? left : INT32_MAX));
 		if (rc > 0)
-			return true;
+			return 1;
 		if (rc < 0 && errno != EINTR)
-			return false;
+			return -1;
 	}
 }
 
@@ -93,7 +93,7 @@ recv_more(int fd, IqBuf *buf, size_t max, long long deadline)
 {
 	ssize_t		r;
 
-	if (!wait_readable(fd, deadline))
+	if (wait_readable(fd, deadline) <= 0)
 		return false;
 	if (!iq_buf_reserve(buf, max))
 		return false;
@@ -118,17 +118,15 @@ wait_idle(int fd)
 
 	for (;;)
 	{
-		struct pollfd pfd = {fd, POLLIN, 0};
-		long long	left = since + iq_conn_idle_timeout_ms() - iq_conn_now_ms();
+		long long	end = since + iq_conn_idle_timeout_ms();
+		long long	now = iq_conn_now_ms();
 		int			rc;
 
-		if (left <= 0)
+		if (now >= end)
 			return false;
-		rc = poll(&pfd, 1, (int) (left < WIRE_WAIT_SLICE_MS ? left : WIRE_WAIT_SLICE_MS));
-		if (rc > 0)
-			return true;
-		if (rc < 0 && errno != EINTR)
-			return false;
+		rc = wait_readable(fd, end < now + WIRE_WAIT_SLICE_MS ? end : now + WIRE_WAIT_SLICE_MS);
+		if (rc != 0)
+			return rc > 0;
 	}
 }
 
