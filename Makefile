@@ -5,14 +5,18 @@ EXTENSION = iq_fdw
 DATA = iq_fdw--0.1.sql
 PGFILEDESC = "iq_fdw - queryable Kafka stream state"
 
+# common/: what backends and the worker both use; src/: the foreign data
+# wrapper; worker/: the stream worker, a folder per subsystem
+COMMON_C = $(wildcard common/*.c)
 SRC_C = $(wildcard src/*.c)
-WORKER_C = $(wildcard worker/*.c)
-OBJS = iq_fdw.o $(SRC_C:.c=.o) $(WORKER_C:.c=.o)
+WORKER_C = $(wildcard worker/*.c worker/*/*.c worker/*/*/*.c)
+OBJS = iq_fdw.o $(COMMON_C:.c=.o) $(SRC_C:.c=.o) $(WORKER_C:.c=.o)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --inputdir=. --load-extension=iq_fdw
 
-PG_CPPFLAGS = -I$(srcdir) -I$(srcdir)/src -I$(srcdir)/worker
+# every project header is included with its folder ("common/wire.h")
+PG_CPPFLAGS = -I$(srcdir)
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -pthread
 # warnings fail our own builds and CI (scripts/ pass WERROR=1), not a
 # packager's build on a compiler we never tried
@@ -61,26 +65,27 @@ endif
 # server's URL and JSON handling, with no PostgreSQL; fuzz/run runs them
 FUZZ_CC ?= clang
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	-I$(srcdir)/src -I$(srcdir)/worker
+	-I$(srcdir)
 FUZZ_TARGETS = wire_request wire_reader http_json http_route
 FUZZ_BINS = $(addprefix fuzz/bin/,$(FUZZ_TARGETS))
 
 fuzz: $(FUZZ_BINS)
 .PHONY: fuzz
 
-fuzz/bin/wire_request: fuzz/wire_request.c src/wire.c src/wire.h
+HTTP_DIR = worker/serve/http
+fuzz/bin/wire_request: fuzz/wire_request.c common/wire.c common/wire.h
 	@mkdir -p fuzz/bin
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/wire_request.c src/wire.c
-fuzz/bin/wire_reader: fuzz/wire_reader.c src/wire.c src/wire.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/wire_request.c common/wire.c
+fuzz/bin/wire_reader: fuzz/wire_reader.c common/wire.c common/wire.h
 	@mkdir -p fuzz/bin
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/wire_reader.c src/wire.c
-fuzz/bin/http_json: fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c src/utf8.c \
-		worker/http_internal.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/wire_reader.c common/wire.c
+fuzz/bin/http_json: fuzz/http_json.c $(HTTP_DIR)/json.c common/wire.c common/stores.c common/utf8.c \
+		$(HTTP_DIR)/http_internal.h
 	@mkdir -p fuzz/bin
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_json.c worker/http_json.c src/wire.c src/stores.c src/utf8.c \
-		-ljansson -lmicrohttpd
-fuzz/bin/http_route: fuzz/http_route.c worker/http_routes.c worker/http_json.c src/wire.c \
-		src/stores.c src/partitioner.c src/utf8.c worker/http_internal.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_json.c $(HTTP_DIR)/json.c common/wire.c common/stores.c \
+		common/utf8.c -ljansson -lmicrohttpd
+fuzz/bin/http_route: fuzz/http_route.c $(HTTP_DIR)/routes.c $(HTTP_DIR)/json.c common/wire.c \
+		common/stores.c common/partitioner.c common/utf8.c $(HTTP_DIR)/http_internal.h
 	@mkdir -p fuzz/bin
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_route.c worker/http_routes.c worker/http_json.c \
-		src/wire.c src/stores.c src/partitioner.c src/utf8.c -ljansson -lz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_route.c $(HTTP_DIR)/routes.c $(HTTP_DIR)/json.c \
+		common/wire.c common/stores.c common/partitioner.c common/utf8.c -ljansson -lz

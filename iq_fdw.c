@@ -15,9 +15,9 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 
-#include "iq_fdw.h"
-#include "settings.h"
-#include "shmem.h"
+#include "common/settings.h"
+#include "common/shmem.h"
+#include "src/iq_fdw.h"
 
 PG_MODULE_MAGIC;
 

@@ -2,7 +2,7 @@
  * local_rtt.c: round trip of a point get over the worker's local socket,
  * as a backend does it (u32 length + wire request, read the answer).
  *
- *   cc -O2 -Isrc bench/local_rtt.c src/wire.c -o /tmp/local_rtt
+ *   cc -O2 -I. bench/local_rtt.c common/wire.c -o /tmp/local_rtt
  *   /tmp/local_rtt <data directory> <store 0|1> <key> [iterations] [spin_us]
  *
  * The worker listens on iq_fdw.sock in the instance's data directory (the
@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "wire.h"
+#include "common/wire.h"
 
 static double
 now_us(void)

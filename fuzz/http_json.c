@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
- * http_json.c
+ * json.c
  *	  libFuzzer target: the HTTP server's JSON strings and URL escaping
- *	  (worker/http_json.c), which every key and value in a JSON answer and
+ *	  (worker/serve/http/json.c), which every key and value in a JSON answer and
  *	  every forwarded key go through.
  *
  * For any bytes: iq_json_bytes gives a string jansson can write and read
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_internal.h"
+#include "worker/serve/http/http_internal.h"
 
 /* round_trip: j written as JSON text and read back; the parsed value */
 static json_t *

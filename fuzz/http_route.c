@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * http_route.c
- *	  libFuzzer target: the HTTP server's URL dispatch (worker/http_routes.c
- *	  and worker/http_json.c as they are): store names, keys after get/ and
+ *	  libFuzzer target: the HTTP server's URL dispatch (worker/serve/http/routes.c
+ *	  and worker/serve/http/json.c as they are): store names, keys after get/ and
  *	  key/, from/to and scope query arguments, forwarding of a get.
  *
  * libmicrohttpd, the stores, ownership, the forwarder and the gather are
@@ -24,10 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_gather.h"
-#include "http_internal.h"
-#include "partitioner.h"
-#include "store.h"
+#include "common/partitioner.h"
+#include "worker/serve/http/gather.h"
+#include "worker/serve/http/http_internal.h"
+#include "worker/store/store.h"
 
 IqServerConfig iq_http_config;
 

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire.h"
+#include "common/wire.h"
 
 /* inside: [p, p + n) lies within [base, base + size) */
 static int

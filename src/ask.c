@@ -15,10 +15,10 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
-#include "ask.h"
-#include "plan.h"
-#include "quals.h"
-#include "utf8.h"
+#include "common/utf8.h"
+#include "src/ask.h"
+#include "src/plan.h"
+#include "src/quals.h"
 
 static void add_keys_from_array(IqAsk *ask, Datum array, int *cap);
 static void add_key(IqAsk *ask, Datum text, int *cap);

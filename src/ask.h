@@ -6,11 +6,9 @@
 #ifndef IQ_ASK_H
 #define IQ_ASK_H
 
-#include "postgres.h"
-
 #include "nodes/execnodes.h"
 
-#include "quals.h"
+#include "src/quals.h"
 
 /* A key or bound, copied out of the expression that produced it. */
 typedef struct IqKey

@@ -37,10 +37,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "fetch_internal.h"
+#include "src/fetch_internal.h"
 #include "miscadmin.h"
-#include "settings.h"
-#include "shmem.h"
+#include "common/settings.h"
+#include "common/shmem.h"
 #include "storage/lwlock.h"
 
 #define IDLE_MAX 8				/* idle connections in all */

@@ -20,8 +20,8 @@
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
 
-#include "deparse.h"
-#include "quals.h"
+#include "src/deparse.h"
+#include "src/quals.h"
 
 static bool contain_param(Node *node, void *context);
 static char *const_key_string(Datum key, Oid type);

@@ -6,12 +6,10 @@
 #ifndef IQ_DEPARSE_H
 #define IQ_DEPARSE_H
 
-#include "postgres.h"
-
 #include "nodes/pathnodes.h"
 
-#include "option.h"
-#include "quals.h"
+#include "src/option.h"
+#include "src/quals.h"
 
 /* The other side of a condition: a literal, $n, rel.col, an expression. */
 extern char *iq_deparse_arg(PlannerInfo *root, Expr *arg);

@@ -12,11 +12,11 @@
 
 #include "utils/timestamp.h"
 
-#include "fetch.h"
-#include "option.h"
-#include "owners.h"
-#include "plan.h"
-#include "stores.h"
+#include "common/stores.h"
+#include "src/fetch.h"
+#include "src/option.h"
+#include "src/owners.h"
+#include "src/plan.h"
 
 #define IQ_ESTIMATE_TTL_MS	10000
 

@@ -16,11 +16,11 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
-#include "iq_fdw.h"
-#include "owners.h"
-#include "plan.h"
-#include "quals.h"
-#include "scan.h"
+#include "src/iq_fdw.h"
+#include "src/owners.h"
+#include "src/plan.h"
+#include "src/quals.h"
+#include "src/scan.h"
 
 static void explain_partitions(List *keys, bool bytea_keys, ExplainState *es);
 

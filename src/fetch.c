@@ -37,12 +37,12 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
-#include "fetch_internal.h"
-#include "owners.h"
-#include "partitioner.h"
-#include "settings.h"
-#include "shmem.h"
-#include "stores.h"
+#include "common/partitioner.h"
+#include "common/settings.h"
+#include "common/shmem.h"
+#include "common/stores.h"
+#include "src/fetch_internal.h"
+#include "src/owners.h"
 
 #define WAIT_SLICE_MS 100
 

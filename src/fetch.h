@@ -19,10 +19,8 @@
 #ifndef IQ_FETCH_H
 #define IQ_FETCH_H
 
-#include "postgres.h"
-
-#include "shmem.h"
-#include "wire.h"
+#include "common/shmem.h"
+#include "common/wire.h"
 
 /* One instance to ask, and for which partitions. */
 typedef struct IqTarget

@@ -14,7 +14,7 @@
 #ifndef IQ_FETCH_INTERNAL_H
 #define IQ_FETCH_INTERNAL_H
 
-#include "fetch.h"
+#include "src/fetch.h"
 
 /* A socket of channel.c, and what owns it. */
 typedef struct IqChanConn

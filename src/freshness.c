@@ -14,10 +14,10 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 
-#include "fetch.h"
-#include "owners.h"
-#include "settings.h"
-#include "stores.h"
+#include "common/settings.h"
+#include "common/stores.h"
+#include "src/fetch.h"
+#include "src/owners.h"
 
 PG_FUNCTION_INFO_V1(iq_freshness);
 

@@ -18,10 +18,10 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "partitioner.h"
-#include "settings.h"
-#include "shmem.h"
-#include "stores.h"
+#include "common/partitioner.h"
+#include "common/settings.h"
+#include "common/shmem.h"
+#include "common/stores.h"
 
 PG_FUNCTION_INFO_V1(iq_worker);
 PG_FUNCTION_INFO_V1(iq_stats);

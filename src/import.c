@@ -14,8 +14,8 @@
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 
-#include "iq_fdw.h"
-#include "stores.h"
+#include "common/stores.h"
+#include "src/iq_fdw.h"
 
 static bool wanted(ImportForeignSchemaStmt *stmt, const char *table);
 

@@ -24,7 +24,7 @@
 #include "utils/rel.h"
 #include "utils/varlena.h"
 
-#include "option.h"
+#include "src/option.h"
 
 PG_FUNCTION_INFO_V1(iq_fdw_validator);
 

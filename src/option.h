@@ -7,11 +7,9 @@
 #ifndef IQ_OPTION_H
 #define IQ_OPTION_H
 
-#include "postgres.h"
-
 #include "access/attnum.h"
 
-#include "stores.h"
+#include "common/stores.h"
 
 /*
  * What a text column gets from bytes that are not valid UTF-8 (option

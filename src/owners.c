@@ -17,9 +17,9 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
-#include "owners.h"
-#include "partitioner.h"
-#include "settings.h"
+#include "common/partitioner.h"
+#include "common/settings.h"
+#include "src/owners.h"
 
 /* Between two looks at the shared state while waiting for an owner. */
 #define IQ_OWNERSHIP_POLL_MS	20

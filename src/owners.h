@@ -8,10 +8,8 @@
 #ifndef IQ_OWNERS_H
 #define IQ_OWNERS_H
 
-#include "postgres.h"
-
-#include "fetch.h"
-#include "shmem.h"
+#include "common/shmem.h"
+#include "src/fetch.h"
 
 typedef struct IqOwnerView
 {

@@ -22,8 +22,8 @@
 
 #include <curl/curl.h>
 
-#include "fetch_internal.h"
-#include "settings.h"
+#include "common/settings.h"
+#include "src/fetch_internal.h"
 
 static CURLM *multi = NULL;
 static struct curl_slist *headers = NULL;

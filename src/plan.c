@@ -22,11 +22,11 @@
 #include "utils/lsyscache.h"
 #include "utils/pg_locale.h"
 
-#include "deparse.h"
-#include "iq_fdw.h"
-#include "option.h"
-#include "plan.h"
-#include "quals.h"
+#include "src/deparse.h"
+#include "src/iq_fdw.h"
+#include "src/option.h"
+#include "src/plan.h"
+#include "src/quals.h"
 
 /*
  * Costs, in the planner's units (a sequential page read is 1): a request

@@ -30,7 +30,7 @@
 #include "utils/lsyscache.h"
 #include "utils/pg_locale.h"
 
-#include "quals.h"
+#include "src/quals.h"
 
 /* What one clause can do for the store. */
 typedef enum IqClauseRole

@@ -12,11 +12,9 @@
 #ifndef IQ_QUALS_H
 #define IQ_QUALS_H
 
-#include "postgres.h"
-
 #include "nodes/pathnodes.h"
 
-#include "option.h"
+#include "src/option.h"
 
 typedef enum IqScanKind
 {

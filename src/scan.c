@@ -17,14 +17,14 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "ask.h"
-#include "iq_fdw.h"
-#include "owners.h"
-#include "plan.h"
-#include "scan.h"
-#include "settings.h"
-#include "shmem.h"
-#include "utf8.h"
+#include "common/settings.h"
+#include "common/shmem.h"
+#include "common/utf8.h"
+#include "src/ask.h"
+#include "src/iq_fdw.h"
+#include "src/owners.h"
+#include "src/plan.h"
+#include "src/scan.h"
 
 static void start_read(ForeignScanState *node, IqScanState *s);
 static bool read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets);

@@ -6,16 +6,14 @@
 #ifndef IQ_SCAN_H
 #define IQ_SCAN_H
 
-#include "postgres.h"
-
 #include "lib/stringinfo.h"
 #include "nodes/execnodes.h"
 
-#include "fetch.h"
-#include "option.h"
-#include "quals.h"
-#include "stores.h"
-#include "value_cache.h"
+#include "common/stores.h"
+#include "common/value_cache.h"
+#include "src/fetch.h"
+#include "src/option.h"
+#include "src/quals.h"
 
 typedef struct IqScanState
 {

@@ -33,10 +33,10 @@
 
 #include <curl/curl.h>
 
-#include "fetch_internal.h"
+#include "src/fetch_internal.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "settings.h"
+#include "common/settings.h"
 
 #define CONNECT_SLICE_MS	100
 #define REFUSAL_MEMORY_US	(60 * INT64CONST(1000000))

@@ -31,7 +31,7 @@
 #include <limits.h>
 #include <malloc.h>
 
-#include "memory.h"
+#include "worker/memory.h"
 
 /* what librdkafka holds per queued message besides its payload (op, buffer share) */
 #define MSG_OVERHEAD		352

@@ -17,7 +17,7 @@ typedef struct IqMemoryPlan
 	size_t		block_cache;	/* shared LRU: data, index and filter blocks */
 	size_t		memtables;		/* all partitions together */
 
-	/* the key cache (cache.c) */
+	/* the key cache (key_cache.c) */
 	size_t		key_cache;
 
 	/* the group consumer's prefetch queue (librdkafka) */

@@ -16,9 +16,9 @@
 
 #include <pthread.h>
 
-#include "ownership.h"
-#include "settings.h"
-#include "worker.h"
+#include "common/settings.h"
+#include "worker/ownership.h"
+#include "worker/state.h"
 
 #define OWNERSHIP_FAST_MS	2000
 #define OWNERSHIP_SLOW_MS	10000

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "shmem.h"
+#include "common/shmem.h"
 
 typedef struct IqOwnership
 {
@@ -30,5 +30,10 @@ typedef struct IqOwnership
 /* Any thread: a consistent copy of the current ownership. */
 extern void iq_ownership_snapshot(IqOwnership *out);
 extern uint64_t iq_ownership_generation(void);
+
+/* the worker's main thread: describe the group, publish what it says */
+extern void iq_ownership_init(void);
+extern void iq_ownership_tick(void);
+extern void iq_ownership_clear(void);
 
 #endif							/* IQ_OWNERSHIP_H */

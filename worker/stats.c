@@ -16,7 +16,8 @@
  */
 #include "postgres.h"
 
-#include "worker.h"
+#include "worker/state.h"
+#include "worker/stats.h"
 
 /*
  * iq_stats_publish

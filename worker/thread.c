@@ -10,7 +10,7 @@
  */
 #include <signal.h>
 
-#include "thread.h"
+#include "worker/thread.h"
 
 int
 iq_thread_create(pthread_t *thread, const pthread_attr_t *attr,

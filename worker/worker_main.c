@@ -34,11 +34,15 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "cache.h"
-#include "servers.h"
-#include "settings.h"
-#include "value_cache.h"
-#include "worker.h"
+#include "common/settings.h"
+#include "common/value_cache.h"
+#include "worker/kafka_conf.h"
+#include "worker/ownership.h"
+#include "worker/serve/servers.h"
+#include "worker/state.h"
+#include "worker/stats.h"
+#include "worker/stream/key_cache.h"
+#include "worker/stream/stream.h"
 
 #define IDLE_WAIT_MS		100
 /* the longest a poll gathers records before they are counted */
@@ -49,20 +53,9 @@
 #define BACKOFF_MIN_MS		1000
 #define BACKOFF_MAX_MS		30000
 #define RELEASE_INTERVAL_MS	5000
-/*
- * The longest a stop (SIGTERM, or a restart for changed settings) waits for
- * the broker, in all: to write what is counted, commit and leave the group.
- */
-#define STOP_TIMEOUT_MS		10000
-/* of which the last seconds are kept for leaving the group */
-#define LEAVE_RESERVE_MS	3000
-/* the least time between two metadata requests of one wait */
-#define METADATA_RETRY_MS	100
 
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
 
-volatile sig_atomic_t iq_got_sigterm = false;
-IqWorker   *iq_w = NULL;
 
 static bool pipeline_up = false;
 static int64 retry_at = 0;
@@ -71,8 +64,6 @@ static bool servers_up = false;
 static int64 servers_retry_at = 0;
 static int	servers_backoff_ms = BACKOFF_MIN_MS;
 static char servers_error[IQ_MESSAGE_LEN] = "";
-static int64 stop_deadline = 0;
-static uint32 current_step = UINT32_MAX;
 
 static void
 handle_sigterm(SIGNAL_ARGS)
@@ -84,252 +75,6 @@ handle_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-/* the clock of every deadline, and of the watchdog's progress_at */
-int64
-iq_now_ms(void)
-{
-	return iq_monotonic_ms();
-}
-
-/*
- * iq_progress
- *		The main thread moved on: tell the watchdog (iq_worker()).  A store
- *		of the clock, no lock: called at every step.
- */
-void
-iq_progress(void)
-{
-	pg_atomic_write_u64(&iq_shared->progress_at, (uint64) iq_now_ms());
-}
-
-/*
- * iq_step
- *		The main thread begins a step (on partition, or -1): that is
- *		progress, unless it is the step it was in already (an idle poll
- *		after an idle poll is not).  The time is written before the step,
- *		so that a reader who sees the new step never sees it with the old
- *		step's time and calls it stalled.
- */
-void
-iq_step(IqWorkerStep step, int partition)
-{
-	uint32		word = ((uint32) step << 16) | (uint32) (partition + 1);
-
-	if (word == current_step)
-		return;
-	current_step = word;
-	iq_progress();
-	pg_write_barrier();
-	pg_atomic_write_u32(&iq_shared->step, word);
-}
-
-/*
- * iq_postmaster_gone
- *		True once the postmaster has died: every wait ends, and the worker
- *		exits without waiting for anyone.  Cheap enough for every slice.
- */
-bool
-iq_postmaster_gone(void)
-{
-	static bool gone = false;
-
-	if (!gone && !PostmasterIsAlive())
-		gone = true;
-	return gone;
-}
-
-/*
- * iq_wait_slice
- *		How long the next slice of a wait on the broker that must end by
- *		deadline (iq_now_ms()) may be: at most IQ_WAIT_SLICE_MS, or 0 when
- *		the wait must end now.
- *
- * A wait that starts something (a pipeline, an assignment, a restore) ends
- * at SIGTERM.  One that finishes what is done goes on, but all of a stop's
- * waits together end STOP_TIMEOUT_MS after it: writing what is counted and
- * committing until LEAVE_RESERVE_MS before, leaving the group until then
- * (a consumer destroyed before it has left waits inside librdkafka, for
- * seconds, for a broker that may be gone).  Every wait ends at once when the
- * postmaster is gone.
- */
-int
-iq_wait_slice(int64 deadline, IqWaitKind kind)
-{
-	int64		now = iq_now_ms();
-
-	if (iq_postmaster_gone())
-		return 0;
-	if (iq_got_sigterm)
-	{
-		if (kind == IQ_WAIT_START)
-			return 0;
-		if (stop_deadline == 0)
-			stop_deadline = now + STOP_TIMEOUT_MS;
-		deadline = Min(deadline, kind == IQ_WAIT_LEAVE ? stop_deadline :
-					   stop_deadline - LEAVE_RESERVE_MS);
-	}
-	if (now >= deadline)
-		return 0;
-	return (int) Min(deadline - now, IQ_WAIT_SLICE_MS);
-}
-
-/*
- * iq_metadata
- *		rd_kafka_metadata in slices (iq_wait_slice), up to timeout_ms in
- *		all.  A down broker answers __TRANSPORT once a slice is over, as a
- *		slow one answers __TIMED_OUT: both are tried again.
- */
-rd_kafka_resp_err_t
-iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
-			const struct rd_kafka_metadata **md, int timeout_ms)
-{
-	int64		deadline = iq_now_ms() + timeout_ms;
-	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
-	int			slice;
-
-	*md = NULL;
-	while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0)
-	{
-		int64		began = iq_now_ms();
-
-		err = rd_kafka_metadata(rk, 0, rkt, md, slice);
-		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
-			break;
-		iq_drain_logs();
-		/* a connection that fails at once is not retried in a busy loop */
-		if (iq_now_ms() - began < METADATA_RETRY_MS)
-			pg_usleep(METADATA_RETRY_MS * 1000L);
-	}
-	return err;
-}
-
-/*
- * iq_fail
- *		Something the pipeline cannot ride out: remember why; the main loop
- *		tears it down and retries.  Safe inside librdkafka callbacks.
- */
-void
-iq_fail(const char *fmt,...)
-{
-	va_list		ap;
-
-	if (iq_w->failed)
-		return;					/* keep the first cause */
-	va_start(ap, fmt);
-	vsnprintf(iq_w->failure, sizeof(iq_w->failure), fmt, ap);
-	va_end(ap);
-	iq_w->failed = true;
-}
-
-/*
- * iq_error_cb
- *		librdkafka's error callback, served by our polls (main thread).
- */
-void
-iq_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-	if (err == RD_KAFKA_RESP_ERR__FATAL)
-	{
-		char		buf[256];
-
-		rd_kafka_fatal_error(rk, buf, sizeof(buf));
-		iq_fail("Kafka client failed: %s", buf);
-	}
-	else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
-			 err == RD_KAFKA_RESP_ERR__TRANSPORT ||
-			 err == RD_KAFKA_RESP_ERR__RESOLVE)
-	{
-		iq_w->broker_error = true;
-		strlcpy(iq_w->broker_reason, reason ? reason : rd_kafka_err2str(err),
-				sizeof(iq_w->broker_reason));
-	}
-}
-
-/*
- * iq_conf_set
- *		Set one librdkafka property; false with *err (the conf stays the
- *		caller's to destroy).
- */
-bool
-iq_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char **err)
-{
-	char		errstr[512];
-
-	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
-		return true;
-	*err = strdup(errstr);
-	return false;
-}
-
-/*
- * iq_conf_new
- *		What every handle shares: brokers, client id, logs to a queue.
- */
-rd_kafka_conf_t *
-iq_conf_new(char **err)
-{
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-
-	if (!iq_conf_set(conf, "bootstrap.servers", iq_w->cfg.brokers, err) ||
-		!iq_conf_set(conf, "client.id", iq_w->client_id, err) ||
-		!iq_conf_set(conf, "log.queue", "true", err) ||
-		!iq_conf_set(conf, "log.connection.close", "false", err) ||
-		!iq_conf_set(conf, "socket.timeout.ms", "30000", err))
-	{
-		rd_kafka_conf_destroy(conf);
-		return NULL;
-	}
-	rd_kafka_conf_set_error_cb(conf, (void (*) (rd_kafka_t *, int, const char *, void *)) iq_error_cb);
-	return conf;
-}
-
-void
-iq_log_attach(rd_kafka_t *rk, IqHandle h)
-{
-	iq_w->log_q[h] = rd_kafka_queue_new(rk);
-	rd_kafka_set_log_queue(rk, iq_w->log_q[h]);
-}
-
-static void
-drain_one(rd_kafka_queue_t *q)
-{
-	rd_kafka_event_t *ev;
-
-	while ((ev = rd_kafka_queue_poll(q, 0)) != NULL)
-	{
-		const char *fac = NULL;
-		const char *str = NULL;
-		int			level = 7;
-
-		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_LOG &&
-			rd_kafka_event_log(ev, &fac, &str, &level) == 0)
-			ereport(level <= 4 ? LOG : (level <= 6 ? DEBUG1 : DEBUG2),
-					(errmsg("iq_fdw worker: librdkafka %s: %s", fac ? fac : "", str ? str : "")));
-		rd_kafka_event_destroy(ev);
-	}
-}
-
-/*
- * iq_drain_logs
- *		librdkafka's logs, emitted from our thread only.
- */
-void
-iq_drain_logs(void)
-{
-	for (int h = 0; h < 3; h++)
-		if (iq_w->log_q[h])
-			drain_one(iq_w->log_q[h]);
-}
-
-void
-iq_log_detach(IqHandle h)
-{
-	if (iq_w->log_q[h] == NULL)
-		return;
-	drain_one(iq_w->log_q[h]);
-	rd_kafka_queue_destroy(iq_w->log_q[h]);
-	iq_w->log_q[h] = NULL;
-}
 
 /*
  * http_threads_per_cpu

@@ -1,0 +1,155 @@
+/*-------------------------------------------------------------------------
+ * kafka_conf.c
+ *	  What every librdkafka handle of the worker shares: its configuration,
+ *	  the error callback, log queues drained by the main thread, and
+ *	  metadata requests cut in slices.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "worker/kafka_conf.h"
+#include "worker/state.h"
+
+
+/* the least time between two metadata requests of one wait */
+#define METADATA_RETRY_MS	100
+
+/*
+ * iq_metadata
+ *		rd_kafka_metadata in slices (iq_wait_slice), up to timeout_ms in
+ *		all.  A down broker answers __TRANSPORT once a slice is over, as a
+ *		slow one answers __TIMED_OUT: both are tried again.
+ */
+rd_kafka_resp_err_t
+iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+			const struct rd_kafka_metadata **md, int timeout_ms)
+{
+	int64		deadline = iq_now_ms() + timeout_ms;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+	int			slice;
+
+	*md = NULL;
+	while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0)
+	{
+		int64		began = iq_now_ms();
+
+		err = rd_kafka_metadata(rk, 0, rkt, md, slice);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
+			break;
+		iq_drain_logs();
+		/* a connection that fails at once is not retried in a busy loop */
+		if (iq_now_ms() - began < METADATA_RETRY_MS)
+			pg_usleep(METADATA_RETRY_MS * 1000L);
+	}
+	return err;
+}
+
+/*
+ * iq_error_cb
+ *		librdkafka's error callback, served by our polls (main thread).
+ */
+void
+iq_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR__FATAL)
+	{
+		char		buf[256];
+
+		rd_kafka_fatal_error(rk, buf, sizeof(buf));
+		iq_fail("Kafka client failed: %s", buf);
+	}
+	else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+			 err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+			 err == RD_KAFKA_RESP_ERR__RESOLVE)
+	{
+		iq_w->broker_error = true;
+		strlcpy(iq_w->broker_reason, reason ? reason : rd_kafka_err2str(err),
+				sizeof(iq_w->broker_reason));
+	}
+}
+
+/*
+ * iq_conf_set
+ *		Set one librdkafka property; false with *err (the conf stays the
+ *		caller's to destroy).
+ */
+bool
+iq_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char **err)
+{
+	char		errstr[512];
+
+	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK)
+		return true;
+	*err = strdup(errstr);
+	return false;
+}
+
+/*
+ * iq_conf_new
+ *		What every handle shares: brokers, client id, logs to a queue.
+ */
+rd_kafka_conf_t *
+iq_conf_new(char **err)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+	if (!iq_conf_set(conf, "bootstrap.servers", iq_w->cfg.brokers, err) ||
+		!iq_conf_set(conf, "client.id", iq_w->client_id, err) ||
+		!iq_conf_set(conf, "log.queue", "true", err) ||
+		!iq_conf_set(conf, "log.connection.close", "false", err) ||
+		!iq_conf_set(conf, "socket.timeout.ms", "30000", err))
+	{
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	rd_kafka_conf_set_error_cb(conf, (void (*) (rd_kafka_t *, int, const char *, void *)) iq_error_cb);
+	return conf;
+}
+
+void
+iq_log_attach(rd_kafka_t *rk, IqHandle h)
+{
+	iq_w->log_q[h] = rd_kafka_queue_new(rk);
+	rd_kafka_set_log_queue(rk, iq_w->log_q[h]);
+}
+
+static void
+drain_one(rd_kafka_queue_t *q)
+{
+	rd_kafka_event_t *ev;
+
+	while ((ev = rd_kafka_queue_poll(q, 0)) != NULL)
+	{
+		const char *fac = NULL;
+		const char *str = NULL;
+		int			level = 7;
+
+		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_LOG &&
+			rd_kafka_event_log(ev, &fac, &str, &level) == 0)
+			ereport(level <= 4 ? LOG : (level <= 6 ? DEBUG1 : DEBUG2),
+					(errmsg("iq_fdw worker: librdkafka %s: %s", fac ? fac : "", str ? str : "")));
+		rd_kafka_event_destroy(ev);
+	}
+}
+
+/*
+ * iq_drain_logs
+ *		librdkafka's logs, emitted from our thread only.
+ */
+void
+iq_drain_logs(void)
+{
+	for (int h = 0; h < 3; h++)
+		if (iq_w->log_q[h])
+			drain_one(iq_w->log_q[h]);
+}
+
+void
+iq_log_detach(IqHandle h)
+{
+	if (iq_w->log_q[h] == NULL)
+		return;
+	drain_one(iq_w->log_q[h]);
+	rd_kafka_queue_destroy(iq_w->log_q[h]);
+	iq_w->log_q[h] = NULL;
+}

@@ -1,0 +1,96 @@
+/*-------------------------------------------------------------------------
+ * peer_call.c
+ *	  What every call from the HTTP server's threads to another instance
+ *	  shares: curl's global setup, the peer URL, the common transfer
+ *	  options, a monotonic clock.  The calls themselves are the forwarder's
+ *	  (a get for a key another instance owns, forwarded_get.c) and the
+ *	  gathering of ?scope=all (gather.c).
+ *
+ * Every transfer has the peer timeout to connect and CURLOPT_NOSIGNAL (no
+ * SIGALRM in a thread of a PostgreSQL process); proxies from the
+ * environment are ignored (peers are direct).
+ *-------------------------------------------------------------------------
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "worker/serve/http/http_internal.h"
+
+/* iq_forward_init: once per server start, before any thread calls a peer */
+void
+iq_forward_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* iq_forward_shutdown: after the server's threads are gone */
+void
+iq_forward_shutdown(void)
+{
+}
+
+/* iq_http_now_ms: a monotonic clock for the servers' timeouts */
+long long
+iq_http_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * iq_peer_url
+ *		http://host:port/path into url (an IPv6 literal in brackets).
+ */
+void
+iq_peer_url(IqBuf *url, const char *host, int port, const char *path)
+{
+	char		portstr[16];
+
+	iq_buf_append(url, "http://", 7);
+	if (strchr(host, ':'))
+	{
+		iq_buf_u8(url, '[');
+		iq_buf_append(url, host, strlen(host));
+		iq_buf_u8(url, ']');
+	}
+	else
+		iq_buf_append(url, host, strlen(host));
+	snprintf(portstr, sizeof(portstr), ":%d", port);
+	iq_buf_append(url, portstr, strlen(portstr));
+	iq_buf_append(url, path, strlen(path) + 1);
+}
+
+/*
+ * iq_peer_setup
+ *		The options every call to a peer has: the URL, the peer timeout to
+ *		connect, no signals (a thread of a PostgreSQL process), no proxy
+ *		from the environment (peers are direct), and the header that marks
+ *		it forwarded.  The headers returned belong to the caller (free them
+ *		with curl_slist_free_all once the transfer is over).
+ */
+struct curl_slist *
+iq_peer_setup(CURL *h, const char *url, bool post)
+{
+	struct curl_slist *headers = NULL;
+
+	headers = curl_slist_append(headers, "X-IQ-Forwarded: 1");
+	if (post)
+	{
+		headers = curl_slist_append(headers, "Content-Type: application/octet-stream");
+		headers = curl_slist_append(headers, "Expect:");
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+	}
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_PROXY, "");
+	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	return headers;
+}

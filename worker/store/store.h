@@ -1,0 +1,111 @@
+/*-------------------------------------------------------------------------
+ * store.h
+ *	  The RocksDB state of the partitions this instance holds.
+ *
+ * One RocksDB database per partition (a "task", as Kafka Streams keeps a
+ * store per task) under <state_dir>/<application_id>/<partition>/, with a
+ * column family per store and one for the checkpoint (input offsets and
+ * changelog offset written atomically with the data they cover).  A
+ * partition can therefore be dropped, handed over or restored on its own.
+ *
+ * Threads: open/close/write are called by the worker's main thread only.
+ * The read functions (iq_store_get, cursors, counts, positions) may be
+ * called from any thread (HTTP server, local socket server), never call a
+ * PostgreSQL function, and return malloc'd strings for errors.  No read
+ * holds a partition's lock between calls: a cursor copies a bounded batch of
+ * rows under the locks and releases them, so a rebalance that closes a
+ * partition waits for one batch at most, whatever the reader's client does;
+ * a cursor whose partition was closed meanwhile ends with IQ_READ_MOVED.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_STORE_H
+#define IQ_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/stores.h"
+
+typedef enum IqReadStatus
+{
+	IQ_READ_OK = 0,
+	IQ_READ_NOT_FOUND,			/* get: no such key */
+	IQ_READ_NOT_HELD,			/* this instance does not hold the partition */
+	IQ_READ_RESTORING,			/* held, but not yet restored */
+	IQ_READ_ERROR,				/* RocksDB failed; *err says why */
+	IQ_READ_MOVED				/* cursor: a partition was closed during the scan */
+} IqReadStatus;
+
+/*
+ * A cursor reads a batch of rows at a time under its partitions' read
+ * locks and holds no lock between batches: at most IQ_STORE_BATCH_ROWS rows,
+ * and it stops adding rows once IQ_STORE_BATCH_BYTES are copied (so a batch
+ * holds at most that plus one row).  The first batch is
+ * IQ_STORE_BATCH_FIRST_ROWS rows, each next one twice as many.
+ */
+#define IQ_STORE_BATCH_ROWS			1024
+#define IQ_STORE_BATCH_BYTES		(256 * 1024)
+#define IQ_STORE_BATCH_FIRST_ROWS	32
+
+/* Position of a partition, for the freshness of answers. */
+typedef struct IqPartitionPosition
+{
+	int			partition;
+	int64_t		consumed_offset;	/* next order offset to process */
+	int64_t		end_offset;		/* high watermark of the order partition */
+} IqPartitionPosition;
+
+/* A row handed out by a cursor; valid until the next call on the cursor. */
+typedef struct IqStoreRow
+{
+	const char *key;
+	size_t		key_len;
+	const char *value;
+	size_t		value_len;
+	int			partition;
+} IqStoreRow;
+
+typedef struct IqStoreCursor IqStoreCursor;
+
+/* ---- any thread ---- */
+
+/* Partitions held and readable (restored), ascending; returns how many. */
+extern int	iq_store_held_partitions(int *partitions, int max);
+
+/* The partition count of the input topics, or 0 before the first assignment. */
+extern int	iq_store_partition_count(void);
+
+/* Value of key in store at partition; *value malloc'd (free with free()). */
+extern IqReadStatus iq_store_get(IqStoreId store, int partition,
+								 const char *key, size_t key_len,
+								 char **value, size_t *value_len, char **err);
+
+/*
+ * A scan of the given partitions (all held ones when npartitions == 0),
+ * merged in key byte order, limited to [lower, upper] (either may be NULL;
+ * the _incl flags say whether the bound itself is in).  Returns NULL with
+ * *status set when a partition is not held or still restoring.
+ */
+extern IqStoreCursor *iq_store_cursor_open(IqStoreId store,
+										   const int *partitions, int npartitions,
+										   const char *lower, size_t lower_len, bool lower_incl,
+										   const char *upper, size_t upper_len, bool upper_incl,
+										   IqReadStatus *status, char **err);
+/* The next row, valid until the next call; false at the end or on failure. */
+extern bool iq_store_cursor_next(IqStoreCursor *cursor, IqStoreRow *row);
+
+/*
+ * Closes; IQ_READ_ERROR with *err if an iterator failed on the way,
+ * IQ_READ_MOVED if a partition was closed during the scan.
+ */
+extern IqReadStatus iq_store_cursor_close(IqStoreCursor *cursor, char **err);
+
+/* RocksDB's estimate of the keys in store over the given partitions (0 = all held). */
+extern uint64_t iq_store_approximate_count(IqStoreId store,
+										   const int *partitions, int npartitions);
+
+/* Position of a held partition; false if not held. */
+extern bool iq_store_position(int partition, IqPartitionPosition *pos);
+
+#endif							/* IQ_STORE_H */

@@ -1,0 +1,552 @@
+/*-------------------------------------------------------------------------
+ * restore.c
+ *	  Bring a partition's stores up to date before its input is processed.
+ *
+ * order-count is replayed from the changelog partition, customer from the
+ * customer topic's partition, each from the checkpoint of the local store
+ * (or from the beginning when there was none) to the end (read_committed,
+ * so an aborted transaction is never restored).  A separate consumer
+ * without a group reads in large fetches and the records go into RocksDB
+ * in large write batches, each with the checkpoint it reached, so an
+ * interrupted restore resumes where it stopped.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "worker/kafka_conf.h"
+#include "worker/state.h"
+#include "worker/stats.h"
+#include "worker/stream/fetch_wake.h"
+#include "worker/stream/key_cache.h"
+#include "worker/stream/key_order.h"
+#include "worker/stream/stream.h"
+
+#define RESTORE_STALL_MS	60000
+#define WATERMARKS_TIMEOUT_MS	15000
+
+bool
+iq_restorer_start(char **err)
+{
+	rd_kafka_conf_t *conf = iq_conf_new(err);
+	char		errstr[512];
+	char		group[600];
+	rd_kafka_t *rk;
+	char		kbytes[32],
+				messages[32],
+				fetch[32];
+
+	if (conf == NULL)
+		return false;
+	/* large fetches make a fast restore, within the restore's share */
+	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.restore_queue_kbytes);
+	snprintf(messages, sizeof(messages), "%d", iq_w->mem.restore_queue_messages);
+	snprintf(fetch, sizeof(fetch), "%d", iq_w->mem.restore_fetch_bytes);
+	/* librdkafka wants a group for its consumer queue; it never joins it */
+	snprintf(group, sizeof(group), "%s-restore", iq_w->cfg.app_id);
+	if (!iq_conf_set(conf, "group.id", group, err) ||
+		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
+		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
+		!iq_conf_set(conf, "enable.partition.eof", "true", err) ||
+		!iq_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+		!iq_conf_set(conf, "fetch.max.bytes", fetch, err) ||
+		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
+		/* or librdkafka raises fetch.max.bytes to it */
+		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
+		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
+		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
+		!iq_conf_set(conf, "queued.min.messages", messages, err) ||
+		!iq_conf_set(conf, "queued.max.messages.kbytes", kbytes, err) ||
+		!iq_conf_set(conf, "fetch.wait.max.ms", "20", err))
+	{
+		rd_kafka_conf_destroy(conf);
+		return false;
+	}
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		*err = strdup(errstr);
+		return false;
+	}
+	iq_log_attach(rk, IQ_H_RESTORER);
+	rd_kafka_poll_set_consumer(rk);
+	iq_w->restorer = rk;
+	return true;
+}
+
+void
+iq_restorer_stop(void)
+{
+	if (iq_w->restorer == NULL)
+		return;
+	rd_kafka_assign(iq_w->restorer, NULL);
+	iq_log_detach(IQ_H_RESTORER);
+	rd_kafka_destroy_flags(iq_w->restorer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	iq_w->restorer = NULL;
+}
+
+/*
+ * The records of a restore are gathered in chunks (sized by memory.c): a
+ * large chunk is sorted, reduced to the last record per key and
+ * bulk-loaded as an SST file; a small one (the usual catch-up after a
+ * restart) is a plain WriteBatch.
+ */
+#define SST_MIN_RECORDS	20000
+
+typedef struct Rec
+{
+	size_t		koff;			/* the key in the arena, its value after it */
+	size_t		klen;
+	size_t		vlen;
+	bool		del;
+} Rec;
+
+typedef struct Chunk
+{
+	Rec		   *recs;
+	int			n;
+	char	   *arena;
+	size_t		used;
+	size_t		cap;
+} Chunk;
+
+/* rec_key: IqKeyAt over a chunk */
+static const char *
+rec_key(const void *ctx, int i, size_t *len)
+{
+	const Chunk *c = ctx;
+
+	*len = c->recs[i].klen;
+	return c->arena + c->recs[i].koff;
+}
+
+static bool
+chunk_append(Chunk *c, const void *key, size_t klen, const void *val, size_t vlen, bool del)
+{
+	Rec		   *r;
+
+	if (c->used + klen + vlen > c->cap)
+	{
+		size_t		ncap = Max(c->cap * 2, c->used + klen + vlen + 1024 * 1024);
+		char	   *na = realloc(c->arena, ncap);
+
+		if (na == NULL)
+			return false;
+		c->arena = na;
+		c->cap = ncap;
+	}
+	r = &c->recs[c->n];
+	r->koff = c->used;
+	r->klen = klen;
+	if (klen)
+		memcpy(c->arena + c->used, key, klen);
+	c->used += klen;
+	r->vlen = vlen;
+	if (vlen)
+		memcpy(c->arena + c->used, val, vlen);
+	c->used += vlen;
+	r->del = del;
+	c->n++;
+	return true;
+}
+
+/*
+ * cache_customer
+ *		A restored customer's presence, for the joins that follow.
+ */
+static void
+cache_customer(int p, const char *key, size_t len, bool present)
+{
+	IqCacheEntry *ce = iq_cache_upsert(p, key, len);
+
+	if (ce != NULL)
+		ce->customer = present ? IQ_CUSTOMER_PRESENT : IQ_CUSTOMER_ABSENT;
+}
+
+/*
+ * chunk_flush
+ *		Make a chunk durable with the checkpoint it reached.
+ */
+static bool
+chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err)
+{
+	uint8_t    *same_as_next = malloc(c->n > 0 ? c->n : 1);
+	uint32_t   *order = same_as_next ? iq_key_order(c->n, rec_key, c, same_as_next) : NULL;
+	bool		ok;
+
+	if (order == NULL)
+	{
+		free(same_as_next);
+		*err = strdup("out of memory");
+		return false;
+	}
+	if (c->n >= SST_MIN_RECORDS)
+	{
+		IqKV	   *kvs = malloc(sizeof(IqKV) * c->n);
+		int			m = 0;
+
+		if (kvs == NULL)
+		{
+			free(order);
+			free(same_as_next);
+			*err = strdup("out of memory");
+			return false;
+		}
+		for (int i = 0; i < c->n; i++)
+		{
+			Rec		   *r = &c->recs[order[i]];
+
+			/* the last record of a key wins */
+			if (same_as_next[i])
+				continue;
+			kvs[m].key = c->arena + r->koff;
+			kvs[m].key_len = r->klen;
+			kvs[m].value = r->del ? NULL : c->arena + r->koff + r->klen;
+			kvs[m].value_len = r->vlen;
+			m++;
+		}
+		ok = iq_store_ingest(p, store, kvs, m, ck, err);
+		if (ok && store == IQ_STORE_CUSTOMER)
+			for (int i = 0; i < m; i++)
+				cache_customer(p, kvs[i].key, kvs[i].key_len, kvs[i].value != NULL);
+		free(kvs);
+	}
+	else
+	{
+		IqStoreBatch *b = iq_store_batch_begin(p);
+
+		/* in key order (stable: the last record of a key still wins) */
+		for (int i = 0; i < c->n; i++)
+		{
+			Rec		   *r = &c->recs[order[i]];
+
+			if (r->del)
+				iq_store_batch_delete(b, store, c->arena + r->koff, r->klen);
+			else
+				iq_store_batch_put(b, store, c->arena + r->koff, r->klen,
+								   c->arena + r->koff + r->klen, r->vlen);
+		}
+		iq_store_batch_checkpoint(b, ck);
+		ok = iq_store_batch_commit(b, err);
+		for (int i = 0; ok && store == IQ_STORE_CUSTOMER && i < c->n; i++)
+			cache_customer(p, c->arena + c->recs[i].koff, c->recs[i].klen, !c->recs[i].del);
+	}
+	free(order);
+	free(same_as_next);
+	c->n = 0;
+	c->used = 0;
+	return ok;
+}
+
+/*
+ * restore_topic
+ *		Replay topic's partition into store from *next up to the end;
+ *		*next is left after the last record applied.  -1 = from the start.
+ *		Returns 1 done, 0 failed (iq_fail called), -1 when the checkpoint is
+ *		beyond the topic's end (the topic was recreated: wipe and retry).
+ */
+static int
+restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
+			  int64_t *next)
+{
+	rd_kafka_t *rk = iq_w->restorer;
+	rd_kafka_queue_t *q;
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_message_t **msgs;
+	rd_kafka_resp_err_t err;
+	int64_t		lo,
+				hi,
+				start,
+				last = -1;
+	int64		stalled_since = iq_now_ms();
+	int64		began = 0;
+	int64		writing_ms = 0;
+	int64		records = 0;
+	bool		done = false;
+	int			result = 1;
+	IqPart	   *part = &iq_w->parts[p];
+	Chunk		chunk;
+	IqQueueWatch watch;
+
+	iq_step(IQ_STEP_RESTORING, p);
+	{
+		int64		deadline = iq_now_ms() + WATERMARKS_TIMEOUT_MS;
+		int			slice;
+
+		/* in slices: a stop or the postmaster's death ends the wait */
+		err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+		while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0 &&
+			   ((err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, slice)) ==
+				RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT))
+			iq_drain_logs();
+	}
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read the offsets of \"%s\" partition %d to restore from: %s",
+				topic, p, rd_kafka_err2str(err));
+		return 0;
+	}
+	if (*next > hi)
+		return -1;
+	start = (*next < 0 || *next < lo) ? lo : *next;
+	if (start >= hi)
+	{
+		*next = hi;
+		return 1;
+	}
+
+	began = iq_now_ms();
+	part->stats.restoring = true;
+	part->stats.restore_total += hi - start;
+	iq_set_worker_state(IQ_WORKER_RESTORING, "restoring partition %d of \"%s\" (%lld records)",
+						p, topic, (long long) (hi - start));
+	iq_stats_publish();
+
+	list = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(list, topic, p)->offset = start;
+	err = rd_kafka_assign(rk, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read \"%s\" partition %d to restore: %s", topic, p,
+				rd_kafka_err2str(err));
+		return 0;
+	}
+	q = rd_kafka_queue_get_consumer(rk);
+	msgs = palloc(sizeof(rd_kafka_message_t *) * iq_w->mem.restore_batch);
+	memset(&chunk, 0, sizeof(chunk));
+	chunk.recs = malloc(sizeof(Rec) * (iq_w->mem.restore_chunk_records + iq_w->mem.restore_batch));
+	if (chunk.recs == NULL)
+	{
+		iq_fail("out of memory restoring partition %d", p);
+		result = 0;
+		done = true;
+	}
+
+	while (!done)
+	{
+		ssize_t		n;
+		char	   *werr = NULL;
+		bool		ok;
+
+		if (iq_got_sigterm || iq_postmaster_gone())
+		{
+			iq_fail("shutting down during restore");
+			result = 0;
+			break;
+		}
+		/*
+		 * What is queued, without waiting: a batch call with a timeout
+		 * waits for a full batch, and a queue bounded by the memory budget
+		 * holds little more than one, so the restore idled most of its time.
+		 */
+		iq_queue_watch_begin(&watch, q, iq_w->mem.restore_queue_messages,
+							 iq_w->mem.restore_queue_kbytes);
+		n = rd_kafka_consume_batch_queue(q, 0, msgs, iq_w->mem.restore_batch);
+		if (n == 0)
+			n = rd_kafka_consume_batch_queue(q, 100, msgs, 1);
+		iq_queue_watch_took(&watch, msgs, n);
+		/* the next fetch comes while this one is sorted and written */
+		if (iq_queue_watch_reopened(&watch, q))
+			iq_wake_fetcher(rk, topic, p);
+		iq_drain_logs();
+		if (n <= 0)
+		{
+			if (iq_now_ms() - stalled_since > RESTORE_STALL_MS)
+			{
+				iq_fail("restore of \"%s\" partition %d stalled at offset %lld of %lld",
+						topic, p, (long long) (last >= 0 ? last + 1 : start), (long long) hi);
+				result = 0;
+				break;
+			}
+			continue;
+		}
+		stalled_since = iq_now_ms();
+		iq_progress();
+		for (ssize_t i = 0; i < n; i++)
+		{
+			rd_kafka_message_t *m = msgs[i];
+
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				done = true;
+			else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				if (result == 1)
+					iq_fail("could not read \"%s\" partition %d to restore: %s",
+							topic, p, rd_kafka_message_errstr(m));
+				result = 0;
+			}
+			else if (m->offset >= start && m->offset > last)
+			{
+				last = m->offset;
+				if (m->key == NULL)
+					part->stats.dropped_null_key++;	/* as the stream drops it */
+				else if (m->payload != NULL && store == IQ_STORE_ORDER_COUNT && m->len != 8)
+					part->stats.dropped_malformed++;
+				else if (!chunk_append(&chunk, m->key, m->key_len,
+									   m->payload, m->payload ? m->len : 0,
+									   m->payload == NULL))
+				{
+					if (result == 1)
+						iq_fail("out of memory restoring partition %d", p);
+					result = 0;
+				}
+				part->stats.restored_records++;
+				if (store == IQ_STORE_ORDER_COUNT)
+					part->counts_restored = true;
+			}
+			rd_kafka_message_destroy(m);
+		}
+		if (result != 1)
+			break;
+		if (last >= hi - 1)
+			done = true;
+		if (done || chunk.n >= iq_w->mem.restore_chunk_records ||
+			chunk.used >= iq_w->mem.restore_chunk_bytes)
+		{
+			int64		flush_began = iq_now_ms();
+
+			if (last >= 0)
+				*next = last + 1;
+			records += chunk.n;
+			ok = chunk_flush(&chunk, p, store, ck, &werr);
+			writing_ms += iq_now_ms() - flush_began;
+			if (!ok)
+			{
+				iq_fail("could not write the restored state of partition %d under iq_fdw.state_dir: %s",
+						p, werr ? werr : "?");
+				free(werr);
+				result = 0;
+				break;
+			}
+		}
+		iq_stats_publish();
+	}
+	free(chunk.recs);
+	free(chunk.arena);
+	pfree(msgs);
+	rd_kafka_assign(rk, NULL);
+	rd_kafka_queue_destroy(q);
+	if (result == 1 && *next < hi)
+		*next = hi;				/* only control records were left */
+	if (result == 1 && records > 0)
+	{
+		int64		took = Max(iq_now_ms() - began, 1);
+
+		/* whether the broker or the disk set the pace, for whoever tunes it */
+		ereport(LOG,
+				(errmsg("iq_fdw worker: restored partition %d of \"%s\": %lld records in %.1f s (%.0f records/s)",
+						p, topic, (long long) records, took / 1000.0, records * 1000.0 / took),
+				 errdetail("%.1f s sorting and writing the state, the rest reading the topic.",
+						   writing_ms / 1000.0)));
+	}
+	return result;
+}
+
+/*
+ * iq_restore_open
+ *		Open a partition's store for its restore; a store RocksDB finds
+ *		corrupt is moved aside and started empty, so that the restore
+ *		rebuilds it from the changelog and the customer topic.  False after
+ *		iq_fail().
+ *
+ * Retrying a corrupt store would fail the same way on every attempt and
+ * keep the partition, and the whole pipeline with it, in the error state;
+ * everything in it can be rebuilt from Kafka, so it is.  Other open
+ * errors (permissions, no space, a lock) are left to the retry with
+ * backoff: moving the data aside would not fix them.
+ */
+bool
+iq_restore_open(int p, IqCheckpoint *ck, bool *existed)
+{
+	char	   *err = NULL;
+	char		moved_to[4200];
+
+	if (iq_store_open(p, ck, existed, &err))
+		return true;
+	if (!iq_store_error_is_corruption(err))
+	{
+		iq_fail("could not open the state of partition %d under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	if (!iq_store_set_aside(p, moved_to, sizeof(moved_to), &err))
+	{
+		iq_fail("could not move the corrupt state of partition %d aside under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	ereport(WARNING,
+			(errmsg("iq_fdw worker: the state of partition %d is corrupt; moved it to \"%s\" and rebuilding it from topics \"%s\" and \"%s\"",
+					p, moved_to, iq_w->cfg.changelog_topic, iq_w->cfg.customer_topic),
+			 errdetail("%s", err ? err : "?"),
+			 errhint("Check the disk and file system under iq_fdw.state_dir; delete \"%s\" once it is not needed to diagnose the damage.",
+					 moved_to)));
+	free(err);
+	err = NULL;
+	iq_w->parts[p].stats.state_rebuilds++;
+	if (!iq_store_open(p, ck, existed, &err))
+	{
+		iq_fail("could not create the state of partition %d under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	*existed = false;
+	return true;
+}
+
+/*
+ * iq_restore_partition
+ *		Restore both stores of a partition; false after iq_fail().
+ */
+bool
+iq_restore_partition(int p, bool existed, IqCheckpoint *ck)
+{
+	int			r;
+
+	if (!existed)
+	{
+		ck->changelog_next = -1;
+		ck->customer_next = -1;
+	}
+	r = restore_topic(iq_w->cfg.changelog_topic, p, IQ_STORE_ORDER_COUNT, ck, &ck->changelog_next);
+	if (r < 0)
+	{
+		char	   *err = NULL;
+		bool		dummy;
+
+		/* the store claims records the changelog does not have */
+		iq_w->parts[p].stats.state_rebuilds++;
+		ereport(LOG,
+				(errmsg("iq_fdw worker: the state of partition %d is ahead of changelog topic \"%s\"; rebuilding it from the changelog",
+						p, iq_w->cfg.changelog_topic)));
+		if (!iq_store_destroy(p, &err) || !iq_store_open(p, ck, &dummy, &err))
+		{
+			iq_fail("could not rebuild the state of partition %d: %s", p, err ? err : "?");
+			free(err);
+			return false;
+		}
+		iq_store_set_held(p, true, true);
+		ck->changelog_next = -1;
+		ck->customer_next = -1;
+		r = restore_topic(iq_w->cfg.changelog_topic, p, IQ_STORE_ORDER_COUNT, ck, &ck->changelog_next);
+	}
+	if (r <= 0)
+	{
+		if (r < 0)
+			iq_fail("changelog topic \"%s\" partition %d ends before the state restored from it", iq_w->cfg.changelog_topic, p);
+		return false;
+	}
+	r = restore_topic(iq_w->cfg.customer_topic, p, IQ_STORE_CUSTOMER, ck, &ck->customer_next);
+	if (r < 0)
+	{
+		/* the customer topic was recreated: read it again from the start */
+		ck->customer_next = -1;
+		r = restore_topic(iq_w->cfg.customer_topic, p, IQ_STORE_CUSTOMER, ck, &ck->customer_next);
+	}
+	return r > 0;
+}

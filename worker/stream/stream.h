@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ * stream.h
+ *	  The stream pipeline, as a table of contents: the group consumer and
+ *	  its rebalances, the topology, write-behind, the changelog and the
+ *	  restore.  Main thread of the worker only.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_WORKER_STREAM_H
+#define IQ_WORKER_STREAM_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "worker/state.h"
+
+/* in consumer.c */
+extern bool iq_consumer_start(char **err);
+extern void iq_consumer_stop(void);
+extern int	iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms);
+extern bool iq_consumer_commit(bool sync);
+extern void iq_consumer_refresh_ends(void);
+extern bool iq_consumer_caught_up(void);
+extern rd_kafka_topic_partition_list_t *iq_consumer_positions(void);
+
+/* in topology.c */
+extern void iq_topology_process(rd_kafka_message_t **msgs, int n);
+
+/* in flush.c */
+extern void iq_flush_idle(void);
+extern bool iq_flush_now(void);
+extern void iq_flush_discard(void);
+
+/* in changelog.c */
+extern bool iq_changelog_ensure_topic(int *partition_count, char **err);
+extern bool iq_producer_start(char **err);
+extern void iq_producer_stop(void);
+extern bool iq_changelog_produce(int partition, const char *key, size_t key_len,
+								 int64 count);
+extern bool iq_changelog_begin(void);
+extern bool iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets);
+extern void iq_changelog_abort(void);
+
+/* in restore.c */
+extern bool iq_restorer_start(char **err);
+extern void iq_restorer_stop(void);
+extern bool iq_restore_open(int partition, IqCheckpoint *ck, bool *existed);
+extern bool iq_restore_partition(int partition, bool existed, IqCheckpoint *ck);
+
+#endif							/* IQ_WORKER_STREAM_H */
