@@ -21,7 +21,6 @@ IqValueCache *iq_value_cache = NULL;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
 static void
@@ -33,7 +32,6 @@ iq_shmem_request_hook(void)
 	RequestAddinShmemSpace(iq_vc_shmem_size(iq_value_cache_mb));
 	RequestNamedLWLockTranche("iq_fdw", 1);
 }
-#endif
 
 static void
 iq_shmem_startup(void)
@@ -56,14 +54,9 @@ iq_shmem_startup(void)
 void
 iq_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
+	/* PostgreSQL 15 and later take requests in a hook of their own */
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = iq_shmem_request_hook;
-#else
-	RequestAddinShmemSpace(MAXALIGN(sizeof(IqShared)));
-	RequestAddinShmemSpace(iq_vc_shmem_size(iq_value_cache_mb));
-	RequestNamedLWLockTranche("iq_fdw", 1);
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = iq_shmem_startup;
 }
