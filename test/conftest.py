@@ -291,6 +291,24 @@ IMPORT FOREIGN SCHEMA stores FROM SERVER {server} INTO {schema};
 """
 
 
+PUSHDOWN_LABELS = ("Key Lookup:", "Key Range:", "Full Scan:")
+
+
+def pushdown(run, sql):
+    """What each foreign scan of sql asks its store, as EXPLAIN (VERBOSE,
+    COSTS OFF) shows it (src/explain.c): a list of lines such as
+    "Key Lookup: key IN ('a', 'b')", "Key Range: key <= 'b'" or
+    "Full Scan: all partitions", one per foreign scan in plan order.
+
+    run takes SQL text and returns psql's output (a test's own q()).  Every
+    qual is also rechecked by PostgreSQL, so a lookup or range that is no
+    longer pushed down still returns the right rows: tests of lookups and
+    ranges check this beside them."""
+    plan = run("EXPLAIN (VERBOSE, COSTS OFF) " + sql)
+    return [line.strip() for line in plan.splitlines()
+            if line.strip().startswith(PUSHDOWN_LABELS)]
+
+
 # ---- HTTP -------------------------------------------------------------------
 
 def http_get(instance, path, timeout=5.0):

@@ -28,7 +28,7 @@ import pytest
 
 from conftest import (BOOTSTRAP, INSTANCES, Session, consume, freeze, http_port,
                       import_stores_sql, java_partition, produce, psql, psql_error,
-                      scratch_instance, thaw, wait_until)
+                      pushdown, scratch_instance, thaw, wait_until)
 
 PREFIX = f"fdw{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 N_CUSTOMERS = 20_000
@@ -53,6 +53,12 @@ def key(k):
 def q(i, sql, timeout=300):
     """sql on instance i with the test's tables first in the path; no command tags."""
     return psql(i, "\\set QUIET on\nSET search_path = fdwtest, public;\n" + sql, timeout=timeout)
+
+
+def pushed(i, sql, before=""):
+    """What the foreign scans of sql ask their stores on instance i (conftest's
+    pushdown), after the statements before (settings, PREPARE)."""
+    return pushdown(lambda s: q(i, before + s), sql)
 
 
 def copy_escape(s):
@@ -167,25 +173,34 @@ def test_in_list_spanning_owners(data, instance):
     parts = {java_partition(k, 3) for k in keys}
     assert len(parts) == 3
     lst = ", ".join(f"'{k}'" for k in keys + keys[:3])  # duplicates: one row each
-    got = q(instance, f"SELECT key, count FROM order_count WHERE key IN ({lst}) ORDER BY key")
+    sql = f"SELECT key, count FROM order_count WHERE key IN ({lst}) ORDER BY key"
+    assert pushed(instance, sql) == [f"Key Lookup: key IN ({lst})"]
+    got = q(instance, sql)
     want = "\n".join(f"{k}|{data.counts[k]}" for k in sorted(keys) if k in data.counts)
     assert got == want
-    got = q(instance, f"SELECT count(*), sum(count) FROM order_count WHERE key = ANY (ARRAY[{lst}])")
+    sql = f"SELECT count(*), sum(count) FROM order_count WHERE key = ANY (ARRAY[{lst}])"
+    assert pushed(instance, sql) == [f"Key Lookup: key IN ({lst})"]
+    got = q(instance, sql)
     assert got == f"{sum(1 for k in keys if k in data.counts)}|{sum(data.counts[k] for k in keys)}"
 
 
 def test_prepared_statements_generic_and_custom(data, instance):
     keys = [key(n) for n in range(5, 5000, 501)]
-    for mode in ("force_generic_plan", "force_custom_plan"):
+    for mode, lookup in (("force_generic_plan", "$1"), ("force_custom_plan", f"'{keys[0]}'")):
         script = [f"SET plan_cache_mode = {mode};",
                   "PREPARE p(text) AS SELECT coalesce((SELECT count FROM order_count WHERE key = $1), 0);"]
+        assert pushed(instance, f"EXECUTE p('{keys[0]}')", "\n".join(script)) == \
+            [f"Key Lookup: key = {lookup}"], mode
         script += [f"EXECUTE p('{k}');" for k in keys]
         got = q(instance, "\n".join(script)).splitlines()
         assert got == [str(data.counts.get(k, 0)) for k in keys], mode
-    got = q(instance, "SET plan_cache_mode = force_generic_plan;\n"
-                      "PREPARE r(text, text) AS SELECT count(*), sum(count) FROM order_count "
-                      "WHERE key BETWEEN $1 AND $2;\n"
-                      f"EXECUTE r('{key(100)}', '{key(200)}');")
+    prepare = ("SET plan_cache_mode = force_generic_plan;\n"
+               "PREPARE r(text, text) AS SELECT count(*), sum(count) FROM order_count "
+               "WHERE key BETWEEN $1 AND $2;\n")
+    execute = f"EXECUTE r('{key(100)}', '{key(200)}')"
+    # a text key read with invalid_utf8 'replace' sends its upper bound only
+    assert pushed(instance, execute, prepare) == ["Key Range: key <= $2"]
+    got = q(instance, prepare + execute)
     sel = [k for k in data.keys if key(100) <= k <= key(200)]
     assert got == f"{len(sel)}|{sum(data.counts[k] for k in sel)}"
 
@@ -195,18 +210,23 @@ def test_prepared_statements_generic_and_custom(data, instance):
 @pytest.mark.parametrize("lo,hi", [(0, 40), (1234, 1300), (29990, 30100)])
 def test_between_ordered(data, instance, lo, hi):
     sel = [k for k in data.keys if key(lo) <= k <= key(hi)]
-    got = q(instance, f"SELECT key, count FROM order_count WHERE key BETWEEN '{key(lo)}' AND "
-                      f"'{key(hi)}' ORDER BY key")
+    sql = f"SELECT key, count FROM order_count WHERE key BETWEEN '{key(lo)}' AND '{key(hi)}' ORDER BY key"
+    # a text key read with invalid_utf8 'replace' sends its upper bound only
+    assert pushed(instance, sql) == [f"Key Range: key <= '{key(hi)}'"]
+    got = q(instance, sql)
     assert got == "\n".join(f"{k}|{data.counts[k]}" for k in sel)
 
 
 def test_between_unordered_and_open_bounds(data, instance):
     sel = [k for k in data.keys if key(500) < k < key(900)]
-    got = q(instance, f"SELECT key, count FROM order_count WHERE key > '{key(500)}' "
-                      f"AND key < '{key(900)}' AND key >= '{key(400)}'")
+    sql = (f"SELECT key, count FROM order_count WHERE key > '{key(500)}' "
+           f"AND key < '{key(900)}' AND key >= '{key(400)}'")
+    assert pushed(instance, sql) == [f"Key Range: key < '{key(900)}'"]
+    got = q(instance, sql)
     assert sorted(got.splitlines()) == [f"{k}|{data.counts[k]}" for k in sel]
-    got = q(instance, f"SELECT count(*) FROM order_count WHERE key > '{key(N_KEYS - 10)}' "
-                      f"AND key <= '{PREFIX}~'")
+    sql = f"SELECT count(*) FROM order_count WHERE key > '{key(N_KEYS - 10)}' AND key <= '{PREFIX}~'"
+    assert pushed(instance, sql) == [f"Key Range: key <= '{PREFIX}~'"]
+    got = q(instance, sql)
     assert got == str(sum(1 for k in data.keys if k > key(N_KEYS - 10)))
 
 
@@ -222,6 +242,7 @@ def test_range_with_limit(data, instance, table):
     plan = q(instance, f"EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM {table} "
                        f"WHERE key >= '{key(777)}' ORDER BY key LIMIT 10")
     if table == "order_count_exact":
+        assert f"Key Range: key >= '{key(777)}'" in plan, plan
         assert "Limit: 10" in plan and "Sort" not in plan, plan
     else:  # replaced keys would sort elsewhere: PostgreSQL sorts (sql/invalid_utf8.sql)
         assert "Sort" in plan, plan
@@ -230,6 +251,9 @@ def test_range_with_limit(data, instance, table):
 def test_non_c_collation_table_gives_right_rows(data, instance):
     """Ranges on an en-x-icu key column are filtered by PostgreSQL: compare
     with a heap copy of the same rows in the same collation."""
+    # PostgreSQL filters the range, in its collation
+    assert pushed(instance, f"SELECT * FROM order_count_icu WHERE key BETWEEN '{key(10)}' AND "
+                          f"'{key(300)}'") == ["Full Scan: all partitions"]
     got = q(instance, f"""
         CREATE TEMP TABLE heap_icu AS SELECT key COLLATE "en-x-icu" AS key, count
           FROM order_count WHERE key >= '{PREFIX}' AND key < '{PREFIX}~' OR key IN ('1', '2', 'a', 'B');
@@ -267,8 +291,10 @@ def test_full_scan_in_key_order(data, instance):
 
 def test_join_order_count_with_customer(data, instance):
     lo, hi = key(19_900), key(20_100)
-    got = q(instance, f"SELECT o.key, c.value, o.count FROM order_count o JOIN customer c USING (key) "
-                      f"WHERE key BETWEEN '{lo}' AND '{hi}' ORDER BY 1")
+    sql = (f"SELECT o.key, c.value, o.count FROM order_count o JOIN customer c USING (key) "
+           f"WHERE key BETWEEN '{lo}' AND '{hi}' ORDER BY 1")
+    assert f"Key Range: key <= '{hi}'" in pushed(instance, sql)
+    got = q(instance, sql)
     want = [f"{k}|{data.customers[k]}|{data.counts[k]}" for k in data.keys
             if lo <= k <= hi and k in data.customers]
     assert got == "\n".join(want)

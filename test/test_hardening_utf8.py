@@ -24,7 +24,7 @@ import subprocess
 
 import pytest
 
-from conftest import BOOTSTRAP, OFFSET, create_topic, scratch_instance, unique, wait_until
+from conftest import BOOTSTRAP, OFFSET, create_topic, pushdown, scratch_instance, unique, wait_until
 
 PG = "/usr/lib/postgresql/15/bin"
 PORT = 5443 + OFFSET
@@ -237,16 +237,22 @@ def test_bytea_gives_the_bytes_in_store_order(private):
 
 def test_bytea_lookups_and_ranges_are_exact(private):
     for k in KEYS:
-        got = q(f"SELECT count FROM order_count_raw WHERE key = {hexlit(k)}")
+        sql = f"SELECT count FROM order_count_raw WHERE key = {hexlit(k)}"
+        assert pushdown(q, sql) == [f"Key Lookup: key = {hexlit(k)}"], k
+        got = q(sql)
         assert got == str(ORDERS[k]), k
     ks = [P + b"\x80", P + b"\xff", P + "\ufffd".encode(), P + b"nope"]
-    got = q(f"SELECT encode(key, 'hex') FROM order_count_raw WHERE key IN "
-            f"({', '.join(hexlit(k) for k in ks)}) ORDER BY key").splitlines()
+    lst = ", ".join(hexlit(k) for k in ks)
+    sql = f"SELECT encode(key, 'hex') FROM order_count_raw WHERE key IN ({lst}) ORDER BY key"
+    assert pushdown(q, sql) == [f"Key Lookup: key IN ({lst})"]
+    got = q(sql).splitlines()
     assert got == [k.hex() for k in sorted(ks) if k in ORDERS]
     srt = sorted(KEYS)
     for lo, hi in [(P, P + b"\x80"), (P + b"\x80", P + b"\xf0"), (b"", b"\x01"), (P + b"z", b"\xff")]:
-        got = q(f"SELECT encode(key, 'hex') FROM order_count_raw WHERE key >= {hexlit(lo)} "
-                f"AND key < {hexlit(hi)} ORDER BY key LIMIT 4").splitlines()
+        sql = (f"SELECT encode(key, 'hex') FROM order_count_raw WHERE key >= {hexlit(lo)} "
+               f"AND key < {hexlit(hi)} ORDER BY key LIMIT 4")
+        assert pushdown(q, sql) == [f"Key Range: key >= {hexlit(lo)} AND key < {hexlit(hi)}"], (lo, hi)
+        got = q(sql).splitlines()
         assert got == [k.hex() for k in srt if lo <= k < hi][:4], (lo, hi)
 
 
