@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * wire_reader.c
- *	  libFuzzer target: the incremental answer reader (src/wire.c), which a
+ *	  libFuzzer target: the incremental answer reader (common/wire.c), which a
  *	  backend runs on every answer from a worker, and the worker's gather
  *	  on every peer's.
  *

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * wire_request.c
- *	  libFuzzer target: the compact request decoder (src/wire.c), which the
+ *	  libFuzzer target: the compact request decoder (common/wire.c), which the
  *	  worker runs on every request a backend or a peer sends.
  *
  * Whatever the bytes, decoding must not crash, read outside them or leak

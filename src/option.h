@@ -13,7 +13,7 @@
 
 /*
  * What a text column gets from bytes that are not valid UTF-8 (option
- * invalid_utf8): U+FFFD in their place (src/utf8.h), or an error.
+ * invalid_utf8): U+FFFD in their place (common/utf8.h), or an error.
  */
 typedef enum IqInvalidUtf8
 {

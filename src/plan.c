@@ -3,9 +3,10 @@
  *	  Planning a scan of a store: sizes, paths (plain and parameterized)
  *	  and the ForeignScan.
  *
- * What the store is asked is decided in quals.c; here it becomes costs,
- * the ordering the scan guarantees, and the plan's fdw_exprs and
- * fdw_private (see plan.h).
+ * Which conditions the store answers is decided in quals.c; here they
+ * become costs, the ordering the scan guarantees (and so whether an ORDER
+ * BY needs a Sort), whether a LIMIT is sent to the store, and the plan's
+ * fdw_exprs and fdw_private (see plan.h).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -2,11 +2,13 @@
  * quals.h
  *	  Which conditions on a foreign table's key the store can answer.
  *
- * The one place where pushdown is decided (as postgres_fdw's
- * classifyConditions): an equality or IN list becomes point lookups at the
- * owners of the keys' partitions, comparisons become one key range, and
- * anything else stays with PostgreSQL.  Every condition is also kept as a
- * local filter, so a wrong narrowing can never change a result.
+ * The one place where the conditions sent to the store are chosen (as
+ * postgres_fdw's classifyConditions): an equality or IN list becomes point
+ * lookups at the owners of the keys' partitions, comparisons become one key
+ * range, and anything else stays with PostgreSQL.  Whether the scan's key
+ * order serves an ORDER BY, and whether a LIMIT goes to the store, is
+ * decided in plan.c.  Every condition is also kept as a local filter, so a
+ * wrong narrowing can never change a result.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_QUALS_H

@@ -10,17 +10,18 @@
  * answer is the wire response stream, a point get one write and one read
  * on each side.
  *
- * Where: in the data directory, which only the PostgreSQL user can write
- * (a socket in /tmp could be bound first by any local user, and would be
- * shared by two clusters on one port), named relative to it: every
- * PostgreSQL process runs with the data directory as its working
- * directory, and a relative name fits sun_path (107 bytes) however long
- * the directory's path.  The name is published in shared memory, where
- * backends find it.  The socket is 0600: only the PostgreSQL user's
- * processes can connect.  A socket file already there is removed only if
- * nobody listens on it (a crashed worker's); one with a live listener is
- * left alone and the next of IQ_LOCAL_SOCKET_NAMES names is tried.  On
- * stop the socket is removed only if the file is still the one we bound.
+ * Where: iq_fdw.sock (the name worker_main.c gives) in the data directory,
+ * which only the PostgreSQL user can write (a socket in /tmp could be
+ * bound first by any local user, and would be shared by two clusters on
+ * one port), named relative to it: every PostgreSQL process runs with the
+ * data directory as its working directory, and a relative name fits
+ * sun_path (107 bytes) however long the directory's path.  The name is
+ * published in shared memory, where backends find it.  The socket is 0600:
+ * only the PostgreSQL user's processes can connect.  A socket file already
+ * there is removed only if nobody listens on it (a crashed worker's); one
+ * with a live listener is left alone and the next of IQ_LOCAL_SOCKET_NAMES
+ * names is tried (iq_fdw.sock.1, ...).  On stop the socket is removed only
+ * if the file is still the one we bound.
  *
  * The accept thread is created with every signal blocked, so the worker's
  * signals reach its main thread; no thread here calls PostgreSQL.
@@ -61,7 +62,7 @@ static bool bound = false;		/* socket_path is our socket */
 static dev_t bound_dev;
 static ino_t bound_ino;
 
-/* the configured name, then name.1, name.2, ... */
+/* the name given (iq_fdw.sock), then name.1, name.2, ... */
 #define IQ_LOCAL_SOCKET_NAMES 4
 
 /* close_fd: a local connection is a plain socket */

@@ -2,8 +2,9 @@
  * read_handler.h
  *	  Answers a compact read request (wire.h) from this instance's stores.
  *
- * Shared by the peer HTTP endpoint (POST /iq/v1/read) and the local
- * Unix-socket channel: only the transport differs.  The answer is produced
+ * Shared by the local Unix-socket channel, HTTP connections upgraded to a
+ * stream (both through wire_conn.c) and the peer HTTP endpoint (POST
+ * /iq/v1/read): only the transport differs.  The answer is produced
  * in pieces so a large scan is streamed, never built whole.  Server threads
  * only: no PostgreSQL calls.
  *-------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * http_internal.h
- *	  What the HTTP server's files share (server.c, routes.c,
- *	  json.c, peer_read.c, upgrade.c).  Server threads only: no PostgreSQL calls.
+ *	  What the HTTP server's files share (every file of serve/http/).
+ *	  Server threads only: no PostgreSQL calls.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_HTTP_INTERNAL_H

@@ -7,7 +7,7 @@
  * jansson writes it; quotes, backslashes, control characters and NUL are
  * escaped by jansson).  Each maximal ill-formed subpart is replaced by
  * U+FFFD, as Kafka Streams' StringDeserializer (and a text column in SQL)
- * shows it (src/utf8.h), so a response is always valid JSON; the compact
+ * shows it (common/utf8.h), so a response is always valid JSON; the compact
  * endpoint (and a bytea column) still see the exact bytes.
  *-------------------------------------------------------------------------
  */
