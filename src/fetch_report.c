@@ -159,35 +159,52 @@ iq_fetch_instance(IqFetchSource *src)
 					src->target.is_local ? " (this instance)" : "");
 }
 
+/* What a report says, copied out before the fetch is released. */
+typedef struct Report
+{
+	char	   *what;			/* iq_fetch_describe */
+	char	   *who;			/* iq_fetch_instance */
+	char	   *text;			/* the channel's or the peer's, escaped */
+} Report;
+
+/* release_for_report: copy what a report on src needs, then release f */
+static Report
+release_for_report(IqFetch *f, IqFetchSource *src, const char *text)
+{
+	Report		r;
+
+	r.what = iq_fetch_describe(f, src);
+	r.who = iq_fetch_instance(src);
+	r.text = peer_text(text);
+	iq_fetch_release(f);
+	return r;
+}
+
 /* iq_fetch_fail_transport: src's bytes cannot be read: release all and raise */
 void
 iq_fetch_fail_transport(IqFetch *f, IqFetchSource *src)
 {
-	char	   *what = iq_fetch_describe(f, src);
-	char	   *who = iq_fetch_instance(src);
-	char	   *detail = peer_text(src->chan.error);
 	bool		timed_out = src->chan.timed_out;
 	bool		answering = src->answering;
+	Report		r = release_for_report(f, src, src->chan.error);
 
-	iq_fetch_release(f);
-	if (timed_out && !answering)
-		ereport(ERROR,
-				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-				 errmsg("instance %s did not answer within iq_fdw.peer_timeout when asked for %s",
-						who, what),
-				 errdetail("%s iq_fdw.peer_timeout is %d ms.", detail, iq_peer_timeout_ms),
-				 errhint("Check that the instance is running; raise iq_fdw.peer_timeout for slow networks.")));
+	/* no first byte: perhaps never connected; after it: the answer stalled */
 	if (timed_out)
 		ereport(ERROR,
-				(errcode(ERRCODE_FDW_ERROR),
+				(errcode(answering ? ERRCODE_FDW_ERROR : ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 answering ?
 				 errmsg("instance %s stopped making progress for iq_fdw.peer_timeout in its answer to %s",
-						who, what),
-				 errdetail("%s iq_fdw.peer_timeout is %d ms.", detail, iq_peer_timeout_ms),
-				 errhint("Check the instance and the network to it; raise iq_fdw.peer_timeout for slow networks.")));
+						r.who, r.what) :
+				 errmsg("instance %s did not answer within iq_fdw.peer_timeout when asked for %s",
+						r.who, r.what),
+				 errdetail("%s iq_fdw.peer_timeout is %d ms.", r.text, iq_peer_timeout_ms),
+				 answering ?
+				 errhint("Check the instance and the network to it; raise iq_fdw.peer_timeout for slow networks.") :
+				 errhint("Check that the instance is running; raise iq_fdw.peer_timeout for slow networks.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-			 errmsg("could not read %s from instance %s", what, who),
-			 errdetail_internal("%s", detail),
+			 errmsg("could not read %s from instance %s", r.what, r.who),
+			 errdetail_internal("%s", r.text),
 			 errhint("Check that the instance and its iq_fdw worker are running (iq_worker() there).")));
 	pg_unreachable();
 }
@@ -210,37 +227,34 @@ not_held_detail(IqFetch *f, const char *message, bool header_seen)
 void
 iq_fetch_fail_answer(IqFetch *f, IqFetchSource *src)
 {
-	char	   *what = iq_fetch_describe(f, src);
-	char	   *who = iq_fetch_instance(src);
-	char	   *message = peer_text(src->reader.message);
 	IqWireStatus status = src->reader.status;
 	bool		corrupt = src->reader.corrupt;
 	bool		header_seen = src->header_seen;
+	Report		r = release_for_report(f, src, src->reader.message);
 
-	iq_fetch_release(f);
 	if (corrupt)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_ERROR),
 				 errmsg("instance %s sent an answer this backend cannot read, when asked for %s",
-						who, what),
-				 errdetail_internal("%s", message),
+						r.who, r.what),
+				 errdetail_internal("%s", r.text),
 				 errhint("Check that every instance runs the same iq_fdw version, and that %s is an iq_fdw instance.",
-						 who)));
+						 r.who)));
 	if (status == IQ_WIRE_NOT_HELD)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("instance %s no longer holds what was asked: %s", who, what),
-				 not_held_detail(f, message, header_seen),
+				 errmsg("instance %s no longer holds what was asked: %s", r.who, r.what),
+				 not_held_detail(f, r.text, header_seen),
 				 errhint("Partition ownership is moving in a rebalance; retry the query, or raise iq_fdw.ownership_wait.")));
 	if (status == IQ_WIRE_RESTORING)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("instance %s is still restoring state needed for %s", who, what),
-				 errdetail_internal("%s", message),
+				 errmsg("instance %s is still restoring state needed for %s", r.who, r.what),
+				 errdetail_internal("%s", r.text),
 				 errhint("Retry when the restore is done; iq_worker() on that instance shows its progress.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_FDW_ERROR),
-			 errmsg("instance %s failed to answer %s", who, what),
-			 errdetail_internal("%s", message)));
+			 errmsg("instance %s failed to answer %s", r.who, r.what),
+			 errdetail_internal("%s", r.text)));
 	pg_unreachable();
 }
