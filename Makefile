@@ -85,7 +85,9 @@ fuzz/bin/http_json: fuzz/http_json.c $(HTTP_DIR)/json.c common/wire.c common/sto
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_json.c $(HTTP_DIR)/json.c common/wire.c common/stores.c \
 		common/utf8.c -ljansson -lmicrohttpd
 fuzz/bin/http_route: fuzz/http_route.c $(HTTP_DIR)/routes.c $(HTTP_DIR)/json.c common/wire.c \
-		common/stores.c common/partitioner.c common/utf8.c $(HTTP_DIR)/http_internal.h
+		common/stores.c common/partitioner.c common/utf8.c common/peer_api.c \
+		$(HTTP_DIR)/http_internal.h
 	@mkdir -p fuzz/bin
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_route.c $(HTTP_DIR)/routes.c $(HTTP_DIR)/json.c \
-		common/wire.c common/stores.c common/partitioner.c common/utf8.c -ljansson -lz
+		common/wire.c common/stores.c common/partitioner.c common/utf8.c common/peer_api.c \
+		-ljansson -lz

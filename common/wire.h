@@ -28,9 +28,9 @@
  *	 empty key and an 8-byte count; IQ_OP_POSITIONS only the header.
  *
  * Peer stream: "GET /iq/v1/stream HTTP/1.1" with "Connection: Upgrade" and
- * "Upgrade: iq-wire/1" is answered "101 Switching Protocols", and from the
- * blank line on the connection carries requests and responses exactly as
- * the local socket does.
+ * "Upgrade: iq-wire/1" (common/peer_api.h) is answered "101 Switching
+ * Protocols", and from the blank line on the connection carries requests
+ * and responses exactly as the local socket does.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_WIRE_H
@@ -41,8 +41,6 @@
 #include <stdint.h>
 
 #define IQ_WIRE_VERSION 1
-#define IQ_STREAM_PATH		"/iq/v1/stream"
-#define IQ_STREAM_PROTOCOL	"iq-wire/1"
 #define IQ_WIRE_MAX_REQUEST (16 * 1024 * 1024)
 
 /*

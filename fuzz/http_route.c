@@ -166,7 +166,7 @@ MHD_lookup_connection_value(struct MHD_Connection *c, enum MHD_ValueKind kind,
 	size_t		klen = strlen(key);
 
 	if (kind == MHD_HEADER_KIND)
-		return (c->forwarded && strcmp(key, "X-IQ-Forwarded") == 0) ? "1" : NULL;
+		return (c->forwarded && strcmp(key, IQ_PEER_FORWARDED_HEADER) == 0) ? "1" : NULL;
 	if (kind != MHD_GET_ARGUMENT_KIND || c->query == NULL || c->nargs == 4)
 		return NULL;
 	for (p = c->query; *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : p + strlen(p))

@@ -1,10 +1,8 @@
 /*-------------------------------------------------------------------------
  * channel.c
- *	  A backend's socket channels to workers: the Unix socket of its own
- *	  instance's worker (published in iq_shared->local_socket), and, for
- *	  other instances, an HTTP connection upgraded to the same stream
- *	  (GET /iq/v1/stream, see upgrade_client.c).  Both carry a u32 length
- *	  and a wire request, and the wire answer back.
+ *	  A backend's channels to workers (see channel.h): the framing of a
+ *	  request, the answer's bytes, the 101 of a fresh TCP connection taken
+ *	  off them, and the pool of idle connections.
  *
  * Connections are kept per backend and reused across queries (connecting
  * costs more than a point get).  A connection is reused only after an
@@ -19,14 +17,12 @@
  * pooled one it closed fails before the first byte of its answer, like
  * one of a restarted worker, and is replaced the same way.
  *
- * A fresh peer connection sends the upgrade request and the first wire
+ * A fresh TCP connection sends the upgrade request and the first wire
  * request in one write; the 101's head is taken off the answer before the
- * wire bytes.  A peer that answers anything but 101 (a worker from before
- * the stream) is asked over POST /iq/v1/read instead (peer_client.c).
+ * wire bytes.  An instance that answers anything but 101 cannot be read.
  *
- * Sockets are non-blocking; fetch.c waits on them with poll and its own
- * timeouts and cancel checks.  Failures are recorded in the source, never
- * raised here, so fetch.c can release everything before it reports them.
+ * Sockets are non-blocking; the caller waits on them (iq_chan_wait) with
+ * its own timeouts and cancel checks.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -34,51 +30,75 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
-#include "src/fetch_internal.h"
 #include "miscadmin.h"
-#include "common/settings.h"
-#include "common/shmem.h"
-#include "storage/lwlock.h"
+
+#include "common/peer_api.h"
+#include "src/channel.h"
 
 #define IDLE_MAX 8				/* idle connections in all */
 #define IDLE_PER_ENDPOINT 2
+#define SEND_SLICE_MS 100
 
 typedef struct IdleConn
 {
-	char		endpoint[IQ_ENDPOINT_LEN];
+	char		endpoint[IQ_CHAN_ENDPOINT_LEN];
 	IqChanConn	conn;
 } IdleConn;
 
 static IdleConn idle[IDLE_MAX];	/* oldest first */
 static int	nidle = 0;
 
+static void open_and_send(IqChannel *ch);
+
+/* iq_chan_now_us: a monotonic clock for deadlines */
+int64
+iq_chan_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* close_conn: close a connection however it was opened */
 static void
 close_conn(IqChanConn *conn)
 {
 	if (conn->easy != NULL)
-		iq_upgrade_close(conn);	/* curl closes the socket it opened */
+		iq_tcp_close(conn);		/* curl closes the socket it opened */
 	else if (conn->fd >= 0)
 		close(conn->fd);
 	conn->fd = -1;
 	conn->easy = conn->multi = NULL;
 }
 
-/* fail: record why the read cannot go on */
+/* fail: record why the answer cannot be read, a sentence */
 static void
-fail(IqFetchSource *src, const char *what, int err)
+fail(IqChannel *ch, const char *what)
 {
-	if (err)
-		snprintf(src->error, sizeof(src->error), "%s: %s", what, strerror(err));
-	else
-		snprintf(src->error, sizeof(src->error), "%s", what);
-	src->failed = true;
-	src->done = true;
-	close_conn(&src->conn);
+	strlcpy(ch->error, what, sizeof(ch->error));
+	ch->failed = true;
+	ch->done = true;
+	close_conn(&ch->conn);
 }
+
+/* fail_errno: fail with "what: strerror(err)." */
+static void
+fail_errno(IqChannel *ch, const char *what, int err)
+{
+	char		sentence[sizeof(ch->error)];
+
+	snprintf(sentence, sizeof(sentence), "%s: %s.", what, strerror(err));
+	fail(ch, sentence);
+}
+
+/* ---------------------------------------------------------------------
+ * The idle pool
+ * ---------------------------------------------------------------------
+ */
 
 /* drop_idle: close the idle connections to an endpoint (it restarted) */
 static void
@@ -144,94 +164,37 @@ put_idle(const char *endpoint, IqChanConn *conn)
 	conn->easy = conn->multi = NULL;
 }
 
-/* connect_unix: a fresh non-blocking connection to path, -1 with errno */
-static int
-connect_unix(const char *path)
-{
-	struct sockaddr_un addr;
-	int			fd;
-
-	if (strlen(path) >= sizeof(addr.sun_path))
-	{
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	memset(&addr, 0, sizeof(addr));
-	addr.sun_family = AF_UNIX;
-	strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
-	/* a Unix connect completes at once (or fails): no need to poll it */
-	if (connect(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0)
-	{
-		int			e = errno;
-
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	if (!pg_set_noblock(fd))
-	{
-		int			e = errno;
-
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
-/* connect_new: a fresh connection for src; false when src failed */
-static bool
-connect_new(IqFetchSource *src)
-{
-	src->conn.easy = src->conn.multi = NULL;
-	src->conn.fd = -1;
-	if (!src->target.is_local)
-		return iq_upgrade_connect(src);
-	/* a relative name is in the data directory, our working directory */
-	src->conn.fd = connect_unix(src->endpoint);
-	if (src->conn.fd < 0)
-	{
-		char		what[MAXPGPATH + IQ_ENDPOINT_LEN + 64];
-		int			e = errno;
-
-		snprintf(what, sizeof(what), "could not connect to the local socket \"%s%s%s\"",
-				 is_absolute_path(src->endpoint) ? "" : DataDir,
-				 is_absolute_path(src->endpoint) ? "" : "/", src->endpoint);
-		fail(src, what, e);
-		return false;
-	}
-	return true;
-}
-
-/*
- * send_request: [the upgrade head,] u32 length, the request; false with
- * errno.  Usually one sendmsg; a large request waits for room, cancellably.
+/* ---------------------------------------------------------------------
+ * Sending
+ * ---------------------------------------------------------------------
  */
+
+/* connect_new: a fresh connection for ch; false when ch failed */
 static bool
-send_request(IqFetchSource *src, const char *head, size_t head_len)
+connect_new(IqChannel *ch)
 {
-	unsigned char len[4];
-	struct iovec parts[3];
+	bool		timed_out;
+
+	if (ch->local ? iq_unix_connect(&ch->conn, ch->endpoint, ch->error, sizeof(ch->error)) :
+		iq_tcp_connect(&ch->conn, ch->host, ch->port,
+					   (int) ((ch->deadline - iq_chan_now_us()) / 1000),
+					   ch->error, sizeof(ch->error), &timed_out))
+		return true;
+	ch->timed_out = !ch->local && timed_out;
+	ch->failed = true;
+	ch->done = true;
+	return false;
+}
+
+/* send_all: write what is left of parts, waiting for room until the deadline */
+static bool
+send_all(IqChannel *ch, const struct iovec *parts, int nparts)
+{
 	size_t		total = 0;
 	size_t		sent = 0;
-	/* sending is part of the call's first iq_fdw.peer_timeout (fetch.c) */
-	int64		deadline = src->call_started + (int64) iq_peer_timeout_ms * 1000;
 	int			i;
 
-	len[0] = (unsigned char) (src->request.len >> 24);
-	len[1] = (unsigned char) (src->request.len >> 16);
-	len[2] = (unsigned char) (src->request.len >> 8);
-	len[3] = (unsigned char) src->request.len;
-	parts[0].iov_base = (void *) head;
-	parts[0].iov_len = head_len;
-	parts[1].iov_base = len;
-	parts[1].iov_len = 4;
-	parts[2].iov_base = src->request.data;
-	parts[2].iov_len = src->request.len;
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < nparts; i++)
 		total += parts[i].iov_len;
 	while (sent < total)
 	{
@@ -240,10 +203,10 @@ send_request(IqFetchSource *src, const char *head, size_t head_len)
 		size_t		skip = sent;
 		ssize_t		w;
 
-		/* what is left of the three parts */
+		/* what is left of the parts */
 		memset(&msg, 0, sizeof(msg));
 		msg.msg_iov = iov;
-		for (i = 0; i < 3; i++)
+		for (i = 0; i < nparts; i++)
 		{
 			if (skip >= parts[i].iov_len)
 			{
@@ -255,200 +218,267 @@ send_request(IqFetchSource *src, const char *head, size_t head_len)
 			msg.msg_iovlen++;
 			skip = 0;
 		}
-		w = sendmsg(src->conn.fd, &msg, MSG_NOSIGNAL);
+		w = sendmsg(ch->conn.fd, &msg, MSG_NOSIGNAL);
 		if (w >= 0)
-		{
 			sent += (size_t) w;
-			continue;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
+		else if (errno == EAGAIN || errno == EWOULDBLOCK)
 		{
 			/* a large request: the worker reads it as it answers others */
-			struct pollfd pfd = {src->conn.fd, POLLOUT, 0};
-			int64		left = deadline - iq_fetch_now_us();
+			struct pollfd pfd = {ch->conn.fd, POLLOUT, 0};
+			int64		left = ch->deadline - iq_chan_now_us();
 
 			if (left <= 0)
 			{
 				errno = ETIMEDOUT;
 				return false;
 			}
-			(void) poll(&pfd, 1, (int) Min(left / 1000 + 1, 100));
+			(void) poll(&pfd, 1, (int) Min(left / 1000 + 1, SEND_SLICE_MS));
 			CHECK_FOR_INTERRUPTS();
-			continue;
 		}
-		return false;
+		else if (errno != EINTR)
+			return false;
 	}
 	return true;
 }
 
-/* set_endpoint: the pool's name for src's worker; false when src failed */
+/*
+ * send_request: [the upgrade head,] u32 length, the request; false with
+ * errno.  Usually one sendmsg; a large request waits for room, cancellably.
+ */
 static bool
-set_endpoint(IqFetchSource *src)
+send_request(IqChannel *ch, const char *head, size_t head_len)
 {
-	if (!src->target.is_local)
+	unsigned char len[4];
+	struct iovec parts[3];
+
+	len[0] = (unsigned char) (ch->request->len >> 24);
+	len[1] = (unsigned char) (ch->request->len >> 16);
+	len[2] = (unsigned char) (ch->request->len >> 8);
+	len[3] = (unsigned char) ch->request->len;
+	parts[0].iov_base = (void *) head;
+	parts[0].iov_len = head_len;
+	parts[1].iov_base = len;
+	parts[1].iov_len = 4;
+	parts[2].iov_base = ch->request->data;
+	parts[2].iov_len = ch->request->len;
+	return send_all(ch, parts, 3);
+}
+
+/* set_endpoint: the pool's name for ch's worker; false when ch failed */
+static bool
+set_endpoint(IqChannel *ch)
+{
+	if (!ch->local)
 	{
-		snprintf(src->endpoint, sizeof(src->endpoint), "%s:%d",
-				 src->target.host, src->target.port);
+		snprintf(ch->endpoint, sizeof(ch->endpoint), "%s:%d", ch->host, ch->port);
 		return true;
 	}
-	LWLockAcquire(iq_shared->lock, LW_SHARED);
-	strlcpy(src->endpoint, iq_shared->local_socket, sizeof(src->endpoint));
-	LWLockRelease(iq_shared->lock);
-	if (src->endpoint[0] == '\0')
-	{
-		fail(src, "the iq_fdw worker of this instance is not serving its local socket (see iq_worker())", 0);
-		return false;
-	}
-	return true;
+	if (iq_unix_socket_path(ch->endpoint, sizeof(ch->endpoint)))
+		return true;
+	fail(ch, "The iq_fdw worker of this instance is not serving its local socket (see iq_worker()).");
+	return false;
 }
 
-/* iq_chan_serves: is target read over a socket channel (else over POST)? */
-bool
-iq_chan_serves(const IqTarget *target)
+/* open_and_send: send ch's request over a pooled or new connection */
+static void
+open_and_send(IqChannel *ch)
 {
-	return target->is_local || iq_upgrade_offered(target->host, target->port);
-}
-
-/* iq_chan_start: send src's request over a pooled or new connection */
-void
-iq_chan_start(IqFetchSource *src)
-{
-	src->conn.fd = -1;
-	src->conn.easy = src->conn.multi = NULL;
-	src->received = 0;
-	src->head_len = 0;
-	src->handshaking = false;
-	src->last_activity = iq_fetch_now_us();
-	if (!set_endpoint(src))
-		return;
-
 	for (;;)
 	{
-		const char *head = NULL;
+		char		head[IQ_PEER_AUTHORITY_LEN + 160];
 		size_t		head_len = 0;
 
-		src->attempts++;
-		src->reused = (src->attempts == 1 && take_idle(src->endpoint, &src->conn));
-		if (!src->reused)
+		ch->attempts++;
+		ch->reused = (ch->attempts == 1 && take_idle(ch->endpoint, &ch->conn));
+		if (!ch->reused)
 		{
-			if (!connect_new(src))
+			if (!connect_new(ch))
 				return;
-			if (!src->target.is_local)
+			if (!ch->local)
 			{
-				head = iq_upgrade_head(src, &head_len);
-				src->handshaking = true;
+				head_len = iq_tcp_upgrade_head(head, sizeof(head), ch->host, ch->port);
+				ch->handshaking = true;
 			}
 		}
-		if (send_request(src, head, head_len))
+		if (send_request(ch, head, head_len))
 			return;
-		if (src->reused && src->attempts == 1)
+		if (ch->reused && ch->attempts == 1)
 		{
 			/* the worker restarted since this connection was pooled */
-			close_conn(&src->conn);
-			drop_idle(src->endpoint);
+			close_conn(&ch->conn);
+			drop_idle(ch->endpoint);
 			continue;
 		}
-		fail(src, src->target.is_local ?
-			 "could not send the request to the local socket" :
-			 "could not send the request", errno);
+		fail_errno(ch, ch->local ?
+				   "Could not send the request to the local socket" :
+				   "Could not send the request", errno);
 		return;
 	}
 }
 
-/* take_head: strip the upgrade's answer off the first bytes; false if src is done */
-static bool
-take_head(IqFetchSource *src, const char *data, size_t len, size_t *used)
+/* iq_chan_init: a channel holding nothing (before its first start) */
+void
+iq_chan_init(IqChannel *ch)
 {
-	size_t		room = sizeof(src->head) - src->head_len;
+	memset(ch, 0, sizeof(IqChannel));
+	ch->conn.fd = -1;
+	iq_buf_init(&ch->inbox);
+}
+
+/*
+ * iq_chan_start: send request to host:port (or, local, to this instance's
+ * worker) over a pooled or new connection, connected and sent by deadline.
+ * The request stays the caller's and must live until iq_chan_finish.
+ */
+void
+iq_chan_start(IqChannel *ch, const char *host, int port, bool local,
+			  const IqBuf *request, int64 deadline)
+{
+	strlcpy(ch->host, host, sizeof(ch->host));
+	ch->port = port;
+	ch->local = local;
+	ch->request = request;
+	ch->deadline = deadline;
+	ch->inbox.len = 0;
+	ch->inbox.oom = false;
+	ch->done = ch->failed = ch->timed_out = false;
+	ch->error[0] = '\0';
+	ch->conn.fd = -1;
+	ch->conn.easy = ch->conn.multi = NULL;
+	ch->received = 0;
+	ch->head_len = 0;
+	ch->handshaking = false;
+	ch->attempts = 0;
+	if (set_endpoint(ch))
+		open_and_send(ch);
+}
+
+/* ---------------------------------------------------------------------
+ * Receiving
+ * ---------------------------------------------------------------------
+ */
+
+/* take_head: strip the upgrade's answer off the first bytes; false if ch is done */
+static bool
+take_head(IqChannel *ch, const char *data, size_t len, size_t *used)
+{
+	size_t		room = sizeof(ch->head) - ch->head_len;
 	size_t		n = Min(len, room);
 	size_t		end;
 	int			status;
+	char		sentence[sizeof(ch->error)];
 
-	memcpy(src->head + src->head_len, data, n);
-	src->head_len += n;
-	switch (iq_upgrade_check(src->head, src->head_len, &end, &status))
+	memcpy(ch->head + ch->head_len, data, n);
+	ch->head_len += n;
+	switch (iq_tcp_upgrade_check(ch->head, ch->head_len, &end, &status))
 	{
 		case IQ_UPGRADE_MORE:
-			if (src->head_len == sizeof(src->head))
+			if (ch->head_len == sizeof(ch->head))
 			{
-				fail(src, "the answer to the upgrade request has an overlong head", 0);
+				fail(ch, "The answer to the upgrade request has an overlong head.");
 				return false;
 			}
 			*used = n;
 			return true;
 		case IQ_UPGRADE_DONE:
-			src->handshaking = false;
-			*used = n - (src->head_len - end);
+			ch->handshaking = false;
+			*used = n - (ch->head_len - end);
 			return true;
 		case IQ_UPGRADE_REFUSED:
-			/* an older worker: this source, and later ones, over POST */
-			close_conn(&src->conn);
-			iq_upgrade_refused(src, status);
-			src->sock = false;
-			iq_peer_start(src);
+			snprintf(sentence, sizeof(sentence),
+					 "The instance answered HTTP %d to the request to upgrade %s to %s.",
+					 status, IQ_PEER_STREAM_PATH, IQ_PEER_STREAM_PROTOCOL);
+			fail(ch, sentence);
 			return false;
 		default:
-			fail(src, "the answer to the upgrade request is not HTTP", 0);
+			fail(ch, "The answer to the upgrade request is not HTTP.");
 			return false;
 	}
 }
 
-/* iq_chan_receive: take what has arrived (non-blocking) into src->inbox */
+/* lost: the connection ended or failed (r = what recv returned) */
+static void
+lost(IqChannel *ch, ssize_t r)
+{
+	if (ch->received == 0 && ch->reused && ch->attempts == 1)
+	{
+		/* closed before answering: a restarted worker; ask again once */
+		close_conn(&ch->conn);
+		drop_idle(ch->endpoint);
+		open_and_send(ch);
+		return;
+	}
+	if (r == 0)
+		fail(ch, ch->local ?
+			 "The worker closed the local connection before the end of its answer." :
+			 "The connection was closed before the end of the answer.");
+	else
+		fail_errno(ch, ch->local ?
+				   "Could not read from the local socket" :
+				   "Could not read the answer", errno);
+}
+
+/* iq_chan_receive: take what has arrived (non-blocking) into ch->inbox */
 void
-iq_chan_receive(IqFetchSource *src)
+iq_chan_receive(IqChannel *ch)
 {
 	char		buf[65536];
 	ssize_t		r;
 	size_t		used = 0;
 
-	if (src->done || src->conn.fd < 0)
+	if (ch->done || ch->conn.fd < 0)
 		return;
-	r = recv(src->conn.fd, buf, sizeof(buf), 0);
+	r = recv(ch->conn.fd, buf, sizeof(buf), 0);
 	if (r > 0)
 	{
-		src->last_activity = iq_fetch_now_us();
-		if (src->handshaking && !take_head(src, buf, (size_t) r, &used))
+		if (ch->handshaking && !take_head(ch, buf, (size_t) r, &used))
 			return;
-		if (src->handshaking)
+		if (ch->handshaking)
 			return;
-		iq_buf_append(&src->inbox, buf + used, (size_t) r - used);
-		src->received += (size_t) r - used;
-		if (src->inbox.oom)
-			fail(src, "out of memory reading an answer", 0);
+		iq_buf_append(&ch->inbox, buf + used, (size_t) r - used);
+		ch->received += (size_t) r - used;
+		if (ch->inbox.oom)
+			fail(ch, "Out of memory reading an answer.");
 		return;
 	}
 	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
-	if (src->received == 0 && src->reused && src->attempts == 1)
-	{
-		/* closed before answering: a restarted worker; ask again once */
-		close_conn(&src->conn);
-		drop_idle(src->endpoint);
-		iq_chan_start(src);
-		return;
-	}
-	if (r == 0)
-		fail(src, src->target.is_local ?
-			 "the worker closed the local connection before the end of its answer" :
-			 "the connection was closed before the end of the answer", 0);
-	else
-		fail(src, src->target.is_local ?
-			 "could not read from the local socket" :
-			 "could not read the answer", errno);
+	lost(ch, r);
 }
 
-/* iq_chan_finish: pool the connection if its answer was read to the end */
+/* iq_chan_wait: up to timeout_ms for ch's connection to have bytes */
 void
-iq_chan_finish(IqFetchSource *src)
+iq_chan_wait(IqChannel *ch, int timeout_ms)
 {
-	if (src->conn.fd < 0 && src->conn.easy == NULL)
-		return;
-	if (src->ended && !src->failed && src->inbox.len == 0 && src->conn.fd >= 0)
-		put_idle(src->endpoint, &src->conn);
+	struct pollfd pfd = {ch->conn.fd, POLLIN, 0};
+
+	if (ch->conn.fd >= 0)
+		(void) poll(&pfd, 1, timeout_ms);
 	else
-		close_conn(&src->conn);
-	src->conn.fd = -1;
-	src->conn.easy = src->conn.multi = NULL;
+		pg_usleep(timeout_ms * 1000L);
+}
+
+/*
+ * iq_chan_finish: done with ch's answer; pool the connection if the caller
+ * read the answer to its end (answer_read) and nothing of it is left.
+ */
+void
+iq_chan_finish(IqChannel *ch, bool answer_read)
+{
+	if (ch->conn.fd < 0 && ch->conn.easy == NULL)
+		return;
+	if (answer_read && !ch->failed && ch->inbox.len == 0 && ch->conn.fd >= 0)
+		put_idle(ch->endpoint, &ch->conn);
+	else
+		close_conn(&ch->conn);
+	ch->conn.fd = -1;
+	ch->conn.easy = ch->conn.multi = NULL;
+}
+
+/* iq_chan_free: finish ch without pooling, and free its inbox */
+void
+iq_chan_free(IqChannel *ch)
+{
+	iq_chan_finish(ch, false);
+	iq_buf_free(&ch->inbox);
 }

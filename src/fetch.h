@@ -7,8 +7,8 @@
  *
  * Every remote call has iq_fdw.peer_timeout (for connecting and the first
  * byte of the answer, then for the longest wait without progress: a
- * complete row, or 64 kB; see wait_for in fetch.c) and answers query cancel
- * (statement_timeout, pg_cancel_backend) within a fraction of a second;
+ * complete row, or 64 kB; see wait_for in fetch_read.c) and answers query
+ * cancel (statement_timeout, pg_cancel_backend) within a fraction of a second;
  * a target that cannot be read fails the whole fetch with an error naming
  * the instance and the partitions, keys or range it was asked for: a
  * result is never silently partial.  Partitions beyond iq_fdw.max_lag fail

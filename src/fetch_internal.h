@@ -1,111 +1,97 @@
 /*-------------------------------------------------------------------------
  * fetch_internal.h
- *	  What fetch.c shares with its transports: channel.c (a socket to a
- *	  worker: this instance's Unix socket, or another's HTTP connection
- *	  upgraded by upgrade_client.c) and peer_client.c (libcurl multi,
- *	  POST /iq/v1/read, for workers that do not offer the upgrade).
- *	  Backend code.
+ *	  What the files of a fetch (fetch.h) share.  Backend code.
+ *
+ * A fetch asks each target over a channel (channel.h) and reads the
+ * answers in parallel.  Its files, each calling only those below it:
+ *
+ *	 fetch.c		  the API: start, the merge of sorted rows, end, abort
+ *	 fetch_prime.c	  headers first: lag policy, restoring wait, re-asking
+ *	 fetch_reask.c	  asking the new owners after a partition moved
+ *	 fetch_request.c  one request per target (a get: only its keys)
+ *	 fetch_read.c	  a source's next event, waiting per iq_fdw.peer_timeout
+ *	 fetch_report.c   errors naming the instance and what it was asked
+ *	 fetch_source.c   a source's channel: start, stop, free
  *
  * A source is one target's answer in flight.  Everything a source owns is
- * malloc'd (curl and the socket never see palloc'd memory), so that an
+ * malloc'd (the socket and curl never see palloc'd memory), so that an
  * abort can free it whatever memory context has been reset meanwhile.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_FETCH_INTERNAL_H
 #define IQ_FETCH_INTERNAL_H
 
+#include "access/xact.h"
+#include "utils/memutils.h"
+
+#include "src/channel.h"
 #include "src/fetch.h"
-
-/* A socket of channel.c, and what owns it. */
-typedef struct IqChanConn
-{
-	int			fd;				/* -1 when none */
-	void	   *easy;			/* CURL * that opened it (a peer's); NULL for Unix */
-	void	   *multi;			/* CURLM * its connect ran in */
-} IqChanConn;
-
-#define IQ_ENDPOINT_LEN (IQ_HOST_LEN + 16)	/* host:port, or a socket path */
 
 typedef struct IqFetchSource
 {
 	IqTarget	target;			/* copied from the caller */
 	IqBuf		request;		/* this target's encoded wire request */
 	IqWireReader reader;
-	IqBuf		inbox;			/* arrived, not yet fed to the reader */
-	bool		sock;			/* over a socket channel (channel.c), else
-								 * POST /iq/v1/read (peer_client.c) */
+	IqChannel	chan;			/* its bytes, and why they stopped */
 
-	/* transport state */
-	bool		done;			/* the transport has nothing more to give */
-	bool		failed;			/* ... because it failed: see error */
-	bool		timed_out;
-	char		error[256];
-	int64		last_activity;	/* µs: the transport last had bytes */
-
-	/* iq_fdw.peer_timeout (fetch.c, see wait_for) */
+	/* iq_fdw.peer_timeout (fetch_read.c) */
 	int64		call_started;	/* µs: the call began (connect included) */
 	bool		answering;		/* the first byte of the answer arrived */
 	int64		stalled_us;		/* waited since the last progress */
 	size_t		partial;		/* bytes received since the last progress */
 
-	/* POST */
-	void	   *easy;			/* CURL *, NULL when not in flight */
-	bool		paused;			/* write callback paused it (inbox full) */
-	long		http_status;
-
-	/* socket channel */
-	IqChanConn	conn;			/* fd -1 when not holding a connection */
-	char		endpoint[IQ_ENDPOINT_LEN];	/* the idle pool's key */
-	bool		reused;			/* the connection served an earlier query */
-	bool		handshaking;	/* the 101 of a fresh peer connection is due */
-	char		head[1024];		/* the 101 arrived so far */
-	size_t		head_len;
-	size_t		received;		/* bytes of this answer received */
-	int			attempts;
-
 	/* the answer */
 	bool		header_seen;
 	bool		has_row;
-	bool		ended;
+	bool		ended;			/* read to its end */
 } IqFetchSource;
 
-/* in peer_client.c */
-extern void iq_peer_start(IqFetchSource *src);
-extern void iq_peer_drive(int wait_ms, int extra_fd);
-extern void iq_peer_resume(IqFetchSource *src);
-extern void iq_peer_abort(IqFetchSource *src);
-extern void iq_target_url(char *url, size_t size, const IqTarget *target,
-						const char *path);
-
-/* in channel.c */
-extern bool iq_chan_serves(const IqTarget *target);
-extern void iq_chan_start(IqFetchSource *src);
-extern void iq_chan_receive(IqFetchSource *src);
-extern void iq_chan_finish(IqFetchSource *src);
-
-/* in upgrade_client.c */
-typedef enum IqUpgradeCheck
+struct IqFetch
 {
-	IQ_UPGRADE_MORE,			/* the head is not complete yet */
-	IQ_UPGRADE_DONE,			/* 101: the stream starts at *end */
-	IQ_UPGRADE_REFUSED,			/* another status: the peer does not offer it */
-	IQ_UPGRADE_NOT_HTTP
-} IqUpgradeCheck;
+	IqFetch    *next;			/* in active_fetches (fetch.c) */
+	IqFetch    *prev;
+	SubTransactionId subid;		/* where it was started */
+	MemoryContext rowcxt;		/* the caller's rows; never touched on abort */
+	MemoryContext reqcxt;		/* req, to ask again; never touched on abort */
+	IqWireRequest *req;			/* as the caller made it, all targets' */
+	uint64		generation;		/* of the ownership when first asked */
+	bool		reasked;		/* asked again after an answer NOT_HELD */
+	uint8		op;
+	uint8		store;
+	int			nsources;
+	IqFetchSource *sources;
+	IqFetchSource *last;		/* gave the previous row; advance it next */
+	bool		primed;
+	bool		released;
+	int			npositions;
+	IqWirePosition *positions;
+};
 
-extern bool iq_upgrade_offered(const char *host, int port);
-extern bool iq_upgrade_connect(IqFetchSource *src);
-extern const char *iq_upgrade_head(IqFetchSource *src, size_t *len);
-extern IqUpgradeCheck iq_upgrade_check(const char *head, size_t len,
-									   size_t *end, int *status);
-extern void iq_upgrade_refused(IqFetchSource *src, int status);
-extern void iq_upgrade_close(IqChanConn *conn);
+/* in fetch_prime.c */
+extern void iq_fetch_prime(IqFetch *f);
 
-/* in fetch.c */
-extern int64 iq_fetch_now_us(void);
+/* in fetch_reask.c */
+extern bool iq_fetch_reask(IqFetch *f, IqFetchSource *moved);
 
-/* A peer's bytes beyond this, unread by the merge, pause its transfer. */
-#ifndef IQ_FETCH_INBOX_MAX
-#define IQ_FETCH_INBOX_MAX (4 * 1024 * 1024)
-#endif
+/* in fetch_request.c */
+extern IqWireRequest *iq_fetch_copy_request(MemoryContext cxt, const IqWireRequest *req);
+extern void iq_fetch_add_sources(IqFetch *f, const IqTarget *targets, int ntargets,
+								 int partition_count);
+
+/* in fetch_read.c */
+extern IqWireEvent iq_fetch_next_event(IqFetch *f, IqFetchSource *src);
+extern void iq_fetch_advance(IqFetch *f, IqFetchSource *src);
+
+/* in fetch_report.c */
+extern char *iq_fetch_describe(IqFetch *f, IqFetchSource *src);
+extern char *iq_fetch_instance(IqFetchSource *src);
+extern void iq_fetch_fail_transport(IqFetch *f, IqFetchSource *src) pg_attribute_noreturn();
+extern void iq_fetch_fail_answer(IqFetch *f, IqFetchSource *src) pg_attribute_noreturn();
+
+/* in fetch_source.c */
+extern void iq_fetch_start_sources(IqFetch *f);
+extern void iq_fetch_restart(IqFetch *f);
+extern void iq_fetch_drop_source(IqFetchSource *src);
+extern void iq_fetch_release(IqFetch *f);
 
 #endif							/* IQ_FETCH_INTERNAL_H */

@@ -401,7 +401,7 @@ text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key)
 	fixed = palloc(IQ_UTF8_REPLACED_MAX((size_t) len));
 	fixed_len = iq_utf8_replace(data, len, fixed, false);
 	if (!pg_verifymbstr(fixed, fixed_len, true))
-		elog(ERROR, "iq_fdw: replacing what is not UTF-8 in a %s of store \"%s\" left it invalid",
+		elog(ERROR, "replacing what is not UTF-8 in a %s of store \"%s\" left it invalid",
 			 is_key ? "key" : "value", s->store->name);
 	return cstring_to_text_with_len(fixed, fixed_len);
 }

@@ -33,7 +33,9 @@ class Proxy:
       pace     the answer in chunks of `chunk` bytes, one every `delay` s
       big_row  no upstream: a 101, then a wire answer whose first row is
                `size` bytes of key (sent in full), then a count and the end
-    Bytes sent to clients are counted in .sent (for the last connection)."""
+      refuse   no upstream: `status` (not 101) to every request
+    Bytes sent to clients are counted in .sent (for the last connection);
+    the request lines of refused requests are kept in .refused."""
 
     def __init__(self, upstream_port):
         self.upstream = ("127.0.0.1", upstream_port)
@@ -44,6 +46,7 @@ class Proxy:
         self.port = self.listener.getsockname()[1]
         self.mode = {"name": "pass"}
         self.sent = 0
+        self.refused = []
         self.stopping = False
         self.socks = []
         self.lock = threading.Lock()
@@ -85,6 +88,9 @@ class Proxy:
         try:
             if mode["name"] == "big_row":
                 self._big_row(c, mode["size"])
+                return
+            if mode["name"] == "refuse":
+                self._refuse(c, mode["status"])
                 return
             u = self._track(socket.create_connection(self.upstream, timeout=10))
             threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
@@ -153,6 +159,17 @@ class Proxy:
             c.sendall(chunk[:n])
             left -= n
         c.sendall((8).to_bytes(4, "big") + (1).to_bytes(8, "big") + b"E\x00" + (0).to_bytes(4, "big"))
+
+
+    def _refuse(self, c, status):
+        got = b""
+        while b"\r\n\r\n" not in got:  # the request's head (a wire request may follow)
+            data = c.recv(65536)
+            if not data:
+                return
+            got += data
+        self.refused.append(got.split(b"\r\n")[0])
+        c.sendall(b"HTTP/1.1 %d Refused\r\nContent-Length: 0\r\n\r\n" % status)
 
 
 def instances_seen(i):
@@ -275,6 +292,22 @@ def test_a_row_beyond_the_frame_bound_is_refused_naming_the_peer(proxy):
         proxy.set_mode("pass")
     assert f"127.0.0.1:{proxy.port}" in err, err
     assert "IQ_WIRE_MAX_FRAME" in err, err
+    assert psql(ASKER, FULL_SCAN) == psql(PEER, FULL_SCAN)
+
+
+def test_a_peer_refusing_the_upgrade_fails_the_read_naming_it(proxy):
+    """A backend reaches another instance over the upgraded stream only (the
+    POST /iq/v1/read fallback for workers from before the stream is gone): a
+    peer that answers the upgrade with 404 fails the read, naming the peer
+    and the status, and is never asked over POST."""
+    proxy.set_mode("refuse", status=404)
+    try:
+        err = psql_error(ASKER, FULL_SCAN)
+    finally:
+        proxy.set_mode("pass")
+    assert f"127.0.0.1:{proxy.port}" in err and "HTTP 404" in err, err
+    assert proxy.refused and all(line.startswith(b"GET /iq/v1/stream ") for line in proxy.refused), \
+        proxy.refused
     assert psql(ASKER, FULL_SCAN) == psql(PEER, FULL_SCAN)
 
 

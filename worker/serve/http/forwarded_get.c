@@ -129,7 +129,7 @@ launch(IqForwardJob *job)
 		complete(job, CURLE_OUT_OF_MEMORY);
 		return;
 	}
-	job->headers = iq_peer_setup(h, job->url, false);
+	job->headers = iq_http_peer_setup(h, job->url, false);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, job);

@@ -120,18 +120,16 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 static bool
 start_peer(Gather *g, Source *src, const IqHttpMember *member)
 {
-	IqBuf		url;
+	char		url[IQ_PEER_URL_LEN];
+	int			n = iq_peer_url(url, sizeof(url), member->host, member->port,
+								IQ_PEER_READ_PATH);
 
-	iq_buf_init(&url);
-	iq_peer_url(&url, member->host, member->port, "/iq/v1/read");
-	src->easy = curl_easy_init();
-	if (src->easy == NULL || url.oom)
-	{
-		iq_buf_free(&url);
+	if (n < 0 || (size_t) n >= sizeof(url))
 		return false;
-	}
-	src->headers = iq_peer_setup(src->easy, url.data, true);
-	iq_buf_free(&url);
+	src->easy = curl_easy_init();
+	if (src->easy == NULL)
+		return false;
+	src->headers = iq_http_peer_setup(src->easy, url, true);
 	curl_easy_setopt(src->easy, CURLOPT_POSTFIELDS, src->request.data);
 	curl_easy_setopt(src->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) src->request.len);
 	curl_easy_setopt(src->easy, CURLOPT_WRITEFUNCTION, write_cb);

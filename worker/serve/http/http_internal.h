@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "common/peer_api.h"
 #include "common/stores.h"
 #include "common/wire.h"
 #include "worker/serve/servers.h"
@@ -117,7 +118,7 @@ extern void iq_http_conn_completed(struct MHD_Connection *conn);
 extern void iq_http_conn_upgraded(struct MHD_Connection *conn);
 extern void iq_http_conn_authenticated(struct MHD_Connection *conn);
 
-/* in upgrade.c: GET /iq/v1/stream, upgraded to the compact stream */
+/* in upgrade.c: GET IQ_PEER_STREAM_PATH, upgraded to the compact stream */
 extern enum MHD_Result iq_http_stream_upgrade(struct MHD_Connection *conn,
 											  const char *version);
 extern void iq_http_stream_open(void);
@@ -132,12 +133,11 @@ struct IqForwardResult
 	IqBuf		body;
 };
 
-/* in peer_call.c */
-extern void iq_forward_init(void);
-extern void iq_forward_shutdown(void);
+/* in peer_call.c: what the server's calls to peers share (URLs: peer_api.h) */
+extern void iq_http_peer_init(void);
+extern void iq_http_peer_shutdown(void);
 extern long long iq_http_now_ms(void);
 extern ssize_t iq_http_take(const IqBuf *buf, size_t *off, char *out, size_t max);
-extern void iq_peer_url(IqBuf *url, const char *host, int port, const char *path);
-extern struct curl_slist *iq_peer_setup(void *curl, const char *url, bool post);
+extern struct curl_slist *iq_http_peer_setup(void *curl, const char *url, bool post);
 
 #endif							/* IQ_HTTP_INTERNAL_H */

@@ -91,7 +91,7 @@ send_text(struct MHD_Connection *conn, unsigned int status, const char *text,
 	if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
 		MHD_add_response_header(resp, "Retry-After", "1");
 	if (status == MHD_HTTP_UPGRADE_REQUIRED)	/* RFC 9110: say to what */
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, IQ_STREAM_PROTOCOL);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, IQ_PEER_STREAM_PROTOCOL);
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	return ret;

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  * peer_call.c
  *	  What every call from the HTTP server's threads to another instance
- *	  shares: curl's global setup, the peer URL, the common transfer
- *	  options, a monotonic clock.  The calls themselves are the forwarder's
+ *	  shares: curl's global setup, the common transfer options, a
+ *	  monotonic clock (the peer's URL: common/peer_api.h).  The calls themselves are the forwarder's
  *	  (a get for a key another instance owns, forwarded_get.c) and the
  *	  gathering of ?scope=all (gather.c).
  *
@@ -20,16 +20,16 @@
 
 #include "worker/serve/http/http_internal.h"
 
-/* iq_forward_init: once per server start, before any thread calls a peer */
+/* iq_http_peer_init: once per server start, before any thread calls a peer */
 void
-iq_forward_init(void)
+iq_http_peer_init(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-/* iq_forward_shutdown: after the server's threads are gone */
+/* iq_http_peer_shutdown: after the server's threads are gone */
 void
-iq_forward_shutdown(void)
+iq_http_peer_shutdown(void)
 {
 }
 
@@ -44,30 +44,7 @@ iq_http_now_ms(void)
 }
 
 /*
- * iq_peer_url
- *		http://host:port/path into url (an IPv6 literal in brackets).
- */
-void
-iq_peer_url(IqBuf *url, const char *host, int port, const char *path)
-{
-	char		portstr[16];
-
-	iq_buf_append(url, "http://", 7);
-	if (strchr(host, ':'))
-	{
-		iq_buf_u8(url, '[');
-		iq_buf_append(url, host, strlen(host));
-		iq_buf_u8(url, ']');
-	}
-	else
-		iq_buf_append(url, host, strlen(host));
-	snprintf(portstr, sizeof(portstr), ":%d", port);
-	iq_buf_append(url, portstr, strlen(portstr));
-	iq_buf_append(url, path, strlen(path) + 1);
-}
-
-/*
- * iq_peer_setup
+ * iq_http_peer_setup
  *		The options every call to a peer has: the URL, the peer timeout to
  *		connect, no signals (a thread of a PostgreSQL process), no proxy
  *		from the environment (peers are direct), and the header that marks
@@ -75,11 +52,11 @@ iq_peer_url(IqBuf *url, const char *host, int port, const char *path)
  *		with curl_slist_free_all once the transfer is over).
  */
 struct curl_slist *
-iq_peer_setup(CURL *h, const char *url, bool post)
+iq_http_peer_setup(CURL *h, const char *url, bool post)
 {
 	struct curl_slist *headers = NULL;
 
-	headers = curl_slist_append(headers, "X-IQ-Forwarded: 1");
+	headers = curl_slist_append(headers, IQ_PEER_FORWARDED_HEADER ": 1");
 	if (post)
 	{
 		headers = curl_slist_append(headers, "Content-Type: application/octet-stream");

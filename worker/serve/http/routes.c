@@ -143,29 +143,20 @@ forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owne
 			const char *store_name, const char *key, size_t len, int partition)
 {
 	IqBuf		url;
-	char		port[16];
+	char		base[IQ_PEER_URL_LEN];
 
 	snprintf(ctx->owner, sizeof(ctx->owner), "%s:%d", owner->host, owner->port);
 	ctx->partition = partition;
 	/* a forwarded request that is not ours either: ownership is moving */
-	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-IQ-Forwarded"))
+	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, IQ_PEER_FORWARDED_HEADER))
 		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
 								  "partition %d moved while the request was forwarded",
 								  partition);
 
+	/* hosts are shorter than IQ_HTTP_HOST_LEN = 256 bytes: the base fits */
+	(void) iq_peer_url(base, sizeof(base), owner->host, owner->port, "/stores/");
 	iq_buf_init(&url);
-	iq_buf_append(&url, "http://", 7);
-	if (strchr(owner->host, ':'))
-	{
-		iq_buf_u8(&url, '[');
-		iq_buf_append(&url, owner->host, strlen(owner->host));
-		iq_buf_u8(&url, ']');
-	}
-	else
-		iq_buf_append(&url, owner->host, strlen(owner->host));
-	snprintf(port, sizeof(port), ":%d", owner->port);
-	iq_buf_append(&url, port, strlen(port));
-	iq_buf_append(&url, "/stores/", 8);
+	iq_buf_append(&url, base, strlen(base));
 	iq_url_encode(&url, store_name, strlen(store_name));
 	iq_buf_append(&url, "/get/", 5);
 	iq_url_encode(&url, key, len);

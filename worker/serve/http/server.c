@@ -104,8 +104,8 @@ body_admit(struct MHD_Connection *conn, RequestCtx *ctx, enum MHD_Result *refusa
 												  MHD_HTTP_HEADER_TRANSFER_ENCODING))
 	{
 		*refusal = iq_http_send_error(conn, MHD_HTTP_LENGTH_REQUIRED, NULL,
-									  "the body of POST /iq/v1/read needs a Content-Length "
-									  "(and no Transfer-Encoding)");
+									  "the body of POST %s needs a Content-Length "
+									  "(and no Transfer-Encoding)", IQ_PEER_READ_PATH);
 		return false;
 	}
 	errno = 0;
@@ -162,7 +162,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		return iq_http_send_error(conn, MHD_HTTP_URI_TOO_LONG, NULL,
 								  "URL longer than %d bytes", IQ_HTTP_MAX_URL);
 
-	if (strcmp(method, "POST") == 0 && strcmp(url, "/iq/v1/read") == 0)
+	if (strcmp(method, "POST") == 0 && strcmp(url, IQ_PEER_READ_PATH) == 0)
 	{
 		if (first)
 		{
@@ -206,8 +206,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return iq_http_send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL,
 								  "method %s not allowed on %s", method,
-								  strcmp(url, "/iq/v1/read") == 0 ? url : "this path");
-	if (strcmp(url, IQ_STREAM_PATH) == 0)
+								  strcmp(url, IQ_PEER_READ_PATH) == 0 ? url : "this path");
+	if (strcmp(url, IQ_PEER_STREAM_PATH) == 0)
 		return iq_http_stream_upgrade(conn, version);
 	if (ctx->get.job)
 	{
@@ -329,11 +329,11 @@ iq_http_start(const IqServerConfig *config, char **err)
 		return false;
 
 	threads = config->threads > 0 ? (unsigned int) config->threads : 1;
-	iq_forward_init();
+	iq_http_peer_init();
 	if (!iq_forwarder_start(err))
 	{
 		close(fd);
-		iq_forward_shutdown();
+		iq_http_peer_shutdown();
 		return false;
 	}
 
@@ -346,7 +346,7 @@ iq_http_start(const IqServerConfig *config, char **err)
 		*err = strdup(msg);
 		close(fd);
 		iq_forwarder_stop();
-		iq_forward_shutdown();
+		iq_http_peer_shutdown();
 		return false;
 	}
 	iq_http_stream_open();
@@ -379,7 +379,7 @@ iq_http_start(const IqServerConfig *config, char **err)
 		close(fd);
 		iq_http_conns_stop();
 		iq_forwarder_stop();
-		iq_forward_shutdown();
+		iq_http_peer_shutdown();
 		snprintf(msg, sizeof(msg),
 				 "iq_fdw.http_listen: could not start the HTTP server on %s:%d (iq_fdw.http_threads = %d)",
 				 config->listen_host, config->listen_port, config->threads);
@@ -402,5 +402,5 @@ iq_http_stop(void)
 	MHD_stop_daemon(http_daemon);	/* closes the listening socket */
 	http_daemon = NULL;
 	iq_http_conns_stop();		/* MHD closed every connection: no records left */
-	iq_forward_shutdown();
+	iq_http_peer_shutdown();
 }

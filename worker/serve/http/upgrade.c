@@ -9,8 +9,8 @@
  * MHD parses the request and runs its event loop) several times what the
  * store read costs.  Upgraded once, a pooled connection costs a write
  * and a read per lookup, like the local channel.  The HTTP handshake keeps
- * one port for everything and lets an older worker, which answers 404,
- * be told apart: its peers then fall back to POST /iq/v1/read.
+ * one port for everything.  Backends reach other instances this way only;
+ * POST /iq/v1/read stays for the worker's own gathers and for curl.
  *
  * MHD hands the socket over after sending the 101; it stays MHD's, so it
  * is closed through MHD_upgrade_action, and every upgraded connection is
@@ -102,16 +102,16 @@ iq_http_stream_upgrade(struct MHD_Connection *conn, const char *version)
 	enum MHD_Result ret;
 
 	if (strcmp(version, MHD_HTTP_VERSION_1_1) != 0 ||
-		!has_token(upgrade, IQ_STREAM_PROTOCOL) || !has_token(connection, "upgrade"))
+		!has_token(upgrade, IQ_PEER_STREAM_PROTOCOL) || !has_token(connection, "upgrade"))
 		return iq_http_send_error(conn, MHD_HTTP_UPGRADE_REQUIRED, NULL,
 								  "%s is the compact read stream: it needs HTTP/1.1 with "
 								  "\"Connection: Upgrade\" and \"Upgrade: %s\" "
-								  "(or POST single requests to /iq/v1/read)",
-								  IQ_STREAM_PATH, IQ_STREAM_PROTOCOL);
+								  "(or POST single requests to %s)",
+								  IQ_PEER_STREAM_PATH, IQ_PEER_STREAM_PROTOCOL, IQ_PEER_READ_PATH);
 	resp = MHD_create_response_for_upgrade(upgraded, NULL);
 	if (resp == NULL)
 		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, IQ_STREAM_PROTOCOL);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, IQ_PEER_STREAM_PROTOCOL);
 	ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
 	MHD_destroy_response(resp);
 	return ret;

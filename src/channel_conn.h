@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ * channel_conn.h
+ *	  The two kinds of connection a channel (channel.c) rides on: the Unix
+ *	  socket of this instance's worker (channel_unix.c), and a TCP
+ *	  connection to another instance, opened by libcurl and upgraded to
+ *	  the wire stream (channel_tcp.c).  Backend code.
+ *
+ * Neither raises an error: a failure is a false return and a sentence in
+ * the caller's buffer, so the caller can free everything before reporting.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_CHANNEL_CONN_H
+#define IQ_CHANNEL_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A connected socket, and what owns it. */
+typedef struct IqChanConn
+{
+	int			fd;				/* -1 when none */
+	void	   *easy;			/* CURL * that opened it (TCP); NULL for Unix */
+	void	   *multi;			/* CURLM * its connect ran in */
+} IqChanConn;
+
+/* in channel_unix.c */
+extern bool iq_unix_socket_path(char *path, size_t size);
+extern bool iq_unix_connect(IqChanConn *conn, const char *path,
+							char *error, size_t errlen);
+
+/* in channel_tcp.c */
+typedef enum IqUpgradeCheck
+{
+	IQ_UPGRADE_MORE,			/* the head is not complete yet */
+	IQ_UPGRADE_DONE,			/* 101: the stream starts at *end */
+	IQ_UPGRADE_REFUSED,			/* another status */
+	IQ_UPGRADE_NOT_HTTP
+} IqUpgradeCheck;
+
+extern bool iq_tcp_connect(IqChanConn *conn, const char *host, int port,
+						   int timeout_ms, char *error, size_t errlen,
+						   bool *timed_out);
+extern void iq_tcp_close(IqChanConn *conn);
+extern size_t iq_tcp_upgrade_head(char *head, size_t size, const char *host, int port);
+extern IqUpgradeCheck iq_tcp_upgrade_check(const char *head, size_t len,
+										   size_t *end, int *status);
+
+#endif							/* IQ_CHANNEL_CONN_H */

@@ -1,0 +1,167 @@
+/*-------------------------------------------------------------------------
+ * fetch_read.c
+ *	  A source's answer, event by event: bytes from its channel into its
+ *	  wire reader, waiting for them within iq_fdw.peer_timeout.
+ *
+ * Waiting is in slices of at most 100 ms with CHECK_FOR_INTERRUPTS between
+ * them, so statement_timeout and pg_cancel_backend act at once.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+
+#include "common/settings.h"
+#include "src/fetch_internal.h"
+
+#define WAIT_SLICE_MS 100
+
+/* timed_out: src waited its iq_fdw.peer_timeout out; say for what */
+static void
+timed_out(IqFetchSource *src)
+{
+	IqChannel  *ch = &src->chan;
+
+	if (!src->answering)
+		strlcpy(ch->error,
+				"No byte of the answer arrived within iq_fdw.peer_timeout of the request, connecting included.",
+				sizeof(ch->error));
+	else
+		snprintf(ch->error, sizeof(ch->error),
+				 "The answer stalled: %zu bytes arrived in the waits for it without a complete row (or %d kB of one).",
+				 src->partial, IQ_WIRE_PROGRESS_BYTES / 1024);
+	ch->failed = true;
+	ch->timed_out = true;
+	ch->done = true;
+}
+
+/*
+ * wait_for: until src has new bytes, is done, or timed out; cancellable.
+ *
+ * iq_fdw.peer_timeout bounds two things.  Until the first byte of the
+ * answer: the whole call, connecting, sending and the upgrade's 101
+ * included (from src->call_started, wall clock).  After it: the time this
+ * backend spends waiting for src without progress (IQ_WIRE_PROGRESS_BYTES:
+ * a complete frame, or 64 kB).  Only waits count, so a backend slow to ask
+ * for the next row (a nested loop) never blames the peer, while a peer
+ * that trickles bytes without completing rows fails once the waits for it
+ * add up to peer_timeout, however often a byte arrives.
+ */
+static void
+wait_for(IqFetchSource *src)
+{
+	int64		timeout = (int64) iq_peer_timeout_ms * 1000;
+	int64		entered = iq_chan_now_us();
+
+	for (;;)
+	{
+		int64		now;
+		int64		left;
+
+		iq_chan_receive(&src->chan);
+		now = iq_chan_now_us();
+		if (src->chan.inbox.len > 0 || src->chan.done)
+		{
+			src->stalled_us += now - entered;
+			return;
+		}
+
+		if (!src->answering)
+			left = src->call_started + timeout - now;
+		else
+			left = timeout - (src->stalled_us + (now - entered));
+		if (left <= 0)
+		{
+			src->stalled_us += now - entered;
+			timed_out(src);
+			return;
+		}
+		pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		iq_chan_wait(&src->chan, (int) Min(left / 1000 + 1, WAIT_SLICE_MS));
+		pgstat_report_wait_end();
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* progress: src's answer moved on (see wait_for) */
+static inline void
+progress(IqFetchSource *src)
+{
+	src->stalled_us = 0;
+	src->partial = 0;
+}
+
+/* feed: give what src's channel received to its reader */
+static void
+feed(IqFetchSource *src)
+{
+	IqBuf	   *inbox = &src->chan.inbox;
+
+	if (!src->answering)
+	{
+		/* the first byte ends the first bound and starts the gaps */
+		src->answering = true;
+		progress(src);
+	}
+	src->partial += inbox->len;
+	if (src->partial >= IQ_WIRE_PROGRESS_BYTES)
+		progress(src);
+	iq_wire_reader_feed(&src->reader, inbox->data, inbox->len);
+	inbox->len = 0;
+}
+
+/* iq_fetch_next_event: src's next complete event, waiting for bytes as needed */
+IqWireEvent
+iq_fetch_next_event(IqFetch *f, IqFetchSource *src)
+{
+	for (;;)
+	{
+		IqWireEvent ev = iq_wire_reader_next(&src->reader);
+
+		if (ev != IQ_EV_NEED_MORE)
+		{
+			progress(src);
+			return ev;
+		}
+		if (src->chan.inbox.len > 0)
+		{
+			feed(src);
+			continue;
+		}
+		if (src->chan.done)
+		{
+			if (!src->chan.failed)
+			{
+				strlcpy(src->chan.error, "The answer ended early.", sizeof(src->chan.error));
+				src->chan.failed = true;
+			}
+			iq_fetch_fail_transport(f, src);
+		}
+		wait_for(src);
+	}
+}
+
+/* iq_fetch_advance: src's next row, or its end */
+void
+iq_fetch_advance(IqFetch *f, IqFetchSource *src)
+{
+	IqWireEvent ev = iq_fetch_next_event(f, src);
+
+	src->has_row = (ev == IQ_EV_ROW);
+	if (ev == IQ_EV_END)
+		src->ended = true;
+	else if (ev == IQ_EV_ERROR)
+	{
+		if (src->reader.status == IQ_WIRE_OK)
+			src->reader.status = IQ_WIRE_INTERNAL;
+		iq_fetch_fail_answer(f, src);
+	}
+	else if (ev == IQ_EV_HEADER)
+	{
+		/* a header twice is a corrupt stream */
+		strlcpy(src->chan.error, "The answer has a second header.", sizeof(src->chan.error));
+		src->chan.failed = true;
+		iq_fetch_fail_transport(f, src);
+	}
+}

@@ -1,0 +1,150 @@
+/*-------------------------------------------------------------------------
+ * fetch_request.c
+ *	  The request each target of a fetch is sent: the caller's, with the
+ *	  target's partitions, and for a get only the keys whose partition the
+ *	  target holds.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/partitioner.h"
+#include "common/settings.h"
+#include "src/fetch_internal.h"
+
+/* target_request: the request for one target; false if it has nothing to ask */
+static bool
+target_request(const IqWireRequest *req, const IqTarget *t, int partition_count,
+			   IqBuf *out, bool *asked)
+{
+	IqWireRequest r = *req;
+	uint16_t	parts[IQ_MAX_PARTITIONS];
+	const char **keys = NULL;
+	uint32_t   *lens = NULL;
+	int			i;
+
+	r.npartitions = t->npartitions;
+	for (i = 0; i < t->npartitions; i++)
+		parts[i] = t->partitions[i];
+	r.partitions = parts;
+	if (req->op == IQ_OP_GET)
+	{
+		uint32		k;
+
+		r.nkeys = 0;
+		keys = palloc(sizeof(char *) * Max(req->nkeys, 1));
+		lens = palloc(sizeof(uint32_t) * Max(req->nkeys, 1));
+		for (k = 0; k < req->nkeys; k++)
+		{
+			int			p = iq_partition_for_key(iq_partitioner, req->keys[k],
+												 req->key_lens[k], partition_count);
+
+			for (i = 0; i < t->npartitions; i++)
+				if (t->partitions[i] == p)
+					break;
+			if (i == t->npartitions)
+				continue;
+			keys[r.nkeys] = req->keys[k];
+			lens[r.nkeys] = req->key_lens[k];
+			r.nkeys++;
+			asked[k] = true;
+		}
+		r.keys = keys;
+		r.key_lens = lens;
+		if (r.nkeys == 0)
+		{
+			pfree(keys);
+			pfree(lens);
+			return false;
+		}
+	}
+	iq_buf_init(out);
+	iq_wire_encode_request(&r, out);
+	if (keys)
+	{
+		pfree(keys);
+		pfree(lens);
+	}
+	if (out->oom)
+	{
+		iq_buf_free(out);
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+						errmsg("out of memory encoding an iq_fdw request")));
+	}
+	return true;
+}
+
+/* copy_bytes: len bytes into cxt (NULL stays NULL) */
+static const char *
+copy_bytes(MemoryContext cxt, const char *p, uint32 len)
+{
+	char	   *c;
+
+	if (p == NULL)
+		return NULL;
+	c = MemoryContextAlloc(cxt, Max(len, 1));
+	memcpy(c, p, len);
+	return c;
+}
+
+/* iq_fetch_copy_request: a deep copy of the caller's request, to ask it again */
+IqWireRequest *
+iq_fetch_copy_request(MemoryContext cxt, const IqWireRequest *req)
+{
+	IqWireRequest *r = MemoryContextAlloc(cxt, sizeof(IqWireRequest));
+
+	*r = *req;
+	r->npartitions = 0;			/* filled in per target */
+	r->partitions = NULL;
+	if (req->nkeys > 0)
+	{
+		r->keys = MemoryContextAlloc(cxt, sizeof(char *) * req->nkeys);
+		r->key_lens = MemoryContextAlloc(cxt, sizeof(uint32_t) * req->nkeys);
+		for (uint32 k = 0; k < req->nkeys; k++)
+		{
+			r->keys[k] = copy_bytes(cxt, req->keys[k], req->key_lens[k]);
+			r->key_lens[k] = req->key_lens[k];
+		}
+	}
+	r->lower = copy_bytes(cxt, req->lower, req->lower_len);
+	r->upper = copy_bytes(cxt, req->upper, req->upper_len);
+	return r;
+}
+
+/*
+ * iq_fetch_add_sources: one source per target that has something to ask, its
+ * request encoded (not sent).  Every key of a get must find its target.
+ */
+void
+iq_fetch_add_sources(IqFetch *f, const IqTarget *targets, int ntargets, int partition_count)
+{
+	const IqWireRequest *req = f->req;
+	bool	   *asked = NULL;
+	int			i;
+
+	if (req->op == IQ_OP_GET)
+		asked = palloc0(sizeof(bool) * Max(req->nkeys, 1));
+	for (i = 0; i < ntargets; i++)
+	{
+		IqFetchSource *src = &f->sources[f->nsources];
+
+		iq_chan_init(&src->chan);
+		iq_wire_reader_init(&src->reader);
+		memcpy(&src->target, &targets[i], sizeof(IqTarget));
+		if (!target_request(req, &targets[i], partition_count, &src->request, asked))
+		{
+			iq_wire_reader_free(&src->reader);
+			continue;
+		}
+		f->nsources++;
+	}
+	if (asked)
+	{
+		uint32		k;
+
+		for (k = 0; k < req->nkeys; k++)
+			if (!asked[k])
+				elog(ERROR, "no target holds the partition of a key asked (partition count %d)",
+					 partition_count);
+		pfree(asked);
+	}
+}
