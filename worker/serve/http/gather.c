@@ -542,7 +542,6 @@ iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
 	IqWireRequest req;
 	Gather	   *g;
 	enum MHD_Result ret = MHD_NO;
-	struct MHD_Response *resp;
 
 	memset(&req, 0, sizeof(req));
 	req.op = IQ_OP_SCAN;
@@ -563,17 +562,8 @@ iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
 	if (g == NULL)
 		return ret;
 	iq_buf_append(&g->out, "{\"result\":[", 11);
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, GATHER_OUT_CHUNK,
-											 gather_reader, g, gather_done);
-	if (resp == NULL)
-	{
-		gather_free(g);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/json");
-	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return iq_http_send_stream(conn, "application/json", GATHER_OUT_CHUNK,
+							   gather_reader, g, gather_done);
 }
 
 /* iq_http_gather_count: approximate-num-entries summed over every instance */

@@ -71,6 +71,14 @@ extern enum MHD_Result iq_http_send_error(struct MHD_Connection *conn,
 										  const char *owner,
 										  const char *fmt,...)
 			__attribute__((format(printf, 4, 5)));
+extern enum MHD_Result iq_http_send_stream(struct MHD_Connection *conn,
+										   const char *content_type, size_t chunk,
+										   MHD_ContentReaderCallback reader,
+										   void *state,
+										   MHD_ContentReaderFreeCallback done);
+extern enum MHD_Result iq_http_queue(struct MHD_Connection *conn, unsigned int status,
+									 struct MHD_Response *resp,
+									 const char *content_type);
 extern void iq_json_append(IqBuf *out, json_t *value);
 extern size_t iq_url_decode(char *s, bool plus_is_space);
 extern void iq_url_encode(IqBuf *out, const char *data, size_t len);

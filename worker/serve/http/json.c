@@ -97,6 +97,41 @@ send_text(struct MHD_Connection *conn, unsigned int status, const char *text,
 	return ret;
 }
 
+/*
+ * iq_http_send_stream
+ *		Queue a 200 answer that reader produces as the client takes it
+ *		(chunked, chunk bytes at a time).  state is MHD's from here: done
+ *		frees it when the answer ends, or at once when it cannot be queued.
+ */
+enum MHD_Result
+iq_http_send_stream(struct MHD_Connection *conn, const char *content_type,
+					size_t chunk, MHD_ContentReaderCallback reader, void *state,
+					MHD_ContentReaderFreeCallback done)
+{
+	struct MHD_Response *resp;
+
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, chunk, reader, state, done);
+	if (resp == NULL)
+	{
+		done(state);
+		return MHD_NO;
+	}
+	return iq_http_queue(conn, MHD_HTTP_OK, resp, content_type);
+}
+
+/* iq_http_queue: queue resp (taken) with status and its content type */
+enum MHD_Result
+iq_http_queue(struct MHD_Connection *conn, unsigned int status,
+			  struct MHD_Response *resp, const char *content_type)
+{
+	enum MHD_Result ret;
+
+	MHD_add_response_header(resp, "Content-Type", content_type);
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 /* iq_http_send_json: queue body (taken) with status; 500 if it cannot be dumped */
 enum MHD_Result
 iq_http_send_json(struct MHD_Connection *conn, unsigned int status, json_t *body)

@@ -63,7 +63,6 @@ iq_http_peer_read(struct MHD_Connection *conn, const char *body, size_t len)
 {
 	PeerStream *ps = calloc(1, sizeof(PeerStream));
 	struct MHD_Response *resp;
-	enum MHD_Result ret;
 
 	if (ps == NULL)
 		return MHD_NO;
@@ -92,19 +91,8 @@ iq_http_peer_read(struct MHD_Connection *conn, const char *body, size_t len)
 		}
 		iq_buf_init(&ps->buf);
 		peer_free(ps);
+		return iq_http_queue(conn, MHD_HTTP_OK, resp, "application/octet-stream");
 	}
-	else
-	{
-		resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, PEER_CHUNK,
-												 peer_reader, ps, peer_free);
-		if (resp == NULL)
-		{
-			peer_free(ps);
-			return MHD_NO;
-		}
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return iq_http_send_stream(conn, "application/octet-stream", PEER_CHUNK,
+							   peer_reader, ps, peer_free);
 }

@@ -366,7 +366,6 @@ route_scan_local(struct MHD_Connection *conn, const IqStoreInfo *store,
 	IqReadStatus st = IQ_READ_OK;
 	char	   *err = NULL;
 	JsonStream *js;
-	struct MHD_Response *resp;
 	enum MHD_Result ret = MHD_NO;
 
 	if (!local_partitions(conn, held, &nheld, &ret))
@@ -394,17 +393,22 @@ route_scan_local(struct MHD_Connection *conn, const IqStoreInfo *store,
 	js->first = true;
 	iq_buf_init(&js->buf);
 	iq_buf_append(&js->buf, "{\"result\":[", 11);
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_CHUNK,
-											 stream_reader, js, stream_free);
-	if (resp == NULL)
-	{
-		stream_free(js);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/json");
-	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return iq_http_send_stream(conn, "application/json", STREAM_CHUNK,
+							   stream_reader, js, stream_free);
+}
+
+/*
+ * path_key: the key at the end of a path, decoded (%HH; a '+' stays one),
+ * malloc'd with *len set; NULL when out of memory.  A key may hold NUL bytes.
+ */
+static char *
+path_key(const char *escaped, size_t *len)
+{
+	char	   *key = strdup(escaped);
+
+	if (key != NULL)
+		*len = iq_url_decode(key, false);
+	return key;
 }
 
 /* query_arg: a decoded query argument (malloc'd, *len set), NULL if absent or empty */
@@ -447,13 +451,12 @@ route_store(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store
 
 	if (strncmp(rest, "get/", 4) == 0)
 	{
-		char	   *key = strdup(rest + 4);
 		size_t		len;
+		char	   *key = path_key(rest + 4, &len);
 		enum MHD_Result ret;
 
 		if (key == NULL)
 			return MHD_NO;
-		len = iq_url_decode(key, false);
 		ret = route_get(conn, ctx, store, key, len);
 		free(key);
 		return ret;
@@ -542,13 +545,12 @@ iq_http_route_get(struct MHD_Connection *conn, const char *url, IqGetCtx *ctx)
 			return route_metadata(conn);	/* every member holds every store */
 		if (strncmp(p, "key/", 4) == 0)
 		{
-			char	   *key = strdup(p + 4);
 			size_t		len;
+			char	   *key = path_key(p + 4, &len);
 			enum MHD_Result ret;
 
 			if (key == NULL)
 				return MHD_NO;
-			len = iq_url_decode(key, false);
 			ret = route_key_metadata(conn, key, len);
 			free(key);
 			return ret;
