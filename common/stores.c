@@ -22,6 +22,17 @@ iq_store_by_name(const char *name)
 	return NULL;
 }
 
+/* iq_key_cmp: <0, 0 or >0 as a comes before, with or after b (stores.h) */
+int
+iq_key_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+	int			c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+
+	if (c != 0)
+		return c;
+	return (a_len > b_len) - (a_len < b_len);
+}
+
 /* iq_encode_int64: a count as the changelog and the stores hold it */
 void
 iq_encode_int64(long long v, unsigned char out[8])
