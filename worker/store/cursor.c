@@ -382,6 +382,7 @@ cursor_fill(IqStoreCursor *c)
 
 /* ---- open, next, close ---- */
 
+/* cursor_free: everything the cursor owns; it holds no lock between calls */
 static void
 cursor_free(IqStoreCursor *c)
 {
@@ -449,6 +450,7 @@ set_bound(char **dst, size_t *dst_len, bool *dst_incl,
 	return true;
 }
 
+/* int_cmp: qsort's ascending order of partition numbers */
 static int
 int_cmp(const void *a, const void *b)
 {

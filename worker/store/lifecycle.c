@@ -188,12 +188,14 @@ iq_store_shutdown(void)
 	base_dir = NULL;
 }
 
+/* iq_store_set_partition_count: the input topics' count, sizing each database */
 void
 iq_store_set_partition_count(int n)
 {
 	__atomic_store_n(&partition_count, n, __ATOMIC_RELEASE);
 }
 
+/* iq_store_partition_count: as last set, for any thread */
 int
 iq_store_partition_count(void)
 {
@@ -282,6 +284,7 @@ iq_store_open(int partition, IqCheckpoint *checkpoint, bool *existed, char **err
 	return iq_store_checkpoint_read(ps, checkpoint, err);
 }
 
+/* iq_store_is_open: the main thread's view; readers go by iq_store_readable */
 bool
 iq_store_is_open(int partition)
 {

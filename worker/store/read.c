@@ -151,6 +151,7 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 	return copy_value(cached, cached_len, value, value_len, err);
 }
 
+/* iq_store_get: a served read, of a held and restored partition */
 IqReadStatus
 iq_store_get(IqStoreId store, int partition, const char *key, size_t key_len,
 			 char **value, size_t *value_len, char **err)
@@ -158,6 +159,7 @@ iq_store_get(IqStoreId store, int partition, const char *key, size_t key_len,
 	return get_common(store, partition, key, key_len, value, value_len, err, false);
 }
 
+/* iq_store_get_raw: the main thread's read of any open partition */
 IqReadStatus
 iq_store_get_raw(IqStoreId store, int partition, const char *key, size_t key_len,
 				 char **value, size_t *value_len, char **err)

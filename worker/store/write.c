@@ -42,6 +42,12 @@ batch_discard(IqStoreBatch *b)
 	free(b);
 }
 
+/*
+ * iq_store_batch_begin
+ *		An empty batch of one partition; until it is committed or
+ *		discarded, reads that overlap it fill no cached answer
+ *		(value_cache.h).
+ */
 IqStoreBatch *
 iq_store_batch_begin(int partition)
 {
@@ -55,6 +61,7 @@ iq_store_batch_begin(int partition)
 	return b;
 }
 
+/* iq_store_batch_put: a record, its cached answer forgotten first */
 void
 iq_store_batch_put(IqStoreBatch *b, IqStoreId store, const char *key, size_t key_len,
 				   const char *value, size_t value_len)
@@ -67,6 +74,7 @@ iq_store_batch_put(IqStoreBatch *b, IqStoreId store, const char *key, size_t key
 	rocksdb_writebatch_put_cf(b->wb, ps->cf[CF_OF(store)], key, key_len, value, value_len);
 }
 
+/* iq_store_batch_delete: a tombstone, its cached answer forgotten first */
 void
 iq_store_batch_delete(IqStoreBatch *b, IqStoreId store, const char *key, size_t key_len)
 {
@@ -78,6 +86,7 @@ iq_store_batch_delete(IqStoreBatch *b, IqStoreId store, const char *key, size_t 
 	rocksdb_writebatch_delete_cf(b->wb, ps->cf[CF_OF(store)], key, key_len);
 }
 
+/* iq_store_batch_checkpoint: the offsets the batch's records bring us to */
 void
 iq_store_batch_checkpoint(IqStoreBatch *b, const IqCheckpoint *ck)
 {
