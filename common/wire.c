@@ -142,6 +142,22 @@ iq_buf_i64(IqBuf *buf, int64_t v)
 	iq_buf_append(buf, b, 8);
 }
 
+/* put_magic: "IQ" and the version, how every request and response opens */
+static void
+put_magic(IqBuf *out)
+{
+	iq_buf_append(out, "IQ", 2);
+	iq_buf_u8(out, IQ_WIRE_VERSION);
+}
+
+/* put_bytes: a u32 length and the bytes (cur_bytes reads them back) */
+static void
+put_bytes(IqBuf *out, const char *data, uint32_t len)
+{
+	iq_buf_u32(out, len);
+	iq_buf_append(out, data, len);
+}
+
 /* ---------------------------------------------------------------------
  * Requests
  * ---------------------------------------------------------------------
@@ -153,8 +169,7 @@ iq_wire_encode_request(const IqWireRequest *req, IqBuf *out)
 {
 	int			i;
 
-	iq_buf_append(out, "IQ", 2);
-	iq_buf_u8(out, IQ_WIRE_VERSION);
+	put_magic(out);
 	iq_buf_u8(out, req->op);
 	iq_buf_u8(out, req->store);
 	iq_buf_u8(out, req->flags);
@@ -168,21 +183,12 @@ iq_wire_encode_request(const IqWireRequest *req, IqBuf *out)
 
 		iq_buf_u32(out, req->nkeys);
 		for (k = 0; k < req->nkeys; k++)
-		{
-			iq_buf_u32(out, req->key_lens[k]);
-			iq_buf_append(out, req->keys[k], req->key_lens[k]);
-		}
+			put_bytes(out, req->keys[k], req->key_lens[k]);
 	}
 	if (req->flags & IQ_FLAG_LOWER)
-	{
-		iq_buf_u32(out, req->lower_len);
-		iq_buf_append(out, req->lower, req->lower_len);
-	}
+		put_bytes(out, req->lower, req->lower_len);
 	if (req->flags & IQ_FLAG_UPPER)
-	{
-		iq_buf_u32(out, req->upper_len);
-		iq_buf_append(out, req->upper, req->upper_len);
-	}
+		put_bytes(out, req->upper, req->upper_len);
 }
 
 /* A cursor over input bytes for the decoder. */
@@ -386,16 +392,14 @@ put_message(IqBuf *out, const char *message)
 
 	if (n > 4000)
 		n = 4000;
-	iq_buf_u32(out, (uint32_t) n);
-	iq_buf_append(out, message, n);
+	put_bytes(out, message, (uint32_t) n);
 }
 
 /* iq_wire_response_error: a whole response that is only a failure */
 void
 iq_wire_response_error(IqBuf *out, IqWireStatus status, const char *message)
 {
-	iq_buf_append(out, "IQ", 2);
-	iq_buf_u8(out, IQ_WIRE_VERSION);
+	put_magic(out);
 	iq_buf_u8(out, (uint8_t) status);
 	put_message(out, message);
 }
@@ -407,8 +411,7 @@ iq_wire_response_header(IqBuf *out, int npositions,
 {
 	int			i;
 
-	iq_buf_append(out, "IQ", 2);
-	iq_buf_u8(out, IQ_WIRE_VERSION);
+	put_magic(out);
 	iq_buf_u8(out, IQ_WIRE_OK);
 	iq_buf_u16(out, (uint16_t) npositions);
 	for (i = 0; i < npositions; i++)
