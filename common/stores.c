@@ -5,6 +5,7 @@
  */
 #include <string.h>
 
+#include "common/bigendian.h"
 #include "common/stores.h"
 
 const IqStoreInfo iq_stores[IQ_NUM_STORES] = {
@@ -21,24 +22,27 @@ iq_store_by_name(const char *name)
 	return NULL;
 }
 
+/* iq_key_cmp: <0, 0 or >0 as a comes before, with or after b (stores.h) */
+int
+iq_key_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+	int			c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+
+	if (c != 0)
+		return c;
+	return (a_len > b_len) - (a_len < b_len);
+}
+
+/* iq_encode_int64: a count as the changelog and the stores hold it */
 void
 iq_encode_int64(long long v, unsigned char out[8])
 {
-	unsigned long long u = (unsigned long long) v;
-
-	for (int i = 7; i >= 0; i--)
-	{
-		out[i] = (unsigned char) (u & 0xff);
-		u >>= 8;
-	}
+	iq_be64_put(out, (uint64_t) v);
 }
 
+/* iq_decode_int64: the count of an 8-byte value */
 long long
 iq_decode_int64(const unsigned char in[8])
 {
-	unsigned long long u = 0;
-
-	for (int i = 0; i < 8; i++)
-		u = (u << 8) | in[i];
-	return (long long) u;
+	return (long long) iq_be64_get(in);
 }

@@ -38,6 +38,12 @@ extern const IqStoreInfo iq_stores[IQ_NUM_STORES];
 /* NULL when no store has this name */
 extern const IqStoreInfo *iq_store_by_name(const char *name);
 
+/*
+ * Key byte order, as RocksDB's default comparator has it (memcmp, a
+ * prefix first): the order of every scan, merged or not.
+ */
+extern int	iq_key_cmp(const char *a, size_t a_len, const char *b, size_t b_len);
+
 /* 8-byte big-endian longs, as in the changelog */
 extern void iq_encode_int64(long long v, unsigned char out[8]);
 extern long long iq_decode_int64(const unsigned char in[8]);

@@ -14,10 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bigendian.h"
 #include "common/wire.h"
 
 /* The wire format has u16 partition numbers; we never hold more. */
 #define IQ_WIRE_MAX_PARTITIONS 4096
+
+/* the decoder's refusal of a request that ends before a length it gives */
+#define WIRE_SHORT_REQUEST "request truncated or a length exceeds the request"
+
+/* a position in a response header: u16 partition, i64 consumed, i64 end */
+#define WIRE_POSITION_BYTES 18
 
 /* Reader stages */
 enum
@@ -111,8 +118,7 @@ iq_buf_u16(IqBuf *buf, uint16_t v)
 {
 	unsigned char b[2];
 
-	b[0] = (unsigned char) (v >> 8);
-	b[1] = (unsigned char) v;
+	iq_be16_put(b, v);
 	iq_buf_append(buf, b, 2);
 }
 
@@ -122,10 +128,7 @@ iq_buf_u32(IqBuf *buf, uint32_t v)
 {
 	unsigned char b[4];
 
-	b[0] = (unsigned char) (v >> 24);
-	b[1] = (unsigned char) (v >> 16);
-	b[2] = (unsigned char) (v >> 8);
-	b[3] = (unsigned char) v;
+	iq_be32_put(b, v);
 	iq_buf_append(buf, b, 4);
 }
 
@@ -133,41 +136,26 @@ iq_buf_u32(IqBuf *buf, uint32_t v)
 void
 iq_buf_i64(IqBuf *buf, int64_t v)
 {
-	uint64_t	u = (uint64_t) v;
 	unsigned char b[8];
-	int			i;
 
-	for (i = 7; i >= 0; i--)
-	{
-		b[i] = (unsigned char) u;
-		u >>= 8;
-	}
+	iq_be64_put(b, (uint64_t) v);
 	iq_buf_append(buf, b, 8);
 }
 
-/* get_u16 / get_u32 / get_i64: big-endian reads; the caller checked length */
-static uint16_t
-get_u16(const unsigned char *p)
+/* put_magic: "IQ" and the version, how every request and response opens */
+static void
+put_magic(IqBuf *out)
 {
-	return (uint16_t) ((p[0] << 8) | p[1]);
+	iq_buf_append(out, "IQ", 2);
+	iq_buf_u8(out, IQ_WIRE_VERSION);
 }
 
-static uint32_t
-get_u32(const unsigned char *p)
+/* put_bytes: a u32 length and the bytes (cur_bytes reads them back) */
+static void
+put_bytes(IqBuf *out, const char *data, uint32_t len)
 {
-	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
-		((uint32_t) p[2] << 8) | (uint32_t) p[3];
-}
-
-static int64_t
-get_i64(const unsigned char *p)
-{
-	uint64_t	u = 0;
-	int			i;
-
-	for (i = 0; i < 8; i++)
-		u = (u << 8) | p[i];
-	return (int64_t) u;
+	iq_buf_u32(out, len);
+	iq_buf_append(out, data, len);
 }
 
 /* ---------------------------------------------------------------------
@@ -181,8 +169,7 @@ iq_wire_encode_request(const IqWireRequest *req, IqBuf *out)
 {
 	int			i;
 
-	iq_buf_append(out, "IQ", 2);
-	iq_buf_u8(out, IQ_WIRE_VERSION);
+	put_magic(out);
 	iq_buf_u8(out, req->op);
 	iq_buf_u8(out, req->store);
 	iq_buf_u8(out, req->flags);
@@ -196,21 +183,12 @@ iq_wire_encode_request(const IqWireRequest *req, IqBuf *out)
 
 		iq_buf_u32(out, req->nkeys);
 		for (k = 0; k < req->nkeys; k++)
-		{
-			iq_buf_u32(out, req->key_lens[k]);
-			iq_buf_append(out, req->keys[k], req->key_lens[k]);
-		}
+			put_bytes(out, req->keys[k], req->key_lens[k]);
 	}
 	if (req->flags & IQ_FLAG_LOWER)
-	{
-		iq_buf_u32(out, req->lower_len);
-		iq_buf_append(out, req->lower, req->lower_len);
-	}
+		put_bytes(out, req->lower, req->lower_len);
 	if (req->flags & IQ_FLAG_UPPER)
-	{
-		iq_buf_u32(out, req->upper_len);
-		iq_buf_append(out, req->upper, req->upper_len);
-	}
+		put_bytes(out, req->upper, req->upper_len);
 }
 
 /* A cursor over input bytes for the decoder. */
@@ -240,7 +218,7 @@ cur_bytes(Cur *c, const char **data, uint32_t *len)
 
 	if (!cur_take(c, 4, &p))
 		return false;
-	n = get_u32(p);
+	n = iq_be32_get(p);
 	if (!cur_take(c, n, &p))
 		return false;
 	*data = (const char *) p;
@@ -262,14 +240,118 @@ iq_wire_request_free(IqWireRequest *req)
 	req->nkeys = 0;
 }
 
-/* iq_wire_decode_request: parse and validate one whole request */
+/*
+ * decode_head
+ *		The fixed 10 bytes: magic, version, op, store, flags, limit.
+ *
+ * Returns NULL, or the reason the request is refused (static text).
+ */
+static const char *
+decode_head(Cur *c, IqWireRequest *req)
+{
+	const unsigned char *p;
+
+	if (!cur_take(c, 10, &p))
+		return "request too short";
+	if (p[0] != 'I' || p[1] != 'Q')
+		return "not an iq_fdw request (bad magic)";
+	if (p[2] != IQ_WIRE_VERSION)
+		return "unsupported protocol version";
+	req->op = p[3];
+	req->store = p[4];
+	req->flags = p[5];
+	req->limit = iq_be32_get(p + 6);
+	if (req->op < IQ_OP_GET || req->op > IQ_OP_POSITIONS)
+		return "unknown operation";
+	if (req->flags & ~(IQ_FLAG_LOWER | IQ_FLAG_LOWER_INCL |
+					   IQ_FLAG_UPPER | IQ_FLAG_UPPER_INCL))
+		return "unknown flags";
+	return NULL;
+}
+
+/*
+ * decode_partitions
+ *		u16 npartitions and the partitions; the count is bounded, and the
+ *		bytes checked present, before the array is allocated.
+ */
+static const char *
+decode_partitions(Cur *c, IqWireRequest *req)
+{
+	const unsigned char *p;
+
+	if (!cur_take(c, 2, &p))
+		return WIRE_SHORT_REQUEST;
+	req->npartitions = iq_be16_get(p);
+	if (req->npartitions > IQ_WIRE_MAX_PARTITIONS)
+		return "too many partitions";
+	if (c->left < (size_t) req->npartitions * 2)
+		return WIRE_SHORT_REQUEST;
+	if (req->npartitions == 0)
+		return NULL;
+	req->partitions = malloc(sizeof(uint16_t) * req->npartitions);
+	if (req->partitions == NULL)
+		return "out of memory";
+	for (int i = 0; i < req->npartitions; i++)
+	{
+		cur_take(c, 2, &p);
+		req->partitions[i] = iq_be16_get(p);
+	}
+	return NULL;
+}
+
+/*
+ * decode_keys
+ *		u32 nkeys and the keys of an IQ_OP_GET, pointed to in place.
+ */
+static const char *
+decode_keys(Cur *c, IqWireRequest *req)
+{
+	const unsigned char *p;
+
+	if (!cur_take(c, 4, &p))
+		return WIRE_SHORT_REQUEST;
+	req->nkeys = iq_be32_get(p);
+	/* each key needs at least its 4-byte length: bound before malloc */
+	if (req->nkeys > c->left / 4)
+		return WIRE_SHORT_REQUEST;
+	if (req->nkeys == 0)
+		return NULL;
+	req->keys = malloc(sizeof(char *) * req->nkeys);
+	req->key_lens = malloc(sizeof(uint32_t) * req->nkeys);
+	if (req->keys == NULL || req->key_lens == NULL)
+		return "out of memory";
+	for (uint32_t k = 0; k < req->nkeys; k++)
+		if (!cur_bytes(c, &req->keys[k], &req->key_lens[k]))
+			return WIRE_SHORT_REQUEST;
+	return NULL;
+}
+
+/* decode_bounds: the lower and upper bounds the flags announce */
+static const char *
+decode_bounds(Cur *c, IqWireRequest *req)
+{
+	if ((req->flags & IQ_FLAG_LOWER) &&
+		!cur_bytes(c, &req->lower, &req->lower_len))
+		return WIRE_SHORT_REQUEST;
+	if ((req->flags & IQ_FLAG_UPPER) &&
+		!cur_bytes(c, &req->upper, &req->upper_len))
+		return WIRE_SHORT_REQUEST;
+	return NULL;
+}
+
+/*
+ * iq_wire_decode_request
+ *		Parse and validate one whole request.
+ *
+ * Each step checks what it reads against the bytes present; the first
+ * refusal frees what the earlier steps allocated.
+ */
 bool
 iq_wire_decode_request(const char *data, size_t len,
 					   IqWireRequest *req, const char **err)
 {
 	Cur			c;
-	const unsigned char *p;
-	int			i;
+	const char *why;
 
 	memset(req, 0, sizeof(*req));
 	if (len > IQ_WIRE_MAX_REQUEST)
@@ -279,107 +361,22 @@ iq_wire_decode_request(const char *data, size_t len,
 	}
 	c.p = (const unsigned char *) data;
 	c.left = len;
-
-	if (!cur_take(&c, 10, &p))
-	{
-		*err = "request too short";
-		return false;
-	}
-	if (p[0] != 'I' || p[1] != 'Q')
-	{
-		*err = "not an iq_fdw request (bad magic)";
-		return false;
-	}
-	if (p[2] != IQ_WIRE_VERSION)
-	{
-		*err = "unsupported protocol version";
-		return false;
-	}
-	req->op = p[3];
-	req->store = p[4];
-	req->flags = p[5];
-	req->limit = get_u32(p + 6);
-	if (req->op < IQ_OP_GET || req->op > IQ_OP_POSITIONS)
-	{
-		*err = "unknown operation";
-		return false;
-	}
-	if (req->flags & ~(IQ_FLAG_LOWER | IQ_FLAG_LOWER_INCL |
-					   IQ_FLAG_UPPER | IQ_FLAG_UPPER_INCL))
-	{
-		*err = "unknown flags";
-		return false;
-	}
-
-	if (!cur_take(&c, 2, &p))
-		goto short_input;
-	req->npartitions = get_u16(p);
-	if (req->npartitions > IQ_WIRE_MAX_PARTITIONS)
-	{
-		*err = "too many partitions";
-		return false;
-	}
-	if (c.left < (size_t) req->npartitions * 2)
-		goto short_input;
-	if (req->npartitions > 0)
-	{
-		req->partitions = malloc(sizeof(uint16_t) * req->npartitions);
-		if (req->partitions == NULL)
-			goto oom;
-		for (i = 0; i < req->npartitions; i++)
-		{
-			cur_take(&c, 2, &p);
-			req->partitions[i] = get_u16(p);
-		}
-	}
-
-	if (req->op == IQ_OP_GET)
-	{
-		uint32_t	k;
-
-		if (!cur_take(&c, 4, &p))
-			goto short_input;
-		req->nkeys = get_u32(p);
-		/* each key needs at least its 4-byte length: bound before malloc */
-		if (req->nkeys > c.left / 4)
-			goto short_input;
-		if (req->nkeys > 0)
-		{
-			req->keys = malloc(sizeof(char *) * req->nkeys);
-			req->key_lens = malloc(sizeof(uint32_t) * req->nkeys);
-			if (req->keys == NULL || req->key_lens == NULL)
-				goto oom;
-			for (k = 0; k < req->nkeys; k++)
-				if (!cur_bytes(&c, &req->keys[k], &req->key_lens[k]))
-					goto short_input;
-		}
-	}
-	if (req->flags & IQ_FLAG_LOWER)
-	{
-		if (!cur_bytes(&c, &req->lower, &req->lower_len))
-			goto short_input;
-	}
-	if (req->flags & IQ_FLAG_UPPER)
-	{
-		if (!cur_bytes(&c, &req->upper, &req->upper_len))
-			goto short_input;
-	}
-	if (c.left != 0)
+	why = decode_head(&c, req);
+	if (why == NULL)
+		why = decode_partitions(&c, req);
+	if (why == NULL && req->op == IQ_OP_GET)
+		why = decode_keys(&c, req);
+	if (why == NULL)
+		why = decode_bounds(&c, req);
+	if (why == NULL && c.left != 0)
+		why = "trailing bytes after request";
+	if (why != NULL)
 	{
 		iq_wire_request_free(req);
-		*err = "trailing bytes after request";
+		*err = why;
 		return false;
 	}
 	return true;
-
-short_input:
-	iq_wire_request_free(req);
-	*err = "request truncated or a length exceeds the request";
-	return false;
-oom:
-	iq_wire_request_free(req);
-	*err = "out of memory";
-	return false;
 }
 
 /* ---------------------------------------------------------------------
@@ -395,16 +392,14 @@ put_message(IqBuf *out, const char *message)
 
 	if (n > 4000)
 		n = 4000;
-	iq_buf_u32(out, (uint32_t) n);
-	iq_buf_append(out, message, n);
+	put_bytes(out, message, (uint32_t) n);
 }
 
 /* iq_wire_response_error: a whole response that is only a failure */
 void
 iq_wire_response_error(IqBuf *out, IqWireStatus status, const char *message)
 {
-	iq_buf_append(out, "IQ", 2);
-	iq_buf_u8(out, IQ_WIRE_VERSION);
+	put_magic(out);
 	iq_buf_u8(out, (uint8_t) status);
 	put_message(out, message);
 }
@@ -416,8 +411,7 @@ iq_wire_response_header(IqBuf *out, int npositions,
 {
 	int			i;
 
-	iq_buf_append(out, "IQ", 2);
-	iq_buf_u8(out, IQ_WIRE_VERSION);
+	put_magic(out);
 	iq_buf_u8(out, IQ_WIRE_OK);
 	iq_buf_u16(out, (uint16_t) npositions);
 	for (i = 0; i < npositions; i++)
@@ -551,7 +545,173 @@ frame_too_large(IqWireReader *r, size_t bytes)
 	return reader_fail(r, IQ_WIRE_INTERNAL, m);
 }
 
-/* iq_wire_reader_next: the next complete event, or IQ_EV_NEED_MORE */
+/*
+ * read_start
+ *		"IQ" version status: on to the positions, or to the error message.
+ */
+static IqWireEvent
+read_start(IqWireReader *r, const unsigned char *p, size_t avail)
+{
+	if (avail < 4)
+		return IQ_EV_NEED_MORE;
+	if (p[0] != 'I' || p[1] != 'Q')
+		return reader_fail(r, IQ_WIRE_INTERNAL, "not an iq_fdw response (bad magic)");
+	if (p[2] != IQ_WIRE_VERSION)
+		return reader_fail(r, IQ_WIRE_INTERNAL, "unsupported protocol version in response");
+	r->status = (IqWireStatus) p[3];
+	r->pos += 4;
+	r->stage = (r->status == IQ_WIRE_OK) ? STAGE_POSITIONS : STAGE_ERROR_MESSAGE;
+	return iq_wire_reader_next(r);
+}
+
+/*
+ * read_error_message
+ *		The message of a response that is only a failure; it ends the answer.
+ */
+static IqWireEvent
+read_error_message(IqWireReader *r, const unsigned char *p, size_t avail)
+{
+	uint32_t	n;
+
+	if (avail < 4)
+		return IQ_EV_NEED_MORE;
+	n = iq_be32_get(p);
+	if (n > IQ_WIRE_MAX_MESSAGE)
+		return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: error message longer than IQ_WIRE_MAX_MESSAGE");
+	if (avail - 4 < n)
+		return IQ_EV_NEED_MORE;
+	copy_message(r, p + 4, n);
+	r->pos += 4 + n;
+	r->stage = STAGE_FAILED;
+	if (r->status == IQ_WIRE_OK)
+		r->status = IQ_WIRE_INTERNAL;
+	return IQ_EV_ERROR;
+}
+
+/*
+ * read_positions
+ *		u16 n and n positions (u16 partition, i64 consumed, i64 end): the
+ *		header of an OK answer, taken whole once all of it has arrived.
+ */
+static IqWireEvent
+read_positions(IqWireReader *r, const unsigned char *p, size_t avail)
+{
+	uint16_t	n;
+
+	if (avail < 2)
+		return IQ_EV_NEED_MORE;
+	n = iq_be16_get(p);
+	if (n > IQ_WIRE_MAX_PARTITIONS)
+		return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: too many partitions");
+	if (avail - 2 < (size_t) n * WIRE_POSITION_BYTES)
+		return IQ_EV_NEED_MORE;
+	free(r->positions);
+	r->positions = NULL;
+	r->npositions = 0;
+	if (n > 0)
+	{
+		r->positions = malloc(sizeof(IqWirePosition) * n);
+		if (r->positions == NULL)
+			return reader_fail(r, IQ_WIRE_INTERNAL, "out of memory reading a response");
+	}
+	for (int i = 0; i < n; i++)
+	{
+		const unsigned char *q = p + 2 + i * WIRE_POSITION_BYTES;
+
+		r->positions[i].partition = iq_be16_get(q);
+		r->positions[i].consumed = (int64_t) iq_be64_get(q + 2);
+		r->positions[i].end = (int64_t) iq_be64_get(q + 10);
+	}
+	r->npositions = n;
+	r->pos += 2 + (size_t) n * WIRE_POSITION_BYTES;
+	r->stage = STAGE_FRAMES;
+	return IQ_EV_HEADER;
+}
+
+/*
+ * read_row
+ *		'R' u32 klen key i32 vlen value.  Each length is bounded by
+ *		IQ_WIRE_MAX_FRAME before a byte of what it announces is waited for
+ *		or buffered.
+ */
+static IqWireEvent
+read_row(IqWireReader *r, const unsigned char *p, size_t avail)
+{
+	uint32_t	klen;
+	int32_t		vlen;
+	size_t		need;
+
+	if (avail < 5)
+		return IQ_EV_NEED_MORE;
+	klen = iq_be32_get(p + 1);
+	if (klen > IQ_WIRE_MAX_FRAME - 9)
+		return frame_too_large(r, 9 + (size_t) klen);
+	if (avail < 5 + (size_t) klen + 4)
+		return IQ_EV_NEED_MORE;
+	vlen = (int32_t) iq_be32_get(p + 5 + klen);
+	if (vlen < -1)
+		return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: bad value length");
+	need = 5 + (size_t) klen + 4 + (vlen > 0 ? (size_t) vlen : 0);
+	if (need > IQ_WIRE_MAX_FRAME)
+		return frame_too_large(r, need);
+	if (avail < need)
+		return IQ_EV_NEED_MORE;
+	r->key = (const char *) p + 5;
+	r->key_len = klen;
+	r->value_len = vlen;
+	r->value = vlen >= 0 ? (const char *) p + 9 + klen : NULL;
+	r->pos += need;
+	return IQ_EV_ROW;
+}
+
+/*
+ * read_end
+ *		'E' u8 status u32 len message: the clean end, or a late failure.
+ */
+static IqWireEvent
+read_end(IqWireReader *r, const unsigned char *p, size_t avail)
+{
+	uint32_t	n;
+
+	if (avail < 6)
+		return IQ_EV_NEED_MORE;
+	n = iq_be32_get(p + 2);
+	if (n > IQ_WIRE_MAX_MESSAGE)
+		return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: end message longer than IQ_WIRE_MAX_MESSAGE");
+	if (avail - 6 < n)
+		return IQ_EV_NEED_MORE;
+	r->status = (IqWireStatus) p[1];
+	copy_message(r, p + 6, n);
+	r->pos += 6 + n;
+	if (r->status == IQ_WIRE_OK)
+	{
+		r->stage = STAGE_DONE;
+		return IQ_EV_END;
+	}
+	r->stage = STAGE_FAILED;
+	return IQ_EV_ERROR;
+}
+
+/* read_frame: a row or the end, by the frame's first byte */
+static IqWireEvent
+read_frame(IqWireReader *r, const unsigned char *p, size_t avail)
+{
+	if (avail < 1)
+		return IQ_EV_NEED_MORE;
+	if (p[0] == 'R')
+		return read_row(r, p, avail);
+	if (p[0] == 'E')
+		return read_end(r, p, avail);
+	return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: unknown frame");
+}
+
+/*
+ * iq_wire_reader_next
+ *		The next complete event, or IQ_EV_NEED_MORE.
+ *
+ * Each stage reads from the first unconsumed byte and moves r->pos past
+ * what it took only once the whole of it has arrived.
+ */
 IqWireEvent
 iq_wire_reader_next(IqWireReader *r)
 {
@@ -572,132 +732,17 @@ iq_wire_reader_next(IqWireReader *r)
 	switch (r->stage)
 	{
 		case STAGE_START:
-			if (avail < 4)
-				return IQ_EV_NEED_MORE;
-			if (p[0] != 'I' || p[1] != 'Q')
-				return reader_fail(r, IQ_WIRE_INTERNAL, "not an iq_fdw response (bad magic)");
-			if (p[2] != IQ_WIRE_VERSION)
-				return reader_fail(r, IQ_WIRE_INTERNAL, "unsupported protocol version in response");
-			r->status = (IqWireStatus) p[3];
-			r->pos += 4;
-			r->stage = (r->status == IQ_WIRE_OK) ? STAGE_POSITIONS : STAGE_ERROR_MESSAGE;
-			return iq_wire_reader_next(r);
-
+			return read_start(r, p, avail);
 		case STAGE_ERROR_MESSAGE:
-			{
-				uint32_t	n;
-
-				if (avail < 4)
-					return IQ_EV_NEED_MORE;
-				n = get_u32(p);
-				if (n > IQ_WIRE_MAX_MESSAGE)
-					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: error message longer than IQ_WIRE_MAX_MESSAGE");
-				if (avail - 4 < n)
-					return IQ_EV_NEED_MORE;
-				copy_message(r, p + 4, n);
-				r->pos += 4 + n;
-				r->stage = STAGE_FAILED;
-				if (r->status == IQ_WIRE_OK)
-					r->status = IQ_WIRE_INTERNAL;
-				return IQ_EV_ERROR;
-			}
-
+			return read_error_message(r, p, avail);
 		case STAGE_POSITIONS:
-			{
-				uint16_t	n;
-				int			i;
-
-				if (avail < 2)
-					return IQ_EV_NEED_MORE;
-				n = get_u16(p);
-				if (n > IQ_WIRE_MAX_PARTITIONS)
-					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: too many partitions");
-				if (avail - 2 < (size_t) n * 18)
-					return IQ_EV_NEED_MORE;
-				free(r->positions);
-				r->positions = NULL;
-				r->npositions = 0;
-				if (n > 0)
-				{
-					r->positions = malloc(sizeof(IqWirePosition) * n);
-					if (r->positions == NULL)
-						return reader_fail(r, IQ_WIRE_INTERNAL, "out of memory reading a response");
-				}
-				for (i = 0; i < n; i++)
-				{
-					const unsigned char *q = p + 2 + i * 18;
-
-					r->positions[i].partition = get_u16(q);
-					r->positions[i].consumed = get_i64(q + 2);
-					r->positions[i].end = get_i64(q + 10);
-				}
-				r->npositions = n;
-				r->pos += 2 + (size_t) n * 18;
-				r->stage = STAGE_FRAMES;
-				return IQ_EV_HEADER;
-			}
-
+			return read_positions(r, p, avail);
 		case STAGE_FRAMES:
-			if (avail < 1)
-				return IQ_EV_NEED_MORE;
-			if (p[0] == 'R')
-			{
-				uint32_t	klen;
-				int32_t		vlen;
-				size_t		need;
-
-				if (avail < 5)
-					return IQ_EV_NEED_MORE;
-				klen = get_u32(p + 1);
-				/* bounded before a byte of it is waited for or buffered */
-				if (klen > IQ_WIRE_MAX_FRAME - 9)
-					return frame_too_large(r, 9 + (size_t) klen);
-				if (avail < 5 + (size_t) klen + 4)
-					return IQ_EV_NEED_MORE;
-				vlen = (int32_t) get_u32(p + 5 + klen);
-				if (vlen < -1)
-					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: bad value length");
-				need = 5 + (size_t) klen + 4 + (vlen > 0 ? (size_t) vlen : 0);
-				if (need > IQ_WIRE_MAX_FRAME)
-					return frame_too_large(r, need);
-				if (avail < need)
-					return IQ_EV_NEED_MORE;
-				r->key = (const char *) p + 5;
-				r->key_len = klen;
-				r->value_len = vlen;
-				r->value = vlen >= 0 ? (const char *) p + 9 + klen : NULL;
-				r->pos += need;
-				return IQ_EV_ROW;
-			}
-			else if (p[0] == 'E')
-			{
-				uint32_t	n;
-
-				if (avail < 6)
-					return IQ_EV_NEED_MORE;
-				n = get_u32(p + 2);
-				if (n > IQ_WIRE_MAX_MESSAGE)
-					return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: end message longer than IQ_WIRE_MAX_MESSAGE");
-				if (avail - 6 < n)
-					return IQ_EV_NEED_MORE;
-				r->status = (IqWireStatus) p[1];
-				copy_message(r, p + 6, n);
-				r->pos += 6 + n;
-				if (r->status == IQ_WIRE_OK)
-				{
-					r->stage = STAGE_DONE;
-					return IQ_EV_END;
-				}
-				r->stage = STAGE_FAILED;
-				return IQ_EV_ERROR;
-			}
-			return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: unknown frame");
-
+			return read_frame(r, p, avail);
 		case STAGE_DONE:
 			if (avail > 0)
 				return reader_fail(r, IQ_WIRE_INTERNAL, "corrupt response: bytes after the end");
 			return IQ_EV_END;
-
 		case STAGE_FAILED:
 		default:
 			return IQ_EV_ERROR;

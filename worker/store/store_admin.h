@@ -109,10 +109,8 @@ extern void iq_store_batch_delete(IqStoreBatch *batch, IqStoreId store,
 								  const char *key, size_t key_len);
 extern void iq_store_batch_checkpoint(IqStoreBatch *batch,
 									  const IqCheckpoint *checkpoint);
-extern int	iq_store_batch_count(IqStoreBatch *batch);
 
 /* Write and free the batch (freed on failure too). */
 extern bool iq_store_batch_commit(IqStoreBatch *batch, char **err);
-extern void iq_store_batch_discard(IqStoreBatch *batch);
 
 #endif							/* IQ_STORE_ADMIN_H */

@@ -29,6 +29,7 @@
 
 #include <curl/curl.h>
 
+#include "common/stores.h"
 #include "worker/serve/http/gather.h"
 #include "worker/serve/read_handler.h"
 
@@ -457,17 +458,6 @@ failed:
 	return NULL;
 }
 
-/* key_cmp: byte order, a prefix first (as RocksDB's default comparator) */
-static int
-key_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-	int			c = memcmp(a, b, alen < blen ? alen : blen);
-
-	if (c != 0)
-		return c;
-	return (alen > blen) - (alen < blen);
-}
-
 /* fill: merge the next rows into g->out as JSON, a chunk or the end */
 static void
 fill(Gather *g)
@@ -482,8 +472,8 @@ fill(Gather *g)
 
 		for (int i = 0; i < g->n; i++)
 			if (g->src[i].has_row &&
-				(best == NULL || key_cmp(g->src[i].reader.key, g->src[i].reader.key_len,
-										 best->reader.key, best->reader.key_len) < 0))
+				(best == NULL || iq_key_cmp(g->src[i].reader.key, g->src[i].reader.key_len,
+											best->reader.key, best->reader.key_len) < 0))
 				best = &g->src[i];
 		if (best == NULL)
 		{

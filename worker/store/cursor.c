@@ -1,0 +1,612 @@
+/*-------------------------------------------------------------------------
+ * cursor.c
+ *	  A scan of a store over several partitions, merged in key byte order,
+ *	  read a bounded batch at a time (store.h).
+ *
+ * A cursor never keeps a partition's lock, nor an iterator, between calls:
+ * it copies a batch of rows (at most IQ_STORE_BATCH_ROWS, and about
+ * IQ_STORE_BATCH_BYTES) into its own buffer under the read locks of its
+ * partitions, releases them, and hands the rows out from the buffer.  The
+ * next batch seeks each partition just past the last key it gave, so the
+ * merge goes on in key byte order.  A reader that stalls (a client reading
+ * slowly, a peer) therefore holds nothing a rebalance waits for: closing a
+ * partition waits for one batch at most.  Between batches the partitions
+ * may change: a write is seen or not, as a write during one iterator's
+ * life would be; a partition closed meanwhile (handed to another instance,
+ * the pipeline rebuilt) ends the scan with IQ_READ_MOVED, never a shorter
+ * list.
+ *
+ * The first batch is small (IQ_STORE_BATCH_FIRST_ROWS), for LIMITs and
+ * point-like ranges, and each next one twice as large up to the bound.
+ *
+ * Any thread; no PostgreSQL call (lifecycle.c says why).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rocksdb/c.h>
+
+#include "common/shmem.h"
+#include "worker/store/store_internal.h"
+
+typedef struct CursorPart
+{
+	int			partition;
+	uint64_t	generation;		/* of its database when the cursor opened */
+	char	   *pos;			/* last key handed out, when started */
+	size_t		pos_len;
+	size_t		pos_cap;
+	bool		started;
+	bool		done;			/* no more rows within the bounds */
+	bool		locked;			/* while a batch is read */
+	int			last_row;		/* in this batch, -1 none */
+} CursorPart;
+
+typedef struct BatchRow
+{
+	size_t		key_off;
+	size_t		key_len;
+	size_t		value_off;
+	size_t		value_len;
+	int			part;			/* index into cp */
+} BatchRow;
+
+struct IqStoreCursor
+{
+	IqStoreId	store;
+	int			nparts;
+	CursorPart *cp;				/* ascending partition: locks in one order */
+	char	   *lower;
+	size_t		lower_len;
+	bool		lower_incl;
+	char	   *upper;
+	size_t		upper_len;
+	bool		upper_incl;
+	/* the batch in hand */
+	char	   *data;
+	size_t		data_len;
+	size_t		data_cap;
+	BatchRow   *rows;
+	int			nrows;
+	int			next;
+	int			batch_rows;		/* rows the next batch may take */
+	/* while a batch is read (locks held) */
+	rocksdb_iterator_t **iters;
+	int		   *heap;			/* indexes into iters, min-heap by key */
+	int			heap_len;
+	rocksdb_readoptions_t *ropts;
+	IqReadStatus status;		/* IQ_READ_OK, _MOVED or _ERROR */
+	char	   *error;			/* why, when not OK */
+};
+
+/* ---- the merge ---- */
+
+/* key_cmp: the order of two iterators' current keys */
+static int
+key_cmp(rocksdb_iterator_t *a, rocksdb_iterator_t *b)
+{
+	size_t		la,
+				lb;
+	const char *ka = rocksdb_iter_key(a, &la);
+	const char *kb = rocksdb_iter_key(b, &lb);
+
+	return iq_key_cmp(ka, la, kb, lb);
+}
+
+/* heap_down: restore the min-heap below position i */
+static void
+heap_down(IqStoreCursor *c, int i)
+{
+	for (;;)
+	{
+		int			l = 2 * i + 1,
+					r = l + 1,
+					m = i;
+
+		if (l < c->heap_len && key_cmp(c->iters[c->heap[l]], c->iters[c->heap[m]]) < 0)
+			m = l;
+		if (r < c->heap_len && key_cmp(c->iters[c->heap[r]], c->iters[c->heap[m]]) < 0)
+			m = r;
+		if (m == i)
+			return;
+		{
+			int			t = c->heap[i];
+
+			c->heap[i] = c->heap[m];
+			c->heap[m] = t;
+		}
+		i = m;
+	}
+}
+
+/* cursor_fail: the first failure sticks; the cursor hands out nothing more */
+static void
+cursor_fail(IqStoreCursor *c, IqReadStatus status, const char *fmt,...)
+__attribute__((format(printf, 3, 4)));
+
+static void
+cursor_fail(IqStoreCursor *c, IqReadStatus status, const char *fmt,...)
+{
+	va_list		ap;
+
+	if (c->status != IQ_READ_OK)
+		return;
+	va_start(ap, fmt);
+	c->error = iq_store_vmessage(fmt, ap);
+	va_end(ap);
+	c->status = status;
+}
+
+/*
+ * iter_usable
+ *		Valid and within the upper bound; records an iterator error.
+ */
+static bool
+iter_usable(IqStoreCursor *c, int i)
+{
+	rocksdb_iterator_t *it = c->iters[i];
+
+	if (!rocksdb_iter_valid(it))
+	{
+		char	   *e = NULL;
+
+		rocksdb_iter_get_error(it, &e);
+		if (e != NULL)
+		{
+			cursor_fail(c, IQ_READ_ERROR, "RocksDB iterator failed on partition %d: %s",
+						c->cp[i].partition, e);
+			free(e);
+		}
+		return false;
+	}
+	if (c->upper != NULL)
+	{
+		size_t		kl;
+		const char *k = rocksdb_iter_key(it, &kl);
+		int			cmp = iq_key_cmp(k, kl, c->upper, c->upper_len);
+
+		if (cmp > 0 || (cmp == 0 && !c->upper_incl))
+			return false;
+	}
+	return true;
+}
+
+/* seek_past: position it after what was handed out, or at the lower bound */
+static void
+seek_past(IqStoreCursor *c, rocksdb_iterator_t *it, const CursorPart *cp)
+{
+	const char *at = cp->started ? cp->pos : c->lower;
+	size_t		at_len = cp->started ? cp->pos_len : c->lower_len;
+	bool		incl = cp->started ? false : c->lower_incl;
+
+	if (at == NULL)
+	{
+		rocksdb_iter_seek_to_first(it);
+		return;
+	}
+	rocksdb_iter_seek(it, at, at_len);
+	if (!incl && rocksdb_iter_valid(it))
+	{
+		size_t		kl;
+		const char *k = rocksdb_iter_key(it, &kl);
+
+		if (kl == at_len && memcmp(k, at, kl) == 0)
+			rocksdb_iter_next(it);
+	}
+}
+
+/* batch_append: copy the row under iterator i into the batch */
+static bool
+batch_append(IqStoreCursor *c, int i)
+{
+	rocksdb_iterator_t *it = c->iters[i];
+	size_t		kl,
+				vl;
+	const char *k = rocksdb_iter_key(it, &kl);
+	const char *v = rocksdb_iter_value(it, &vl);
+	BatchRow   *r;
+
+	if (c->data_len + kl + vl > c->data_cap)
+	{
+		size_t		cap = c->data_cap > 0 ? c->data_cap : 4096;
+		char	   *d;
+
+		while (cap < c->data_len + kl + vl)
+			cap *= 2;
+		d = realloc(c->data, cap);
+		if (d == NULL)
+			return false;
+		c->data = d;
+		c->data_cap = cap;
+	}
+	r = &c->rows[c->nrows];
+	r->key_off = c->data_len;
+	r->key_len = kl;
+	memcpy(c->data + c->data_len, k, kl);
+	c->data_len += kl;
+	r->value_off = c->data_len;
+	r->value_len = vl;
+	memcpy(c->data + c->data_len, v, vl);
+	c->data_len += vl;
+	r->part = i;
+	c->cp[i].last_row = c->nrows;
+	c->nrows++;
+	return true;
+}
+
+/* remember_positions: each partition's last key of the batch, for the next */
+static bool
+remember_positions(IqStoreCursor *c)
+{
+	for (int i = 0; i < c->nparts; i++)
+	{
+		CursorPart *cp = &c->cp[i];
+		const BatchRow *r;
+
+		if (cp->last_row < 0)
+			continue;
+		r = &c->rows[cp->last_row];
+		if (r->key_len > cp->pos_cap || cp->pos == NULL)
+		{
+			char	   *p = realloc(cp->pos, r->key_len > 0 ? r->key_len : 1);
+
+			if (p == NULL)
+				return false;
+			cp->pos = p;
+			cp->pos_cap = r->key_len > 0 ? r->key_len : 1;
+		}
+		memcpy(cp->pos, c->data + r->key_off, r->key_len);
+		cp->pos_len = r->key_len;
+		cp->started = true;
+	}
+	return true;
+}
+
+/* ---- one batch ---- */
+
+/*
+ * lock_and_seek
+ *		Take the read lock of each partition not yet done and set an
+ *		iterator just past what it handed out; the ones with a row within
+ *		the bounds go on the heap.  A partition closed (or reopened) since
+ *		the cursor opened fails the scan with IQ_READ_MOVED.
+ */
+static void
+lock_and_seek(IqStoreCursor *c)
+{
+	for (int i = 0; i < c->nparts; i++)
+	{
+		CursorPart *cp = &c->cp[i];
+		PartStore  *ps = &iq_store_parts[cp->partition];
+
+		cp->last_row = -1;
+		c->iters[i] = NULL;
+		if (cp->done)
+			continue;
+		pthread_rwlock_rdlock(&ps->lock);
+		cp->locked = true;
+		if (ps->db == NULL || ps->generation != cp->generation)
+		{
+			cursor_fail(c, IQ_READ_MOVED,
+						"partition %d moved during the scan (closed here by a rebalance or a restart of the worker)",
+						cp->partition);
+			return;
+		}
+		c->iters[i] = rocksdb_create_iterator_cf(ps->db, c->ropts, ps->cf[CF_OF(c->store)]);
+		seek_past(c, c->iters[i], cp);
+		if (iter_usable(c, i))
+			c->heap[c->heap_len++] = i;
+		else
+			cp->done = true;
+	}
+}
+
+/*
+ * merge_rows
+ *		Copy rows in key order, the smallest of the heap's iterators first,
+ *		until the batch is full or every partition is done; false when out
+ *		of memory.
+ */
+static bool
+merge_rows(IqStoreCursor *c)
+{
+	for (int i = c->heap_len / 2 - 1; i >= 0; i--)
+		heap_down(c, i);
+	while (c->heap_len > 0 && c->nrows < c->batch_rows &&
+		   c->data_len < IQ_STORE_BATCH_BYTES)
+	{
+		int			top = c->heap[0];
+
+		if (!batch_append(c, top))
+			return false;
+		rocksdb_iter_next(c->iters[top]);
+		if (!iter_usable(c, top))
+		{
+			c->cp[top].done = true;
+			c->heap[0] = c->heap[--c->heap_len];
+		}
+		if (c->status != IQ_READ_OK)
+			break;
+		if (c->heap_len > 0)
+			heap_down(c, 0);
+	}
+	return true;
+}
+
+/* unlock_all: the batch's iterators destroyed and its read locks released */
+static void
+unlock_all(IqStoreCursor *c)
+{
+	for (int i = 0; i < c->nparts; i++)
+	{
+		if (c->iters[i])
+			rocksdb_iter_destroy(c->iters[i]);
+		c->iters[i] = NULL;
+		if (c->cp[i].locked)
+			pthread_rwlock_unlock(&iq_store_parts[c->cp[i].partition].lock);
+		c->cp[i].locked = false;
+	}
+}
+
+/*
+ * cursor_fill
+ *		Read the next batch under the read locks of the partitions not yet
+ *		done, and release them; the batch after it may be twice as long.
+ */
+static void
+cursor_fill(IqStoreCursor *c)
+{
+	bool		oom = false;
+
+	c->nrows = 0;
+	c->next = 0;
+	c->data_len = 0;
+	c->heap_len = 0;
+	lock_and_seek(c);
+	if (c->status == IQ_READ_OK)
+		oom = !merge_rows(c);
+	unlock_all(c);
+	if (oom || !remember_positions(c))
+		cursor_fail(c, IQ_READ_ERROR, "out of memory reading a batch of a scan");
+	if (c->status != IQ_READ_OK)
+		c->nrows = 0;
+	if (c->batch_rows < IQ_STORE_BATCH_ROWS)
+		c->batch_rows = c->batch_rows * 2 < IQ_STORE_BATCH_ROWS ?
+			c->batch_rows * 2 : IQ_STORE_BATCH_ROWS;
+}
+
+/* ---- open, next, close ---- */
+
+/* cursor_free: everything the cursor owns; it holds no lock between calls */
+static void
+cursor_free(IqStoreCursor *c)
+{
+	if (c->cp)
+		for (int i = 0; i < c->nparts; i++)
+			free(c->cp[i].pos);
+	if (c->ropts)
+		rocksdb_readoptions_destroy(c->ropts);
+	free(c->cp);
+	free(c->iters);
+	free(c->heap);
+	free(c->rows);
+	free(c->data);
+	free(c->lower);
+	free(c->upper);
+	free(c->error);
+	free(c);
+}
+
+/*
+ * cursor_alloc
+ *		A cursor with room for npartitions and a whole batch of rows; NULL
+ *		when out of memory.
+ */
+static IqStoreCursor *
+cursor_alloc(IqStoreId store, int npartitions)
+{
+	IqStoreCursor *c = calloc(1, sizeof(IqStoreCursor));
+	int			alloc = npartitions > 0 ? npartitions : 1;
+
+	if (c == NULL)
+		return NULL;
+	c->store = store;
+	c->batch_rows = IQ_STORE_BATCH_FIRST_ROWS;
+	c->cp = calloc(alloc, sizeof(CursorPart));
+	c->iters = calloc(alloc, sizeof(rocksdb_iterator_t *));
+	c->heap = malloc(sizeof(int) * alloc);
+	c->rows = malloc(sizeof(BatchRow) * IQ_STORE_BATCH_ROWS);
+	if (!c->cp || !c->iters || !c->heap || !c->rows)
+	{
+		cursor_free(c);
+		return NULL;
+	}
+	c->ropts = rocksdb_readoptions_create();
+	return c;
+}
+
+/*
+ * set_bound
+ *		A malloc'd copy of a bound, never NULL for a present one (an empty
+ *		key is a bound); nothing for an absent one.
+ */
+static bool
+set_bound(char **dst, size_t *dst_len, bool *dst_incl,
+		  const char *src, size_t len, bool incl)
+{
+	if (src == NULL)
+		return true;
+	*dst = malloc(len > 0 ? len : 1);
+	if (*dst == NULL)
+		return false;
+	memcpy(*dst, src, len);
+	*dst_len = len;
+	*dst_incl = incl;
+	return true;
+}
+
+/* int_cmp: qsort's ascending order of partition numbers */
+static int
+int_cmp(const void *a, const void *b)
+{
+	return *(const int *) a - *(const int *) b;
+}
+
+/*
+ * take_partition
+ *		Add partition p if it is held and restored now, noting its
+ *		database's generation so that a batch sees it closed since.
+ */
+static IqReadStatus
+take_partition(IqStoreCursor *c, int p, char **err)
+{
+	PartStore  *ps = iq_store_slot(p);
+	IqReadStatus status;
+
+	if (ps == NULL)
+	{
+		iq_store_set_err(err, "partition %d is not held by this instance", p);
+		return IQ_READ_NOT_HELD;
+	}
+	pthread_rwlock_rdlock(&ps->lock);
+	status = iq_store_readable(ps);
+	if (status == IQ_READ_OK)
+	{
+		c->cp[c->nparts].partition = p;
+		c->cp[c->nparts].generation = ps->generation;
+		c->cp[c->nparts].last_row = -1;
+		c->nparts++;
+	}
+	pthread_rwlock_unlock(&ps->lock);
+	return status;
+}
+
+/*
+ * take_partitions
+ *		The cursor's partitions, sorted and without duplicates so that
+ *		every batch takes their locks in the same order; the first one not
+ *		readable ends it.
+ */
+static IqReadStatus
+take_partitions(IqStoreCursor *c, const int *partitions, int npartitions,
+				char **err)
+{
+	int		   *sorted = malloc(sizeof(int) * (npartitions > 0 ? npartitions : 1));
+	int			n = 0;
+	IqReadStatus status = IQ_READ_OK;
+
+	if (sorted == NULL)
+	{
+		iq_store_set_err(err, "out of memory");
+		return IQ_READ_ERROR;
+	}
+	memcpy(sorted, partitions, sizeof(int) * npartitions);
+	qsort(sorted, npartitions, sizeof(int), int_cmp);
+	for (int i = 0; i < npartitions; i++)
+		if (i == 0 || sorted[i] != sorted[n - 1])
+			sorted[n++] = sorted[i];
+	for (int i = 0; i < n && status == IQ_READ_OK; i++)
+		status = take_partition(c, sorted[i], err);
+	free(sorted);
+	return status;
+}
+
+/*
+ * iq_store_cursor_open
+ *		A k-way merge of the partitions, in key byte order, read a batch at a
+ *		time (see above); checks now that every partition is readable.
+ */
+IqStoreCursor *
+iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
+					 const char *lower, size_t lower_len, bool lower_incl,
+					 const char *upper, size_t upper_len, bool upper_incl,
+					 IqReadStatus *status, char **err)
+{
+	IqStoreCursor *c;
+	int			held[IQ_MAX_PARTITIONS];
+
+	*status = IQ_READ_OK;
+	if (!iq_store_initialized || store < 0 || store >= IQ_NUM_STORES)
+	{
+		*status = IQ_READ_NOT_HELD;
+		return NULL;
+	}
+	if (npartitions == 0)
+	{
+		npartitions = iq_store_held_partitions(held, IQ_MAX_PARTITIONS);
+		partitions = held;
+	}
+	c = cursor_alloc(store, npartitions);
+	if (c == NULL ||
+		!set_bound(&c->lower, &c->lower_len, &c->lower_incl, lower, lower_len, lower_incl) ||
+		!set_bound(&c->upper, &c->upper_len, &c->upper_incl, upper, upper_len, upper_incl))
+	{
+		if (c)
+			cursor_free(c);
+		*status = IQ_READ_ERROR;
+		iq_store_set_err(err, "out of memory");
+		return NULL;
+	}
+	*status = take_partitions(c, partitions, npartitions, err);
+	if (*status != IQ_READ_OK)
+	{
+		cursor_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * iq_store_cursor_next
+ *		The next row of the batch in hand, reading a batch when it is used up.
+ */
+bool
+iq_store_cursor_next(IqStoreCursor *c, IqStoreRow *row)
+{
+	const BatchRow *r;
+
+	if (c->next >= c->nrows)
+	{
+		bool		more = false;
+
+		if (c->status != IQ_READ_OK)
+			return false;
+		for (int i = 0; i < c->nparts && !more; i++)
+			more = !c->cp[i].done;
+		if (!more)
+			return false;
+		cursor_fill(c);
+		if (c->nrows == 0)
+			return false;
+	}
+	r = &c->rows[c->next++];
+	row->key = c->data + r->key_off;
+	row->key_len = r->key_len;
+	row->value = c->data + r->value_off;
+	row->value_len = r->value_len;
+	row->partition = c->cp[r->part].partition;
+	return true;
+}
+
+/*
+ * iq_store_cursor_close
+ *		Free the cursor, saying how its scan ended.
+ */
+IqReadStatus
+iq_store_cursor_close(IqStoreCursor *c, char **err)
+{
+	IqReadStatus status;
+
+	if (c == NULL)
+		return IQ_READ_OK;
+	status = c->status;
+	if (status != IQ_READ_OK)
+		iq_store_set_err(err, "%s", c->error ? c->error : "the scan failed");
+	cursor_free(c);
+	return status;
+}

@@ -1,0 +1,258 @@
+/*-------------------------------------------------------------------------
+ * read.c
+ *	  Reads for any thread (store.h): which partitions are held, a key's
+ *	  value, estimated counts, positions; and the main thread's own reads
+ *	  (store_admin.h), which see a partition while it restores.
+ *
+ * Each read holds its partition's lock shared while it uses the database
+ * and never calls a PostgreSQL function (lifecycle.c says why).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rocksdb/c.h>
+
+#include "common/shmem.h"
+#include "common/value_cache.h"
+#include "worker/store/store_internal.h"
+
+/*
+ * iq_store_held_partitions
+ *		The partitions readable now, ascending.
+ */
+int
+iq_store_held_partitions(int *out, int max)
+{
+	int			n = 0;
+	int			limit = __atomic_load_n(&iq_store_parts_limit, __ATOMIC_ACQUIRE);
+
+	if (!iq_store_initialized)
+		return 0;
+
+	for (int i = 0; i < limit && n < max; i++)
+	{
+		PartStore  *ps = &iq_store_parts[i];
+		bool		ok;
+
+		pthread_rwlock_rdlock(&ps->lock);
+		ok = iq_store_readable(ps) == IQ_READ_OK;
+		pthread_rwlock_unlock(&ps->lock);
+		if (ok)
+			out[n++] = i;
+	}
+	return n;
+}
+
+/*
+ * copy_value
+ *		The caller's malloc'd, NUL-terminated copy of a value: callers free()
+ *		it without knowing RocksDB or the value cache.
+ */
+static IqReadStatus
+copy_value(const char *src, size_t len, char **value, size_t *value_len, char **err)
+{
+	*value = malloc(len + 1);
+	if (*value == NULL)
+	{
+		iq_store_set_err(err, "out of memory");
+		return IQ_READ_ERROR;
+	}
+	memcpy(*value, src, len);
+	(*value)[len] = '\0';
+	*value_len = len;
+	return IQ_READ_OK;
+}
+
+/*
+ * get_stored
+ *		The RocksDB read of a get: entered with the partition's read lock
+ *		held, which it lets go as soon as RocksDB has answered.
+ *
+ * A served read (not raw) may fill the backends' value cache with what it
+ * found, or did not find, unless a write of the partition overlapped it
+ * (the ticket taken before the read says so).
+ */
+static IqReadStatus
+get_stored(PartStore *ps, IqStoreId store, int partition,
+		   const char *key, size_t key_len, bool raw,
+		   char **value, size_t *value_len, char **err)
+{
+	IqValueCache *vc = raw ? NULL : iq_value_cache;
+	IqVcTicket	ticket = iq_vc_ticket(vc, partition);
+	char	   *e = NULL;
+	size_t		vlen = 0;
+	char	   *v;
+	IqReadStatus status;
+
+	v = rocksdb_get_cf(ps->db, iq_store_read_opts, ps->cf[CF_OF(store)],
+					   key, key_len, &vlen, &e);
+	pthread_rwlock_unlock(&ps->lock);
+	if (e != NULL)
+	{
+		iq_store_set_err(err, "RocksDB read failed: %s", e);
+		free(e);
+		rocksdb_free(v);
+		return IQ_READ_ERROR;
+	}
+	iq_vc_fill(vc, ticket, store, partition, key, key_len, v, vlen);
+	if (v == NULL)
+		return IQ_READ_NOT_FOUND;
+	status = copy_value(v, vlen, value, value_len, err);
+	rocksdb_free(v);
+	return status;
+}
+
+/*
+ * get_common
+ *		Point read under the partition's read lock: from the value cache
+ *		when a backend's read put it there, else from RocksDB.
+ *
+ * raw (the main thread's base values for updates) reads any open partition,
+ * restoring or not, and neither uses nor fills the cache.
+ */
+static IqReadStatus
+get_common(IqStoreId store, int partition, const char *key, size_t key_len,
+		   char **value, size_t *value_len, char **err, bool raw)
+{
+	PartStore  *ps = iq_store_slot(partition);
+	IqReadStatus status;
+	char		cached[IQ_VC_DATA];
+	size_t		cached_len = 0;
+	IqVcResult	hit = IQ_VC_MISS;
+
+	*value = NULL;
+	*value_len = 0;
+	if (ps == NULL || store < 0 || store >= IQ_NUM_STORES)
+		return IQ_READ_NOT_HELD;
+	pthread_rwlock_rdlock(&ps->lock);
+	if (raw)
+		status = ps->db != NULL ? IQ_READ_OK : IQ_READ_NOT_HELD;
+	else
+		status = iq_store_readable(ps);
+	if (status != IQ_READ_OK)
+	{
+		pthread_rwlock_unlock(&ps->lock);
+		return status;
+	}
+	/* answered before: no RocksDB read (value_cache.h) */
+	if (!raw && key_len < IQ_VC_DATA)
+		hit = iq_vc_lookup(iq_value_cache, store, partition, key, key_len,
+						   cached, &cached_len);
+	if (hit == IQ_VC_MISS)
+		return get_stored(ps, store, partition, key, key_len, raw,
+						  value, value_len, err);
+	pthread_rwlock_unlock(&ps->lock);
+	if (hit == IQ_VC_ABSENT)
+		return IQ_READ_NOT_FOUND;
+	return copy_value(cached, cached_len, value, value_len, err);
+}
+
+/* iq_store_get: a served read, of a held and restored partition */
+IqReadStatus
+iq_store_get(IqStoreId store, int partition, const char *key, size_t key_len,
+			 char **value, size_t *value_len, char **err)
+{
+	return get_common(store, partition, key, key_len, value, value_len, err, false);
+}
+
+/* iq_store_get_raw: the main thread's read of any open partition */
+IqReadStatus
+iq_store_get_raw(IqStoreId store, int partition, const char *key, size_t key_len,
+				 char **value, size_t *value_len, char **err)
+{
+	return get_common(store, partition, key, key_len, value, value_len, err, true);
+}
+
+/*
+ * iq_store_is_empty
+ *		Whether the store of an open partition holds no key; false when an
+ *		iterator error leaves it unknown (main thread, no lock: only it
+ *		closes).
+ */
+bool
+iq_store_is_empty(int partition, IqStoreId store)
+{
+	PartStore  *ps = &iq_store_parts[partition];
+	rocksdb_iterator_t *it;
+	bool		empty;
+
+	if (ps->db == NULL)
+		return false;
+	it = rocksdb_create_iterator_cf(ps->db, iq_store_read_opts, ps->cf[CF_OF(store)]);
+	rocksdb_iter_seek_to_first(it);
+	empty = !rocksdb_iter_valid(it);
+	if (empty)
+	{
+		char	   *e = NULL;
+
+		rocksdb_iter_get_error(it, &e);
+		if (e != NULL)
+		{
+			empty = false;		/* unknown: not known complete */
+			free(e);
+		}
+	}
+	rocksdb_iter_destroy(it);
+	return empty;
+}
+
+/*
+ * iq_store_approximate_count
+ *		RocksDB's estimate of the keys, summed over the held partitions.
+ */
+uint64_t
+iq_store_approximate_count(IqStoreId store, const int *partitions, int npartitions)
+{
+	uint64_t	total = 0;
+	int			held[IQ_MAX_PARTITIONS];
+
+	if (!iq_store_initialized || store < 0 || store >= IQ_NUM_STORES)
+		return 0;
+	if (npartitions == 0)
+	{
+		npartitions = iq_store_held_partitions(held, IQ_MAX_PARTITIONS);
+		partitions = held;
+	}
+	for (int i = 0; i < npartitions; i++)
+	{
+		PartStore  *ps = iq_store_slot(partitions[i]);
+		uint64_t	n = 0;
+
+		if (ps == NULL)
+			continue;
+		pthread_rwlock_rdlock(&ps->lock);
+		if (ps->db != NULL && ps->held &&
+			rocksdb_property_int_cf(ps->db, ps->cf[CF_OF(store)],
+									"rocksdb.estimate-num-keys", &n) == 0)
+			total += n;
+		pthread_rwlock_unlock(&ps->lock);
+	}
+	return total;
+}
+
+/*
+ * iq_store_position
+ *		The freshness of a held partition (restoring or not).
+ */
+bool
+iq_store_position(int partition, IqPartitionPosition *pos)
+{
+	PartStore  *ps = iq_store_slot(partition);
+	bool		ok;
+
+	if (ps == NULL)
+		return false;
+	pthread_rwlock_rdlock(&ps->lock);
+	ok = ps->db != NULL && ps->held;
+	pthread_rwlock_unlock(&ps->lock);
+	if (!ok)
+		return false;
+	pos->partition = partition;
+	pos->consumed_offset = __atomic_load_n(&ps->consumed_offset, __ATOMIC_RELAXED);
+	pos->end_offset = __atomic_load_n(&ps->end_offset, __ATOMIC_RELAXED);
+	return true;
+}

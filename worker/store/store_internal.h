@@ -1,0 +1,92 @@
+/*-------------------------------------------------------------------------
+ * store_internal.h
+ *	  What the store's files share: the table of partitions and their
+ *	  locks, the column families, the RocksDB options, the checkpoint.
+ *
+ *	  lifecycle.c	init/shutdown, open/close of a partition, held and
+ *					restoring flags, positions
+ *	  wipe.c		a database deleted, or set aside when corrupt
+ *	  options.c		RocksDB options: the shared block cache, each database's
+ *					options sized from the memory budget
+ *	  checkpoint.c	the offsets written atomically with the data
+ *	  read.c		point reads, held partitions, counts, positions
+ *	  cursor.c		the merged scan, a bounded batch at a time
+ *	  write.c		write batches and the bulk load of restores
+ *
+ * No PostgreSQL call in any of them (store.h says why), and no PostgreSQL
+ * header here.
+ *-------------------------------------------------------------------------
+ */
+#ifndef IQ_STORE_INTERNAL_H
+#define IQ_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rocksdb/c.h>
+
+#include "worker/store/store_admin.h"
+
+/* A column family per store, then the checkpoint's; RocksDB insists on "default", which stays empty */
+#define CF_OF(store)	((store) + 1)
+#define CF_CHECKPOINT	(IQ_NUM_STORES + 1)
+#define NUM_CF			(IQ_NUM_STORES + 2)
+
+/*
+ * One partition's database.  Readers hold lock shared while they use db;
+ * open and close take it exclusively (store.h).
+ */
+typedef struct PartStore
+{
+	pthread_rwlock_t lock;
+	rocksdb_t  *db;				/* NULL when closed */
+	rocksdb_column_family_handle_t *cf[NUM_CF];
+	bool		held;			/* assigned to us and published */
+	bool		restoring;
+	uint64_t	generation;		/* changes when db is opened or closed */
+	int64_t		consumed_offset;	/* atomics: read without the lock */
+	int64_t		end_offset;
+} PartStore;
+
+/* in lifecycle.c */
+extern PartStore iq_store_parts[];	/* IQ_MAX_PARTITIONS of them */
+extern int	iq_store_parts_limit;	/* atomic: one past the highest opened */
+extern bool iq_store_initialized;
+extern PartStore *iq_store_slot(int partition);
+extern void iq_store_partition_path(int partition, char *out, size_t outlen);
+extern void iq_store_set_err(char **err, const char *fmt,...)
+			__attribute__((format(printf, 2, 3)));
+extern char *iq_store_vmessage(const char *fmt, va_list ap)
+			__attribute__((format(printf, 1, 0)));
+
+/* in options.c */
+extern rocksdb_readoptions_t *iq_store_read_opts;
+extern rocksdb_writeoptions_t *iq_store_write_opts;
+extern void iq_store_options_init(size_t block_cache_bytes, size_t memtable_bytes);
+extern void iq_store_options_free(void);
+extern rocksdb_options_t *iq_store_db_options(void);
+
+/* in checkpoint.c */
+extern bool iq_store_checkpoint_read(PartStore *ps, IqCheckpoint *ck, char **err);
+extern void iq_store_checkpoint_write(PartStore *ps, rocksdb_writebatch_t *wb,
+									  const IqCheckpoint *ck);
+
+/*
+ * iq_store_readable
+ *		Whether readers may use a partition: held and restored.  The caller
+ *		holds its lock.
+ */
+static inline IqReadStatus
+iq_store_readable(const PartStore *ps)
+{
+	if (ps->db == NULL || !ps->held)
+		return IQ_READ_NOT_HELD;
+	if (ps->restoring)
+		return IQ_READ_RESTORING;
+	return IQ_READ_OK;
+}
+
+#endif							/* IQ_STORE_INTERNAL_H */
