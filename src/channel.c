@@ -35,6 +35,7 @@
 
 #include "miscadmin.h"
 
+#include "common/bigendian.h"
 #include "common/peer_api.h"
 #include "src/channel.h"
 
@@ -251,10 +252,7 @@ send_request(IqChannel *ch, const char *head, size_t head_len)
 	unsigned char len[4];
 	struct iovec parts[3];
 
-	len[0] = (unsigned char) (ch->request->len >> 24);
-	len[1] = (unsigned char) (ch->request->len >> 16);
-	len[2] = (unsigned char) (ch->request->len >> 8);
-	len[3] = (unsigned char) ch->request->len;
+	iq_be32_put(len, (uint32_t) ch->request->len);
 	parts[0].iov_base = (void *) head;
 	parts[0].iov_len = head_len;
 	parts[1].iov_base = len;

@@ -30,6 +30,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/bigendian.h"
 #include "common/wire.h"
 #include "worker/serve/conn_limits.h"
 #include "worker/serve/read_handler.h"
@@ -192,8 +193,7 @@ serve(int fd, IqBuf *in)
 			if (!recv_more(fd, in, WIRE_CHUNK, deadline))
 				goto done;
 		p = (const unsigned char *) in->data;
-		need = ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
-			((uint32_t) p[2] << 8) | p[3];
+		need = iq_be32_get(p);
 		if (need > IQ_WIRE_MAX_REQUEST)
 		{
 			/* the stream cannot be resynchronised: answer and hang up */
