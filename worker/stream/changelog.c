@@ -260,22 +260,19 @@ iq_producer_start(char **err)
 {
 	rd_kafka_conf_t *conf = iq_conf_new(err);
 	char		errstr[512];
-	rd_kafka_t *rk;
 	bool		eos = iq_w->cfg.guarantee == IQ_EXACTLY_ONCE;
-	char		kbytes[32],
-				messages[32];
 
 	if (conf == NULL)
 		return false;
 	/* one batch's updates are in flight at a time: its share of the budget */
-	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.producer_queue_kbytes);
-	snprintf(messages, sizeof(messages), "%d", iq_w->mem.producer_queue_messages);
 	if (!iq_conf_set(conf, "enable.idempotence", "true", err) ||
 		!iq_conf_set(conf, "acks", "all", err) ||
 		!iq_conf_set(conf, "linger.ms", "2", err) ||
 		!iq_conf_set(conf, "batch.num.messages", "10000", err) ||
-		!iq_conf_set(conf, "queue.buffering.max.messages", messages, err) ||
-		!iq_conf_set(conf, "queue.buffering.max.kbytes", kbytes, err) ||
+		!iq_conf_set_int(conf, "queue.buffering.max.messages",
+						 iq_w->mem.producer_queue_messages, err) ||
+		!iq_conf_set_int(conf, "queue.buffering.max.kbytes",
+						 iq_w->mem.producer_queue_kbytes, err) ||
 		!iq_conf_set(conf, "compression.type", "lz4", err) ||
 		!iq_conf_set(conf, "message.timeout.ms", "60000", err) ||
 		(eos && !iq_conf_set(conf, "transactional.id", iq_w->transactional_id, err)) ||
@@ -285,15 +282,9 @@ iq_producer_start(char **err)
 		return false;
 	}
 	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-	if (rk == NULL)
-	{
-		rd_kafka_conf_destroy(conf);
-		*err = strdup(errstr);
+	iq_w->producer = iq_kafka_new(RD_KAFKA_PRODUCER, conf, IQ_H_PRODUCER, err);
+	if (iq_w->producer == NULL)
 		return false;
-	}
-	iq_w->producer = rk;
-	iq_log_attach(rk, IQ_H_PRODUCER);
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		iq_w->changelog_last[p] = -1;
 	iq_w->delivery_errors = 0;

@@ -24,57 +24,45 @@
 #define RESTORE_STALL_MS	60000
 #define WATERMARKS_TIMEOUT_MS	15000
 
+/*
+ * iq_restorer_start
+ *		The restore consumer: no group of its own to join, large fetches.
+ */
 bool
 iq_restorer_start(char **err)
 {
-	rd_kafka_conf_t *conf = iq_conf_new(err);
-	char		errstr[512];
 	char		group[600];
-	rd_kafka_t *rk;
-	char		kbytes[32],
-				messages[32],
-				fetch[32];
+	IqConsumerConf cc;
+	rd_kafka_conf_t *conf;
 
-	if (conf == NULL)
-		return false;
-	/* large fetches make a fast restore, within the restore's share */
-	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.restore_queue_kbytes);
-	snprintf(messages, sizeof(messages), "%d", iq_w->mem.restore_queue_messages);
-	snprintf(fetch, sizeof(fetch), "%d", iq_w->mem.restore_fetch_bytes);
 	/* librdkafka wants a group for its consumer queue; it never joins it */
 	snprintf(group, sizeof(group), "%s-restore", iq_w->cfg.app_id);
-	if (!iq_conf_set(conf, "group.id", group, err) ||
-		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
-		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
-		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
-		!iq_conf_set(conf, "enable.partition.eof", "true", err) ||
-		!iq_conf_set(conf, "auto.offset.reset", "earliest", err) ||
-		!iq_conf_set(conf, "fetch.max.bytes", fetch, err) ||
-		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
-		/* or librdkafka raises fetch.max.bytes to it */
-		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
-		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
-		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
-		!iq_conf_set(conf, "queued.min.messages", messages, err) ||
-		!iq_conf_set(conf, "queued.max.messages.kbytes", kbytes, err) ||
-		!iq_conf_set(conf, "fetch.wait.max.ms", "20", err))
+	cc.group_id = group;
+	cc.fetch_wait_ms = 20;
+	/* large fetches make a fast restore, within the restore's share */
+	cc.queue_kbytes = iq_w->mem.restore_queue_kbytes;
+	cc.queue_messages = iq_w->mem.restore_queue_messages;
+	cc.fetch_bytes = iq_w->mem.restore_fetch_bytes;
+	conf = iq_consumer_conf_new(&cc, err);
+	if (conf == NULL)
+		return false;
+	/* the end of a partition ends its restore */
+	if (!iq_conf_set(conf, "enable.partition.eof", "true", err))
 	{
 		rd_kafka_conf_destroy(conf);
 		return false;
 	}
-	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-	if (rk == NULL)
-	{
-		rd_kafka_conf_destroy(conf);
-		*err = strdup(errstr);
+	iq_w->restorer = iq_kafka_new(RD_KAFKA_CONSUMER, conf, IQ_H_RESTORER, err);
+	if (iq_w->restorer == NULL)
 		return false;
-	}
-	iq_log_attach(rk, IQ_H_RESTORER);
-	rd_kafka_poll_set_consumer(rk);
-	iq_w->restorer = rk;
+	rd_kafka_poll_set_consumer(iq_w->restorer);
 	return true;
 }
 
+/*
+ * iq_restorer_stop
+ *		Drop the restore consumer; it holds no group to leave.
+ */
 void
 iq_restorer_stop(void)
 {
