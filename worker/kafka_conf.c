@@ -124,28 +124,31 @@ iq_conf_set_int(rd_kafka_conf_t *conf, const char *name, int value, char **err)
  * iq_consumer_conf_new
  *		What the group consumer and the restore consumer share on top of
  *		iq_conf_new: offsets that only we store and commit, committed
- *		records only, and a prefetch queue and fetches within the handle's
- *		share of iq_fdw.memory_budget.  Each adds what is its own.
+ *		records only, and a prefetch queue (queued.max.messages.kbytes,
+ *		queued.min.messages) and fetches (fetch.max.bytes, and per
+ *		partition) within the handle's share of iq_fdw.memory_budget.
+ *		Each adds what is its own.
  */
 rd_kafka_conf_t *
-iq_consumer_conf_new(const IqConsumerConf *cc, char **err)
+iq_consumer_conf_new(const char *group_id, int fetch_wait_ms, int queue_kbytes,
+					 int queue_messages, int fetch_bytes, char **err)
 {
 	rd_kafka_conf_t *conf = iq_conf_new(err);
 
 	if (conf == NULL)
 		return NULL;
-	if (!iq_conf_set(conf, "group.id", cc->group_id, err) ||
+	if (!iq_conf_set(conf, "group.id", group_id, err) ||
 		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
 		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
 		!iq_conf_set(conf, "auto.offset.reset", "earliest", err) ||
 		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
-		!iq_conf_set_int(conf, "fetch.wait.max.ms", cc->fetch_wait_ms, err) ||
-		!iq_conf_set_int(conf, "queued.max.messages.kbytes", cc->queue_kbytes, err) ||
-		!iq_conf_set_int(conf, "queued.min.messages", cc->queue_messages, err) ||
-		!iq_conf_set_int(conf, "fetch.max.bytes", cc->fetch_bytes, err) ||
-		!iq_conf_set_int(conf, "max.partition.fetch.bytes", cc->fetch_bytes, err) ||
+		!iq_conf_set_int(conf, "fetch.wait.max.ms", fetch_wait_ms, err) ||
+		!iq_conf_set_int(conf, "queued.max.messages.kbytes", queue_kbytes, err) ||
+		!iq_conf_set_int(conf, "queued.min.messages", queue_messages, err) ||
+		!iq_conf_set_int(conf, "fetch.max.bytes", fetch_bytes, err) ||
+		!iq_conf_set_int(conf, "max.partition.fetch.bytes", fetch_bytes, err) ||
 		/* or librdkafka raises fetch.max.bytes to it */
-		!iq_conf_set_int(conf, "message.max.bytes", cc->fetch_bytes, err) ||
+		!iq_conf_set_int(conf, "message.max.bytes", fetch_bytes, err) ||
 		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
 		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err))
 	{

@@ -11,23 +11,15 @@
 
 #include "worker/state.h"
 
-/* What the group consumer and the restore consumer set differently */
-typedef struct IqConsumerConf
-{
-	const char *group_id;
-	int			fetch_wait_ms;	/* fetch.wait.max.ms */
-	int			queue_kbytes;	/* queued.max.messages.kbytes */
-	int			queue_messages; /* queued.min.messages */
-	int			fetch_bytes;	/* fetch.max.bytes and per partition */
-} IqConsumerConf;
-
 extern void iq_kafka_names(void);
 extern rd_kafka_conf_t *iq_conf_new(char **err);
 extern bool iq_conf_set(rd_kafka_conf_t *conf, const char *name,
 						const char *value, char **err);
 extern bool iq_conf_set_int(rd_kafka_conf_t *conf, const char *name, int value,
 							char **err);
-extern rd_kafka_conf_t *iq_consumer_conf_new(const IqConsumerConf *cc, char **err);
+extern rd_kafka_conf_t *iq_consumer_conf_new(const char *group_id, int fetch_wait_ms,
+											 int queue_kbytes, int queue_messages,
+											 int fetch_bytes, char **err);
 extern rd_kafka_t *iq_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
 								IqHandle h, char **err);
 extern rd_kafka_resp_err_t iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,

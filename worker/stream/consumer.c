@@ -11,21 +11,19 @@
  */
 #include "postgres.h"
 
-#include <fcntl.h>
 #include <unistd.h>
-
-#include "miscadmin.h"
 
 #include "worker/kafka_conf.h"
 #include "worker/state.h"
-#include "worker/stats.h"
 #include "worker/stream/fetch_wake.h"
-#include "worker/stream/key_cache.h"
 #include "worker/stream/stream.h"
 
-/* the longest a commit on revoke or stop, or a close, waits for the broker */
+/* the longest a synchronous commit (on revoke, on stop) waits for the broker */
 #define COMMIT_TIMEOUT_MS	10000
+/* the longest leaving the group waits, within a stop's deadline */
 #define CLOSE_TIMEOUT_MS	10000
+/* fetch.wait.max.ms: records reach the poll soon after they are written */
+#define FETCH_WAIT_MS		50
 
 /*
  * note_committed
@@ -89,19 +87,15 @@ positions_committed(void)
 bool
 iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 {
-	IqConsumerConf cc;
 	rd_kafka_conf_t *conf;
 	rd_kafka_topic_partition_list_t *topics;
 	rd_kafka_resp_err_t rerr;
 	rd_kafka_t *rk;
 
-	cc.group_id = iq_w->cfg.app_id;
-	cc.fetch_wait_ms = 50;
 	/* the prefetch queue is the consumer's share of iq_fdw.memory_budget */
-	cc.queue_kbytes = iq_w->mem.consumer_queue_kbytes;
-	cc.queue_messages = iq_w->mem.consumer_queue_messages;
-	cc.fetch_bytes = iq_w->mem.consumer_fetch_bytes;
-	conf = iq_consumer_conf_new(&cc, err);
+	conf = iq_consumer_conf_new(iq_w->cfg.app_id, FETCH_WAIT_MS, iq_w->mem.consumer_queue_kbytes,
+								 iq_w->mem.consumer_queue_messages,
+								 iq_w->mem.consumer_fetch_bytes, err);
 	if (conf == NULL)
 		return false;
 	if (!iq_conf_set(conf, "partition.assignment.strategy", "range", err) ||

@@ -23,6 +23,8 @@
 
 #define RESTORE_STALL_MS	60000
 #define WATERMARKS_TIMEOUT_MS	15000
+/* fetch.wait.max.ms of the restore consumer */
+#define RESTORE_FETCH_WAIT_MS	20
 
 /*
  * iq_restorer_start
@@ -32,18 +34,14 @@ bool
 iq_restorer_start(char **err)
 {
 	char		group[600];
-	IqConsumerConf cc;
 	rd_kafka_conf_t *conf;
 
 	/* librdkafka wants a group for its consumer queue; it never joins it */
 	snprintf(group, sizeof(group), "%s-restore", iq_w->cfg.app_id);
-	cc.group_id = group;
-	cc.fetch_wait_ms = 20;
 	/* large fetches make a fast restore, within the restore's share */
-	cc.queue_kbytes = iq_w->mem.restore_queue_kbytes;
-	cc.queue_messages = iq_w->mem.restore_queue_messages;
-	cc.fetch_bytes = iq_w->mem.restore_fetch_bytes;
-	conf = iq_consumer_conf_new(&cc, err);
+	conf = iq_consumer_conf_new(group, RESTORE_FETCH_WAIT_MS, iq_w->mem.restore_queue_kbytes,
+								 iq_w->mem.restore_queue_messages,
+								 iq_w->mem.restore_fetch_bytes, err);
 	if (conf == NULL)
 		return false;
 	/* the end of a partition ends its restore */
@@ -566,7 +564,7 @@ iq_restore_open(int p, IqCheckpoint *ck, bool *existed)
 	ereport(WARNING,
 			(errmsg("iq_fdw worker: the state of partition %d is corrupt; moved it to \"%s\" and rebuilding it from topics \"%s\" and \"%s\"",
 					p, moved_to, iq_w->cfg.changelog_topic, iq_w->cfg.customer_topic),
-			 errdetail("%s", err ? err : "?"),
+			 errdetail_internal("%s", err ? err : "?"),
 			 errhint("Check the disk and file system under iq_fdw.state_dir; delete \"%s\" once it is not needed to diagnose the damage.",
 					 moved_to)));
 	free(err);

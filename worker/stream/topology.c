@@ -147,9 +147,9 @@ note_wrong_partition(IqPart *part, int p, int expected, const char *topic,
 	ereport(LOG,
 			(errmsg("iq_fdw worker: a record of topic \"%s\" with key \"%s\" is in partition %d, but the key belongs to partition %d",
 					topic, shown, p, expected),
-			 errdetail("Further such records of partition %d are counted in iq_stats without being logged.", p),
-			 errhint("The producer partitions keys differently from iq_fdw.partitioner (%s); lookups of such keys go to the wrong instance. Use the same partitioner in the producer and in iq_fdw.partitioner.",
-					 iq_w->cfg.partitioner == IQ_PARTITIONER_MURMUR2 ? "murmur2" : "crc32")));
+			 errdetail("iq_fdw.partitioner is %s.  Further such records of partition %d are counted in iq_stats without being logged.",
+					   iq_w->cfg.partitioner == IQ_PARTITIONER_MURMUR2 ? "murmur2" : "crc32", p),
+			 errhint("The producer partitions keys differently from iq_fdw.partitioner; lookups of such keys go to the wrong instance. Use the same partitioner in the producer and in iq_fdw.partitioner.")));
 }
 
 
