@@ -209,6 +209,10 @@ iq_log_attach(rd_kafka_t *rk, IqHandle h)
 	rd_kafka_set_log_queue(rk, iq_w->log_q[h]);
 }
 
+/*
+ * drain_one
+ *		Every log event queued on q into the server log.
+ */
 static void
 drain_one(rd_kafka_queue_t *q)
 {
@@ -242,6 +246,10 @@ iq_drain_logs(void)
 			drain_one(iq_w->log_q[h]);
 }
 
+/*
+ * iq_log_detach
+ *		The last of a handle's logs, then its queue goes.
+ */
 void
 iq_log_detach(IqHandle h)
 {

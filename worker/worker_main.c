@@ -42,11 +42,13 @@
 #include "worker/stream/key_cache.h"
 #include "worker/stream/stream.h"
 
+/* the longest wait for records on an idle pipeline */
 #define IDLE_WAIT_MS		100
 /* the longest a poll gathers records before they are counted */
 #define POLL_BUDGET_MS		100
 /* how often progress is published while nothing comes */
 #define STATS_INTERVAL_MS	1000
+/* how often freed memory is given back to the system */
 #define RELEASE_INTERVAL_MS	5000
 
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
@@ -57,6 +59,11 @@ static rd_kafka_message_t **poll_msgs;	/* a poll's records, batch_max of them */
 static int64 last_stats = 0;
 static int64 last_release = 0;
 
+/*
+ * handle_sigterm
+ *		A clean stop: the loop ends at its next turn (and every wait on the
+ *		broker at its next slice).
+ */
 static void
 handle_sigterm(SIGNAL_ARGS)
 {

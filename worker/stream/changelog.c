@@ -355,6 +355,11 @@ iq_producer_start(char **err)
 	return true;
 }
 
+/*
+ * iq_producer_stop
+ *		Abort an open transaction, deliver what is queued within a bound,
+ *		and drop the producer.
+ */
 void
 iq_producer_stop(void)
 {
@@ -525,6 +530,10 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 	return true;
 }
 
+/*
+ * iq_changelog_abort
+ *		Abort the open transaction, if any (exactly_once).
+ */
 void
 iq_changelog_abort(void)
 {
