@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * kafka_conf.c
- *	  What every librdkafka handle of the worker shares: its configuration,
- *	  the error callback, log queues drained by the main thread, and
- *	  metadata requests cut in slices.
+ *	  What every librdkafka handle of the worker shares: its names, its
+ *	  configuration (and what the two consumers share on top), its
+ *	  creation, the error callback, log queues drained by the main thread,
+ *	  and metadata requests cut in slices.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -106,6 +107,101 @@ iq_conf_new(char **err)
 	return conf;
 }
 
+/*
+ * iq_conf_set_int
+ *		iq_conf_set of a number.
+ */
+bool
+iq_conf_set_int(rd_kafka_conf_t *conf, const char *name, int value, char **err)
+{
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", value);
+	return iq_conf_set(conf, name, buf, err);
+}
+
+/*
+ * iq_consumer_conf_new
+ *		What the group consumer and the restore consumer share on top of
+ *		iq_conf_new: offsets that only we store and commit, committed
+ *		records only, and a prefetch queue (queued.max.messages.kbytes,
+ *		queued.min.messages) and fetches (fetch.max.bytes, and per
+ *		partition) within the handle's share of iq_fdw.memory_budget.
+ *		Each adds what is its own.
+ */
+rd_kafka_conf_t *
+iq_consumer_conf_new(const char *group_id, int fetch_wait_ms, int queue_kbytes,
+					 int queue_messages, int fetch_bytes, char **err)
+{
+	rd_kafka_conf_t *conf = iq_conf_new(err);
+
+	if (conf == NULL)
+		return NULL;
+	if (!iq_conf_set(conf, "group.id", group_id, err) ||
+		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
+		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+		!iq_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
+		!iq_conf_set_int(conf, "fetch.wait.max.ms", fetch_wait_ms, err) ||
+		!iq_conf_set_int(conf, "queued.max.messages.kbytes", queue_kbytes, err) ||
+		!iq_conf_set_int(conf, "queued.min.messages", queue_messages, err) ||
+		!iq_conf_set_int(conf, "fetch.max.bytes", fetch_bytes, err) ||
+		!iq_conf_set_int(conf, "max.partition.fetch.bytes", fetch_bytes, err) ||
+		/* or librdkafka raises fetch.max.bytes to it */
+		!iq_conf_set_int(conf, "message.max.bytes", fetch_bytes, err) ||
+		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
+		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err))
+	{
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+/*
+ * iq_kafka_new
+ *		Create a handle of type from conf, its logs going to the queue of
+ *		h; NULL with *err.  conf is taken either way: the handle owns it
+ *		once made, and it is destroyed here when it could not be.
+ */
+rd_kafka_t *
+iq_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, IqHandle h, char **err)
+{
+	char		errstr[512];
+	rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		*err = strdup(errstr);
+		return NULL;
+	}
+	iq_log_attach(rk, h);
+	return rk;
+}
+
+/*
+ * iq_kafka_names
+ *		This instance's client.id and transactional.id, from the settings
+ *		it runs with: the advertised endpoint tells the group's members
+ *		apart, and a transactional.id keeps only the characters Kafka
+ *		allows in one.
+ */
+void
+iq_kafka_names(void)
+{
+	snprintf(iq_w->client_id, sizeof(iq_w->client_id), "iq_fdw|%s", iq_w->cfg.advertised);
+	snprintf(iq_w->transactional_id, sizeof(iq_w->transactional_id), "%s-%s",
+			 iq_w->cfg.app_id, iq_w->cfg.advertised);
+	for (char *c = iq_w->transactional_id + strlen(iq_w->cfg.app_id) + 1; *c; c++)
+		if (!isalnum((unsigned char) *c) && *c != '.' && *c != '_' && *c != '-')
+			*c = '_';
+}
+
+/*
+ * iq_log_attach
+ *		A handle's logs go to a queue of ours, drained by iq_drain_logs.
+ */
 void
 iq_log_attach(rd_kafka_t *rk, IqHandle h)
 {
@@ -113,6 +209,10 @@ iq_log_attach(rd_kafka_t *rk, IqHandle h)
 	rd_kafka_set_log_queue(rk, iq_w->log_q[h]);
 }
 
+/*
+ * drain_one
+ *		Every log event queued on q into the server log.
+ */
 static void
 drain_one(rd_kafka_queue_t *q)
 {
@@ -124,10 +224,12 @@ drain_one(rd_kafka_queue_t *q)
 		const char *str = NULL;
 		int			level = 7;
 
+		/* librdkafka's own text: passed on as it is, not translated */
 		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_LOG &&
 			rd_kafka_event_log(ev, &fac, &str, &level) == 0)
 			ereport(level <= 4 ? LOG : (level <= 6 ? DEBUG1 : DEBUG2),
-					(errmsg("iq_fdw worker: librdkafka %s: %s", fac ? fac : "", str ? str : "")));
+					(errmsg_internal("iq_fdw worker: librdkafka %s: %s",
+									 fac ? fac : "", str ? str : "")));
 		rd_kafka_event_destroy(ev);
 	}
 }
@@ -144,6 +246,10 @@ iq_drain_logs(void)
 			drain_one(iq_w->log_q[h]);
 }
 
+/*
+ * iq_log_detach
+ *		The last of a handle's logs, then its queue goes.
+ */
 void
 iq_log_detach(IqHandle h)
 {

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  * state.c
  *	  The ground floor of the worker: its state, the failure that tears the
- *	  pipeline down, the clock, the watchdog's step and progress, and how
- *	  long a wait on the broker may last.  Every subsystem uses these;
+ *	  pipeline down, the clock and the backoff of retries, the watchdog's
+ *	  step and progress, and how long a wait on the broker may last.  Every subsystem uses these;
  *	  none of them calls back into worker_main.c.
  *-------------------------------------------------------------------------
  */
@@ -34,6 +34,38 @@ int64
 iq_now_ms(void)
 {
 	return iq_monotonic_ms();
+}
+
+/*
+ * iq_backoff_due
+ *		Whether the time to try again has come.
+ */
+bool
+iq_backoff_due(const IqBackoff *b, int64 now)
+{
+	return now >= b->retry_at;
+}
+
+/*
+ * iq_backoff_failed
+ *		Another failure at now: the next try waits twice as long as this
+ *		one did, up to IQ_BACKOFF_MAX_MS.
+ */
+void
+iq_backoff_failed(IqBackoff *b, int64 now)
+{
+	b->retry_at = now + b->delay_ms;
+	b->delay_ms = Min(b->delay_ms * 2, IQ_BACKOFF_MAX_MS);
+}
+
+/*
+ * iq_backoff_reset
+ *		It works again: the next failure waits the least.
+ */
+void
+iq_backoff_reset(IqBackoff *b)
+{
+	b->delay_ms = IQ_BACKOFF_MIN_MS;
 }
 
 /*

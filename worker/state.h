@@ -22,6 +22,7 @@
 
 #include "common/settings.h"
 #include "common/shmem.h"
+#include "worker/config.h"
 #include "worker/memory.h"
 #include "worker/store/store_admin.h"
 
@@ -49,24 +50,6 @@ typedef struct IqPart
 	bool		counts_restored;	/* the last restore loaded order-count records */
 	IqPartitionStats stats;		/* the worker's copy, published per batch */
 } IqPart;
-
-/* Settings the worker runs with: a change of any of them restarts it. */
-typedef struct IqWorkerConfig
-{
-	char	   *brokers;
-	char	   *app_id;
-	char	   *customer_topic;
-	char	   *order_topic;
-	char	   *changelog_topic;
-	char	   *state_dir;		/* <state_dir>/<application_id> */
-	char	   *http_listen;
-	char	   *advertised;
-	int			partitioner;
-	int			guarantee;
-	int			memory_budget_mb;
-	int			http_threads;
-	int			commit_interval_ms;
-} IqWorkerConfig;
 
 typedef struct IqWorker
 {
@@ -117,6 +100,22 @@ typedef enum IqWaitKind
 	IQ_WAIT_LEAVE				/* leaving the group, the stop's last wait */
 } IqWaitKind;
 
+/*
+ * When to try again something that failed (the pipeline, the servers): after
+ * IQ_BACKOFF_MIN_MS, twice as long after each failure in a row, up to
+ * IQ_BACKOFF_MAX_MS.
+ */
+#define IQ_BACKOFF_MIN_MS	1000
+#define IQ_BACKOFF_MAX_MS	30000
+
+typedef struct IqBackoff
+{
+	int64		retry_at;		/* iq_now_ms(); 0: at once */
+	int			delay_ms;		/* the next failure's wait */
+} IqBackoff;
+
+#define IQ_BACKOFF_INIT		{0, IQ_BACKOFF_MIN_MS}
+
 /* in state.c */
 extern volatile sig_atomic_t iq_got_sigterm;
 extern void iq_step(IqWorkerStep step, int partition);
@@ -125,5 +124,8 @@ extern bool iq_postmaster_gone(void);
 extern int	iq_wait_slice(int64 deadline, IqWaitKind kind);
 extern void iq_fail(const char *fmt,...) pg_attribute_printf(1, 2);
 extern int64 iq_now_ms(void);
+extern bool iq_backoff_due(const IqBackoff *b, int64 now);
+extern void iq_backoff_failed(IqBackoff *b, int64 now);
+extern void iq_backoff_reset(IqBackoff *b);
 
 #endif							/* IQ_WORKER_STATE_H */

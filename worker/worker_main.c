@@ -9,7 +9,7 @@
  * exits with 1 so the postmaster starts a worker with the new settings.
  *
  * Nothing Kafka, RocksDB or the network does ends the process: a failure
- * tears the pipeline down (worker.h), shows the state "error" with a
+ * tears the pipeline down (state.h), shows the state "error" with a
  * message that names the cause and the setting, and retries with backoff.
  * The wait is on the latch and on a pipe that librdkafka writes when the
  * consumer queue becomes non-empty, so records are taken as soon as they
@@ -19,8 +19,6 @@
 #include "postgres.h"
 
 #include <fcntl.h>
-#include <sched.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -34,8 +32,8 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "common/settings.h"
 #include "common/value_cache.h"
+#include "worker/config.h"
 #include "worker/kafka_conf.h"
 #include "worker/ownership.h"
 #include "worker/serve/servers.h"
@@ -44,27 +42,28 @@
 #include "worker/stream/key_cache.h"
 #include "worker/stream/stream.h"
 
+/* the longest wait for records on an idle pipeline */
 #define IDLE_WAIT_MS		100
 /* the longest a poll gathers records before they are counted */
 #define POLL_BUDGET_MS		100
-/* Kafka Streams' defaults of commit.interval.ms */
-#define KSTREAMS_COMMIT_INTERVAL_MS		30000
-#define KSTREAMS_EOS_COMMIT_INTERVAL_MS	100
-#define BACKOFF_MIN_MS		1000
-#define BACKOFF_MAX_MS		30000
+/* how often progress is published while nothing comes */
+#define STATS_INTERVAL_MS	1000
+/* how often freed memory is given back to the system */
 #define RELEASE_INTERVAL_MS	5000
 
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
 
-
 static bool pipeline_up = false;
-static int64 retry_at = 0;
-static int	backoff_ms = BACKOFF_MIN_MS;
-static bool servers_up = false;
-static int64 servers_retry_at = 0;
-static int	servers_backoff_ms = BACKOFF_MIN_MS;
-static char servers_error[IQ_MESSAGE_LEN] = "";
+static IqBackoff pipeline_backoff = IQ_BACKOFF_INIT;
+static rd_kafka_message_t **poll_msgs;	/* a poll's records, batch_max of them */
+static int64 last_stats = 0;
+static int64 last_release = 0;
 
+/*
+ * handle_sigterm
+ *		A clean stop: the loop ends at its next turn (and every wait on the
+ *		broker at its next slice).
+ */
 static void
 handle_sigterm(SIGNAL_ARGS)
 {
@@ -75,101 +74,16 @@ handle_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-
-/*
- * http_threads_per_cpu
- *		The default pool.  A server thread is an event loop that hands
- *		forwarded gets to the forwarder thread, so beyond one per CPU more
- *		threads only add switches between them (a fifth fewer local gets
- *		a second with 4 than with 2 on 2 CPUs).  Two at least, because a
- *		?scope=all gather waits on its peers in the thread serving it.
- */
-static int
-http_threads_per_cpu(void)
-{
-	long		cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	cpu_set_t	allowed;
-
-	/* the CPUs this process may run on (a container's cpuset), if fewer */
-	if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0)
-		cpus = CPU_COUNT(&allowed);
-
-	return cpus < 2 ? 2 : (cpus > 64 ? 64 : (int) cpus);
-}
-
-/*
- * load_config
- *		The settings this worker runs with, copied into cxt so a reload can
- *		be compared against them.
- */
-static void
-load_config(IqWorkerConfig *c, MemoryContext cxt)
-{
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	char	   *dir = iq_state_dir_path();
-
-	c->brokers = pstrdup(iq_bootstrap_servers);
-	c->app_id = pstrdup(iq_application_id);
-	c->customer_topic = pstrdup(iq_customer_topic);
-	c->order_topic = pstrdup(iq_order_topic);
-	c->changelog_topic = iq_changelog_topic();
-	c->state_dir = psprintf("%s/%s", dir, iq_application_id);
-	c->http_listen = pstrdup(iq_http_listen);
-	c->advertised = iq_advertised();
-	c->partitioner = iq_partitioner;
-	c->guarantee = iq_processing_guarantee;
-	c->memory_budget_mb = iq_memory_budget_mb;
-	c->http_threads = iq_http_threads > 0 ? iq_http_threads : http_threads_per_cpu();
-	if (iq_commit_interval_ms >= 0)
-		c->commit_interval_ms = iq_commit_interval_ms;
-	else
-		c->commit_interval_ms = c->guarantee == IQ_EXACTLY_ONCE ?
-			KSTREAMS_EOS_COMMIT_INTERVAL_MS : KSTREAMS_COMMIT_INTERVAL_MS;
-	pfree(dir);
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * config_changed
- *		Whether a reload changed a setting the worker runs with.  The new
- *		values are loaded into a context of their own and freed with it:
- *		SIGHUP comes as often as anyone likes.
- */
-static bool
-config_changed(void)
-{
-	IqWorkerConfig n;
-	IqWorkerConfig *o = &iq_w->cfg;
-	bool		changed;
-	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "iq_fdw reload",
-											  ALLOCSET_SMALL_SIZES);
-
-	load_config(&n, cxt);
-	changed = strcmp(n.brokers, o->brokers) != 0 ||
-		strcmp(n.app_id, o->app_id) != 0 ||
-		strcmp(n.customer_topic, o->customer_topic) != 0 ||
-		strcmp(n.order_topic, o->order_topic) != 0 ||
-		strcmp(n.state_dir, o->state_dir) != 0 ||
-		strcmp(n.http_listen, o->http_listen) != 0 ||
-		strcmp(n.advertised, o->advertised) != 0 ||
-		n.partitioner != o->partitioner ||
-		n.guarantee != o->guarantee ||
-		n.memory_budget_mb != o->memory_budget_mb ||
-		n.http_threads != o->http_threads ||
-		n.commit_interval_ms != o->commit_interval_ms;
-	MemoryContextDelete(cxt);
-	return changed;
-}
-
 /*
  * pipeline_stop
- *		Leave the group (committing what is done unless we failed), drop
- *		the producers and close every store.
+ *		Give the partitions up (committing what is done unless we failed),
+ *		leave the group, drop the producers and close every store.
  */
 static void
 pipeline_stop(void)
 {
 	iq_step(IQ_STEP_STOPPING, -1);
+	iq_rebalance_revoke();
 	iq_consumer_stop();
 	iq_producer_stop();
 	iq_restorer_stop();
@@ -209,7 +123,7 @@ pipeline_start(char **err)
 	iq_store_set_partition_count(n);
 	if (!iq_restorer_start(err))
 		return false;
-	if (!iq_consumer_start(err))
+	if (!iq_consumer_start(iq_rebalance_cb, err))
 		return false;
 	iq_w->admin_q = rd_kafka_queue_new(iq_w->consumer);
 	iq_w->ownership_due = true;
@@ -221,73 +135,93 @@ pipeline_start(char **err)
 }
 
 /*
- * servers_start
- *		HTTP and the local socket, once the stores are set up.
+ * pipeline_try_start
+ *		Build the pipeline if it is down and its next try is due; a start
+ *		that fails is torn down at once, without committing anything.
  */
-static bool
-servers_start(char **err)
+static void
+pipeline_try_start(int64 now)
 {
-	IqServerConfig sc;
-	char		buf[IQ_MESSAGE_LEN];	/* no palloc: a failed start repeats for ever */
+	char	   *err = NULL;
 
-	memset(&sc, 0, sizeof(sc));
-	if (!iq_parse_host_port(iq_w->cfg.http_listen, sc.listen_host,
-							sizeof(sc.listen_host), &sc.listen_port) ||
-		!iq_parse_host_port(iq_w->cfg.advertised, sc.advertised_host,
-							sizeof(sc.advertised_host), &sc.advertised_port))
+	if (pipeline_up || !iq_backoff_due(&pipeline_backoff, now))
+		return;
+	if (!pipeline_start(&err))
 	{
-		*err = strdup("bad host:port");
-		return false;
+		iq_set_worker_state(IQ_WORKER_ERROR, "%s", err ? err : iq_w->failure);
+		free(err);
+		iq_w->failed = true;	/* no commit on the way down */
+		pipeline_stop();
+		iq_backoff_failed(&pipeline_backoff, iq_now_ms());
 	}
-	sc.threads = iq_w->cfg.http_threads;
-	sc.peer_timeout_ms = iq_peer_timeout_ms;
-	/* in the data directory, our working directory (local_server.c) */
-	snprintf(sc.socket_path, sizeof(sc.socket_path), "iq_fdw.sock");
-	iq_servers_apply_settings();
-
-	if (!iq_http_start(&sc, err))
-	{
-		char	   *inner = *err;
-
-		/* the server's own message may already name the setting */
-		if (inner && strstr(inner, "iq_fdw.http_listen"))
-			snprintf(buf, sizeof(buf), "%s", inner);
-		else
-			snprintf(buf, sizeof(buf), "HTTP server on %s (iq_fdw.http_listen): %s",
-					 iq_w->cfg.http_listen, inner ? inner : "?");
-		free(inner);
-		*err = strdup(buf);
-		return false;
-	}
-	if (!iq_local_server_start(&sc, err))
-	{
-		char	   *inner = *err;
-
-		iq_http_stop();
-		snprintf(buf, sizeof(buf), "%s (in the data directory %s)",
-				 inner ? inner : "local socket: ?", DataDir);
-		free(inner);
-		*err = strdup(buf);
-		return false;
-	}
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
-	strlcpy(iq_shared->local_socket, iq_local_server_path(), sizeof(iq_shared->local_socket));
-	LWLockRelease(iq_shared->lock);
-	return true;
 }
 
-static void
-servers_stop(void)
+/*
+ * pipeline_poll
+ *		One poll of the pipeline: count what came (or flush when idle),
+ *		serve the producer's reports, publish progress, show what the
+ *		broker's errors say.  Returns how many records came.
+ */
+static int
+pipeline_poll(int64 now)
 {
-	if (!servers_up)
+	int			n;
+
+	iq_step(IQ_STEP_POLLING, -1);
+	n = iq_consumer_poll(poll_msgs, iq_w->mem.batch_max,
+						 Min(iq_w->cfg.commit_interval_ms, POLL_BUDGET_MS));
+	if (n > 0 && !iq_w->failed)
+	{
+		iq_step(IQ_STEP_COUNTING, -1);
+		iq_topology_process(poll_msgs, n);
+	}
+	else
+	{
+		for (int i = 0; i < n; i++)
+			rd_kafka_message_destroy(poll_msgs[i]);
+		iq_flush_idle();
+	}
+	if (iq_w->producer)
+		rd_kafka_poll(iq_w->producer, 0);
+	if (n > 0 || now - last_stats > STATS_INTERVAL_MS)
+	{
+		iq_consumer_refresh_ends();
+		iq_stats_publish();
+		last_stats = now;
+		if (n > 0 && iq_w->error_state && !iq_w->failed)
+		{
+			iq_w->error_state = false;
+			iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+		}
+	}
+	if (iq_w->broker_error && !iq_w->failed)
+	{
+		iq_w->broker_error = false;
+		iq_w->error_state = true;
+		iq_set_worker_state(IQ_WORKER_ERROR,
+							"cannot reach Kafka at %s (iq_fdw.bootstrap_servers): %s",
+							iq_w->cfg.brokers, iq_w->broker_reason);
+	}
+	iq_ownership_tick();
+	return n;
+}
+
+/*
+ * pipeline_failed
+ *		Tear down a pipeline that failed; unless the worker is stopping,
+ *		show why and schedule the next try.
+ */
+static void
+pipeline_failed(void)
+{
+	char		why[IQ_MESSAGE_LEN];
+
+	strlcpy(why, iq_w->failure, sizeof(why));
+	pipeline_stop();
+	if (iq_got_sigterm)
 		return;
-	iq_step(IQ_STEP_SERVERS, -1);
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
-	iq_shared->local_socket[0] = '\0';
-	LWLockRelease(iq_shared->lock);
-	iq_local_server_stop();
-	iq_http_stop();
-	servers_up = false;
+	iq_set_worker_state(IQ_WORKER_ERROR, "%s", why);
+	iq_backoff_failed(&pipeline_backoff, iq_now_ms());
 }
 
 /*
@@ -297,7 +231,7 @@ servers_stop(void)
 static void
 worker_cleanup(int code, Datum arg)
 {
-	servers_stop();
+	iq_servers_stop();
 
 	/*
 	 * With the postmaster gone there is no one to write for, and an orphan
@@ -316,70 +250,30 @@ worker_cleanup(int code, Datum arg)
 }
 
 /*
- * servers_recovered
- *		The servers listen again: if the state shown is still their error,
- *		it was shown over "running" (see the main loop) and nothing has
- *		changed the state since, so the worker is running again.  Without
- *		this the error stayed until the next rebalance.
+ * worker_setup
+ *		The worker's state, from the settings it runs with: the memory
+ *		budget's split, its Kafka names, the consumer's wake-up pipe, its
+ *		place in shared memory, the cleanup at exit.
  */
 static void
-servers_recovered(void)
+worker_setup(void)
 {
-	if (servers_error[0] && iq_shared->state == IQ_WORKER_ERROR &&
-		strcmp(iq_shared->message, servers_error) == 0)
-		iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
-	servers_error[0] = '\0';
-}
-
-static void
-schedule_retry(void)
-{
-	retry_at = iq_now_ms() + backoff_ms;
-	backoff_ms = Min(backoff_ms * 2, BACKOFF_MAX_MS);
-}
-
-/*
- * iq_worker_main
- *		Entry point of the stream worker.
- */
-void
-iq_worker_main(Datum main_arg)
-{
-	rd_kafka_message_t **msgs;
-	char	   *err = NULL;
-	int64		last_stats = 0;
-	int64		last_release = 0;
-
-	/* before any thread exists: glibc reads these when it makes arenas */
-	iq_memory_tune_malloc();
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, handle_sigterm);
-	BackgroundWorkerUnblockSignals();
-	iq_shmem_attach();
-	iq_step(IQ_STEP_IDLE, -1);
-	/* what an earlier worker cached may not be what this one restores */
-	iq_vc_new_generation(iq_value_cache, -1);
-
 	iq_w = MemoryContextAllocZero(TopMemoryContext, sizeof(IqWorker));
-	load_config(&iq_w->cfg, TopMemoryContext);
+	iq_worker_config_load(&iq_w->cfg, TopMemoryContext);
 	iq_memory_plan((size_t) iq_w->cfg.memory_budget_mb * 1024 * 1024, &iq_w->mem);
 	ereport(LOG,
-			(errmsg("iq_fdw worker: iq_fdw.memory_budget %d MB: block cache %zu MB, memtables %zu MB, key cache %zu MB, consumer queue %zu MB, batch %zu MB (%d records)",
-					iq_w->cfg.memory_budget_mb, iq_w->mem.block_cache >> 20,
-					iq_w->mem.memtables >> 20, iq_w->mem.key_cache >> 20,
-					iq_w->mem.consumer_queue >> 20, iq_w->mem.batch >> 20,
-					iq_w->mem.batch_max)));
-	snprintf(iq_w->client_id, sizeof(iq_w->client_id), "iq_fdw|%s", iq_w->cfg.advertised);
-	snprintf(iq_w->transactional_id, sizeof(iq_w->transactional_id), "%s-%s",
-			 iq_w->cfg.app_id, iq_w->cfg.advertised);
-	for (char *c = iq_w->transactional_id + strlen(iq_w->cfg.app_id) + 1; *c; c++)
-		if (!isalnum((unsigned char) *c) && *c != '.' && *c != '_' && *c != '-')
-			*c = '_';
+			(errmsg("iq_fdw worker: iq_fdw.memory_budget split: block cache %zu MB, memtables %zu MB, key cache %zu MB, consumer queue %zu MB, batch %zu MB (%d records)",
+					iq_w->mem.block_cache >> 20, iq_w->mem.memtables >> 20,
+					iq_w->mem.key_cache >> 20, iq_w->mem.consumer_queue >> 20,
+					iq_w->mem.batch >> 20, iq_w->mem.batch_max),
+			 errdetail("iq_fdw.memory_budget is %d MB.", iq_w->cfg.memory_budget_mb)));
+	iq_kafka_names();
 	if (pipe2(iq_w->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("iq_fdw worker: could not create a pipe: %m")));
-	msgs = MemoryContextAlloc(TopMemoryContext, sizeof(rd_kafka_message_t *) * iq_w->mem.batch_max);
+				 errmsg("iq_fdw worker: could not create the consumer queue's wake-up pipe: %m")));
+	poll_msgs = MemoryContextAlloc(TopMemoryContext,
+								   sizeof(rd_kafka_message_t *) * iq_w->mem.batch_max);
 
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
 	iq_shared->worker_pid = MyProcPid;
@@ -389,6 +283,17 @@ iq_worker_main(Datum main_arg)
 	iq_set_worker_state(IQ_WORKER_STARTING, NULL);
 	iq_ownership_init();
 	iq_cache_init(iq_w->mem.key_cache);
+}
+
+/*
+ * stores_init
+ *		Set the stores up under iq_fdw.state_dir, waiting for as long as it
+ *		takes (an error shown meanwhile) or until SIGTERM.
+ */
+static void
+stores_init(void)
+{
+	char	   *err = NULL;
 
 	while (!iq_store_init(iq_w->cfg.state_dir, iq_w->mem.block_cache,
 						  iq_w->mem.memtables, &err))
@@ -397,155 +302,129 @@ iq_worker_main(Datum main_arg)
 		free(err);
 		err = NULL;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 BACKOFF_MAX_MS, PG_WAIT_EXTENSION);
+						 IQ_BACKOFF_MAX_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (iq_got_sigterm)
 			proc_exit(0);
 	}
+}
+
+/*
+ * reload_if_asked
+ *		After SIGHUP: the servers' limits apply at once; any other change
+ *		of a setting the worker runs with stops it cleanly, to be started
+ *		again with the new values.
+ */
+static void
+reload_if_asked(void)
+{
+	if (!ConfigReloadPending)
+		return;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	iq_servers_apply_settings();	/* the servers' limits: no restart */
+	if (iq_worker_config_changed(&iq_w->cfg))
+	{
+		ereport(LOG,
+				(errmsg("iq_fdw worker: restarting to apply changed iq_fdw settings")));
+		iq_got_sigterm = true;	/* a stop, with a stop's deadline */
+		proc_exit(1);			/* worker_cleanup stops everything first */
+	}
+}
+
+/*
+ * housekeeping
+ *		librdkafka's logs into the server log; now and then, memory freed
+ *		by the allocator back to the system.
+ */
+static void
+housekeeping(int64 now)
+{
+	iq_drain_logs();
+	if (now - last_release > RELEASE_INTERVAL_MS)
+	{
+		iq_memory_release();
+		last_release = now;
+	}
+}
+
+/*
+ * wait_for_work
+ *		After a poll of n records: a full one may have more behind it, taken
+ *		without sleeping; otherwise wait on the latch and, with the pipeline
+ *		up and nothing polled, on the consumer queue's wake-up pipe.
+ */
+static void
+wait_for_work(int n, int64 now)
+{
+	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
+	int64		timeout;
+
+	if (n == iq_w->mem.batch_max)
+	{
+		CHECK_FOR_INTERRUPTS();
+		return;
+	}
+	if (pipeline_up && n == 0)
+		events |= WL_SOCKET_READABLE;
+	timeout = pipeline_up ? IDLE_WAIT_MS :
+		Min(IDLE_WAIT_MS * 5, Max(pipeline_backoff.retry_at - now, 1));
+	if (n == 0)
+		(void) WaitLatchOrSocket(MyLatch, events, iq_w->wake_fd[0], timeout,
+								 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * iq_worker_main
+ *		Entry point of the stream worker: set up, then loop until SIGTERM
+ *		over the servers, the pipeline and a wait.
+ */
+void
+iq_worker_main(Datum main_arg)
+{
+	/* before any thread exists: glibc reads these when it makes arenas */
+	iq_memory_tune_malloc();
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+	iq_shmem_attach();
+	iq_step(IQ_STEP_IDLE, -1);
+	/* what an earlier worker cached may not be what this one restores */
+	iq_vc_new_generation(iq_value_cache, -1);
+	worker_setup();
+	stores_init();
 
 	while (!iq_got_sigterm)
 	{
 		int			n = 0;
-		int			events;
 		int64		now = iq_now_ms();
 
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			iq_servers_apply_settings();	/* the servers' limits: no restart */
-			if (config_changed())
-			{
-				ereport(LOG,
-						(errmsg("iq_fdw worker: restarting to apply changed iq_fdw settings")));
-				iq_got_sigterm = true;	/* a stop, with a stop's deadline */
-				proc_exit(1);	/* worker_cleanup stops everything first */
-			}
-		}
-
+		reload_if_asked();
 		/* without the postmaster no one can use what we do */
 		if (iq_postmaster_gone())
 			proc_exit(1);
-
-		if (!servers_up && now >= servers_retry_at)
-		{
-			iq_step(IQ_STEP_SERVERS, -1);
-			if (servers_start(&err))
-			{
-				servers_up = true;
-				servers_backoff_ms = BACKOFF_MIN_MS;
-				servers_recovered();
-			}
-			else
-			{
-				/* shown over "running" below: see servers_recovered */
-				strlcpy(servers_error, err, sizeof(servers_error));
-				free(err);
-				err = NULL;
-				servers_retry_at = now + servers_backoff_ms;
-				servers_backoff_ms = Min(servers_backoff_ms * 2, BACKOFF_MAX_MS);
-			}
-		}
-
-		if (!pipeline_up && now >= retry_at)
-		{
-			if (!pipeline_start(&err))
-			{
-				iq_set_worker_state(IQ_WORKER_ERROR, "%s", err ? err : iq_w->failure);
-				free(err);
-				err = NULL;
-				iq_w->failed = true;	/* no commit on the way down */
-				pipeline_stop();
-				schedule_retry();
-			}
-		}
-
+		iq_servers_try_start(now);
+		pipeline_try_start(now);
 		if (pipeline_up)
 		{
-			iq_step(IQ_STEP_POLLING, -1);
-			n = iq_consumer_poll(msgs, iq_w->mem.batch_max,
-								 Min(iq_w->cfg.commit_interval_ms, POLL_BUDGET_MS));
-			if (n > 0 && !iq_w->failed)
-			{
-				iq_step(IQ_STEP_COUNTING, -1);
-				iq_topology_process(msgs, n);
-			}
-			else
-			{
-				for (int i = 0; i < n; i++)
-					rd_kafka_message_destroy(msgs[i]);
-				iq_flush_idle();
-			}
-			if (iq_w->producer)
-				rd_kafka_poll(iq_w->producer, 0);
-			if (n > 0 || now - last_stats > 1000)
-			{
-				iq_consumer_refresh_ends();
-				iq_stats_publish();
-				last_stats = now;
-				if (n > 0 && iq_w->error_state && !iq_w->failed)
-				{
-					iq_w->error_state = false;
-					iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
-				}
-			}
-			if (iq_w->broker_error && !iq_w->failed)
-			{
-				iq_w->broker_error = false;
-				iq_w->error_state = true;
-				iq_set_worker_state(IQ_WORKER_ERROR,
-									"cannot reach Kafka at %s (iq_fdw.bootstrap_servers): %s",
-									iq_w->cfg.brokers, iq_w->broker_reason);
-			}
-			iq_ownership_tick();
+			n = pipeline_poll(now);
 			if (iq_w->failed)
 			{
-				char		why[IQ_MESSAGE_LEN];
-
-				strlcpy(why, iq_w->failure, sizeof(why));
-				pipeline_stop();
+				pipeline_failed();
 				if (iq_got_sigterm)
 					break;
-				iq_set_worker_state(IQ_WORKER_ERROR, "%s", why);
-				schedule_retry();
 			}
 			else if (n > 0)
-				backoff_ms = BACKOFF_MIN_MS;
+				iq_backoff_reset(&pipeline_backoff);
 		}
-		iq_drain_logs();
-		if (now - last_release > RELEASE_INTERVAL_MS)
-		{
-			iq_memory_release();
-			last_release = now;
-		}
-
-		/*
-		 * Stream processing goes on without the servers, but say they are
-		 * down: over "running" only, so that the pipeline's own states and
-		 * errors are never hidden, and servers_recovered knows what was
-		 * under it.
-		 */
-		if (!servers_up && servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
-			iq_set_worker_state(IQ_WORKER_ERROR, "%s", servers_error);
+		housekeeping(now);
+		iq_servers_show_failure();
 		if (!pipeline_up)
 			iq_step(IQ_STEP_IDLE, -1);
-
-		/* more may be waiting: take it without sleeping */
-		if (n == iq_w->mem.batch_max)
-		{
-			CHECK_FOR_INTERRUPTS();
-			continue;
-		}
-		events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
-		if (pipeline_up && n == 0)
-			events |= WL_SOCKET_READABLE;
-		if (n == 0)
-			(void) WaitLatchOrSocket(MyLatch, events, iq_w->wake_fd[0],
-									 pipeline_up ? IDLE_WAIT_MS : Min(IDLE_WAIT_MS * 5, Max(retry_at - now, 1)),
-									 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		wait_for_work(n, now);
 	}
 
 	ereport(LOG, (errmsg("iq_fdw worker: shutting down")));

@@ -16,6 +16,7 @@
 #define IQ_SERVERS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef struct IqServerConfig
 {
@@ -40,5 +41,10 @@ extern const char *iq_local_server_path(void);	/* the name it listens on */
 
 /* The servers' limits (settings applied at start and on reload). */
 extern void iq_servers_apply_settings(void);
+
+/* in servers.c: the worker's main thread starts, retries and stops them */
+extern void iq_servers_try_start(int64_t now);
+extern void iq_servers_show_failure(void);
+extern void iq_servers_stop(void);
 
 #endif							/* IQ_SERVERS_H */

@@ -24,6 +24,19 @@
 #define INIT_TXN_TIMEOUT_MS	30000
 #define ABORT_TXN_TIMEOUT_MS	10000
 #define PRODUCER_STOP_FLUSH_MS	5000
+#define METADATA_TIMEOUT_MS	10000
+/* the broker's time to create the changelog, and ours to wait for it */
+#define CREATE_TOPIC_TIMEOUT_MS	15000
+#define CREATE_TOPIC_WAIT_MS	20000
+
+/* The topics the pipeline needs, in the order they are checked */
+typedef enum Topic
+{
+	TOPIC_CUSTOMER,
+	TOPIC_ORDER,
+	TOPIC_CHANGELOG,
+	NTOPICS
+} Topic;
 
 /*
  * The changelog topic's handle: producing by name looks the topic up for
@@ -132,26 +145,22 @@ wait_admin(rd_kafka_queue_t *q, int timeout_ms)
 }
 
 /*
- * iq_changelog_ensure_topic
- *		Check the input topics agree, and create the compacted changelog
- *		with their partition count if it is missing.
+ * topic_partition_counts
+ *		counts[i]: the partition count of topic names[i], -1 when it does
+ *		not exist; false with *err when the broker does not answer.
  */
-bool
-iq_changelog_ensure_topic(int *partition_count, char **err)
+static bool
+topic_partition_counts(rd_kafka_t *rk, const char *const *names, int *counts,
+					   int ntopics, char **err)
 {
-	rd_kafka_t *rk = iq_w->producer;
-	const struct rd_kafka_metadata *md = NULL;
-	rd_kafka_resp_err_t rerr;
-	int			counts[3] = {-1, -1, -1};
-	const char *names[3] = {iq_w->cfg.customer_topic, iq_w->cfg.order_topic,
-	iq_w->cfg.changelog_topic};
 	char		buf[1024];
 
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < ntopics; i++)
 	{
+		const struct rd_kafka_metadata *md = NULL;
 		rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, names[i], NULL);
+		rd_kafka_resp_err_t rerr = iq_metadata(rk, rkt, &md, METADATA_TIMEOUT_MS);
 
-		rerr = iq_metadata(rk, rkt, &md, 10000);
 		rd_kafka_topic_destroy(rkt);
 		if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
@@ -160,94 +169,134 @@ iq_changelog_ensure_topic(int *partition_count, char **err)
 			*err = strdup(buf);
 			return false;
 		}
+		counts[i] = -1;
 		if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			counts[i] = md->topics[0].partition_cnt;
 		rd_kafka_metadata_destroy(md);
-		md = NULL;
 	}
-	for (int i = 0; i < 2; i++)
+	return true;
+}
+
+/*
+ * check_partition_counts
+ *		The input topics exist, are co-partitioned within what iq_fdw
+ *		supports, and an existing changelog has their partition count;
+ *		false with *err naming what to fix.
+ */
+static bool
+check_partition_counts(const char *const *names, const int *counts, char **err)
+{
+	char		buf[1024];
+
+	for (int i = TOPIC_CUSTOMER; i <= TOPIC_ORDER; i++)
 		if (counts[i] <= 0)
 		{
 			snprintf(buf, sizeof(buf), "topic \"%s\" (iq_fdw.%s_topic) does not exist; create it, or fix the setting",
-					 names[i], i == 0 ? "customer" : "order");
+					 names[i], i == TOPIC_CUSTOMER ? "customer" : "order");
 			*err = strdup(buf);
 			return false;
 		}
-	if (counts[0] != counts[1])
-	{
+	if (counts[TOPIC_CUSTOMER] != counts[TOPIC_ORDER])
 		snprintf(buf, sizeof(buf), "topics \"%s\" (%d partitions) and \"%s\" (%d partitions) must have the same partition count for the join (co-partitioning)",
-				 names[0], counts[0], names[1], counts[1]);
-		*err = strdup(buf);
-		return false;
-	}
-	if (counts[0] > IQ_MAX_PARTITIONS)
-	{
+				 names[TOPIC_CUSTOMER], counts[TOPIC_CUSTOMER],
+				 names[TOPIC_ORDER], counts[TOPIC_ORDER]);
+	else if (counts[TOPIC_CUSTOMER] > IQ_MAX_PARTITIONS)
 		snprintf(buf, sizeof(buf), "topic \"%s\" has %d partitions, more than the %d iq_fdw supports",
-				 names[0], counts[0], IQ_MAX_PARTITIONS);
-		*err = strdup(buf);
-		return false;
-	}
-	if (counts[2] > 0 && counts[2] != counts[0])
-	{
+				 names[TOPIC_CUSTOMER], counts[TOPIC_CUSTOMER], IQ_MAX_PARTITIONS);
+	else if (counts[TOPIC_CHANGELOG] > 0 && counts[TOPIC_CHANGELOG] != counts[TOPIC_CUSTOMER])
 		snprintf(buf, sizeof(buf), "changelog topic \"%s\" has %d partitions but the input topics have %d; delete it (it is rebuilt from the inputs) or fix the topics",
-				 names[2], counts[2], counts[0]);
-		*err = strdup(buf);
-		return false;
-	}
-	if (counts[2] <= 0)
-	{
-		rd_kafka_NewTopic_t *nt;
-		rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-		rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-		rd_kafka_event_t *ev;
-		char		errstr[256];
-		bool		ok = true;
+				 names[TOPIC_CHANGELOG], counts[TOPIC_CHANGELOG], counts[TOPIC_CUSTOMER]);
+	else
+		return true;
+	*err = strdup(buf);
+	return false;
+}
 
-		rd_kafka_AdminOptions_set_request_timeout(opts, 15000, errstr, sizeof(errstr));
-		rd_kafka_AdminOptions_set_operation_timeout(opts, 15000, errstr, sizeof(errstr));
-		nt = rd_kafka_NewTopic_new(names[2], counts[0], -1, errstr, sizeof(errstr));
-		rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
-		rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
-		ev = wait_admin(q, 20000);
-		if (ev == NULL)
+/*
+ * create_changelog
+ *		Create the compacted changelog topic name with partitions
+ *		partitions; one created meanwhile by another member is as good.
+ *		False with *err.
+ */
+static bool
+create_changelog(rd_kafka_t *rk, const char *name, int partitions, char **err)
+{
+	rd_kafka_NewTopic_t *nt;
+	rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+	rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+	rd_kafka_event_t *ev;
+	char		errstr[256];
+	char		buf[1024];
+	bool		ok = true;
+
+	rd_kafka_AdminOptions_set_request_timeout(opts, CREATE_TOPIC_TIMEOUT_MS, errstr, sizeof(errstr));
+	rd_kafka_AdminOptions_set_operation_timeout(opts, CREATE_TOPIC_TIMEOUT_MS, errstr, sizeof(errstr));
+	nt = rd_kafka_NewTopic_new(name, partitions, -1, errstr, sizeof(errstr));
+	rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+	rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
+	ev = wait_admin(q, CREATE_TOPIC_WAIT_MS);
+	if (ev == NULL)
+	{
+		snprintf(buf, sizeof(buf), "timed out creating changelog topic \"%s\"", name);
+		ok = false;
+	}
+	else
+	{
+		const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+		size_t		n = 0;
+		const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
+
+		if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
-			snprintf(buf, sizeof(buf), "timed out creating changelog topic \"%s\"", names[2]);
+			snprintf(buf, sizeof(buf), "could not create changelog topic \"%s\": %s",
+					 name, rd_kafka_event_error_string(ev));
 			ok = false;
 		}
-		else
+		else if (n == 1 && rd_kafka_topic_result_error(tr[0]) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+				 rd_kafka_topic_result_error(tr[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
 		{
-			const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
-			size_t		n = 0;
-			const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
-
-			if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR)
-			{
-				snprintf(buf, sizeof(buf), "could not create changelog topic \"%s\": %s",
-						 names[2], rd_kafka_event_error_string(ev));
-				ok = false;
-			}
-			else if (n == 1 && rd_kafka_topic_result_error(tr[0]) != RD_KAFKA_RESP_ERR_NO_ERROR &&
-					 rd_kafka_topic_result_error(tr[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-			{
-				snprintf(buf, sizeof(buf), "could not create changelog topic \"%s\": %s",
-						 names[2], rd_kafka_topic_result_error_string(tr[0]));
-				ok = false;
-			}
-			rd_kafka_event_destroy(ev);
+			snprintf(buf, sizeof(buf), "could not create changelog topic \"%s\": %s",
+					 name, rd_kafka_topic_result_error_string(tr[0]));
+			ok = false;
 		}
-		rd_kafka_NewTopic_destroy(nt);
-		rd_kafka_AdminOptions_destroy(opts);
-		rd_kafka_queue_destroy(q);
-		if (!ok)
-		{
-			*err = strdup(buf);
-			return false;
-		}
-		ereport(LOG,
-				(errmsg("iq_fdw worker: created changelog topic \"%s\" with %d partitions",
-						names[2], counts[0])));
+		rd_kafka_event_destroy(ev);
 	}
-	*partition_count = counts[0];
+	rd_kafka_NewTopic_destroy(nt);
+	rd_kafka_AdminOptions_destroy(opts);
+	rd_kafka_queue_destroy(q);
+	if (!ok)
+	{
+		*err = strdup(buf);
+		return false;
+	}
+	ereport(LOG,
+			(errmsg("iq_fdw worker: created changelog topic \"%s\" with %d partitions",
+					name, partitions)));
+	return true;
+}
+
+/*
+ * iq_changelog_ensure_topic
+ *		Check the input topics agree, and create the compacted changelog
+ *		with their partition count if it is missing.
+ */
+bool
+iq_changelog_ensure_topic(int *partition_count, char **err)
+{
+	const char *const names[NTOPICS] = {
+		[TOPIC_CUSTOMER] = iq_w->cfg.customer_topic,
+		[TOPIC_ORDER] = iq_w->cfg.order_topic,
+		[TOPIC_CHANGELOG] = iq_w->cfg.changelog_topic
+	};
+	int			counts[NTOPICS];
+
+	if (!topic_partition_counts(iq_w->producer, names, counts, NTOPICS, err) ||
+		!check_partition_counts(names, counts, err))
+		return false;
+	if (counts[TOPIC_CHANGELOG] <= 0 &&
+		!create_changelog(iq_w->producer, names[TOPIC_CHANGELOG], counts[TOPIC_CUSTOMER], err))
+		return false;
+	*partition_count = counts[TOPIC_CUSTOMER];
 	return true;
 }
 
@@ -260,22 +309,19 @@ iq_producer_start(char **err)
 {
 	rd_kafka_conf_t *conf = iq_conf_new(err);
 	char		errstr[512];
-	rd_kafka_t *rk;
 	bool		eos = iq_w->cfg.guarantee == IQ_EXACTLY_ONCE;
-	char		kbytes[32],
-				messages[32];
 
 	if (conf == NULL)
 		return false;
 	/* one batch's updates are in flight at a time: its share of the budget */
-	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.producer_queue_kbytes);
-	snprintf(messages, sizeof(messages), "%d", iq_w->mem.producer_queue_messages);
 	if (!iq_conf_set(conf, "enable.idempotence", "true", err) ||
 		!iq_conf_set(conf, "acks", "all", err) ||
 		!iq_conf_set(conf, "linger.ms", "2", err) ||
 		!iq_conf_set(conf, "batch.num.messages", "10000", err) ||
-		!iq_conf_set(conf, "queue.buffering.max.messages", messages, err) ||
-		!iq_conf_set(conf, "queue.buffering.max.kbytes", kbytes, err) ||
+		!iq_conf_set_int(conf, "queue.buffering.max.messages",
+						 iq_w->mem.producer_queue_messages, err) ||
+		!iq_conf_set_int(conf, "queue.buffering.max.kbytes",
+						 iq_w->mem.producer_queue_kbytes, err) ||
 		!iq_conf_set(conf, "compression.type", "lz4", err) ||
 		!iq_conf_set(conf, "message.timeout.ms", "60000", err) ||
 		(eos && !iq_conf_set(conf, "transactional.id", iq_w->transactional_id, err)) ||
@@ -285,15 +331,9 @@ iq_producer_start(char **err)
 		return false;
 	}
 	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-	if (rk == NULL)
-	{
-		rd_kafka_conf_destroy(conf);
-		*err = strdup(errstr);
+	iq_w->producer = iq_kafka_new(RD_KAFKA_PRODUCER, conf, IQ_H_PRODUCER, err);
+	if (iq_w->producer == NULL)
 		return false;
-	}
-	iq_w->producer = rk;
-	iq_log_attach(rk, IQ_H_PRODUCER);
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		iq_w->changelog_last[p] = -1;
 	iq_w->delivery_errors = 0;
@@ -315,6 +355,11 @@ iq_producer_start(char **err)
 	return true;
 }
 
+/*
+ * iq_producer_stop
+ *		Abort an open transaction, deliver what is queued within a bound,
+ *		and drop the producer.
+ */
 void
 iq_producer_stop(void)
 {
@@ -485,6 +530,10 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 	return true;
 }
 
+/*
+ * iq_changelog_abort
+ *		Abort the open transaction, if any (exactly_once).
+ */
 void
 iq_changelog_abort(void)
 {

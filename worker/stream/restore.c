@@ -23,58 +23,44 @@
 
 #define RESTORE_STALL_MS	60000
 #define WATERMARKS_TIMEOUT_MS	15000
+/* fetch.wait.max.ms of the restore consumer */
+#define RESTORE_FETCH_WAIT_MS	20
 
+/*
+ * iq_restorer_start
+ *		The restore consumer: no group of its own to join, large fetches.
+ */
 bool
 iq_restorer_start(char **err)
 {
-	rd_kafka_conf_t *conf = iq_conf_new(err);
-	char		errstr[512];
 	char		group[600];
-	rd_kafka_t *rk;
-	char		kbytes[32],
-				messages[32],
-				fetch[32];
+	rd_kafka_conf_t *conf;
 
-	if (conf == NULL)
-		return false;
-	/* large fetches make a fast restore, within the restore's share */
-	snprintf(kbytes, sizeof(kbytes), "%d", iq_w->mem.restore_queue_kbytes);
-	snprintf(messages, sizeof(messages), "%d", iq_w->mem.restore_queue_messages);
-	snprintf(fetch, sizeof(fetch), "%d", iq_w->mem.restore_fetch_bytes);
 	/* librdkafka wants a group for its consumer queue; it never joins it */
 	snprintf(group, sizeof(group), "%s-restore", iq_w->cfg.app_id);
-	if (!iq_conf_set(conf, "group.id", group, err) ||
-		!iq_conf_set(conf, "enable.auto.commit", "false", err) ||
-		!iq_conf_set(conf, "enable.auto.offset.store", "false", err) ||
-		!iq_conf_set(conf, "isolation.level", "read_committed", err) ||
-		!iq_conf_set(conf, "enable.partition.eof", "true", err) ||
-		!iq_conf_set(conf, "auto.offset.reset", "earliest", err) ||
-		!iq_conf_set(conf, "fetch.max.bytes", fetch, err) ||
-		!iq_conf_set(conf, "max.partition.fetch.bytes", fetch, err) ||
-		/* or librdkafka raises fetch.max.bytes to it */
-		!iq_conf_set(conf, "message.max.bytes", fetch, err) ||
-		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
-		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
-		!iq_conf_set(conf, "queued.min.messages", messages, err) ||
-		!iq_conf_set(conf, "queued.max.messages.kbytes", kbytes, err) ||
-		!iq_conf_set(conf, "fetch.wait.max.ms", "20", err))
+	/* large fetches make a fast restore, within the restore's share */
+	conf = iq_consumer_conf_new(group, RESTORE_FETCH_WAIT_MS, iq_w->mem.restore_queue_kbytes,
+								 iq_w->mem.restore_queue_messages,
+								 iq_w->mem.restore_fetch_bytes, err);
+	if (conf == NULL)
+		return false;
+	/* the end of a partition ends its restore */
+	if (!iq_conf_set(conf, "enable.partition.eof", "true", err))
 	{
 		rd_kafka_conf_destroy(conf);
 		return false;
 	}
-	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-	if (rk == NULL)
-	{
-		rd_kafka_conf_destroy(conf);
-		*err = strdup(errstr);
+	iq_w->restorer = iq_kafka_new(RD_KAFKA_CONSUMER, conf, IQ_H_RESTORER, err);
+	if (iq_w->restorer == NULL)
 		return false;
-	}
-	iq_log_attach(rk, IQ_H_RESTORER);
-	rd_kafka_poll_set_consumer(rk);
-	iq_w->restorer = rk;
+	rd_kafka_poll_set_consumer(iq_w->restorer);
 	return true;
 }
 
+/*
+ * iq_restorer_stop
+ *		Drop the restore consumer; it holds no group to leave.
+ */
 void
 iq_restorer_stop(void)
 {
@@ -240,6 +226,227 @@ chunk_flush(Chunk *c, int p, IqStoreId store, const IqCheckpoint *ck, char **err
 }
 
 /*
+ * One restore of a topic's partition into a store, while it runs.
+ */
+typedef struct Restore
+{
+	rd_kafka_t *rk;
+	const char *topic;
+	int			p;
+	IqStoreId	store;
+	const IqCheckpoint *ck;
+	int64_t    *next;			/* after the last record written */
+	int64_t		start;			/* the first offset read */
+	int64_t		hi;				/* the end it reads up to */
+	int64_t		last;			/* the last offset taken, -1 none */
+	IqPart	   *part;
+	rd_kafka_queue_t *q;
+	rd_kafka_message_t **msgs;	/* a batch from q, restore_batch of them */
+	Chunk		chunk;
+	int64		stalled_since;	/* when records last came */
+	int64		began;
+	int64		writing_ms;		/* of which sorting and writing chunks */
+	int64		records;
+	bool		done;
+	int			result;			/* 1 done, 0 failed (iq_fail called) */
+} Restore;
+
+/*
+ * topic_bounds
+ *		The low and high watermarks of topic's partition p, asked in slices
+ *		(a stop or the postmaster's death ends the wait); false after
+ *		iq_fail().
+ */
+static bool
+topic_bounds(rd_kafka_t *rk, const char *topic, int p, int64_t *lo, int64_t *hi)
+{
+	int64		deadline = iq_now_ms() + WATERMARKS_TIMEOUT_MS;
+	int			slice;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+
+	while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0 &&
+		   ((err = rd_kafka_query_watermark_offsets(rk, topic, p, lo, hi, slice)) ==
+			RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT))
+		iq_drain_logs();
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read the offsets of \"%s\" partition %d to restore from: %s",
+				topic, p, rd_kafka_err2str(err));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * restore_begin
+ *		Show the restore, point the restore consumer at its start, and get
+ *		the memory it reads into; false after iq_fail() when the consumer
+ *		could not be pointed (a chunk that could not be had fails the
+ *		restore after it has begun, so that restore_end cleans up).
+ */
+static bool
+restore_begin(Restore *r)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+
+	r->began = iq_now_ms();
+	r->part->stats.restoring = true;
+	r->part->stats.restore_total += r->hi - r->start;
+	iq_set_worker_state(IQ_WORKER_RESTORING, "restoring partition %d of \"%s\" (%lld records)",
+						r->p, r->topic, (long long) (r->hi - r->start));
+	iq_stats_publish();
+
+	list = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(list, r->topic, r->p)->offset = r->start;
+	err = rd_kafka_assign(r->rk, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read \"%s\" partition %d to restore: %s", r->topic, r->p,
+				rd_kafka_err2str(err));
+		return false;
+	}
+	r->q = rd_kafka_queue_get_consumer(r->rk);
+	r->msgs = palloc(sizeof(rd_kafka_message_t *) * iq_w->mem.restore_batch);
+	r->chunk.recs = malloc(sizeof(Rec) * (iq_w->mem.restore_chunk_records + iq_w->mem.restore_batch));
+	if (r->chunk.recs == NULL)
+	{
+		iq_fail("out of memory restoring partition %d", r->p);
+		r->result = 0;
+		r->done = true;
+	}
+	return true;
+}
+
+/*
+ * restore_take
+ *		What is queued, without waiting: a batch call with a timeout waits
+ *		for a full batch, and a queue bounded by the memory budget holds
+ *		little more than one, so the restore idled most of its time.  Only
+ *		an empty queue is waited on, briefly, for one record.
+ */
+static ssize_t
+restore_take(Restore *r)
+{
+	IqQueueWatch watch;
+	ssize_t		n;
+
+	iq_queue_watch_begin(&watch, r->q, iq_w->mem.restore_queue_messages,
+						 iq_w->mem.restore_queue_kbytes);
+	n = rd_kafka_consume_batch_queue(r->q, 0, r->msgs, iq_w->mem.restore_batch);
+	if (n == 0)
+		n = rd_kafka_consume_batch_queue(r->q, 100, r->msgs, 1);
+	iq_queue_watch_took(&watch, r->msgs, n);
+	/* the next fetch comes while this one is sorted and written */
+	if (iq_queue_watch_reopened(&watch, r->q))
+		iq_wake_fetcher(r->rk, r->topic, r->p);
+	iq_drain_logs();
+	return n;
+}
+
+/*
+ * restore_apply
+ *		Take n records into the chunk, each destroyed; the end of the
+ *		partition marks the restore done.  A record with no key is dropped
+ *		as the stream drops it, a count that is not 8 bytes as malformed.
+ */
+static void
+restore_apply(Restore *r, ssize_t n)
+{
+	for (ssize_t i = 0; i < n; i++)
+	{
+		rd_kafka_message_t *m = r->msgs[i];
+
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			r->done = true;
+		else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (r->result == 1)
+				iq_fail("could not read \"%s\" partition %d to restore: %s",
+						r->topic, r->p, rd_kafka_message_errstr(m));
+			r->result = 0;
+		}
+		else if (m->offset >= r->start && m->offset > r->last)
+		{
+			r->last = m->offset;
+			if (m->key == NULL)
+				r->part->stats.dropped_null_key++;
+			else if (m->payload != NULL && r->store == IQ_STORE_ORDER_COUNT && m->len != 8)
+				r->part->stats.dropped_malformed++;
+			else if (!chunk_append(&r->chunk, m->key, m->key_len,
+								   m->payload, m->payload ? m->len : 0,
+								   m->payload == NULL))
+			{
+				if (r->result == 1)
+					iq_fail("out of memory restoring partition %d", r->p);
+				r->result = 0;
+			}
+			r->part->stats.restored_records++;
+			if (r->store == IQ_STORE_ORDER_COUNT)
+				r->part->counts_restored = true;
+		}
+		rd_kafka_message_destroy(m);
+	}
+}
+
+/*
+ * restore_write
+ *		Make the chunk durable with the checkpoint it reached; false after
+ *		iq_fail().
+ */
+static bool
+restore_write(Restore *r)
+{
+	int64		flush_began = iq_now_ms();
+	char	   *werr = NULL;
+	bool		ok;
+
+	if (r->last >= 0)
+		*r->next = r->last + 1;
+	r->records += r->chunk.n;
+	ok = chunk_flush(&r->chunk, r->p, r->store, r->ck, &werr);
+	r->writing_ms += iq_now_ms() - flush_began;
+	if (!ok)
+	{
+		iq_fail("could not write the restored state of partition %d under iq_fdw.state_dir: %s",
+				r->p, werr ? werr : "?");
+		free(werr);
+		r->result = 0;
+	}
+	return ok;
+}
+
+/*
+ * restore_end
+ *		Let go of the partition and the memory; after a restore that wrote
+ *		records, log its rate.
+ */
+static void
+restore_end(Restore *r)
+{
+	free(r->chunk.recs);
+	free(r->chunk.arena);
+	pfree(r->msgs);
+	rd_kafka_assign(r->rk, NULL);
+	rd_kafka_queue_destroy(r->q);
+	if (r->result == 1 && *r->next < r->hi)
+		*r->next = r->hi;		/* only control records were left */
+	if (r->result == 1 && r->records > 0)
+	{
+		int64		took = Max(iq_now_ms() - r->began, 1);
+
+		/* whether the broker or the disk set the pace, for whoever tunes it */
+		ereport(LOG,
+				(errmsg("iq_fdw worker: restored partition %d of \"%s\": %lld records in %.1f s (%.0f records/s)",
+						r->p, r->topic, (long long) r->records, took / 1000.0,
+						r->records * 1000.0 / took),
+				 errdetail("%.1f s sorting and writing the state, the rest reading the topic.",
+						   r->writing_ms / 1000.0)));
+	}
+}
+
+/*
  * restore_topic
  *		Replay topic's partition into store from *next up to the end;
  *		*next is left after the last record applied.  -1 = from the start.
@@ -250,198 +457,73 @@ static int
 restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			  int64_t *next)
 {
-	rd_kafka_t *rk = iq_w->restorer;
-	rd_kafka_queue_t *q;
-	rd_kafka_topic_partition_list_t *list;
-	rd_kafka_message_t **msgs;
-	rd_kafka_resp_err_t err;
-	int64_t		lo,
-				hi,
-				start,
-				last = -1;
-	int64		stalled_since = iq_now_ms();
-	int64		began = 0;
-	int64		writing_ms = 0;
-	int64		records = 0;
-	bool		done = false;
-	int			result = 1;
-	IqPart	   *part = &iq_w->parts[p];
-	Chunk		chunk;
-	IqQueueWatch watch;
+	Restore		r;
+	int64_t		lo;
+
+	memset(&r, 0, sizeof(r));
+	r.rk = iq_w->restorer;
+	r.topic = topic;
+	r.p = p;
+	r.store = store;
+	r.ck = ck;
+	r.next = next;
+	r.last = -1;
+	r.part = &iq_w->parts[p];
+	r.stalled_since = iq_now_ms();
+	r.result = 1;
 
 	iq_step(IQ_STEP_RESTORING, p);
-	{
-		int64		deadline = iq_now_ms() + WATERMARKS_TIMEOUT_MS;
-		int			slice;
-
-		/* in slices: a stop or the postmaster's death ends the wait */
-		err = RD_KAFKA_RESP_ERR__TIMED_OUT;
-		while ((slice = iq_wait_slice(deadline, IQ_WAIT_START)) > 0 &&
-			   ((err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, slice)) ==
-				RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT))
-			iq_drain_logs();
-	}
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-	{
-		iq_fail("could not read the offsets of \"%s\" partition %d to restore from: %s",
-				topic, p, rd_kafka_err2str(err));
+	if (!topic_bounds(r.rk, topic, p, &lo, &r.hi))
 		return 0;
-	}
-	if (*next > hi)
+	if (*next > r.hi)
 		return -1;
-	start = (*next < 0 || *next < lo) ? lo : *next;
-	if (start >= hi)
+	r.start = (*next < 0 || *next < lo) ? lo : *next;
+	if (r.start >= r.hi)
 	{
-		*next = hi;
+		*next = r.hi;
 		return 1;
 	}
-
-	began = iq_now_ms();
-	part->stats.restoring = true;
-	part->stats.restore_total += hi - start;
-	iq_set_worker_state(IQ_WORKER_RESTORING, "restoring partition %d of \"%s\" (%lld records)",
-						p, topic, (long long) (hi - start));
-	iq_stats_publish();
-
-	list = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(list, topic, p)->offset = start;
-	err = rd_kafka_assign(rk, list);
-	rd_kafka_topic_partition_list_destroy(list);
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-	{
-		iq_fail("could not read \"%s\" partition %d to restore: %s", topic, p,
-				rd_kafka_err2str(err));
+	if (!restore_begin(&r))
 		return 0;
-	}
-	q = rd_kafka_queue_get_consumer(rk);
-	msgs = palloc(sizeof(rd_kafka_message_t *) * iq_w->mem.restore_batch);
-	memset(&chunk, 0, sizeof(chunk));
-	chunk.recs = malloc(sizeof(Rec) * (iq_w->mem.restore_chunk_records + iq_w->mem.restore_batch));
-	if (chunk.recs == NULL)
-	{
-		iq_fail("out of memory restoring partition %d", p);
-		result = 0;
-		done = true;
-	}
 
-	while (!done)
+	while (!r.done)
 	{
 		ssize_t		n;
-		char	   *werr = NULL;
-		bool		ok;
 
 		if (iq_got_sigterm || iq_postmaster_gone())
 		{
 			iq_fail("shutting down during restore");
-			result = 0;
+			r.result = 0;
 			break;
 		}
-		/*
-		 * What is queued, without waiting: a batch call with a timeout
-		 * waits for a full batch, and a queue bounded by the memory budget
-		 * holds little more than one, so the restore idled most of its time.
-		 */
-		iq_queue_watch_begin(&watch, q, iq_w->mem.restore_queue_messages,
-							 iq_w->mem.restore_queue_kbytes);
-		n = rd_kafka_consume_batch_queue(q, 0, msgs, iq_w->mem.restore_batch);
-		if (n == 0)
-			n = rd_kafka_consume_batch_queue(q, 100, msgs, 1);
-		iq_queue_watch_took(&watch, msgs, n);
-		/* the next fetch comes while this one is sorted and written */
-		if (iq_queue_watch_reopened(&watch, q))
-			iq_wake_fetcher(rk, topic, p);
-		iq_drain_logs();
+		n = restore_take(&r);
 		if (n <= 0)
 		{
-			if (iq_now_ms() - stalled_since > RESTORE_STALL_MS)
+			if (iq_now_ms() - r.stalled_since > RESTORE_STALL_MS)
 			{
 				iq_fail("restore of \"%s\" partition %d stalled at offset %lld of %lld",
-						topic, p, (long long) (last >= 0 ? last + 1 : start), (long long) hi);
-				result = 0;
+						topic, p, (long long) (r.last >= 0 ? r.last + 1 : r.start),
+						(long long) r.hi);
+				r.result = 0;
 				break;
 			}
 			continue;
 		}
-		stalled_since = iq_now_ms();
+		r.stalled_since = iq_now_ms();
 		iq_progress();
-		for (ssize_t i = 0; i < n; i++)
-		{
-			rd_kafka_message_t *m = msgs[i];
-
-			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-				done = true;
-			else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-			{
-				if (result == 1)
-					iq_fail("could not read \"%s\" partition %d to restore: %s",
-							topic, p, rd_kafka_message_errstr(m));
-				result = 0;
-			}
-			else if (m->offset >= start && m->offset > last)
-			{
-				last = m->offset;
-				if (m->key == NULL)
-					part->stats.dropped_null_key++;	/* as the stream drops it */
-				else if (m->payload != NULL && store == IQ_STORE_ORDER_COUNT && m->len != 8)
-					part->stats.dropped_malformed++;
-				else if (!chunk_append(&chunk, m->key, m->key_len,
-									   m->payload, m->payload ? m->len : 0,
-									   m->payload == NULL))
-				{
-					if (result == 1)
-						iq_fail("out of memory restoring partition %d", p);
-					result = 0;
-				}
-				part->stats.restored_records++;
-				if (store == IQ_STORE_ORDER_COUNT)
-					part->counts_restored = true;
-			}
-			rd_kafka_message_destroy(m);
-		}
-		if (result != 1)
+		restore_apply(&r, n);
+		if (r.result != 1)
 			break;
-		if (last >= hi - 1)
-			done = true;
-		if (done || chunk.n >= iq_w->mem.restore_chunk_records ||
-			chunk.used >= iq_w->mem.restore_chunk_bytes)
-		{
-			int64		flush_began = iq_now_ms();
-
-			if (last >= 0)
-				*next = last + 1;
-			records += chunk.n;
-			ok = chunk_flush(&chunk, p, store, ck, &werr);
-			writing_ms += iq_now_ms() - flush_began;
-			if (!ok)
-			{
-				iq_fail("could not write the restored state of partition %d under iq_fdw.state_dir: %s",
-						p, werr ? werr : "?");
-				free(werr);
-				result = 0;
-				break;
-			}
-		}
+		if (r.last >= r.hi - 1)
+			r.done = true;
+		if ((r.done || r.chunk.n >= iq_w->mem.restore_chunk_records ||
+			 r.chunk.used >= iq_w->mem.restore_chunk_bytes) &&
+			!restore_write(&r))
+			break;
 		iq_stats_publish();
 	}
-	free(chunk.recs);
-	free(chunk.arena);
-	pfree(msgs);
-	rd_kafka_assign(rk, NULL);
-	rd_kafka_queue_destroy(q);
-	if (result == 1 && *next < hi)
-		*next = hi;				/* only control records were left */
-	if (result == 1 && records > 0)
-	{
-		int64		took = Max(iq_now_ms() - began, 1);
-
-		/* whether the broker or the disk set the pace, for whoever tunes it */
-		ereport(LOG,
-				(errmsg("iq_fdw worker: restored partition %d of \"%s\": %lld records in %.1f s (%.0f records/s)",
-						p, topic, (long long) records, took / 1000.0, records * 1000.0 / took),
-				 errdetail("%.1f s sorting and writing the state, the rest reading the topic.",
-						   writing_ms / 1000.0)));
-	}
-	return result;
+	restore_end(&r);
+	return r.result;
 }
 
 /*
@@ -482,7 +564,7 @@ iq_restore_open(int p, IqCheckpoint *ck, bool *existed)
 	ereport(WARNING,
 			(errmsg("iq_fdw worker: the state of partition %d is corrupt; moved it to \"%s\" and rebuilding it from topics \"%s\" and \"%s\"",
 					p, moved_to, iq_w->cfg.changelog_topic, iq_w->cfg.customer_topic),
-			 errdetail("%s", err ? err : "?"),
+			 errdetail_internal("%s", err ? err : "?"),
 			 errhint("Check the disk and file system under iq_fdw.state_dir; delete \"%s\" once it is not needed to diagnose the damage.",
 					 moved_to)));
 	free(err);

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * stream.h
- *	  The stream pipeline, as a table of contents: the group consumer and
- *	  its rebalances, the topology, write-behind, the changelog and the
+ *	  The stream pipeline, as a table of contents: the group consumer, its
+ *	  rebalances, the topology, write-behind, the changelog and the
  *	  restore.  Main thread of the worker only.
  *-------------------------------------------------------------------------
  */
@@ -12,14 +12,25 @@
 
 #include "worker/state.h"
 
+/* librdkafka's rebalance callback */
+typedef void (*IqRebalanceCb) (rd_kafka_t *rk, rd_kafka_resp_err_t err,
+							   rd_kafka_topic_partition_list_t *partitions,
+							   void *opaque);
+
 /* in consumer.c */
-extern bool iq_consumer_start(char **err);
+extern bool iq_consumer_start(IqRebalanceCb rebalance_cb, char **err);
 extern void iq_consumer_stop(void);
 extern int	iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms);
 extern bool iq_consumer_commit(bool sync);
 extern void iq_consumer_refresh_ends(void);
 extern bool iq_consumer_caught_up(void);
 extern rd_kafka_topic_partition_list_t *iq_consumer_positions(void);
+
+/* in rebalance.c */
+extern void iq_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+							rd_kafka_topic_partition_list_t *partitions,
+							void *opaque);
+extern void iq_rebalance_revoke(void);
 
 /* in topology.c */
 extern void iq_topology_process(rd_kafka_message_t **msgs, int n);

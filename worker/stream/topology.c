@@ -147,9 +147,9 @@ note_wrong_partition(IqPart *part, int p, int expected, const char *topic,
 	ereport(LOG,
 			(errmsg("iq_fdw worker: a record of topic \"%s\" with key \"%s\" is in partition %d, but the key belongs to partition %d",
 					topic, shown, p, expected),
-			 errdetail("Further such records of partition %d are counted in iq_stats without being logged.", p),
-			 errhint("The producer partitions keys differently from iq_fdw.partitioner (%s); lookups of such keys go to the wrong instance. Use the same partitioner in the producer and in iq_fdw.partitioner.",
-					 iq_w->cfg.partitioner == IQ_PARTITIONER_MURMUR2 ? "murmur2" : "crc32")));
+			 errdetail("iq_fdw.partitioner is %s.  Further such records of partition %d are counted in iq_stats without being logged.",
+					   iq_w->cfg.partitioner == IQ_PARTITIONER_MURMUR2 ? "murmur2" : "crc32", p),
+			 errhint("The producer partitions keys differently from iq_fdw.partitioner; lookups of such keys go to the wrong instance. Use the same partitioner in the producer and in iq_fdw.partitioner.")));
 }
 
 
@@ -244,6 +244,102 @@ table_slots(int size)
 }
 
 /*
+ * take_record
+ *		The partition a consumed record counts in, with its topic and kind;
+ *		NULL when it does not count: an error (shown, and retried by
+ *		librdkafka), a partition revoked during the poll, a topic not ours,
+ *		or a record seen again after a seek (already in the state).  A
+ *		record that counts moves its partition's position past it.
+ */
+static IqPart *
+take_record(const rd_kafka_message_t *m, const char **topic, bool *is_order)
+{
+	int			p = m->partition;
+	IqPart	   *part;
+
+	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			return NULL;
+		/* a missing topic and the like: visible, retried by librdkafka */
+		iq_w->error_state = true;
+		iq_set_worker_state(IQ_WORKER_ERROR, "consumer: %s%s%s",
+							m->rkt ? rd_kafka_topic_name(m->rkt) : "",
+							m->rkt ? ": " : "", rd_kafka_message_errstr(m));
+		return NULL;
+	}
+	if (p < 0 || p >= iq_w->partition_count || m->rkt == NULL)
+		return NULL;
+	part = &iq_w->parts[p];
+	if (!part->assigned)
+		return NULL;			/* revoked during the poll */
+	*topic = rd_kafka_topic_name(m->rkt);
+	*is_order = strcmp(*topic, iq_w->cfg.order_topic) == 0;
+	if (!*is_order && strcmp(*topic, iq_w->cfg.customer_topic) != 0)
+		return NULL;
+	/* a record seen again after a seek: already in the state */
+	if (*is_order ? (part->order_next >= 0 && m->offset < part->order_next)
+		: (part->customer_next >= 0 && m->offset < part->customer_next))
+		return NULL;
+	if (*is_order)
+		part->order_next = m->offset + 1;
+	else
+		part->customer_next = m->offset + 1;
+	iq_flush_note_input(p);
+	return part;
+}
+
+/*
+ * count_customer
+ *		A customer record (a NULL payload is a tombstone) into the poll's
+ *		table: an order of this key later in the poll joins the new state.
+ */
+static void
+count_customer(Table *t, int p, const rd_kafka_message_t *m)
+{
+	bool		found;
+	Entry	   *e = lookup(t, p, false, m->key, m->key_len, &found);
+	Entry	   *o;
+
+	e->value = m->payload;
+	e->value_len = m->len;
+	o = lookup(t, p, true, m->key, m->key_len, &found);
+	if (found)
+		o->joined = m->payload != NULL;
+	else
+	{
+		o->hash = 0;			/* undo the probe's insert */
+		t->used--;
+	}
+}
+
+/*
+ * count_order
+ *		An order record: its key's count in the poll's table goes up, from
+ *		what the cache or the store has when the poll first meets the key.
+ */
+static void
+count_order(Table *t, int p, IqPart *part, const rd_kafka_message_t *m)
+{
+	bool		found;
+	Entry	   *e = lookup(t, p, true, m->key, m->key_len, &found);
+
+	if (!found)
+	{
+		/* one probe of the cache serves both questions */
+		IqCacheEntry *ce = iq_cache_find(p, m->key, m->key_len);
+
+		e->count = base_count(p, m->key, m->key_len, ce);
+		e->joined = customer_exists(t, p, m->key, m->key_len, ce);
+	}
+	e->count++;
+	if (e->joined)
+		part->stats.orders_joined++;
+	else
+		part->stats.orders_without_customer++;
+}
+
+/*
  * iq_topology_process
  *		Count a poll of consumed messages and destroy them; flush when due.
  */
@@ -262,48 +358,18 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 	for (int i = 0; i < n && !iq_w->failed; i++)
 	{
 		rd_kafka_message_t *m = msgs[i];
-		int			p = m->partition;
+		const char *topic = NULL;
+		bool		is_order = false;
 		IqPart	   *part;
-		const char *topic;
-		bool		is_order;
-		bool		found;
 		int			expected;
-		Entry	   *e;
 
 		if (i + 2 * PREFETCH_DISTANCE < n)
 			prefetch(msgs[i + 2 * PREFETCH_DISTANCE], 0);
 		if (i + PREFETCH_DISTANCE < n)
 			prefetch(msgs[i + PREFETCH_DISTANCE], 1);
-		if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		{
-			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-				continue;
-			/* a missing topic and the like: visible, retried by librdkafka */
-			iq_w->error_state = true;
-			iq_set_worker_state(IQ_WORKER_ERROR, "consumer: %s%s%s",
-								m->rkt ? rd_kafka_topic_name(m->rkt) : "",
-								m->rkt ? ": " : "", rd_kafka_message_errstr(m));
+		part = take_record(m, &topic, &is_order);
+		if (part == NULL)
 			continue;
-		}
-		if (p < 0 || p >= iq_w->partition_count || m->rkt == NULL)
-			continue;
-		part = &iq_w->parts[p];
-		if (!part->assigned)
-			continue;			/* revoked during the poll */
-		topic = rd_kafka_topic_name(m->rkt);
-		is_order = strcmp(topic, iq_w->cfg.order_topic) == 0;
-		if (!is_order && strcmp(topic, iq_w->cfg.customer_topic) != 0)
-			continue;
-		/* a record seen again after a seek: already in the state */
-		if (is_order ? (part->order_next >= 0 && m->offset < part->order_next)
-			: (part->customer_next >= 0 && m->offset < part->customer_next))
-			continue;
-		if (is_order)
-			part->order_next = m->offset + 1;
-		else
-			part->customer_next = m->offset + 1;
-		iq_flush_note_input(p);
-
 		if (m->key == NULL)
 		{
 			part->stats.dropped_null_key++;
@@ -311,43 +377,12 @@ iq_topology_process(rd_kafka_message_t **msgs, int n)
 		}
 		expected = iq_partition_for_key(iq_w->cfg.partitioner, m->key, m->key_len,
 										iq_w->partition_count);
-		if (expected != p)
-			note_wrong_partition(part, p, expected, topic, m->key, m->key_len);
-
-		e = lookup(&t, p, is_order, m->key, m->key_len, &found);
-		if (!is_order)
-		{
-			Entry	   *o;
-			bool		ofound;
-
-			e->value = m->payload;	/* NULL: tombstone */
-			e->value_len = m->len;
-			/* an order of this key later in the batch joins the new state */
-			o = lookup(&t, p, true, m->key, m->key_len, &ofound);
-			if (ofound)
-				o->joined = m->payload != NULL;
-			else
-			{
-				o->hash = 0;	/* undo the probe's insert */
-				t.used--;
-			}
-		}
+		if (expected != m->partition)
+			note_wrong_partition(part, m->partition, expected, topic, m->key, m->key_len);
+		if (is_order)
+			count_order(&t, m->partition, part, m);
 		else
-		{
-			if (!found)
-			{
-				/* one probe of the cache serves both questions */
-				IqCacheEntry *ce = iq_cache_find(p, m->key, m->key_len);
-
-				e->count = base_count(p, m->key, m->key_len, ce);
-				e->joined = customer_exists(&t, p, m->key, m->key_len, ce);
-			}
-			e->count++;
-			if (e->joined)
-				part->stats.orders_joined++;
-			else
-				part->stats.orders_without_customer++;
-		}
+			count_customer(&t, m->partition, m);
 		part->stats.records_processed++;
 	}
 
