@@ -47,36 +47,6 @@ static char *base_dir = NULL;
 static int	partition_count = 0;	/* atomic */
 
 /*
- * iq_store_vmessage
- *		A malloc'd message (no PostgreSQL allocator here); NULL when out of
- *		memory.
- */
-char *
-iq_store_vmessage(const char *fmt, va_list ap)
-{
-	char		buf[1024];
-
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	return strdup(buf);
-}
-
-/*
- * iq_store_set_err
- *		A malloc'd message for the caller, when it asked for one.
- */
-void
-iq_store_set_err(char **err, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (err == NULL)
-		return;
-	va_start(ap, fmt);
-	*err = iq_store_vmessage(fmt, ap);
-	va_end(ap);
-}
-
-/*
  * mkdir_p
  *		Create a directory and its parents (0700, as PostgreSQL's own).
  */
@@ -213,7 +183,7 @@ open_db(PartStore *ps, int partition, const char *path, char **err)
 	static const char *const cf_names[NUM_CF] = {
 		"default", "customer-v1-changelog", "order-count", "checkpoint"
 	};
-	rocksdb_options_t *opts = iq_store_db_options();
+	rocksdb_options_t *opts = iq_store_db_options(iq_store_partition_count());
 	const rocksdb_options_t *cf_opts[NUM_CF];
 	rocksdb_column_family_handle_t *handles[NUM_CF];
 	char	   *e = NULL;

@@ -87,18 +87,17 @@ table_options(rocksdb_options_t *opts)
 
 /*
  * iq_store_db_options
- *		Options of one partition's database, sized from the budget (the
- *		caller destroys them).
+ *		Options of one partition's database, sized from the budget and the
+ *		np partitions sharing it (the caller destroys them).
  *
  * The memtable share is split between the partitions; within one, the
  * database-wide limit makes RocksDB flush the largest column family's
  * memtable when the sum reaches it.
  */
 rocksdb_options_t *
-iq_store_db_options(void)
+iq_store_db_options(int np)
 {
 	rocksdb_options_t *opts = rocksdb_options_create();
-	int			np = iq_store_partition_count();
 	size_t		per_db;
 	size_t		per_cf;
 

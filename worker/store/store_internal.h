@@ -12,6 +12,7 @@
  *	  read.c		point reads, held partitions, counts, positions
  *	  cursor.c		the merged scan, a bounded batch at a time
  *	  write.c		write batches and the bulk load of restores
+ *	  message.c		error messages as malloc'd strings
  *
  * No PostgreSQL call in any of them (store.h says why), and no PostgreSQL
  * header here.
@@ -57,6 +58,8 @@ extern int	iq_store_parts_limit;	/* atomic: one past the highest opened */
 extern bool iq_store_initialized;
 extern PartStore *iq_store_slot(int partition);
 extern void iq_store_partition_path(int partition, char *out, size_t outlen);
+
+/* in message.c */
 extern void iq_store_set_err(char **err, const char *fmt,...)
 			__attribute__((format(printf, 2, 3)));
 extern char *iq_store_vmessage(const char *fmt, va_list ap)
@@ -67,7 +70,7 @@ extern rocksdb_readoptions_t *iq_store_read_opts;
 extern rocksdb_writeoptions_t *iq_store_write_opts;
 extern void iq_store_options_init(size_t block_cache_bytes, size_t memtable_bytes);
 extern void iq_store_options_free(void);
-extern rocksdb_options_t *iq_store_db_options(void);
+extern rocksdb_options_t *iq_store_db_options(int partitions);
 
 /* in checkpoint.c */
 extern bool iq_store_checkpoint_read(PartStore *ps, IqCheckpoint *ck, char **err);

@@ -137,7 +137,7 @@ static void
 write_sst(const char *path, const IqKV *kvs, int n, char **e)
 {
 	rocksdb_envoptions_t *envopts = rocksdb_envoptions_create();
-	rocksdb_options_t *opts = iq_store_db_options();
+	rocksdb_options_t *opts = iq_store_db_options(iq_store_partition_count());
 	rocksdb_sstfilewriter_t *w = rocksdb_sstfilewriter_create(envopts, opts);
 
 	rocksdb_sstfilewriter_open(w, path, e);
