@@ -85,6 +85,16 @@ print(f"worker / bare kcat:        {worker / statistics.median(bare):.2f} of the
       f"{worker / bare[-1]:.2f} of the best of {len(bare)} kcat runs")
 PY
 pid=$(q "select pid from iq_worker()")
+# CPU time is steadier than the rate on a shared machine: the worker was
+# started by the reload above, so its time is this ingest's (and its start)
+read -r utime stime < <(awk '{print $14, $15}' "/proc/$pid/stat")
+python3 - "$utime" "$stime" "$(getconf CLK_TCK)" "$total" <<'PY'
+import sys
+u, s, hz, n = (float(x) for x in sys.argv[1:])
+cpu = (u + s) / hz
+print(f"worker CPU time:           {cpu:.2f} s (user {u / hz:.2f}, system {s / hz:.2f}, all threads): "
+      f"{cpu * 1e6 / n:.2f} us a record")
+PY
 echo "worker resident memory:    $(($(ps -o rss= -p "$pid") / 1024)) MB (iq_fdw.memory_budget = $(q "show iq_fdw.memory_budget"))"
 keys=$(q "select sum(restore_total) from iq_stats()")
 
