@@ -104,6 +104,14 @@ recorded_instances() {
 	echo "$n"
 }
 
+# ---- the seed's data ------------------------------------------------------
+
+# The records the seed's README produces, as "key--value" lines (scripts/kafka
+# produce); the order "--pasta" has an empty key. scripts/demo and
+# scripts/package_test load them.
+IQ_SEED_CUSTOMERS=$'1--john\n2--adam\n3--daniel\n4--james\n5--jack\n6--mathew\n7--will\n'
+IQ_SEED_ORDERS=$'1--spagety\n2--pizza\n--pasta\n'
+
 # ---- installing what is missing --------------------------------------------
 
 # What building, running and testing need; `scripts/test` and `scripts/demo`
