@@ -332,7 +332,8 @@ restore_take(Restore *r)
 	IqQueueWatch watch;
 	ssize_t		n;
 
-	iq_queue_watch_begin(&watch, r->q, iq_w->mem.restore_queue_messages,
+	iq_queue_watch_begin(&watch, !iq_fetch_queue_backoff(), r->q,
+						 iq_w->mem.restore_queue_messages,
 						 iq_w->mem.restore_queue_kbytes);
 	n = rd_kafka_consume_batch_queue(r->q, 0, r->msgs, iq_w->mem.restore_batch);
 	if (n == 0)
