@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (INSTANCES, IQ_HOME, REPO, SCRIPTS, http_json, http_port, import_stores_sql,
+from conftest import (INSTANCES, REPO, SCRIPTS, http_json, http_port, import_stores_sql,
                       local_socket_path, produce, psql, unique, wait_until)
 from test_http import local_call, parse_answer, wire_request
-from test_worker import (_orders_per_partition, all_counts, all_running, state_rebuilds,
-                         wait_counts, worker)
+from test_worker import (_orders_per_partition, all_counts, all_running,
+                         restart_with_state_edited, state_rebuilds, wait_counts, worker)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,37 +121,17 @@ def test_store_of_a_newer_format_is_set_aside_and_rebuilt(format_tool):
     release would write) is moved aside as <n>.format-99-<time> untouched,
     said in the log, and rebuilt from the changelog and the customer topic:
     the same counts and customers, one rebuild per partition."""
-    victim = 1
-    wait_until(all_running, timeout=120, interval=0.5, message="every worker running")
-    before = all_counts()
-    assert before
-    wait_until(lambda: all_counts() == before, timeout=30, message="stable counts")
-    held = worker(victim)[3]
-    assert held
-    q = urllib.parse.urlencode({"scope": "local"})
-    customers = {r["key"]: r["value"] for r in
-                 http_json(victim, f"/stores/customer-v1-changelog/all?{q}")["result"]}
-    log = IQ_HOME / "pg" / str(victim) / "server.log"
-    log_start = log.stat().st_size
-    app_dir = IQ_HOME / "pg" / str(victim) / "state" / "food-server"
-    earlier = set(app_dir.glob("*.*-*"))
-    instance_cmd("stop", str(victim))
-    try:
+    earlier = set()
+
+    def mark_newer(app_dir, held):
+        earlier.update(app_dir.glob("*.*-*"))
         for p in held:
             # this build marks its stores with the format it writes
             assert store_format(format_tool, app_dir / str(p)) == "1"
             assert store_format(format_tool, app_dir / str(p), 99) == "99"
-    finally:
-        instance_cmd("start", str(victim))
-    wait_until(lambda: all_running() and sorted(worker(victim)[3]) == sorted(held),
-               timeout=180, interval=0.5, message="victim holds its partitions again")
-    wait_until(lambda: all_counts() == before, timeout=120, message="restored counts")
-    assert {r["key"]: r["value"] for r in
-            http_json(victim, f"/stores/customer-v1-changelog/all?{q}")["result"]} == customers
-    with open(log, "rb") as f:
-        f.seek(log_start)
-        text = f.read().decode(errors="replace")
-    rebuilds = state_rebuilds(victim)
+
+    held, app_dir, text = restart_with_state_edited(1, mark_newer)
+    rebuilds = state_rebuilds(1)
     for p in held:
         line = (f"LOG:  iq_fdw worker: the state of partition {p} is in store format 99, which "
                 f'this build does not read; moved it to "{app_dir / str(p)}.format-99-')
