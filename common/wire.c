@@ -240,6 +240,31 @@ iq_wire_request_free(IqWireRequest *req)
 	req->nkeys = 0;
 }
 
+/* version_read: a version of the protocol this build reads */
+static bool
+version_read(unsigned v)
+{
+	return v >= IQ_WIRE_VERSION_OLDEST && v <= IQ_WIRE_VERSION;
+}
+
+/*
+ * iq_wire_unknown_version
+ *		Whether a request opens with the magic and a version this build
+ *		does not read, and then the message of the answer naming both.
+ */
+bool
+iq_wire_unknown_version(const char *data, size_t len, char *message, size_t size)
+{
+	const unsigned char *p = (const unsigned char *) data;
+
+	if (len < 3 || p[0] != 'I' || p[1] != 'Q' || version_read(p[2]))
+		return false;
+	snprintf(message, size,
+			 "wire protocol version %u is not one this instance reads (versions %d to %d); it runs an older iq_fdw",
+			 p[2], IQ_WIRE_VERSION_OLDEST, IQ_WIRE_VERSION);
+	return true;
+}
+
 /*
  * decode_head
  *		The fixed 10 bytes: magic, version, op, store, flags, limit.
@@ -255,7 +280,7 @@ decode_head(Cur *c, IqWireRequest *req)
 		return "request too short";
 	if (p[0] != 'I' || p[1] != 'Q')
 		return "not an iq_fdw request (bad magic)";
-	if (p[2] != IQ_WIRE_VERSION)
+	if (!version_read(p[2]))
 		return "unsupported protocol version";
 	req->op = p[3];
 	req->store = p[4];
@@ -556,8 +581,15 @@ read_start(IqWireReader *r, const unsigned char *p, size_t avail)
 		return IQ_EV_NEED_MORE;
 	if (p[0] != 'I' || p[1] != 'Q')
 		return reader_fail(r, IQ_WIRE_INTERNAL, "not an iq_fdw response (bad magic)");
-	if (p[2] != IQ_WIRE_VERSION)
-		return reader_fail(r, IQ_WIRE_INTERNAL, "unsupported protocol version in response");
+	if (!version_read(p[2]))
+	{
+		char		m[160];
+
+		snprintf(m, sizeof(m),
+				 "the answer is in wire protocol version %u; this build reads versions %d to %d",
+				 p[2], IQ_WIRE_VERSION_OLDEST, IQ_WIRE_VERSION);
+		return reader_fail(r, IQ_WIRE_INTERNAL, m);
+	}
 	r->status = (IqWireStatus) p[3];
 	r->pos += 4;
 	r->stage = (r->status == IQ_WIRE_OK) ? STAGE_POSITIONS : STAGE_ERROR_MESSAGE;

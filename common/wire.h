@@ -30,7 +30,19 @@
  * Peer stream: "GET /iq/v1/stream HTTP/1.1" with "Connection: Upgrade" and
  * "Upgrade: iq-wire/1" (common/peer_api.h) is answered "101 Switching
  * Protocols", and from the blank line on the connection carries requests
- * and responses exactly as the local socket does.
+ * and responses exactly as the local socket does.  The token names that
+ * framing (length-prefixed requests), which stays while versions change.
+ *
+ * Versions, for instances of two releases side by side in a rolling
+ * upgrade: a build reads the versions IQ_WIRE_VERSION_OLDEST to
+ * IQ_WIRE_VERSION and writes IQ_WIRE_VERSION.  A server answers a request
+ * of a version it reads in that version; a request of any other (a newer
+ * release's) is answered in the server's own version with
+ * IQ_WIRE_UNKNOWN_VERSION and a message naming both, so that the newer
+ * client, which reads the older versions, can say so or ask again in the
+ * older one.  A client refuses an answer of a version it does not read,
+ * naming both.  A release that changes the bytes raises IQ_WIRE_VERSION,
+ * and IQ_WIRE_VERSION_OLDEST only when it stops serving the old ones.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_WIRE_H
@@ -41,6 +53,7 @@
 #include <stdint.h>
 
 #define IQ_WIRE_VERSION 1
+#define IQ_WIRE_VERSION_OLDEST 1
 #define IQ_WIRE_MAX_REQUEST (16 * 1024 * 1024)
 
 /*
@@ -82,7 +95,8 @@ typedef enum IqWireStatus
 	IQ_WIRE_RESTORING = 2,		/* a partition asked is still restoring */
 	IQ_WIRE_UNKNOWN_STORE = 3,
 	IQ_WIRE_BAD_REQUEST = 4,
-	IQ_WIRE_INTERNAL = 5
+	IQ_WIRE_INTERNAL = 5,
+	IQ_WIRE_UNKNOWN_VERSION = 6 /* the request's version is not one the server reads */
 } IqWireStatus;
 
 /* A growable malloc'd buffer. */
@@ -131,6 +145,13 @@ extern void iq_wire_encode_request(const IqWireRequest *req, IqBuf *out);
 extern bool iq_wire_decode_request(const char *data, size_t len,
 								   IqWireRequest *req, const char **err);
 extern void iq_wire_request_free(IqWireRequest *req);
+
+/*
+ * Whether data opens as a request of a version this build does not read;
+ * then a message naming both versions, for IQ_WIRE_UNKNOWN_VERSION.
+ */
+extern bool iq_wire_unknown_version(const char *data, size_t len,
+									char *message, size_t size);
 
 /* Response writing (server side). */
 typedef struct IqWirePosition

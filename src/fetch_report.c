@@ -246,6 +246,13 @@ iq_fetch_fail_answer(IqFetch *f, IqFetchSource *src)
 				 errmsg("instance %s no longer holds what was asked: %s", r.who, r.what),
 				 not_held_detail(f, r.text, header_seen),
 				 errhint("Partition ownership is moving in a rebalance; retry the query, or raise iq_fdw.ownership_wait.")));
+	if (status == IQ_WIRE_UNKNOWN_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("instance %s does not read wire protocol version %d, asked for %s",
+						r.who, IQ_WIRE_VERSION, r.what),
+				 errdetail_internal("%s", r.text),
+				 errhint("Instances of two iq_fdw releases are running; finish upgrading them all to one release.")));
 	if (status == IQ_WIRE_RESTORING)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -498,11 +498,10 @@ def state_rebuilds(i):
     return {int(p): int(n) for p, n in (line.split("|") for line in out.splitlines())}
 
 
-def test_corrupt_state_is_moved_aside_and_rebuilt():
-    """A store RocksDB calls corrupt (CURRENT overwritten with garbage) is
-    not retried for ever: it is moved aside with a WARNING naming it, and
-    the partition is restored from the changelog and the customer topic."""
-    victim = 2
+def restart_with_state_edited(victim, edit):
+    """Stop instance victim, edit(app_dir, held) its state, start it again;
+    once it holds its partitions again with the counts and customers it had,
+    (held, app_dir, the server log written since the stop)."""
     wait_until(all_running, timeout=120, interval=0.5, message="every worker running")
     before = all_counts()
     assert before
@@ -516,12 +515,12 @@ def test_corrupt_state_is_moved_aside_and_rebuilt():
                                     capture_output=True, text=True, timeout=120)
     log = IQ_HOME / "pg" / str(victim) / "server.log"
     log_start = log.stat().st_size
-    run("stop", str(victim))
     app_dir = IQ_HOME / "pg" / str(victim) / "state" / "food-server"
-    for p in held:
-        # no newline at the end: RocksDB reports "Corruption: CURRENT file ..."
-        (app_dir / str(p) / "CURRENT").write_bytes(b"\x00\xffnot a manifest name")
-    run("start", str(victim))
+    run("stop", str(victim))
+    try:
+        edit(app_dir, held)
+    finally:
+        run("start", str(victim))
     wait_until(lambda: all_running() and sorted(worker(victim)[3]) == sorted(held),
                timeout=180, interval=0.5, message="victim holds its partitions again")
     wait_until(lambda: all_counts() == before, timeout=120, message="restored counts")
@@ -529,7 +528,21 @@ def test_corrupt_state_is_moved_aside_and_rebuilt():
             http_json(victim, f"/stores/customer-v1-changelog/all?{q}")["result"]} == customers
     with open(log, "rb") as f:
         f.seek(log_start)
-        text = f.read().decode(errors="replace")
+        return held, app_dir, f.read().decode(errors="replace")
+
+
+def test_corrupt_state_is_moved_aside_and_rebuilt():
+    """A store RocksDB calls corrupt (CURRENT overwritten with garbage) is
+    not retried for ever: it is moved aside with a WARNING naming it, and
+    the partition is restored from the changelog and the customer topic."""
+    victim = 2
+
+    def corrupt(app_dir, held):
+        for p in held:
+            # no newline at the end: RocksDB reports "Corruption: CURRENT file ..."
+            (app_dir / str(p) / "CURRENT").write_bytes(b"\x00\xffnot a manifest name")
+
+    held, app_dir, text = restart_with_state_edited(victim, corrupt)
     rebuilds = state_rebuilds(victim)
     for p in held:
         assert f'WARNING:  iq_fdw worker: the state of partition {p} is corrupt; moved it to "{app_dir / str(p)}.corrupt-' in text, text[-3000:]

@@ -16,6 +16,26 @@
 #define METADATA_RETRY_MS	100
 
 /*
+ * fetch.queue.backoff.ms appeared in librdkafka 2.2.0 (rd_kafka_version()
+ * is 0xMMmmrrpp: pp is 0xff for a release, lower for its pre-releases).
+ */
+#define FETCH_QUEUE_BACKOFF_SINCE	0x02020000
+
+/*
+ * fetch.queue.backoff.ms: how long a partition whose fetch found the
+ * consumer queue full waits before it looks again.  librdkafka's default,
+ * 1000 ms, is the second-long stall fetch_wake.c was written against: the
+ * queue, bounded by iq_fdw.memory_budget, holds a fraction of a second of
+ * work.  fetch_wake.c wakes the fetcher as soon as a poll has taken records
+ * off a full queue, so the next fetch travels while they are joined and
+ * counted; 10 ms keeps that (processing a poll's records takes longer),
+ * and a queue looked at a hundred times a second while full costs nothing
+ * measurable.  Not 0: librdkafka then schedules no backoff at all, and its
+ * broker thread would look at a full queue again without ever waiting.
+ */
+#define FETCH_QUEUE_BACKOFF_MS	10
+
+/*
  * iq_metadata
  *		rd_kafka_metadata in slices (iq_wait_slice), up to timeout_ms in
  *		all.  A down broker answers __TRANSPORT once a slice is over, as a
@@ -149,13 +169,56 @@ iq_consumer_conf_new(const char *group_id, int fetch_wait_ms, int queue_kbytes,
 		!iq_conf_set_int(conf, "max.partition.fetch.bytes", fetch_bytes, err) ||
 		/* or librdkafka raises fetch.max.bytes to it */
 		!iq_conf_set_int(conf, "message.max.bytes", fetch_bytes, err) ||
-		/* a failed fetch is retried soon (a full queue is fetch_wake.c's) */
-		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err))
+		/* a failed fetch is retried soon (a full queue: below) */
+		!iq_conf_set(conf, "fetch.error.backoff.ms", "20", err) ||
+		(iq_fetch_queue_backoff() &&
+		 !iq_conf_set_int(conf, "fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS, err)))
 	{
 		rd_kafka_conf_destroy(conf);
 		return NULL;
 	}
 	return conf;
+}
+
+/*
+ * iq_fetch_queue_backoff
+ *		Whether the librdkafka the worker runs with has
+ *		fetch.queue.backoff.ms, which iq_consumer_conf_new then sets; if
+ *		not, the consumers wake the fetcher themselves (fetch_wake.c).
+ *
+ * Asked of the library loaded, not of the headers built against: Debian
+ * upgrades librdkafka under an installed extension, and 2.x keeps its ABI.
+ */
+bool
+iq_fetch_queue_backoff(void)
+{
+	return rd_kafka_version() >= FETCH_QUEUE_BACKOFF_SINCE;
+}
+
+/*
+ * iq_kafka_log_versions
+ *		Once, when the worker starts: the librdkafka it runs with and how a
+ *		full consumer queue is refilled, so a slow ingest can be traced to
+ *		the library.
+ */
+void
+iq_kafka_log_versions(void)
+{
+	int			built = RD_KAFKA_VERSION;
+	char		built_str[32];
+
+	snprintf(built_str, sizeof(built_str), "%d.%d.%d",
+			 (built >> 24) & 0xff, (built >> 16) & 0xff, (built >> 8) & 0xff);
+	if (iq_fetch_queue_backoff())
+		ereport(LOG,
+				(errmsg("iq_fdw worker: librdkafka %s: a consumer whose queue is full fetches again after fetch.queue.backoff.ms = %d ms",
+						rd_kafka_version_str(), FETCH_QUEUE_BACKOFF_MS),
+				 errdetail("Built with librdkafka %s.", built_str)));
+	else
+		ereport(LOG,
+				(errmsg("iq_fdw worker: librdkafka %s has no fetch.queue.backoff.ms (2.2.0 and later): the worker wakes the fetcher when a full consumer queue has room",
+						rd_kafka_version_str()),
+				 errdetail("Built with librdkafka %s.", built_str)));
 }
 
 /*

@@ -20,6 +20,8 @@ extern bool iq_conf_set_int(rd_kafka_conf_t *conf, const char *name, int value,
 extern rd_kafka_conf_t *iq_consumer_conf_new(const char *group_id, int fetch_wait_ms,
 											 int queue_kbytes, int queue_messages,
 											 int fetch_bytes, char **err);
+extern bool iq_fetch_queue_backoff(void);
+extern void iq_kafka_log_versions(void);
 extern rd_kafka_t *iq_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
 								IqHandle h, char **err);
 extern rd_kafka_resp_err_t iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,

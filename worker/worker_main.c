@@ -268,6 +268,7 @@ worker_setup(void)
 					iq_w->mem.batch >> 20, iq_w->mem.batch_max),
 			 errdetail("iq_fdw.memory_budget is %d MB.", iq_w->cfg.memory_budget_mb)));
 	iq_kafka_names();
+	iq_kafka_log_versions();
 	if (pipe2(iq_w->wake_fd, O_NONBLOCK | O_CLOEXEC) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),

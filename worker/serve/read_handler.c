@@ -467,12 +467,18 @@ iq_read_begin(const char *data, size_t len)
 {
 	IqReadStream *s = calloc(1, sizeof(IqReadStream));
 	const char *derr = NULL;
+	char		newer[160];
 	int		   *parts;
 	int			nparts = 0;
 
 	if (s == NULL)
 		return NULL;
 	iq_buf_init(&s->pending);
+	if (iq_wire_unknown_version(data, len, newer, sizeof(newer)))
+	{
+		fail(s, IQ_WIRE_UNKNOWN_VERSION, newer);
+		return s;
+	}
 	if (!iq_wire_decode_request(data, len, &s->req, &derr))
 	{
 		fail(s, IQ_WIRE_BAD_REQUEST, derr);

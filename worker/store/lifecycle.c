@@ -181,7 +181,7 @@ static bool
 open_db(PartStore *ps, int partition, const char *path, char **err)
 {
 	static const char *const cf_names[NUM_CF] = {
-		"default", "customer-v1-changelog", "order-count", "checkpoint"
+		"default", "customer-v1-changelog", "order-count", CF_CHECKPOINT_NAME
 	};
 	rocksdb_options_t *opts = iq_store_db_options(iq_store_partition_count());
 	const rocksdb_options_t *cf_opts[NUM_CF];
@@ -215,7 +215,9 @@ open_db(PartStore *ps, int partition, const char *path, char **err)
 
 /*
  * iq_store_open
- *		Open (or create) one partition's database, not yet readable.
+ *		Open (or create) one partition's database, not yet readable, and
+ *		record its format if it has none.  Its format, when it had one, was
+ *		checked before (iq_store_format_on_disk).
  */
 bool
 iq_store_open(int partition, IqCheckpoint *checkpoint, bool *existed, char **err)
@@ -224,6 +226,7 @@ iq_store_open(int partition, IqCheckpoint *checkpoint, bool *existed, char **err
 	char		path[4096];
 	char		current[4200];
 	struct stat st;
+	bool		found;
 	int			rc;
 
 	if (partition < 0 || partition >= IQ_MAX_PARTITIONS)
@@ -241,8 +244,9 @@ iq_store_open(int partition, IqCheckpoint *checkpoint, bool *existed, char **err
 
 	iq_store_partition_path(partition, path, sizeof(path));
 	snprintf(current, sizeof(current), "%s/CURRENT", path);
+	found = (stat(current, &st) == 0);
 	if (existed)
-		*existed = (stat(current, &st) == 0);
+		*existed = found;
 	rc = mkdir_p(path);
 	if (rc != 0)
 	{
@@ -251,7 +255,8 @@ iq_store_open(int partition, IqCheckpoint *checkpoint, bool *existed, char **err
 	}
 	if (!open_db(ps, partition, path, err))
 		return false;
-	return iq_store_checkpoint_read(ps, checkpoint, err);
+	return iq_store_format_mark(ps, found, err) &&
+		iq_store_checkpoint_read(ps, checkpoint, err);
 }
 
 /* iq_store_is_open: the main thread's view; readers go by iq_store_readable */

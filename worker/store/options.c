@@ -7,6 +7,29 @@
  * Memory is bounded by the block cache (index and filter blocks charged to
  * it) and by a write-buffer limit per database: the memtable share of the
  * budget (memory.c) over the partition count.
+ *
+ * Reviewed against RocksDB 7.8 (Debian 12) and 9.10 (Debian 13): the same
+ * source builds on both, with no version check.
+ *	- C API: every function used here, in write.c and the rest of the store
+ *	  is in the c.h of 7.8.3, 9.10.0 and 11.x, none of them deprecated.
+ *	- format_version: 9.0 made 6 the default (readable by 8.6 and later),
+ *	  which 7.8 cannot read; pinned to 5, the 7.8 default (readable since
+ *	  6.6), so a state directory stays readable by a build of either, on an
+ *	  upgrade of the distribution and on its way back.  Format 6's checksums
+ *	  of a block's place in its file are what is given up; the changelog
+ *	  rebuilds a damaged store anyway.
+ *	- level_compaction_dynamic_level_bytes: true by default since 8.4,
+ *	  false in 7.8.  Left to each: 9.x reshapes an existing store to it on
+ *	  open, while 7.8 warns against switching it on for an existing
+ *	  database; either shape reads the same.
+ *	- Bloom filter: rocksdb_filterpolicy_create_bloom is the same full
+ *	  filter (the format 5 Bloom) in both; 9.x's optimize_filters_for_memory
+ *	  (on by default) sizes it to the allocator without changing its
+ *	  format, and 7.8 has no C setter for it: left.
+ *	- Other defaults that changed (compaction_readahead_size 2 MB,
+ *	  fail_if_options_file_error, ingestion's write_global_seqno off, the
+ *	  default block cache's size) either do not apply (our cache, our
+ *	  max_open_files) or are better as 9.x has them.
  *-------------------------------------------------------------------------
  */
 #include <stddef.h>
@@ -14,6 +37,9 @@
 #include <rocksdb/c.h>
 
 #include "worker/store/store_internal.h"
+
+/* readable by RocksDB 6.6 and later, 7.8 included (see above) */
+#define TABLE_FORMAT_VERSION	5
 
 rocksdb_readoptions_t *iq_store_read_opts = NULL;
 rocksdb_writeoptions_t *iq_store_write_opts = NULL;
@@ -59,7 +85,8 @@ iq_store_options_free(void)
 
 /*
  * table_options
- *		Block-based tables in the shared cache, with bloom filters.
+ *		Block-based tables in the shared cache, with bloom filters, in a
+ *		format both RocksDB 7.8 and 9.x read.
  *
  * Filters and indexes in 4 KB partitions under a pinned top level: a
  * whole-file filter (1.2 MB for a million keys) that a small block cache
@@ -71,6 +98,7 @@ table_options(rocksdb_options_t *opts)
 {
 	rocksdb_block_based_table_options_t *bbto = rocksdb_block_based_options_create();
 
+	rocksdb_block_based_options_set_format_version(bbto, TABLE_FORMAT_VERSION);
 	rocksdb_block_based_options_set_block_cache(bbto, block_cache);
 	rocksdb_block_based_options_set_cache_index_and_filter_blocks(bbto, 1);
 	/* most joins miss (no such customer): a bloom filter answers those */

@@ -33,6 +33,28 @@ typedef struct IqCheckpoint
 typedef struct IqStoreBatch IqStoreBatch;
 
 /*
+ * The format of what a partition's database holds (its column families,
+ * keys and values), recorded in its checkpoint column family when the
+ * database is made (format.c); one made before formats were recorded is
+ * format 1.  A build reads the formats from IQ_STORE_FORMAT_OLDEST to
+ * IQ_STORE_FORMAT as they are; a database of any other (written by a newer
+ * release, say) is set aside and rebuilt from the changelog
+ * (iq_restore_open), never opened for writing.  A release that changes
+ * what is stored raises IQ_STORE_FORMAT, and IQ_STORE_FORMAT_OLDEST only
+ * when it stops reading the old format.
+ */
+#define IQ_STORE_FORMAT			1
+#define IQ_STORE_FORMAT_OLDEST	1
+#define IQ_STORE_FORMAT_NONE	0	/* no database on disk */
+#define IQ_STORE_FORMAT_UNKNOWN (-1)	/* no checkpoint column family, or an unreadable mark */
+
+/*
+ * The format of a closed partition's database on disk, read without
+ * writing to it; false with *err when RocksDB cannot open it.
+ */
+extern bool iq_store_format_on_disk(int partition, int *format, char **err);
+
+/*
  * Set up the shared block cache; memtable_bytes is split between the
  * partitions.  base_dir is <state_dir>/<application_id>.
  */
@@ -66,9 +88,9 @@ extern bool iq_store_destroy(int partition, char **err);
 
 /*
  * Close a partition's database and rename its directory to
- * "<dir>.corrupt-<UTC time>" (*moved_to), for a rebuild from scratch.
+ * "<dir>.<why>-<UTC time>" (*moved_to), for a rebuild from scratch.
  */
-extern bool iq_store_set_aside(int partition, char *moved_to,
+extern bool iq_store_set_aside(int partition, const char *why, char *moved_to,
 							   size_t moved_to_len, char **err);
 
 /* Does a RocksDB error say that the database's files are damaged? */

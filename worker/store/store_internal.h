@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * store_internal.h
  *	  What the store's files share: the table of partitions and their
- *	  locks, the column families, the RocksDB options, the checkpoint.
+ *	  locks, the column families, the RocksDB options, the checkpoint and
+ *	  the format.
  *
  *	  lifecycle.c	init/shutdown, open/close of a partition, held and
  *					restoring flags, positions
@@ -9,6 +10,8 @@
  *	  options.c		RocksDB options: the shared block cache, each database's
  *					options sized from the memory budget
  *	  checkpoint.c	the offsets written atomically with the data
+ *	  format.c		the store's format: read before a read-write open,
+ *					recorded when the database is made
  *	  read.c		point reads, held partitions, counts, positions
  *	  cursor.c		the merged scan, a bounded batch at a time
  *	  write.c		write batches and the bulk load of restores
@@ -35,6 +38,7 @@
 #define CF_OF(store)	((store) + 1)
 #define CF_CHECKPOINT	(IQ_NUM_STORES + 1)
 #define NUM_CF			(IQ_NUM_STORES + 2)
+#define CF_CHECKPOINT_NAME	"checkpoint"
 
 /*
  * One partition's database.  Readers hold lock shared while they use db;
@@ -71,6 +75,9 @@ extern rocksdb_writeoptions_t *iq_store_write_opts;
 extern void iq_store_options_init(size_t block_cache_bytes, size_t memtable_bytes);
 extern void iq_store_options_free(void);
 extern rocksdb_options_t *iq_store_db_options(int partitions);
+
+/* in format.c */
+extern bool iq_store_format_mark(PartStore *ps, bool existed, char **err);
 
 /* in checkpoint.c */
 extern bool iq_store_checkpoint_read(PartStore *ps, IqCheckpoint *ck, char **err);

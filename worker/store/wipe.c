@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * wipe.c
  *	  A partition's database done away with: deleted before a full restore,
- *	  or, when RocksDB says its files are damaged, moved aside for a rebuild
- *	  from scratch.  Main thread of the worker.
+ *	  or, when RocksDB says its files are damaged or they are in a format
+ *	  this build does not read, moved aside for a rebuild from scratch.
+ *	  Main thread of the worker.
  *-------------------------------------------------------------------------
  */
 #include <errno.h>
@@ -45,15 +46,18 @@ iq_store_destroy(int partition, char **err)
 /*
  * iq_store_set_aside
  *		Close a partition's database and rename its directory out of the
- *		way, so that the next open starts an empty one.
+ *		way, as "<n>.<why>-<UTC time>", so that the next open starts an
+ *		empty one.
  *
  * Renamed rather than deleted: a corrupt database is evidence (a disk, a
- * file system, or a RocksDB bug), and the rename is as fast and as
- * atomic as a delete.  The name carries the time, so repeated corruptions
- * never collide; the caller logs where it went.
+ * file system, or a RocksDB bug), one of a newer format is what that
+ * release would read again, and the rename is as fast and as atomic as a
+ * delete.  The name carries the time, so repeated set-asides never
+ * collide; the caller logs where it went.
  */
 bool
-iq_store_set_aside(int partition, char *moved_to, size_t moved_to_len, char **err)
+iq_store_set_aside(int partition, const char *why, char *moved_to, size_t moved_to_len,
+				   char **err)
 {
 	char		path[4096];
 	time_t		now = time(NULL);
@@ -69,9 +73,9 @@ iq_store_set_aside(int partition, char *moved_to, size_t moved_to_len, char **er
 		struct stat st;
 
 		if (n == 0)
-			snprintf(moved_to, moved_to_len, "%s.corrupt-%s", path, stamp);
+			snprintf(moved_to, moved_to_len, "%s.%s-%s", path, why, stamp);
 		else
-			snprintf(moved_to, moved_to_len, "%s.corrupt-%s-%d", path, stamp, n);
+			snprintf(moved_to, moved_to_len, "%s.%s-%s-%d", path, why, stamp, n);
 		if (lstat(moved_to, &st) != 0 && errno == ENOENT)
 		{
 			if (rename(path, moved_to) == 0)

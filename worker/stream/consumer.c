@@ -234,7 +234,8 @@ iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms)
 	/* the wake-up pipe is level-triggered for us: empty it first */
 	while (read(iq_w->wake_fd[0], buf, sizeof(buf)) > 0)
 		;
-	iq_queue_watch_begin(&watch, iq_w->consumer_q, iq_w->mem.consumer_queue_messages,
+	iq_queue_watch_begin(&watch, !iq_fetch_queue_backoff(), iq_w->consumer_q,
+						 iq_w->mem.consumer_queue_messages,
 						 iq_w->mem.consumer_queue_kbytes);
 	while (n < max && !iq_w->failed)
 	{

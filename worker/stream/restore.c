@@ -332,7 +332,8 @@ restore_take(Restore *r)
 	IqQueueWatch watch;
 	ssize_t		n;
 
-	iq_queue_watch_begin(&watch, r->q, iq_w->mem.restore_queue_messages,
+	iq_queue_watch_begin(&watch, !iq_fetch_queue_backoff(), r->q,
+						 iq_w->mem.restore_queue_messages,
 						 iq_w->mem.restore_queue_kbytes);
 	n = rd_kafka_consume_batch_queue(r->q, 0, r->msgs, iq_w->mem.restore_batch);
 	if (n == 0)
@@ -527,48 +528,33 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 }
 
 /*
- * iq_restore_open
- *		Open a partition's store for its restore; a store RocksDB finds
- *		corrupt is moved aside and started empty, so that the restore
- *		rebuilds it from the changelog and the customer topic.  False after
- *		iq_fail().
- *
- * Retrying a corrupt store would fail the same way on every attempt and
- * keep the partition, and the whole pipeline with it, in the error state;
- * everything in it can be rebuilt from Kafka, so it is.  Other open
- * errors (permissions, no space, a lock) are left to the retry with
- * backoff: moving the data aside would not fix them.
+ * set_aside
+ *		Move a partition's store out of the way as "<n>.<why>-<time>"
+ *		(*moved_to); false after iq_fail().
  */
-bool
-iq_restore_open(int p, IqCheckpoint *ck, bool *existed)
+static bool
+set_aside(int p, const char *why, char *moved_to, size_t moved_to_len)
 {
 	char	   *err = NULL;
-	char		moved_to[4200];
 
-	if (iq_store_open(p, ck, existed, &err))
+	if (iq_store_set_aside(p, why, moved_to, moved_to_len, &err))
 		return true;
-	if (!iq_store_error_is_corruption(err))
-	{
-		iq_fail("could not open the state of partition %d under iq_fdw.state_dir: %s",
-				p, err ? err : "?");
-		free(err);
-		return false;
-	}
-	if (!iq_store_set_aside(p, moved_to, sizeof(moved_to), &err))
-	{
-		iq_fail("could not move the corrupt state of partition %d aside under iq_fdw.state_dir: %s",
-				p, err ? err : "?");
-		free(err);
-		return false;
-	}
-	ereport(WARNING,
-			(errmsg("iq_fdw worker: the state of partition %d is corrupt; moved it to \"%s\" and rebuilding it from topics \"%s\" and \"%s\"",
-					p, moved_to, iq_w->cfg.changelog_topic, iq_w->cfg.customer_topic),
-			 errdetail_internal("%s", err ? err : "?"),
-			 errhint("Check the disk and file system under iq_fdw.state_dir; delete \"%s\" once it is not needed to diagnose the damage.",
-					 moved_to)));
+	iq_fail("could not move the state of partition %d aside under iq_fdw.state_dir: %s",
+			p, err ? err : "?");
 	free(err);
-	err = NULL;
+	return false;
+}
+
+/*
+ * open_empty
+ *		Open the empty store that replaces one set aside, counted as a
+ *		rebuild; false after iq_fail().
+ */
+static bool
+open_empty(int p, IqCheckpoint *ck, bool *existed)
+{
+	char	   *err = NULL;
+
 	iq_w->parts[p].stats.state_rebuilds++;
 	if (!iq_store_open(p, ck, existed, &err))
 	{
@@ -579,6 +565,90 @@ iq_restore_open(int p, IqCheckpoint *ck, bool *existed)
 	}
 	*existed = false;
 	return true;
+}
+
+/*
+ * check_format
+ *		Set aside a closed partition's store written in a format this build
+ *		does not read (a newer release's, say); *unreadable with the
+ *		RocksDB error that kept its format from being read, for the caller
+ *		to judge.  False after iq_fail().
+ */
+static bool
+check_format(int p, bool *set, char **unreadable)
+{
+	int			format;
+	char		moved_to[4200];
+	char		why[32];
+
+	*set = false;
+	if (iq_store_is_open(p) || !iq_store_format_on_disk(p, &format, unreadable))
+		return true;
+	if (format == IQ_STORE_FORMAT_NONE ||
+		(format >= IQ_STORE_FORMAT_OLDEST && format <= IQ_STORE_FORMAT))
+		return true;
+	snprintf(why, sizeof(why), "format-%d", format);
+	if (!set_aside(p, why, moved_to, sizeof(moved_to)))
+		return false;
+	ereport(LOG,
+			(errmsg("iq_fdw worker: the state of partition %d is in store format %d, which this build does not read; moved it to \"%s\" and rebuilding it from topics \"%s\" and \"%s\"",
+					p, format, moved_to, iq_w->cfg.changelog_topic, iq_w->cfg.customer_topic),
+			 errdetail("This build reads store formats %d to %d; format -1 is a store without a readable format.",
+					   IQ_STORE_FORMAT_OLDEST, IQ_STORE_FORMAT),
+			 errhint("A newer iq_fdw wrote it. Delete \"%s\" once that release is not going to run here again.",
+					 moved_to)));
+	*set = true;
+	return true;
+}
+
+/*
+ * iq_restore_open
+ *		Open a partition's store for its restore.  A store this build
+ *		cannot read as it is, because RocksDB finds it corrupt or it is in a
+ *		format this build does not read, is moved aside and started empty,
+ *		so that the restore rebuilds it from the changelog and the customer
+ *		topic.  False after iq_fail().
+ *
+ * Retrying a corrupt store would fail the same way on every attempt and
+ * keep the partition, and the whole pipeline with it, in the error state;
+ * everything in it can be rebuilt from Kafka, so it is.  A store of a
+ * newer format is never opened for writing (format.c says why).  Other
+ * open errors (permissions, no space, a lock) are left to the retry with
+ * backoff: moving the data aside would not fix them.
+ */
+bool
+iq_restore_open(int p, IqCheckpoint *ck, bool *existed)
+{
+	char	   *err = NULL;
+	char		moved_to[4200];
+	bool		newer;
+
+	if (!check_format(p, &newer, &err))
+		return false;
+	if (newer)
+		return open_empty(p, ck, existed);
+	if (err == NULL && iq_store_open(p, ck, existed, &err))
+		return true;
+	if (!iq_store_error_is_corruption(err))
+	{
+		iq_fail("could not open the state of partition %d under iq_fdw.state_dir: %s",
+				p, err ? err : "?");
+		free(err);
+		return false;
+	}
+	if (!set_aside(p, "corrupt", moved_to, sizeof(moved_to)))
+	{
+		free(err);
+		return false;
+	}
+	ereport(WARNING,
+			(errmsg("iq_fdw worker: the state of partition %d is corrupt; moved it to \"%s\" and rebuilding it from topics \"%s\" and \"%s\"",
+					p, moved_to, iq_w->cfg.changelog_topic, iq_w->cfg.customer_topic),
+			 errdetail_internal("%s", err ? err : "?"),
+			 errhint("Check the disk and file system under iq_fdw.state_dir; delete \"%s\" once it is not needed to diagnose the damage.",
+					 moved_to)));
+	free(err);
+	return open_empty(p, ck, existed);
 }
 
 /*
