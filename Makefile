@@ -46,9 +46,11 @@ EXTRA_CLEAN = $(DEPS) .build-flags fuzz/bin asan_preload.so
 -include $(DEPS)
 $(DEPS): ;
 
-# objects are rebuilt when the sanitizer flag changes, so a plain build never
-# links objects left by a sanitizer build (or the other way round)
-IQ_BUILD_FLAGS := SANITIZE=$(SANITIZE)
+# objects are rebuilt when the sanitizer flag or the PostgreSQL major version
+# changes, so a plain build never links objects left by a sanitizer build (or
+# the other way round), nor the tree's build for the host objects built in a
+# root of scripts/root (it shares the tree)
+IQ_BUILD_FLAGS := SANITIZE=$(SANITIZE) PG=$(MAJORVERSION)
 ifneq ($(shell cat .build-flags 2>/dev/null),$(IQ_BUILD_FLAGS))
 $(shell echo '$(IQ_BUILD_FLAGS)' > .build-flags)
 endif

@@ -12,8 +12,6 @@
 
 IQ_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IQ_PROG=$(basename "$0")
-PG_BIN=/usr/lib/postgresql/15/bin
-export PG_CONFIG=/usr/bin/pg_config
 IQ_PG_USER=iqfdw
 
 # what we create, the PostgreSQL user must be able to traverse
@@ -21,6 +19,40 @@ umask 022
 
 msg() { printf '%s: %s\n' "$IQ_PROG" "$*" >&2; }
 die() { msg "error: $*"; exit 1; }
+
+# ---- versions: what this Debian release ships ----------------------------
+
+# debian_release: the codename of the Debian this runs on (bookworm, trixie)
+debian_release() { (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}"); }
+
+# release_versions RELEASE: "PG JAVA CLANG", the PostgreSQL major version, the
+# Java runtime's major and clang's major that Debian RELEASE ships; the one
+# place a new Debian release is taught to the scripts
+release_versions() {
+	case $1 in
+	bookworm) echo "15 17 14" ;;
+	trixie) echo "17 21 19" ;;
+	*) return 1 ;;
+	esac
+}
+
+IQ_RELEASE=$(debian_release)
+read -r _iq_pg IQ_JAVA_MAJOR IQ_CLANG_MAJOR < <(release_versions "$IQ_RELEASE") ||
+	die "unknown Debian release '$IQ_RELEASE' (/etc/os-release): teach release_versions in scripts/lib.sh"
+# The PostgreSQL built against is the one pg_config names (the newest
+# postgresql-server-dev-N installed); before any is installed, the release's.
+export PG_CONFIG=${PG_CONFIG:-/usr/bin/pg_config}
+if IQ_PG_MAJOR=$("$PG_CONFIG" --version 2>/dev/null) && [[ $IQ_PG_MAJOR =~ ^PostgreSQL\ ([0-9]+) ]]; then
+	IQ_PG_MAJOR=${BASH_REMATCH[1]}
+	PG_BIN=$("$PG_CONFIG" --bindir)
+else
+	IQ_PG_MAJOR=$_iq_pg
+	PG_BIN=
+fi
+# libpq-dev's pg_config (no server package yet) names /usr/bin: Debian's layout
+[[ -x ${PG_BIN:-}/pg_ctl ]] || PG_BIN=/usr/lib/postgresql/$IQ_PG_MAJOR/bin
+export PG_BIN IQ_PG_MAJOR
+unset _iq_pg
 
 IQ_PORT_OFFSET=${IQ_PORT_OFFSET:-0}
 [[ $IQ_PORT_OFFSET =~ ^[0-9]+$ ]] && ((IQ_PORT_OFFSET <= 50000)) ||
@@ -116,11 +148,22 @@ IQ_SEED_ORDERS=$'1--spagety\n2--pizza\n--pasta\n'
 
 # What building, running and testing need; `scripts/test` and `scripts/demo`
 # install all of it, `scripts/cluster up` only what running needs.
-IQ_BUILD_PACKAGES=(build-essential pkg-config postgresql-server-dev-15 librdkafka-dev
-	librocksdb-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev)
-IQ_RUN_PACKAGES=(postgresql-15 kcat openjdk-17-jre-headless maven curl)
-# clang and its runtimes: the fuzz targets (make fuzz, fuzz/run)
-IQ_TEST_PACKAGES=(wrk clang libclang-rt-14-dev)
+# set_packages PG JAVA CLANG: the lists for these versions (release_versions)
+set_packages() {
+	IQ_JAVA_PACKAGE=openjdk-$2-jre-headless
+	# libicu-dev: PostgreSQL's utils/pg_locale.h includes ICU's headers
+	IQ_BUILD_PACKAGES=(build-essential pkg-config "postgresql-server-dev-$1" libicu-dev
+		librdkafka-dev librocksdb-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
+		zlib1g-dev)
+	IQ_RUN_PACKAGES=("postgresql-$1" kcat "$IQ_JAVA_PACKAGE" maven curl)
+	# clang and its runtimes: the fuzz targets (make fuzz, fuzz/run); wrk: bench/
+	IQ_TEST_PACKAGES=(wrk clang "libclang-rt-$3-dev")
+	# a root of scripts/root: building, running and the suite but the fuzz
+	# targets (they run on the host: the codec is the same everywhere)
+	IQ_ROOT_PACKAGES=("${IQ_BUILD_PACKAGES[@]}" "${IQ_RUN_PACKAGES[@]}" python3 python3-pytest
+		procps iproute2 ca-certificates)
+}
+set_packages "$IQ_PG_MAJOR" "$IQ_JAVA_MAJOR" "$IQ_CLANG_MAJOR"
 
 _iq_apt_updated=
 apt_install() {
@@ -142,7 +185,7 @@ ensure_packages() {
 	((${#missing[@]})) || return 0
 	is_root || die "missing Debian packages: ${missing[*]} (sudo apt-get install ${missing[*]})"
 	msg "installing ${missing[*]}"
-	if [[ " ${missing[*]} " == *" postgresql-15 "* ]]; then
+	if [[ " ${missing[*]} " == *" postgresql-$IQ_PG_MAJOR "* ]]; then
 		# No stray 'main' cluster on 5432: our instances are all we want.
 		apt_install postgresql-common
 		sed -i 's/^#\?\s*create_main_cluster\b.*/create_main_cluster = false/' \
@@ -156,7 +199,7 @@ ensure_kafka_jars() {
 	local lib=$IQ_REPO/kafka/lib sum
 	sum=$(sha256sum "$IQ_REPO/kafka/pom.xml" | cut -d' ' -f1)
 	[[ -r $lib/.pom.sha256 && $(<"$lib/.pom.sha256") == "$sum" ]] && return 0
-	ensure_packages openjdk-17-jre-headless maven
+	ensure_packages "$IQ_JAVA_PACKAGE" maven
 	msg "fetching the Kafka jars from Maven Central (kafka/pom.xml)"
 	rm -rf "$lib"
 	local log
@@ -185,7 +228,7 @@ python_with_pytest() {
 
 # build_extension: make and make install the extension from this tree
 build_extension() {
-	ensure_packages "${IQ_BUILD_PACKAGES[@]}" postgresql-15
+	ensure_packages "${IQ_BUILD_PACKAGES[@]}" "postgresql-$IQ_PG_MAJOR"
 	msg "building iq_fdw"
 	make -C "$IQ_REPO" -s WERROR=1 PG_CONFIG="$PG_CONFIG" || die "the build failed"
 	make -C "$IQ_REPO" -s PG_CONFIG="$PG_CONFIG" install >/dev/null || die "make install failed"

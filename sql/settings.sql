@@ -5,7 +5,13 @@ SHOW iq_fdw.order_topic;
 SHOW iq_fdw.partitioner;
 SHOW iq_fdw.processing_guarantee;
 
-SET iq_fdw.peer_timeout = -5;
+-- a range PostgreSQL enforces; its message words the range differently
+-- from 17 on ("1 ms .. 3600000 ms"), so the refusal shows as its SQLSTATE
+SELECT min_val, max_val, unit FROM pg_settings WHERE name = 'iq_fdw.peer_timeout';
+\set VERBOSITY sqlstate
+SET iq_fdw.peer_timeout = 0;
+\set VERBOSITY default
+SET iq_fdw.peer_timeout = 1;
 SET iq_fdw.peer_timeout = '2s';
 SHOW iq_fdw.peer_timeout;
 SET iq_fdw.max_lag = 1000;

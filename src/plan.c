@@ -23,6 +23,7 @@
 #include "utils/lsyscache.h"
 #include "utils/pg_locale.h"
 
+#include "common/compat.h"
 #include "src/deparse.h"
 #include "src/iq_fdw.h"
 #include "src/option.h"
@@ -155,9 +156,9 @@ iqGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 		pathkeys = key_order_pathkeys(root, baserel, ri);
 
 	add_path(baserel, (Path *)
-			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-									 startup, total, pathkeys,
-									 baserel->lateral_relids, NULL, NIL));
+			 iq_create_foreignscan_path(root, baserel, NULL, baserel->rows,
+										startup, total, pathkeys,
+										baserel->lateral_relids, NULL, NIL));
 
 	if (ri->quals.kind != IQ_SCAN_POINT)
 		add_parameterized_paths(root, baserel, ri);
@@ -266,9 +267,9 @@ add_parameterized_paths(PlannerInfo *root, RelOptInfo *baserel, IqRelInfo *ri)
 		/* one key per outer row: at most one row */
 		scan_cost(baserel, 1, &startup, &total);
 		add_path(baserel, (Path *)
-				 create_foreignscan_path(root, baserel, NULL, 1,
-										 startup, total, NIL,
-										 ppi->ppi_req_outer, NULL, NIL));
+				 iq_create_foreignscan_path(root, baserel, NULL, 1,
+											startup, total, NIL,
+											ppi->ppi_req_outer, NULL, NIL));
 	}
 }
 

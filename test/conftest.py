@@ -26,7 +26,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 OFFSET = int(os.environ.get("IQ_PORT_OFFSET", "0"))
 
@@ -46,16 +45,19 @@ def http_port(i):
 BOOTSTRAP = f"127.0.0.1:{kafka_port()}"
 
 
-def _iq_home():
-    """IQ_HOME as scripts/lib.sh decides it, so that the two never disagree."""
-    if os.environ.get("IQ_HOME"):
-        return Path(os.environ["IQ_HOME"])
-    out = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/lib.sh" && echo "$IQ_HOME"'],
+def _from_lib_sh(name):
+    """NAME from the environment, else as scripts/lib.sh decides it, so that
+    the two never disagree."""
+    if os.environ.get(name):
+        return Path(os.environ[name])
+    out = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/lib.sh" && echo "${name}"'],
                          capture_output=True, text=True, check=True, timeout=30)
     return Path(out.stdout.strip())
 
 
-IQ_HOME = _iq_home()
+IQ_HOME = _from_lib_sh("IQ_HOME")
+# the PostgreSQL that pg_config names (15 on Debian 12, 17 on Debian 13)
+PG_BIN = _from_lib_sh("PG_BIN")
 
 
 def _instance_count():

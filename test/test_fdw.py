@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, Session, consume, freeze, http_port,
+from conftest import (BOOTSTRAP, INSTANCES, PG_BIN, Session, consume, freeze, http_port,
                       import_stores_sql, java_partition, produce, psql, psql_error,
                       pushdown, scratch_instance, thaw, wait_until)
 
@@ -561,7 +561,7 @@ def lonely_instance():
 
 def lonely_psql(port, sql):
     import subprocess
-    r = subprocess.run(["/usr/lib/postgresql/15/bin/psql", "-X", "-At", "-q", "-h", "127.0.0.1",
+    r = subprocess.run([str(PG_BIN / "psql"), "-X", "-At", "-q", "-h", "127.0.0.1",
                         "-p", str(port), "-U", "postgres", "-d", "postgres"],
                        input=sql, capture_output=True, text=True, timeout=60)
     return r.stdout.strip(), r.stderr.strip()

@@ -24,9 +24,7 @@ import subprocess
 
 import pytest
 
-from conftest import BOOTSTRAP, OFFSET, create_topic, pushdown, scratch_instance, unique, wait_until
-
-PG = "/usr/lib/postgresql/15/bin"
+from conftest import BOOTSTRAP, OFFSET, PG_BIN, create_topic, pushdown, scratch_instance, unique, wait_until
 PORT = 5443 + OFFSET
 HTTP = 13410 + OFFSET
 
@@ -60,7 +58,7 @@ def hexlit(b):
 
 def run(sql, timeout=60, check=True):
     """sql on the private instance; (stdout, stderr), bytes decoded strictly."""
-    r = subprocess.run([f"{PG}/psql", "-X", "-At", "-q", "-h", "127.0.0.1", "-p", str(PORT),
+    r = subprocess.run([str(PG_BIN / "psql"), "-X", "-At", "-q", "-h", "127.0.0.1", "-p", str(PORT),
                         "-U", "postgres", "-d", "postgres", "-v",
                         "ON_ERROR_STOP=1" if check else "ON_ERROR_STOP=0"],
                        input=sql.encode(), capture_output=True, timeout=timeout)

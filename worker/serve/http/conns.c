@@ -185,17 +185,21 @@ iq_http_conn_notify(void *cls, struct MHD_Connection *conn,
 		return;
 	}
 	{
-		const union MHD_ConnectionInfo *fd =
+		/*
+		 * libmicrohttpd 1.0 answers every query in one buffer of the
+		 * connection: an answer is read before the next query overwrites
+		 * it (else the fd would be bytes of the address's pointer)
+		 */
+		const union MHD_ConnectionInfo *ci =
 			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-		const union MHD_ConnectionInfo *addr =
-			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 
-		c->fd = fd ? fd->connect_fd : -1;
-		c->counted = addr && client_key(addr->client_addr,
-										addr->client_addr->sa_family == AF_INET6 ?
-										sizeof(struct sockaddr_in6) :
-										sizeof(struct sockaddr_in),
-										c->client);
+		c->fd = ci ? ci->connect_fd : -1;
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		c->counted = ci && client_key(ci->client_addr,
+									  ci->client_addr->sa_family == AF_INET6 ?
+									  sizeof(struct sockaddr_in6) :
+									  sizeof(struct sockaddr_in),
+									  c->client);
 	}
 	set_state(c, PHASE_FIRST, iq_conn_now_ms() + iq_conn_request_timeout_ms());
 	pthread_mutex_lock(&lock);
