@@ -55,6 +55,9 @@ ifneq ($(shell cat .build-flags 2>/dev/null),$(IQ_BUILD_FLAGS))
 $(shell echo '$(IQ_BUILD_FLAGS)' > .build-flags)
 endif
 $(OBJS): .build-flags
+# and the JIT's bitcode: another release's clang writes bitcode this one's
+# llvm-lto cannot read (a tree built in a root, then on the host)
+$(OBJS:.o=.bc): .build-flags
 
 ifeq ($(SANITIZE),1)
 # preloaded after libasan by scripts/instance (see scripts/asan_preload.c)
