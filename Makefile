@@ -26,7 +26,7 @@ endif
 # PGXS has no header dependencies: without these, a changed struct in a
 # header leaves objects built against the old layout
 PG_CFLAGS += -MMD -MP
-SHLIB_LINK = -lrdkafka -lrocksdb -lcurl -lmicrohttpd -ljansson -lz -lpthread
+SHLIB_LINK = -lrdkafka -lrocksdb -lcurl -lmicrohttpd -lgnutls -ljansson -lz -lpthread
 
 # make SANITIZE=1: the module built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (a server must then run with libasan preloaded:

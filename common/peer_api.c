@@ -19,9 +19,10 @@ iq_peer_authority(char *out, size_t size, const char *host, int port)
 	return snprintf(out, size, "%s:%d", host, port);
 }
 
-/* iq_peer_url: http://host:port/path; -1 for a host longer than any name */
+/* iq_peer_url: http(s)://host:port/path; -1 for a host longer than any name */
 int
-iq_peer_url(char *out, size_t size, const char *host, int port, const char *path)
+iq_peer_url(char *out, size_t size, bool tls, const char *host, int port,
+			const char *path)
 {
 	char		authority[IQ_PEER_AUTHORITY_LEN];
 	int			n = iq_peer_authority(authority, sizeof(authority), host, port);
@@ -32,5 +33,5 @@ iq_peer_url(char *out, size_t size, const char *host, int port, const char *path
 			out[0] = '\0';
 		return -1;
 	}
-	return snprintf(out, size, "http://%s%s", authority, path);
+	return snprintf(out, size, "%s://%s%s", tls ? "https" : "http", authority, path);
 }

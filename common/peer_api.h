@@ -13,6 +13,7 @@
 #ifndef IQ_PEER_API_H
 #define IQ_PEER_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The longest host name (RFC 1035), and room for one with its port */
@@ -35,11 +36,12 @@
 
 /*
  * host:port, an IPv6 literal in brackets (what a Host header carries), and
- * "http://host:port/path".  Both return what snprintf returns (size or
+ * "http://host:port/path" ("https://" when tls: iq_fdw.ssl_cert_file is
+ * set, and then every instance of the cluster speaks TLS).  Both return what snprintf returns (size or
  * more: the result was cut); iq_peer_url -1 for a host over 255 bytes.
  */
 extern int	iq_peer_authority(char *out, size_t size, const char *host, int port);
-extern int	iq_peer_url(char *out, size_t size, const char *host, int port,
-						const char *path);
+extern int	iq_peer_url(char *out, size_t size, bool tls, const char *host,
+						int port, const char *path);
 
 #endif							/* IQ_PEER_API_H */

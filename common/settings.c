@@ -396,6 +396,7 @@ iq_define_settings(void)
 							&iq_max_lag_wait_ms, 5000, 0, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
 
+	iq_define_access_settings();
 	MarkGUCPrefixReserved("iq_fdw");
 }
 

@@ -23,6 +23,12 @@ typedef enum IqGuarantee
 	IQ_EXACTLY_ONCE
 } IqGuarantee;
 
+typedef enum IqHttpAuth
+{
+	IQ_HTTP_AUTH_NONE,			/* the seed's endpoints are open */
+	IQ_HTTP_AUTH_REQUIRED		/* a client certificate or the bearer token */
+} IqHttpAuth;
+
 typedef enum IqLagPolicy
 {
 	IQ_LAG_FAIL,				/* a partition beyond max_lag fails the query */
@@ -57,7 +63,18 @@ extern int	iq_max_lag;
 extern int	iq_lag_policy;
 extern int	iq_max_lag_wait_ms;
 
+/* access (settings_access.c): paths, never secrets themselves */
+extern char *iq_ssl_cert_file;	/* "" means TLS off */
+extern char *iq_ssl_key_file;
+extern char *iq_ssl_ca_file;
+extern int	iq_http_auth;		/* IqHttpAuth, for the seed's endpoints */
+extern char *iq_http_token_file;
+extern bool iq_http_insecure;
+extern char *iq_http_allowed_hosts;
+extern char *iq_kafka_properties_file;
+
 extern void iq_define_settings(void);
+extern void iq_define_access_settings(void);
 
 /* Resolved values (defaults filled in); palloc'd in the caller's context. */
 extern char *iq_state_dir_path(void);

@@ -96,7 +96,8 @@ typedef enum IqWireStatus
 	IQ_WIRE_UNKNOWN_STORE = 3,
 	IQ_WIRE_BAD_REQUEST = 4,
 	IQ_WIRE_INTERNAL = 5,
-	IQ_WIRE_UNKNOWN_VERSION = 6 /* the request's version is not one the server reads */
+	IQ_WIRE_UNKNOWN_VERSION = 6,	/* the request's version is not one the server reads */
+	IQ_WIRE_FORBIDDEN = 7		/* the client proved no peer's certificate (TLS on) */
 } IqWireStatus;
 
 /* A growable malloc'd buffer. */

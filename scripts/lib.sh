@@ -130,6 +130,11 @@ existing_instances() {
 }
 
 # How many instances `up` started last (3 before the first `up`).
+# TLS between the instances and on the seed's API (scripts/cluster up --tls):
+# the certificates scripts/certs made, under tls_dir
+tls_dir() { echo "$IQ_HOME/tls"; }
+tls_on() { [[ -e $IQ_HOME/tls_on ]]; }
+
 recorded_instances() {
 	local n=3
 	[[ -r $IQ_HOME/instances ]] && n=$(<"$IQ_HOME/instances")
@@ -153,11 +158,11 @@ set_packages() {
 	IQ_JAVA_PACKAGE=openjdk-$2-jre-headless
 	# libicu-dev: PostgreSQL's utils/pg_locale.h includes ICU's headers
 	IQ_BUILD_PACKAGES=(build-essential pkg-config "postgresql-server-dev-$1" libicu-dev
-		librdkafka-dev librocksdb-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
+		librdkafka-dev librocksdb-dev libcurl4-openssl-dev libmicrohttpd-dev libgnutls28-dev libjansson-dev
 		zlib1g-dev)
-	IQ_RUN_PACKAGES=("postgresql-$1" kcat "$IQ_JAVA_PACKAGE" maven curl)
+	IQ_RUN_PACKAGES=("postgresql-$1" kcat "$IQ_JAVA_PACKAGE" maven curl openssl)
 	# clang and its runtimes: the fuzz targets (make fuzz, fuzz/run); wrk: bench/
-	IQ_TEST_PACKAGES=(wrk clang "libclang-rt-$3-dev")
+	IQ_TEST_PACKAGES=(wrk clang "libclang-rt-$3-dev" tcpdump)
 	# a root of scripts/root: building, running and the suite but the fuzz
 	# targets (they run on the host: the codec is the same everywhere)
 	IQ_ROOT_PACKAGES=("${IQ_BUILD_PACKAGES[@]}" "${IQ_RUN_PACKAGES[@]}" python3 python3-pytest

@@ -122,7 +122,7 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, int timeout_ms,
 		strlcpy(error, "Could not create a curl handle.", errlen);
 		return false;
 	}
-	(void) iq_peer_url(url, sizeof(url), host, port, "/");
+	(void) iq_peer_url(url, sizeof(url), false, host, port, "/");
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Max(timeout_ms, 1));

@@ -122,7 +122,7 @@ static bool
 start_peer(Gather *g, Source *src, const IqHttpMember *member)
 {
 	char		url[IQ_PEER_URL_LEN];
-	int			n = iq_peer_url(url, sizeof(url), member->host, member->port,
+	int			n = iq_peer_url(url, sizeof(url), false, member->host, member->port,
 								IQ_PEER_READ_PATH);
 
 	if (n < 0 || (size_t) n >= sizeof(url))
