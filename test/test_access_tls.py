@@ -247,15 +247,21 @@ def test_owner_with_a_certificate_of_another_ca_is_named_and_its_data_never_show
     assert https_json(1, f"/stores/{STORE}/get/{k}") == {"response": f"name of {k}"}
 
 
-def test_reload_with_an_unreadable_key_keeps_the_old_material_and_names_the_setting(data):
+@pytest.mark.parametrize("key, says", [
+    ("no-such-instance.key", '"{tls}/no-such-instance.key" of iq_fdw.ssl_key_file'),
+    # a key of its own, not the certificate's: GnuTLS says so before MHD is tried
+    ("rogue.key", "The key of iq_fdw.ssl_key_file does not belong to the certificate of "
+                  "iq_fdw.ssl_cert_file"),
+], ids=["unreadable", "not-the-certificates"])
+def test_reload_with_a_bad_key_keeps_the_old_material_and_names_the_setting(data, key, says):
     i = 3
     before = served_fingerprint(i)
     try:
-        with settings(i, ssl_key_file=TLS / "no-such-instance.key"):
+        with settings(i, ssl_key_file=TLS / key):
             wait_until(lambda: "iq_fdw.ssl_key_file" in worker(i)[1], timeout=60,
                        message=f"instance {i}'s worker naming iq_fdw.ssl_key_file")
             state, message = worker(i)
-            assert state == "error" and "no-such-instance.key" in message, (state, message)
+            assert state == "error" and says.format(tls=TLS) in message, (state, message)
             assert served_fingerprint(i) == before
             for k in KEYS[:5]:
                 assert https_json(i, f"/stores/{STORE}/get/{k}") == {"response": f"name of {k}"}
