@@ -164,8 +164,7 @@ topic_partition_counts(rd_kafka_t *rk, const char *const *names, int *counts,
 		rd_kafka_topic_destroy(rkt);
 		if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
-			snprintf(buf, sizeof(buf), "cannot reach Kafka at %s (iq_fdw.bootstrap_servers): %s",
-					 iq_w->cfg.brokers, rd_kafka_err2str(rerr));
+			iq_broker_failure(buf, sizeof(buf), rerr);
 			*err = strdup(buf);
 			return false;
 		}
