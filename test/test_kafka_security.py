@@ -15,6 +15,11 @@ iq_fdw.kafka_properties_file:
 - a member of the group whose client.id is not "iq_fdw|host:port" (a kcat
   consumer): one WARNING, not listed by iq_instances(), never asked; the
   partitions it holds have no owner.
+
+The broker runs an authorizer and its SASL user iqfdw is no super user: the
+instance works with the ACLs README gives the cluster's principal (granted
+here, for this module's topics and group), under exactly_once; another
+principal (intruder) cannot join the group at all.
 """
 
 import json
@@ -26,8 +31,8 @@ import time
 
 import pytest
 
-from conftest import (BOOTSTRAP, IQ_HOME, OFFSET, PG_BIN, java_partition, private_pipeline,
-                      scratch_instance, wait_until)
+from conftest import (BOOTSTRAP, IQ_HOME, OFFSET, PG_BIN, java_partition, kafka,
+                      private_pipeline, scratch_instance, wait_until)
 
 PORT = 5445 + OFFSET
 HTTP = 13420 + OFFSET
@@ -36,6 +41,21 @@ SASL_BOOTSTRAP = f"127.0.0.1:{9094 + OFFSET}"
 GOOD = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
         "sasl.username": "iqfdw", "sasl.password": "iqfdw-sasl-test"}
 WRONG_PASSWORD = "not-the-password-7f3a"
+INTRUDER = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": "intruder", "sasl.password": "intruder-sasl-test"}
+
+
+def grant_readme_acls(principal, customer, order, app):
+    """The ACLs README's "Broker ACLs" gives the cluster's principal."""
+    for args in (["--group", app, "--operation", "Read", "--operation", "Describe"],
+                 ["--group", f"{app}-restore", "--operation", "Describe"],
+                 ["--topic", customer, "--topic", order, "--operation", "Read",
+                  "--operation", "Describe"],
+                 ["--topic", f"{app}-order-count-changelog", "--operation", "Create",
+                  "--operation", "Write", "--operation", "Read", "--operation", "Describe"],
+                 ["--transactional-id", f"{app}-", "--resource-pattern-type", "prefixed",
+                  "--operation", "Write", "--operation", "Describe"]):
+        kafka("acls", "--add", "--allow-principal", principal, *args)
 
 
 def run(sql, check=True, timeout=60):
@@ -96,6 +116,8 @@ def count(key):
 @pytest.fixture(scope="module")
 def scratch():
     customer, order, app, settings = private_pipeline("sec", HTTP, SASL_BOOTSTRAP)
+    grant_readme_acls("User:iqfdw", customer, order, app)
+    settings["iq_fdw.processing_guarantee"] = "exactly_once"
     # in the directory scratch_instance makes (and removes)
     props_path = IQ_HOME / f"kafkasec-{os.getpid()}" / "kafka.properties"
     settings["iq_fdw.kafka_properties_file"] = str(props_path)
@@ -222,3 +244,20 @@ def test_rogue_member_is_ignored(scratch):
         rogue.wait(timeout=30)
     for k in keys:
         wait_counted(k, 1)
+
+
+def test_other_principal_cannot_join_the_group(scratch):
+    """What keeps a rogue member out: the broker's ACLs (README)."""
+    scratch.write_props(props(GOOD))
+    wait_until(lambda: worker()[0] == "running", timeout=120, interval=1,
+               message="the worker to run")
+    warned = scratch.log().count("ignoring member")
+    sasl = [x for k, v in INTRUDER.items() for x in ("-X", f"{k}={v}")]
+    r = subprocess.run(["timeout", "20", "kcat", "-b", SASL_BOOTSTRAP, "-G", scratch.app, *sasl,
+                        "-X", "client.id=iq_fdw|127.0.0.1:1", "-X", "enable.auto.commit=false",
+                        scratch.customer, scratch.order],
+                       capture_output=True, text=True, timeout=60)
+    assert re.search(r"(?i)group.?authori[sz]ation.?failed", r.stderr), r.stderr[-2000:]
+    parts = run("SELECT assigned_partitions FROM iq_worker()")[0]
+    assert parts == "{0,1,2}", parts
+    assert scratch.log().count("ignoring member") == warned  # never a member

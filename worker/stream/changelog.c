@@ -343,9 +343,14 @@ iq_producer_start(char **err)
 
 		if (error != NULL)
 		{
-			snprintf(errstr, sizeof(errstr),
-					 "could not initialize Kafka transactions (iq_fdw.processing_guarantee = exactly_once, transactional.id \"%s\"): %s",
-					 iq_w->transactional_id, rd_kafka_error_string(error));
+			/* a broker that refused our credentials: that, not a timeout */
+			rd_kafka_poll(iq_w->producer, 0);
+			if (iq_w->broker_error)
+				iq_broker_failure(errstr, sizeof(errstr), rd_kafka_error_code(error));
+			else
+				snprintf(errstr, sizeof(errstr),
+						 "could not initialize Kafka transactions (iq_fdw.processing_guarantee = exactly_once, transactional.id \"%s\"): %s",
+						 iq_w->transactional_id, rd_kafka_error_string(error));
 			rd_kafka_error_destroy(error);
 			*err = strdup(errstr);
 			return false;
