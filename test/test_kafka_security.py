@@ -187,6 +187,7 @@ def test_file_others_may_read_is_refused(scratch):
     ("metadata.broker.list = 127.0.0.1:1", r'line 7: property "metadata\.broker\.list" sets "bootstrap\.servers"'),
     ("no.such.property = 1", r'line 7: .*no\.such\.property'),
     ("security.protocol = SECRET_4ab1", r'line 7: .*security\.protocol'),
+    ("security.protocol = S", r'line 7: Invalid value "\(value hidden\)" for configuration property "security\.protocol"'),
     ("this line has no equals sign", r"line 7: not a property"),
 ])
 def test_bad_line_is_refused_naming_the_line(scratch, line, pattern):

@@ -96,7 +96,9 @@ owned_index(const char *name)
 /*
  * mask_value
  *		librdkafka's text with the value, wherever it quotes it, hidden:
- *		a mistyped line may hold a password.
+ *		a mistyped line may hold a password.  Only whole occurrences (not
+ *		inside a word of librdkafka's) are hidden, so a short value does
+ *		not garble the sentence.
  */
 static char *
 mask_value(const char *text, const char *value)
@@ -104,14 +106,21 @@ mask_value(const char *text, const char *value)
 	StringInfoData s;
 	size_t		vlen = strlen(value);
 	const char *p = text;
+	const char *from = text;
 	const char *hit;
 
 	initStringInfo(&s);
-	while (vlen > 0 && (hit = strstr(p, value)) != NULL)
+	while (vlen > 0 && (hit = strstr(from, value)) != NULL)
 	{
+		if ((hit > text && isalnum((unsigned char) hit[-1])) ||
+			isalnum((unsigned char) hit[vlen]))
+		{
+			from = hit + 1;
+			continue;
+		}
 		appendBinaryStringInfo(&s, p, hit - p);
 		appendStringInfoString(&s, "(value hidden)");
-		p = hit + vlen;
+		p = from = hit + vlen;
 	}
 	appendStringInfoString(&s, p);
 	return s.data;
@@ -149,7 +158,8 @@ aliased_owned(const rd_kafka_conf_t *base, const rd_kafka_conf_t *conf)
 		rd_kafka_conf_res_t ra = rd_kafka_conf_get(base, owned[i].name, a, &alen);
 		rd_kafka_conf_res_t rb = rd_kafka_conf_get(conf, owned[i].name, b, &blen);
 
-		if (ra != rb || (ra == RD_KAFKA_CONF_OK && strcmp(a, b) != 0))
+		/* a value too long for the buffer compares by its length */
+		if (ra != rb || alen != blen || (ra == RD_KAFKA_CONF_OK && strcmp(a, b) != 0))
 			return i;
 	}
 	return -1;
