@@ -177,8 +177,9 @@ check_bootstrap_servers(char **newval, void **extra, GucSource source)
 
 		while (*tok == ' ')
 			tok++;
-		if (strncmp(tok, "PLAINTEXT://", 12) == 0)
-			tok += 12;
+		/* librdkafka takes (and ignores) a listener's protocol before it */
+		if (strstr(tok, "://") != NULL)
+			tok = strstr(tok, "://") + 3;
 		if (!iq_parse_host_port(tok, host, sizeof(host), &port))
 		{
 			GUC_check_errdetail("Broker \"%s\" is not of the form host:port.", tok);
