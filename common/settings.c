@@ -64,8 +64,27 @@ static const struct config_enum_entry lag_policy_options[] = {
 };
 
 /*
+ * host_chars_ok
+ *		Whether host has only the characters of a host name, an IPv4
+ *		address or an IPv6 literal: what can go into a URL and a Host
+ *		header as it is (no space, CR/LF, '/', '@', '?', '#', quote, '%').
+ */
+static bool
+host_chars_ok(const char *host, int len)
+{
+	for (int i = 0; i < len; i++)
+		if (!isalnum((unsigned char) host[i]) && host[i] != '.' && host[i] != '-' &&
+			host[i] != '_' && host[i] != ':')
+			return false;
+	return true;
+}
+
+/*
  * iq_parse_host_port
- *		Split "host:port" (or "[v6]:port"); false on bad syntax.
+ *		Split "host:port" (or "[v6]:port"); false on bad syntax, or on a
+ *		host with characters no host name or address has.  Group members
+ *		name their endpoints themselves (ownership.c): what is let through
+ *		here ends up in URLs and Host headers.
  */
 bool
 iq_parse_host_port(const char *spec, char *host, int hostlen, int *port)
@@ -95,7 +114,7 @@ iq_parse_host_port(const char *spec, char *host, int hostlen, int *port)
 			return false;
 		hlen = colon - spec;
 	}
-	if (hlen <= 0 || hlen >= hostlen)
+	if (hlen <= 0 || hlen >= hostlen || !host_chars_ok(h, hlen))
 		return false;
 	errno = 0;
 	p = strtol(colon + 1, &end, 10);
@@ -158,8 +177,9 @@ check_bootstrap_servers(char **newval, void **extra, GucSource source)
 
 		while (*tok == ' ')
 			tok++;
-		if (strncmp(tok, "PLAINTEXT://", 12) == 0)
-			tok += 12;
+		/* librdkafka takes (and ignores) a listener's protocol before it */
+		if (strstr(tok, "://") != NULL)
+			tok = strstr(tok, "://") + 3;
 		if (!iq_parse_host_port(tok, host, sizeof(host), &port))
 		{
 			GUC_check_errdetail("Broker \"%s\" is not of the form host:port.", tok);

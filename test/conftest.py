@@ -414,6 +414,20 @@ def unique(prefix):
     return f"{prefix}_{os.getpid()}_{time.monotonic_ns()}"
 
 
+def private_pipeline(prefix, http, bootstrap=BOOTSTRAP):
+    """Topics and a group of their own for a scratch instance, so that its
+    records reach no other test's reader: (customer, order, application_id,
+    the iq_fdw settings naming them, with HTTP on 127.0.0.1:http)."""
+    customer, order, app = unique(f"{prefix}cust"), unique(f"{prefix}ord"), unique(f"{prefix}app")
+    create_topic(customer, 3, cleanup_policy="compact")
+    create_topic(order, 3)
+    return customer, order, app, {
+        "iq_fdw.bootstrap_servers": bootstrap, "iq_fdw.customer_topic": customer,
+        "iq_fdw.order_topic": order, "iq_fdw.application_id": app,
+        "iq_fdw.http_listen": f"127.0.0.1:{http}",
+        "iq_fdw.advertised_endpoint": f"localhost:{http}"}
+
+
 # ---- processes --------------------------------------------------------------
 
 def _ancestors():

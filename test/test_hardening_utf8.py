@@ -24,7 +24,7 @@ import subprocess
 
 import pytest
 
-from conftest import BOOTSTRAP, OFFSET, PG_BIN, create_topic, pushdown, scratch_instance, unique, wait_until
+from conftest import BOOTSTRAP, OFFSET, PG_BIN, private_pipeline, pushdown, scratch_instance, wait_until
 PORT = 5443 + OFFSET
 HTTP = 13410 + OFFSET
 
@@ -110,13 +110,7 @@ CREATE FOREIGN TABLE u8.customer_val_err (key bytea, value text) SERVER iq
 @pytest.fixture(scope="module")
 def private():
     """A scratch instance whose worker reads topics of its own, holding KEYS."""
-    customer, order, app = unique("u8cust"), unique("u8ord"), unique("u8app")
-    create_topic(customer, 3, cleanup_policy="compact")
-    create_topic(order, 3)
-    settings = {"iq_fdw.bootstrap_servers": BOOTSTRAP, "iq_fdw.customer_topic": customer,
-                "iq_fdw.order_topic": order, "iq_fdw.application_id": app,
-                "iq_fdw.http_listen": f"127.0.0.1:{HTTP}",
-                "iq_fdw.advertised_endpoint": f"localhost:{HTTP}"}
+    customer, order, app, settings = private_pipeline("u8", HTTP)
     with scratch_instance("utf8", PORT, settings,
                           ("-E", "UTF8", "--locale=C.UTF-8", "--lc-collate=C")) as base:
         run("CREATE EXTENSION iq_fdw;")

@@ -5,7 +5,8 @@
  * The worker copies its settings once, at start: a reload that changes one
  * of them stops the worker cleanly so that the postmaster starts one with
  * the new values (worker_main.c), rather than rebuilding a pipeline under
- * settings that moved beneath it.
+ * settings that moved beneath it.  The Kafka properties file counts as a
+ * setting: its contents are read at start and again at every reload.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -71,6 +72,7 @@ iq_worker_config_load(IqWorkerConfig *c, MemoryContext cxt)
 	else
 		c->commit_interval_ms = c->guarantee == IQ_EXACTLY_ONCE ?
 			KSTREAMS_EOS_COMMIT_INTERVAL_MS : KSTREAMS_COMMIT_INTERVAL_MS;
+	iq_kafka_props_load(&c->kafka_props, iq_kafka_properties_file);
 	pfree(dir);
 	MemoryContextSwitchTo(old);
 }
@@ -101,7 +103,9 @@ iq_worker_config_changed(const IqWorkerConfig *o)
 		n.guarantee != o->guarantee ||
 		n.memory_budget_mb != o->memory_budget_mb ||
 		n.http_threads != o->http_threads ||
-		n.commit_interval_ms != o->commit_interval_ms;
+		n.commit_interval_ms != o->commit_interval_ms ||
+		iq_kafka_props_differ(&n.kafka_props, &o->kafka_props);
+	iq_kafka_props_forget(&n.kafka_props);
 	MemoryContextDelete(cxt);
 	return changed;
 }

@@ -11,6 +11,8 @@
 
 #include "utils/palloc.h"
 
+#include "worker/kafka_props.h"
+
 /* Settings the worker runs with: a change of any of them restarts it. */
 typedef struct IqWorkerConfig
 {
@@ -27,6 +29,7 @@ typedef struct IqWorkerConfig
 	int			memory_budget_mb;
 	int			http_threads;
 	int			commit_interval_ms;
+	IqKafkaProps kafka_props;	/* iq_fdw.kafka_properties_file, read */
 } IqWorkerConfig;
 
 extern void iq_worker_config_load(IqWorkerConfig *c, MemoryContext cxt);

@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "worker/kafka_conf.h"
+#include "worker/kafka_props.h"
 #include "worker/state.h"
 
 
@@ -35,11 +36,15 @@
  */
 #define FETCH_QUEUE_BACKOFF_MS	10
 
+/* the broker error recorded (iq_w->broker_reason) refused our credentials */
+static bool broker_refused = false;
+
 /*
  * iq_metadata
  *		rd_kafka_metadata in slices (iq_wait_slice), up to timeout_ms in
  *		all.  A down broker answers __TRANSPORT once a slice is over, as a
- *		slow one answers __TIMED_OUT: both are tried again.
+ *		slow one answers __TIMED_OUT: both are tried again.  Why it does
+ *		not answer: iq_broker_failure.
  */
 rd_kafka_resp_err_t
 iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
@@ -57,6 +62,9 @@ iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
 		err = rd_kafka_metadata(rk, 0, rkt, md, slice);
 		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT && err != RD_KAFKA_RESP_ERR__TRANSPORT)
 			break;
+		/* a producer's errors (a refused password) come with its callbacks */
+		if (rd_kafka_type(rk) == RD_KAFKA_PRODUCER)
+			rd_kafka_poll(rk, 0);
 		iq_drain_logs();
 		/* a connection that fails at once is not retried in a busy loop */
 		if (iq_now_ms() - began < METADATA_RETRY_MS)
@@ -81,12 +89,39 @@ iq_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	}
 	else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
 			 err == RD_KAFKA_RESP_ERR__TRANSPORT ||
-			 err == RD_KAFKA_RESP_ERR__RESOLVE)
+			 err == RD_KAFKA_RESP_ERR__RESOLVE ||
+			 err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+			 err == RD_KAFKA_RESP_ERR__SSL)
 	{
+		/* a refused credential is what matters, not the "all brokers down" after it */
+		if (iq_w->broker_error && broker_refused &&
+			err != RD_KAFKA_RESP_ERR__AUTHENTICATION && err != RD_KAFKA_RESP_ERR__SSL)
+			return;
 		iq_w->broker_error = true;
+		broker_refused = err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+			err == RD_KAFKA_RESP_ERR__SSL;
 		strlcpy(iq_w->broker_reason, reason ? reason : rd_kafka_err2str(err),
 				sizeof(iq_w->broker_reason));
 	}
+}
+
+/*
+ * iq_broker_failure
+ *		Why the broker did not answer, into buf: the last error the
+ *		callback recorded, or else err.  A refused credential or TLS
+ *		handshake names the properties file rather than the brokers.
+ */
+void
+iq_broker_failure(char *buf, size_t len, rd_kafka_resp_err_t err)
+{
+	const char *why = iq_w->broker_error ? iq_w->broker_reason : rd_kafka_err2str(err);
+
+	if (iq_w->broker_error && broker_refused)
+		snprintf(buf, len, "cannot authenticate to Kafka at %s (iq_fdw.kafka_properties_file): %s",
+				 iq_w->cfg.brokers, why);
+	else
+		snprintf(buf, len, "cannot reach Kafka at %s (iq_fdw.bootstrap_servers): %s",
+				 iq_w->cfg.brokers, why);
 }
 
 /*
@@ -107,14 +142,17 @@ iq_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char **e
 
 /*
  * iq_conf_new
- *		What every handle shares: brokers, client id, logs to a queue.
+ *		What every handle shares: the operator's properties (security,
+ *		iq_fdw.kafka_properties_file), then ours: brokers, client id, logs
+ *		to a queue.
  */
 rd_kafka_conf_t *
 iq_conf_new(char **err)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
-	if (!iq_conf_set(conf, "bootstrap.servers", iq_w->cfg.brokers, err) ||
+	if (!iq_kafka_props_apply(&iq_w->cfg.kafka_props, conf, err) ||
+		!iq_conf_set(conf, "bootstrap.servers", iq_w->cfg.brokers, err) ||
 		!iq_conf_set(conf, "client.id", iq_w->client_id, err) ||
 		!iq_conf_set(conf, "log.queue", "true", err) ||
 		!iq_conf_set(conf, "log.connection.close", "false", err) ||
@@ -199,7 +237,7 @@ iq_fetch_queue_backoff(void)
  * iq_kafka_log_versions
  *		Once, when the worker starts: the librdkafka it runs with and how a
  *		full consumer queue is refilled, so a slow ingest can be traced to
- *		the library.
+ *		the library; and which properties the operator's file adds.
  */
 void
 iq_kafka_log_versions(void)
@@ -219,6 +257,7 @@ iq_kafka_log_versions(void)
 				(errmsg("iq_fdw worker: librdkafka %s has no fetch.queue.backoff.ms (2.2.0 and later): the worker wakes the fetcher when a full consumer queue has room",
 						rd_kafka_version_str()),
 				 errdetail("Built with librdkafka %s.", built_str)));
+	iq_kafka_props_log(&iq_w->cfg.kafka_props);
 }
 
 /*

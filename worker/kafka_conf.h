@@ -30,6 +30,7 @@ extern rd_kafka_resp_err_t iq_metadata(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
 extern void iq_drain_logs(void);
 extern void iq_log_attach(rd_kafka_t *rk, IqHandle h);
 extern void iq_log_detach(IqHandle h);
+extern void iq_broker_failure(char *buf, size_t len, rd_kafka_resp_err_t err);
 extern void iq_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 
 #endif							/* IQ_WORKER_KAFKA_CONF_H */

@@ -10,6 +10,14 @@
  * 2 s while the group is not stable or a partition has no owner, every
  * 10 s otherwise.  The result goes to shared memory (backends) and to a
  * mutex-protected copy (the worker's server threads).
+ *
+ * Anyone the broker lets join the group can say anything in its client.id.
+ * A member whose client.id is not "iq_fdw|host:port" with a well-formed
+ * host (iq_parse_host_port) is left out: it is not listed, nothing is ever
+ * sent to it, and the partitions it holds have no owner, as while a
+ * rebalance is under way.  It is named in one WARNING (its client.id
+ * escaped), not at every describe.  Only the broker's ACLs can keep such a
+ * member out of the group (README).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,12 +32,19 @@
 #define OWNERSHIP_SLOW_MS	10000
 #define DESCRIBE_TIMEOUT_MS	5000
 #define CLIENT_ID_PREFIX	"iq_fdw|"
+/* members ignored and warned about, remembered so each is warned about once */
+#define WARNED_MAX			32
+#define MEMBER_ID_MAX		256
+/* how much of a foreign client.id a warning quotes */
+#define CLIENT_ID_SHOWN		120
 
 static pthread_mutex_t own_mutex = PTHREAD_MUTEX_INITIALIZER;
 static IqOwnership current;		/* under own_mutex */
 static bool pending = false;
 static int64 next_due = 0;
 static uint64_t published_generation = 0;	/* current.generation, atomic */
+static char warned[WARNED_MAX][MEMBER_ID_MAX];	/* a ring of member ids */
+static int	warned_next = 0;
 
 /*
  * iq_ownership_snapshot
@@ -140,6 +155,56 @@ iq_ownership_clear(void)
 	publish(&o);
 }
 
+/*
+ * escape_client_id
+ *		A client.id (or a member id) fit for the log: printable ASCII only, bytes outside
+ *		it (CR, LF, ...) and quotes as \xNN, cut at CLIENT_ID_SHOWN.
+ */
+static void
+escape_client_id(const char *cid, char *out, size_t outlen)
+{
+	size_t		n = 0;
+
+	for (const char *c = cid; *c && n + 5 < outlen && c - cid < CLIENT_ID_SHOWN; c++)
+	{
+		unsigned char u = (unsigned char) *c;
+
+		if (u >= 0x20 && u < 0x7f && u != '"' && u != '\\')
+			out[n++] = *c;
+		else
+			n += snprintf(out + n, outlen - n, "\\x%02x", u);
+	}
+	out[n] = '\0';
+}
+
+/*
+ * warn_ignored
+ *		One WARNING per member left out of the ownership (a member that
+ *		rejoins is a new member, with a new member id).
+ */
+static void
+warn_ignored(const char *member_id, const char *cid)
+{
+	char		shown[CLIENT_ID_SHOWN * 4 + 8];
+	char		member[CLIENT_ID_SHOWN * 4 + 8];
+
+	for (int i = 0; i < WARNED_MAX; i++)
+		if (strncmp(warned[i], member_id, MEMBER_ID_MAX - 1) == 0 && warned[i][0] != '\0')
+			return;
+	strlcpy(warned[warned_next], member_id, MEMBER_ID_MAX);
+	warned_next = (warned_next + 1) % WARNED_MAX;
+	escape_client_id(cid ? cid : "", shown, sizeof(shown));
+	/* the broker makes member ids from client ids: as untrusted */
+	escape_client_id(member_id, member, sizeof(member));
+	ereport(WARNING,
+			(errmsg("iq_fdw worker: ignoring member \"%s\" of group \"%s\": its client.id is not an iq_fdw instance's",
+					member, iq_w->cfg.app_id),
+			 errdetail("Its client.id is \"%s\", not \"%shost:port\"; the partitions of \"%s\" it holds have no owner while it stays.",
+					   shown, CLIENT_ID_PREFIX, iq_w->cfg.order_topic),
+			 errhint("Let only the cluster's Kafka principal join the group \"%s\" (broker ACLs).",
+					 iq_w->cfg.app_id)));
+}
+
 typedef struct Found
 {
 	IqMember	m;
@@ -202,10 +267,6 @@ handle_result(rd_kafka_event_t *ev)
 		const rd_kafka_topic_partition_list_t *tp = ma ? rd_kafka_MemberAssignment_partitions(ma) : NULL;
 		Found	   *f = &found[nfound];
 
-		if (cid == NULL || strncmp(cid, CLIENT_ID_PREFIX, strlen(CLIENT_ID_PREFIX)) != 0 ||
-			!iq_parse_host_port(cid + strlen(CLIENT_ID_PREFIX), f->m.host,
-								sizeof(f->m.host), &f->m.port))
-			continue;			/* not an iq_fdw instance: cannot be asked */
 		for (int j = 0; tp && j < tp->cnt; j++)
 		{
 			int			p = tp->elems[j].partition;
@@ -213,6 +274,15 @@ handle_result(rd_kafka_event_t *ev)
 			if (strcmp(tp->elems[j].topic, iq_w->cfg.order_topic) == 0 &&
 				p >= 0 && p < IQ_MAX_PARTITIONS && f->nparts < IQ_MAX_PARTITIONS)
 				f->parts[f->nparts++] = p;
+		}
+		if (cid == NULL || strncmp(cid, CLIENT_ID_PREFIX, strlen(CLIENT_ID_PREFIX)) != 0 ||
+			!iq_parse_host_port(cid + strlen(CLIENT_ID_PREFIX), f->m.host,
+								sizeof(f->m.host), &f->m.port))
+		{
+			/* not an iq_fdw instance: never asked, its partitions unowned */
+			warn_ignored(rd_kafka_MemberDescription_consumer_id(md), cid);
+			memset(f, 0, sizeof(*f));
+			continue;
 		}
 		if (f->nparts == 0)
 			continue;			/* holds nothing: not in the metadata, as in the seed */

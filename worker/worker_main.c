@@ -196,11 +196,12 @@ pipeline_poll(int64 now)
 	}
 	if (iq_w->broker_error && !iq_w->failed)
 	{
+		char		why[IQ_MESSAGE_LEN];
+
+		iq_broker_failure(why, sizeof(why), RD_KAFKA_RESP_ERR_NO_ERROR);
 		iq_w->broker_error = false;
 		iq_w->error_state = true;
-		iq_set_worker_state(IQ_WORKER_ERROR,
-							"cannot reach Kafka at %s (iq_fdw.bootstrap_servers): %s",
-							iq_w->cfg.brokers, iq_w->broker_reason);
+		iq_set_worker_state(IQ_WORKER_ERROR, "%s", why);
 	}
 	iq_ownership_tick();
 	return n;

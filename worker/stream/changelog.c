@@ -164,8 +164,7 @@ topic_partition_counts(rd_kafka_t *rk, const char *const *names, int *counts,
 		rd_kafka_topic_destroy(rkt);
 		if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
-			snprintf(buf, sizeof(buf), "cannot reach Kafka at %s (iq_fdw.bootstrap_servers): %s",
-					 iq_w->cfg.brokers, rd_kafka_err2str(rerr));
+			iq_broker_failure(buf, sizeof(buf), rerr);
 			*err = strdup(buf);
 			return false;
 		}
@@ -344,9 +343,14 @@ iq_producer_start(char **err)
 
 		if (error != NULL)
 		{
-			snprintf(errstr, sizeof(errstr),
-					 "could not initialize Kafka transactions (iq_fdw.processing_guarantee = exactly_once, transactional.id \"%s\"): %s",
-					 iq_w->transactional_id, rd_kafka_error_string(error));
+			/* a broker that refused our credentials: that, not a timeout */
+			rd_kafka_poll(iq_w->producer, 0);
+			if (iq_w->broker_error)
+				iq_broker_failure(errstr, sizeof(errstr), rd_kafka_error_code(error));
+			else
+				snprintf(errstr, sizeof(errstr),
+						 "could not initialize Kafka transactions (iq_fdw.processing_guarantee = exactly_once, transactional.id \"%s\"): %s",
+						 iq_w->transactional_id, rd_kafka_error_string(error));
 			rd_kafka_error_destroy(error);
 			*err = strdup(errstr);
 			return false;
