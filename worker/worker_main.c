@@ -324,7 +324,7 @@ reload_if_asked(void)
 		return;
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
-	iq_servers_apply_settings();	/* the servers' limits: no restart */
+	iq_servers_reload();		/* limits and access rules: no restart */
 	if (iq_worker_config_changed(&iq_w->cfg))
 	{
 		ereport(LOG,

@@ -14,6 +14,7 @@
 
 #include "common/settings.h"
 #include "common/shmem.h"
+#include "worker/serve/http/access.h"
 #include "worker/serve/servers.h"
 #include "worker/state.h"
 
@@ -31,6 +32,7 @@ servers_start(char **err)
 {
 	IqServerConfig sc;
 	char		buf[IQ_MESSAGE_LEN];	/* no palloc: a failed start repeats for ever */
+	bool		tls = iq_ssl_cert_file && iq_ssl_cert_file[0];
 
 	memset(&sc, 0, sizeof(sc));
 	if (!iq_parse_host_port(iq_w->cfg.http_listen, sc.listen_host,
@@ -47,6 +49,13 @@ servers_start(char **err)
 	snprintf(sc.socket_path, sizeof(sc.socket_path), "iq_fdw.sock");
 	iq_servers_apply_settings();
 
+	/* secure by default, and who may call which endpoint (access.c) */
+	if (!iq_access_listen_allowed(&sc, tls, buf, sizeof(buf)) ||
+		!iq_access_configure(&sc, tls, buf, sizeof(buf)))
+	{
+		*err = strdup(buf);
+		return false;
+	}
 	if (!iq_http_start(&sc, err))
 	{
 		char	   *inner = *err;
@@ -150,5 +159,37 @@ iq_servers_stop(void)
 	LWLockRelease(iq_shared->lock);
 	iq_local_server_stop();
 	iq_http_stop();
+	iq_access_clear();
 	servers_up = false;
+}
+
+/*
+ * iq_servers_reload
+ *		After SIGHUP: the servers' limits, and who may call them
+ *		(access.c), with no restart.  A listen address the settings no
+ *		longer allow stops the servers, whose retries then say why; other
+ *		bad access settings leave the rules in force, as PostgreSQL keeps
+ *		its SSL context when new files fail.
+ */
+void
+iq_servers_reload(void)
+{
+	char		err[IQ_MESSAGE_LEN];
+	bool		listen_refused;
+
+	iq_servers_apply_settings();
+	if (!servers_up || iq_access_reload(&listen_refused, err, sizeof(err)))
+		return;
+	if (listen_refused)
+	{
+		ereport(LOG,
+				(errmsg("iq_fdw worker: stopping the HTTP server and the local socket"),
+				 errdetail("%s", err)));
+		iq_servers_stop();
+		return;
+	}
+	ereport(LOG,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 errmsg("iq_fdw worker: HTTP access settings not applied, the previous ones stay in force"),
+			 errdetail("%s", err)));
 }

@@ -46,5 +46,6 @@ extern void iq_servers_apply_settings(void);
 extern void iq_servers_try_start(int64_t now);
 extern void iq_servers_show_failure(void);
 extern void iq_servers_stop(void);
+extern void iq_servers_reload(void);	/* after SIGHUP */
 
 #endif							/* IQ_SERVERS_H */
