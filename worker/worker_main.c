@@ -315,7 +315,9 @@ stores_init(void)
  * reload_if_asked
  *		After SIGHUP: the servers' limits apply at once; any other change
  *		of a setting the worker runs with stops it cleanly, to be started
- *		again with the new values.
+ *		again with the new values, except the TLS files, which restart the
+ *		HTTP server alone, and the access settings (iq_fdw.http_auth, its
+ *		token, the allowed hosts), which apply at once.
  */
 static void
 reload_if_asked(void)
@@ -324,7 +326,7 @@ reload_if_asked(void)
 		return;
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
-	iq_servers_reload();		/* limits and access rules: no restart */
+	iq_servers_apply_settings();	/* the servers' limits: no restart */
 	if (iq_worker_config_changed(&iq_w->cfg))
 	{
 		ereport(LOG,
@@ -332,6 +334,8 @@ reload_if_asked(void)
 		iq_got_sigterm = true;	/* a stop, with a stop's deadline */
 		proc_exit(1);			/* worker_cleanup stops everything first */
 	}
+	iq_servers_reload_tls();	/* new TLS files: the HTTP server alone restarts */
+	iq_servers_reload_access(); /* who may call: no restart */
 }
 
 /*

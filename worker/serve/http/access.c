@@ -22,7 +22,7 @@
  *    only client rebinding can use (load balancers' health checks do
  *    send them).
  *
- * 2. /iq/v1/... (peer reads and streams), when TLS is on: a client
+ * 2. /iq/v1/... (peer reads and streams), over TLS: a client
  *    certificate that verifies against the cluster's CA (and may serve as
  *    a TLS client), else 403; a token is no use there.  MHD requests a
  *    client certificate at the handshake without requiring one, so that
@@ -36,6 +36,10 @@
  *
  * A refused POST /iq/v1/read is answered in the wire's form too
  * (IQ_WIRE_FORBIDDEN), since its client reads the body as wire bytes.
+ *
+ * Whether TLS is on is the connection's own say (it has a TLS session or
+ * not), so the server restarted with TLS turned on or off by a reload
+ * (servers.c) is never judged by rules made for the other.
  *
  * The rules are made by the main thread (at start and on reload) and
  * shared with the server threads by reference count: a request keeps the
@@ -67,7 +71,6 @@
 typedef struct AccessRules
 {
 	int			refs;			/* under rules_lock */
-	bool		tls;			/* the server speaks HTTPS */
 	bool		auth_required;	/* iq_fdw.http_auth = required */
 	IqTlsBlob	token;			/* data NULL: no token is accepted */
 	int			ports[2];		/* listen and advertised */
@@ -78,9 +81,8 @@ typedef struct AccessRules
 static pthread_mutex_t rules_lock = PTHREAD_MUTEX_INITIALIZER;
 static AccessRules *rules = NULL;	/* holds a reference */
 
-/* The server as started, for reloads (main thread only). */
+/* The server's addresses as started, for reloads (main thread only). */
 static IqServerConfig started;
-static bool started_tls;
 
 /* A credential's verdict. */
 typedef enum Credential
@@ -236,12 +238,12 @@ wildcard(const char *host)
  *		would be locked out: an error, not a server nobody can use.
  */
 static bool
-credentials_read(AccessRules *r, char *err, size_t errlen)
+credentials_read(AccessRules *r, bool tls, char *err, size_t errlen)
 {
 	if (iq_http_token_file && iq_http_token_file[0])
 		return iq_secret_file_read("iq_fdw.http_token_file", iq_http_token_file, true,
 								   &r->token, err, errlen);
-	if (r->tls)
+	if (tls)
 		return true;
 	snprintf(err, errlen, "iq_fdw.http_auth = required accepts no credential: "
 			 "set iq_fdw.http_token_file, or iq_fdw.ssl_cert_file for client certificates");
@@ -265,7 +267,6 @@ rules_make(const IqServerConfig *config, bool tls, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory setting up the HTTP server's access rules");
 		return NULL;
 	}
-	r->tls = tls;
 	r->auth_required = iq_http_auth == IQ_HTTP_AUTH_REQUIRED;
 	r->ports[0] = config->listen_port;
 	r->ports[1] = config->advertised_port;
@@ -280,7 +281,7 @@ rules_make(const IqServerConfig *config, bool tls, char *err, size_t errlen)
 	if (ok && iq_http_allowed_hosts)
 		ok = add_allowed_hosts(r, iq_http_allowed_hosts, err, errlen);
 	if (ok && r->auth_required)
-		ok = credentials_read(r, err, errlen);
+		ok = credentials_read(r, tls, err, errlen);
 	if (!ok)
 	{
 		rules_free(r);
@@ -297,25 +298,28 @@ iq_access_configure(const IqServerConfig *config, bool tls, char *err, size_t er
 
 	if (r == NULL)
 		return false;
-	started = *config;
-	started_tls = tls;
+	memset(&started, 0, sizeof(started));
+	strcpy(started.listen_host, config->listen_host);
+	started.listen_port = config->listen_port;
+	strcpy(started.advertised_host, config->advertised_host);
+	started.advertised_port = config->advertised_port;
 	rules_install(r);
 	return true;
 }
 
 /* iq_access_reload: see access.h */
 bool
-iq_access_reload(bool *listen_refused, char *err, size_t errlen)
+iq_access_reload(bool tls, bool *listen_refused, char *err, size_t errlen)
 {
 	AccessRules *r;
 
 	*listen_refused = false;
-	if (!iq_access_listen_allowed(&started, started_tls, err, errlen))
+	if (!iq_access_listen_allowed(&started, tls, err, errlen))
 	{
 		*listen_refused = true;
 		return false;
 	}
-	r = rules_make(&started, started_tls, err, errlen);
+	r = rules_make(&started, tls, err, errlen);
 	if (r == NULL)
 		return false;
 	rules_install(r);
@@ -502,6 +506,7 @@ judge(struct MHD_Connection *conn, const char *url, const AccessRules *r,
 {
 	const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
 	bool		peer_path = strncmp(url, PEER_PREFIX, strlen(PEER_PREFIX)) == 0;
+	bool		tls;
 	Credential	cert;
 	Credential	token;
 
@@ -509,9 +514,10 @@ judge(struct MHD_Connection *conn, const char *url, const AccessRules *r,
 		return refuse(refusal, MHD_HTTP_MISDIRECTED_REQUEST,
 					  "the Host header names no host of this server: "
 					  "add the name to iq_fdw.http_allowed_hosts");
-	if (!r->tls && (peer_path || !r->auth_required))
+	tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
+	if (!tls && (peer_path || !r->auth_required))
 		return true;
-	cert = r->tls ? client_certificate(conn) : CRED_NONE;
+	cert = tls ? client_certificate(conn) : CRED_NONE;
 	if (cert == CRED_VALID)
 	{
 		iq_http_conn_authenticated(conn);

@@ -33,19 +33,20 @@ extern bool iq_access_listen_allowed(const IqServerConfig *config, bool tls,
  * The rules requests are judged by, from the settings now in force: the
  * names a Host header may carry, whether the seed's endpoints need a
  * credential, the token (read from iq_fdw.http_token_file).  tls says
- * whether the server speaks HTTPS (then /iq/v1/... needs a peer's
- * certificate).  On false nothing changed.
+ * whether the server speaks HTTPS (without it, a credential must be the
+ * token).  On false nothing changed.
  */
 extern bool iq_access_configure(const IqServerConfig *config, bool tls,
 								char *err, size_t errlen);
 
 /*
- * After a reload: the rules again, for the server as it was started (its
- * addresses and TLS).  false: *listen_refused says whether the listen
- * address is now refused (the servers must stop); otherwise the old rules
- * stay, as PostgreSQL keeps its old SSL context when new files fail.
+ * After a reload: the rules again, for the server's addresses as it was
+ * started, and tls as it runs now.  false: *listen_refused says whether
+ * the listen address is now refused (the servers must stop); otherwise
+ * the old rules stay, as PostgreSQL keeps its old SSL context when new
+ * files fail.
  */
-extern bool iq_access_reload(bool *listen_refused, char *err, size_t errlen);
+extern bool iq_access_reload(bool tls, bool *listen_refused, char *err, size_t errlen);
 
 /* The server stopped: forget the rules (requests are refused until set). */
 extern void iq_access_clear(void);
