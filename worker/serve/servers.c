@@ -289,12 +289,14 @@ iq_servers_reload_tls(void)
 	{
 		char		msg[IQ_MESSAGE_LEN];
 
-		ereport(LOG,
-				(errmsg("iq_fdw worker: the HTTP server keeps the TLS material it has: the reloaded TLS settings are not usable"),
-				 errdetail_internal("%s", err)));
 		snprintf(msg, sizeof(msg), "HTTP server on %s keeps its TLS material: %s",
 				 iq_w->cfg.http_listen, err);
-		servers_error_set(msg);	/* shown by iq_servers_show_failure */
+		servers_error_set(msg);
+		/* shown (and so logged) over "running"; under another state, logged */
+		if (iq_shared->state == IQ_WORKER_RUNNING)
+			iq_servers_show_failure();
+		else
+			ereport(LOG, (errmsg("iq_fdw worker: %s", msg)));
 		return;
 	}
 	if (iq_tls_same(&tls, &running.tls))
