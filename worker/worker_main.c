@@ -334,6 +334,7 @@ reload_if_asked(void)
 		iq_got_sigterm = true;	/* a stop, with a stop's deadline */
 		proc_exit(1);			/* worker_cleanup stops everything first */
 	}
+	iq_servers_reload_listen();	/* an address no longer allowed: servers down first */
 	iq_servers_reload_tls();	/* new TLS files: the HTTP server alone restarts */
 	iq_servers_reload_access(); /* who may call: no restart */
 }

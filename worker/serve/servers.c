@@ -318,6 +318,38 @@ iq_servers_reload_tls(void)
 }
 
 /*
+ * refused_stop
+ *		The listen address is no longer allowed: stop the servers, whose
+ *		retries then say why.
+ */
+static void
+refused_stop(const char *err)
+{
+	ereport(LOG,
+			(errmsg("iq_fdw worker: stopping the HTTP server and the local socket"),
+			 errdetail("%s", err)));
+	iq_servers_stop();
+}
+
+/*
+ * iq_servers_reload_listen
+ *		After a reload, before the TLS files are applied (which may restart
+ *		the HTTP server): stop the servers first if the settings no longer
+ *		allow their listen address, TLS counted as off if the running
+ *		server or the new settings have it off, so that no restart serves
+ *		a non-loopback address unprotected even for a moment.
+ */
+void
+iq_servers_reload_listen(void)
+{
+	char		err[IQ_MESSAGE_LEN];
+	bool		tls = running.tls.on && iq_ssl_cert_file && iq_ssl_cert_file[0];
+
+	if (servers_up && !iq_access_listen_allowed(&running, tls, err, sizeof(err)))
+		refused_stop(err);
+}
+
+/*
  * iq_servers_reload_access
  *		After a reload, once the TLS files are applied: who may call the
  *		servers (access.c), with no restart.  A listen address the
@@ -336,10 +368,7 @@ iq_servers_reload_access(void)
 		return;
 	if (listen_refused)
 	{
-		ereport(LOG,
-				(errmsg("iq_fdw worker: stopping the HTTP server and the local socket"),
-				 errdetail("%s", err)));
-		iq_servers_stop();
+		refused_stop(err);
 		return;
 	}
 	ereport(LOG,
