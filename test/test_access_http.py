@@ -207,6 +207,35 @@ def test_a_non_loopback_listen_address_is_refused_unless_insecure():
                    message="the refusal shown again")
 
 
+def test_a_non_loopback_listen_address_is_served_with_tls_and_a_credential(tls_cluster):
+    """The other way out of the secure default: TLS on and http_auth =
+    required; http_auth back to none on reload stops the servers."""
+    pg, port = 11451 + OFFSET, 13451 + OFFSET
+    customer, order = unique("acccust"), unique("accord")
+    create_topic(customer, 1, cleanup_policy="compact")
+    create_topic(order, 1)
+    settings = {"iq_fdw.bootstrap_servers": BOOTSTRAP, "iq_fdw.customer_topic": customer,
+                "iq_fdw.order_topic": order, "iq_fdw.application_id": unique("acc"),
+                "iq_fdw.http_listen": f"0.0.0.0:{port}", "iq_fdw.advertised_endpoint": f"localhost:{port}",
+                "iq_fdw.ssl_cert_file": TLS_DIR / "instance1.crt",
+                "iq_fdw.ssl_key_file": TLS_DIR / "instance1.key",
+                "iq_fdw.ssl_ca_file": TLS_DIR / "ca.crt", "iq_fdw.http_auth": "required",
+                "iq_fdw.http_token_file": TLS_DIR / "token"}
+    with scratch_instance("access-tls", pg, settings):
+        scratch_sql(pg, "CREATE EXTENSION iq_fdw")
+        wait_until(lambda: listening(port), timeout=120, interval=0.5,
+                   message="the scratch worker serving 0.0.0.0 with TLS and http_auth = required")
+        conn = http.client.HTTPSConnection("localhost", port, timeout=10, context=context("client"))
+        conn.request("GET", "/metadata")
+        assert conn.getresponse().status == 200
+        conn.close()
+        scratch_sql(pg, "ALTER SYSTEM SET iq_fdw.http_auth = none; SELECT pg_reload_conf()")
+        wait_until(lambda: not listening(port), timeout=30, interval=0.5,
+                   message="the servers stopping once http_auth is none")
+        wait_until(lambda: "iq_fdw.http_auth = none" in worker(pg)[1], timeout=60,
+                   message="the refusal naming http_auth")
+
+
 def scratch_sql(port, sql):
     import subprocess
     subprocess.run([str(PG_BIN / "psql"), "-X", "-At", "-h", "127.0.0.1", "-p", str(port),
