@@ -175,17 +175,21 @@ def test_allowed_hosts_apply_on_reload_without_a_restart():
 
 # ---- secure by default (a scratch instance) ---------------------------------------
 
+def wildcard_settings(port):
+    """A scratch worker of its own (topics of one partition, its own
+    group, so it runs without touching the cluster's) listening on
+    0.0.0.0:port; the worker shows a servers' failure over "running" only."""
+    topics = {name: unique(f"acc{name}") for name in ("customer", "order")}
+    create_topic(topics["customer"], 1, cleanup_policy="compact")
+    create_topic(topics["order"], 1)
+    return {"iq_fdw.bootstrap_servers": BOOTSTRAP, "iq_fdw.application_id": unique("acc"),
+            **{f"iq_fdw.{name}_topic": t for name, t in topics.items()},
+            "iq_fdw.http_listen": f"0.0.0.0:{port}", "iq_fdw.advertised_endpoint": f"localhost:{port}"}
+
+
 def test_a_non_loopback_listen_address_is_refused_unless_insecure():
     pg, port = 11450 + OFFSET, 13450 + OFFSET
-    app = unique("acc")
-    customer, order = unique("acccust"), unique("accord")
-    create_topic(customer, 1, cleanup_policy="compact")
-    create_topic(order, 1)
-    settings = {"iq_fdw.bootstrap_servers": BOOTSTRAP, "iq_fdw.customer_topic": customer,
-                "iq_fdw.order_topic": order, "iq_fdw.application_id": app,
-                "iq_fdw.http_listen": f"0.0.0.0:{port}",
-                "iq_fdw.advertised_endpoint": f"127.0.0.1:{port}"}
-    with scratch_instance("access", pg, settings):
+    with scratch_instance("access", pg, wildcard_settings(port)):
         scratch_sql(pg, "CREATE EXTENSION iq_fdw")
         wait_until(lambda: "iq_fdw.http_insecure" in worker(pg)[1], timeout=120, interval=0.5,
                    message="the scratch worker refusing 0.0.0.0")
@@ -211,16 +215,11 @@ def test_a_non_loopback_listen_address_is_served_with_tls_and_a_credential(tls_c
     """The other way out of the secure default: TLS on and http_auth =
     required; http_auth back to none on reload stops the servers."""
     pg, port = 11451 + OFFSET, 13451 + OFFSET
-    customer, order = unique("acccust"), unique("accord")
-    create_topic(customer, 1, cleanup_policy="compact")
-    create_topic(order, 1)
-    settings = {"iq_fdw.bootstrap_servers": BOOTSTRAP, "iq_fdw.customer_topic": customer,
-                "iq_fdw.order_topic": order, "iq_fdw.application_id": unique("acc"),
-                "iq_fdw.http_listen": f"0.0.0.0:{port}", "iq_fdw.advertised_endpoint": f"localhost:{port}",
-                "iq_fdw.ssl_cert_file": TLS_DIR / "instance1.crt",
-                "iq_fdw.ssl_key_file": TLS_DIR / "instance1.key",
-                "iq_fdw.ssl_ca_file": TLS_DIR / "ca.crt", "iq_fdw.http_auth": "required",
-                "iq_fdw.http_token_file": TLS_DIR / "token"}
+    settings = wildcard_settings(port)
+    settings.update({"iq_fdw.ssl_cert_file": TLS_DIR / "instance1.crt",
+                     "iq_fdw.ssl_key_file": TLS_DIR / "instance1.key",
+                     "iq_fdw.ssl_ca_file": TLS_DIR / "ca.crt", "iq_fdw.http_auth": "required",
+                     "iq_fdw.http_token_file": TLS_DIR / "token"})
     with scratch_instance("access-tls", pg, settings):
         scratch_sql(pg, "CREATE EXTENSION iq_fdw")
         wait_until(lambda: listening(port), timeout=120, interval=0.5,
