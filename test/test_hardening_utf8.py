@@ -24,7 +24,8 @@ import subprocess
 
 import pytest
 
-from conftest import BOOTSTRAP, OFFSET, PG_BIN, create_topic, pushdown, scratch_instance, unique, wait_until
+from conftest import (BOOTSTRAP, OFFSET, PG_BIN, base_url, create_topic, http_get_at, pushdown,
+                      scratch_instance, tls_settings, unique, wait_until)
 PORT = 5443 + OFFSET
 HTTP = 13410 + OFFSET
 
@@ -116,7 +117,7 @@ def private():
     settings = {"iq_fdw.bootstrap_servers": BOOTSTRAP, "iq_fdw.customer_topic": customer,
                 "iq_fdw.order_topic": order, "iq_fdw.application_id": app,
                 "iq_fdw.http_listen": f"127.0.0.1:{HTTP}",
-                "iq_fdw.advertised_endpoint": f"localhost:{HTTP}"}
+                "iq_fdw.advertised_endpoint": f"localhost:{HTTP}", **tls_settings(1)}
     with scratch_instance("utf8", PORT, settings,
                           ("-E", "UTF8", "--locale=C.UTF-8", "--lc-collate=C")) as base:
         run("CREATE EXTENSION iq_fdw;")
@@ -281,10 +282,4 @@ def test_http_json_shows_keys_as_kafka_streams(private):
 
 
 def http_get_private(path):
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{HTTP}{path}", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    return http_get_at(base_url(port=HTTP), path, timeout=10)
