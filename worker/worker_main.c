@@ -315,7 +315,8 @@ stores_init(void)
  * reload_if_asked
  *		After SIGHUP: the servers' limits apply at once; any other change
  *		of a setting the worker runs with stops it cleanly, to be started
- *		again with the new values.
+ *		again with the new values, except the TLS files, which restart the
+ *		HTTP server alone.
  */
 static void
 reload_if_asked(void)
@@ -332,6 +333,7 @@ reload_if_asked(void)
 		iq_got_sigterm = true;	/* a stop, with a stop's deadline */
 		proc_exit(1);			/* worker_cleanup stops everything first */
 	}
+	iq_servers_reload_tls();	/* new TLS files: the HTTP server alone restarts */
 }
 
 /*

@@ -6,6 +6,12 @@
  *
  * Stream processing goes on without the servers: a port in use must not
  * stop the counts, only say that reads from outside cannot reach them.
+ *
+ * The TLS files (iq_fdw.ssl_*_file) are read here, in the main thread,
+ * when the servers start and on every reload; the bytes are the HTTP
+ * server's until it is stopped (its threads and its calls to peers use
+ * them), so new material means a restart of the HTTP server alone, and
+ * bad new files leave it running with the material it has.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,6 +26,25 @@
 static bool servers_up = false;
 static IqBackoff backoff = IQ_BACKOFF_INIT;
 static char servers_error[IQ_MESSAGE_LEN] = "";
+static IqServerConfig running;	/* what the servers run with, its tls ours */
+
+/*
+ * tls_load
+ *		The TLS files as the settings name them now, judged as the HTTP
+ *		server will use them; false with why (naming the setting) in err.
+ */
+static bool
+tls_load(IqTls *tls, char *err, size_t errlen)
+{
+	if (!iq_tls_load(tls, iq_ssl_cert_file, iq_ssl_key_file, iq_ssl_ca_file, err, errlen))
+		return false;
+	if (!iq_http_tls_check(tls, err, errlen))
+	{
+		iq_tls_free(tls);
+		return false;
+	}
+	return true;
+}
 
 /*
  * servers_start
@@ -46,11 +71,20 @@ servers_start(char **err)
 	/* in the data directory, our working directory (local_server.c) */
 	snprintf(sc.socket_path, sizeof(sc.socket_path), "iq_fdw.sock");
 	iq_servers_apply_settings();
+	if (!tls_load(&sc.tls, buf, sizeof(buf)))
+	{
+		char		msg[IQ_MESSAGE_LEN];
+
+		snprintf(msg, sizeof(msg), "HTTPS server on %s: %s", iq_w->cfg.http_listen, buf);
+		*err = strdup(msg);
+		return false;
+	}
 
 	if (!iq_http_start(&sc, err))
 	{
 		char	   *inner = *err;
 
+		iq_tls_free(&sc.tls);
 		/* the server's own message may already name the setting */
 		if (inner && strstr(inner, "iq_fdw.http_listen"))
 			snprintf(buf, sizeof(buf), "%s", inner);
@@ -66,6 +100,7 @@ servers_start(char **err)
 		char	   *inner = *err;
 
 		iq_http_stop();
+		iq_tls_free(&sc.tls);
 		snprintf(buf, sizeof(buf), "%s (in the data directory %s)",
 				 inner ? inner : "local socket: ?", DataDir);
 		free(inner);
@@ -75,6 +110,7 @@ servers_start(char **err)
 	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
 	strlcpy(iq_shared->local_socket, iq_local_server_path(), sizeof(iq_shared->local_socket));
 	LWLockRelease(iq_shared->lock);
+	running = sc;
 	return true;
 }
 
@@ -92,6 +128,18 @@ servers_recovered(void)
 		strcmp(iq_shared->message, servers_error) == 0)
 		iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
 	servers_error[0] = '\0';
+}
+
+/*
+ * servers_error_set
+ *		A new error to show: the one shown before, if it is still shown,
+ *		is taken back first, else the new one could not replace it.
+ */
+static void
+servers_error_set(const char *err)
+{
+	servers_recovered();
+	strlcpy(servers_error, err, sizeof(servers_error));
 }
 
 /*
@@ -116,7 +164,7 @@ iq_servers_try_start(int64_t now)
 	else
 	{
 		/* shown over "running": see iq_servers_show_failure */
-		strlcpy(servers_error, err, sizeof(servers_error));
+		servers_error_set(err);
 		free(err);
 		iq_backoff_failed(&backoff, now);
 	}
@@ -124,14 +172,15 @@ iq_servers_try_start(int64_t now)
 
 /*
  * iq_servers_show_failure
- *		While the servers are down, say so: over "running" only, so that
- *		the pipeline's own states and errors are never hidden, and
+ *		While the servers are down, or run with old TLS material because
+ *		the new files are bad, say so: over "running" only, so that the
+ *		pipeline's own states and errors are never hidden, and
  *		servers_recovered knows what was under it.
  */
 void
 iq_servers_show_failure(void)
 {
-	if (!servers_up && servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
+	if (servers_error[0] && iq_shared->state == IQ_WORKER_RUNNING)
 		iq_set_worker_state(IQ_WORKER_ERROR, "%s", servers_error);
 }
 
@@ -150,5 +199,110 @@ iq_servers_stop(void)
 	LWLockRelease(iq_shared->lock);
 	iq_local_server_stop();
 	iq_http_stop();
+	iq_tls_free(&running.tls);
 	servers_up = false;
+}
+
+/*
+ * servers_down_after_reload
+ *		The HTTP server started again with neither the new nor the old
+ *		material: down both, to be started again with backoff, err shown.
+ */
+static void
+servers_down_after_reload(const char *err)
+{
+	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared->local_socket[0] = '\0';
+	LWLockRelease(iq_shared->lock);
+	iq_local_server_stop();
+	iq_tls_free(&running.tls);
+	servers_up = false;
+	servers_error_set(err);
+	iq_backoff_failed(&backoff, iq_now_ms());
+}
+
+/*
+ * http_restart
+ *		The HTTP server stopped and started again with tls (taken over on
+ *		success); if it cannot start with it, again with the material it
+ *		had.  false with why in err when it kept the old one or is down.
+ */
+static bool
+http_restart(IqTls *tls, char *errbuf, size_t errlen)
+{
+	IqServerConfig sc = running;
+	char	   *err = NULL;
+
+	iq_http_stop();
+	sc.tls = *tls;
+	if (iq_http_start(&sc, &err))
+	{
+		iq_tls_free(&running.tls);
+		running.tls = *tls;
+		return true;
+	}
+	snprintf(errbuf, errlen, "HTTP server on %s: %s; kept the TLS material it had",
+			 iq_w->cfg.http_listen, err ? err : "?");
+	free(err);
+	err = NULL;
+	iq_tls_free(tls);
+	if (!iq_http_start(&running, &err))
+	{
+		snprintf(errbuf, errlen, "HTTP server on %s: %s", iq_w->cfg.http_listen,
+				 err ? err : "?");
+		servers_down_after_reload(errbuf);
+	}
+	free(err);
+	return false;
+}
+
+/*
+ * iq_servers_reload_tls
+ *		After a reload: read the TLS files again; new material restarts the
+ *		HTTP server with it (TLS turned on or off included), the same
+ *		changes nothing, bad files are shown and logged while the server
+ *		goes on with the material it has.  Servers that are down try again
+ *		at once: the reload may have mended what kept them down.
+ */
+void
+iq_servers_reload_tls(void)
+{
+	IqTls		tls;
+	char		err[IQ_MESSAGE_LEN];
+
+	if (!servers_up)
+	{
+		iq_backoff_reset(&backoff);
+		return;
+	}
+	if (!tls_load(&tls, err, sizeof(err)))
+	{
+		char		msg[IQ_MESSAGE_LEN];
+
+		snprintf(msg, sizeof(msg), "HTTP server on %s keeps its TLS material: %s",
+				 iq_w->cfg.http_listen, err);
+		servers_error_set(msg);
+		/* shown (and so logged) over "running"; under another state, logged */
+		if (iq_shared->state == IQ_WORKER_RUNNING)
+			iq_servers_show_failure();
+		else
+			ereport(LOG, (errmsg("iq_fdw worker: %s", msg)));
+		return;
+	}
+	if (iq_tls_same(&tls, &running.tls))
+		iq_tls_free(&tls);
+	else
+	{
+		iq_step(IQ_STEP_SERVERS, -1);
+		ereport(LOG,
+				(errmsg("iq_fdw worker: restarting the HTTP server with the TLS material of the reloaded settings"),
+				 errdetail("TLS is %s.", tls.on ? "on" : "off")));
+		if (!http_restart(&tls, err, sizeof(err)))
+		{
+			if (servers_up)
+				servers_error_set(err);
+			return;
+		}
+	}
+	servers_recovered();
 }

@@ -9,7 +9,10 @@
  * ownership.h only, and never call a PostgreSQL function.  The worker's
  * main thread starts them once its stores are set up and stops them before
  * it closes the stores.  Start functions return false with a malloc'd
- * *err that names the setting at fault (e.g. a port in use).
+ * *err that names the setting at fault (e.g. a port in use).  With
+ * iq_fdw.ssl_cert_file set the HTTP server speaks HTTPS only, and its
+ * calls to peers are HTTPS clients presenting the instance's certificate;
+ * a reload that changes the TLS files restarts the HTTP server alone.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_SERVERS_H
@@ -17,6 +20,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "common/tls.h"
 
 typedef struct IqServerConfig
 {
@@ -30,9 +35,14 @@ typedef struct IqServerConfig
 									 * data directory (see local_server.c) */
 	int			partitioner;	/* iq_fdw.partitioner (IqPartitioner); 0 =
 								 * murmur2 */
+	IqTls		tls;			/* iq_fdw.ssl_*_file's bytes: HTTPS and the
+								 * calls to peers; the caller's, kept until
+								 * the HTTP server is stopped */
 } IqServerConfig;
 
 extern bool iq_http_start(const IqServerConfig *config, char **err);
+/* whether the HTTP server can start with tls; false with why in err */
+extern bool iq_http_tls_check(const IqTls *tls, char *err, size_t errlen);
 extern void iq_http_stop(void);
 
 extern bool iq_local_server_start(const IqServerConfig *config, char **err);
@@ -45,6 +55,7 @@ extern void iq_servers_apply_settings(void);
 /* in servers.c: the worker's main thread starts, retries and stops them */
 extern void iq_servers_try_start(int64_t now);
 extern void iq_servers_show_failure(void);
+extern void iq_servers_reload_tls(void);
 extern void iq_servers_stop(void);
 
 #endif							/* IQ_SERVERS_H */

@@ -122,8 +122,8 @@ static bool
 start_peer(Gather *g, Source *src, const IqHttpMember *member)
 {
 	char		url[IQ_PEER_URL_LEN];
-	int			n = iq_peer_url(url, sizeof(url), false, member->host, member->port,
-								IQ_PEER_READ_PATH);
+	int			n = iq_peer_url(url, sizeof(url), iq_http_config.tls.on,
+								member->host, member->port, IQ_PEER_READ_PATH);
 
 	if (n < 0 || (size_t) n >= sizeof(url))
 		return false;

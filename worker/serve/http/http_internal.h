@@ -141,6 +141,10 @@ struct IqForwardResult
 	IqBuf		body;
 };
 
+/* in tls_server.c: HTTPS with the material of iq_http_config.tls (check: servers.h) */
+#define IQ_HTTP_TLS_OPTIONS		5	/* MHD options it sets, with the end */
+extern unsigned int iq_http_tls_options(const IqTls *tls, struct MHD_OptionItem *opts);
+
 /* in peer_call.c: what the server's calls to peers share (URLs: peer_api.h) */
 extern void iq_http_peer_init(void);
 extern void iq_http_peer_shutdown(void);

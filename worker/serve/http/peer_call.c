@@ -8,7 +8,12 @@
  *
  * Every transfer has the peer timeout to connect and CURLOPT_NOSIGNAL (no
  * SIGALRM in a thread of a PostgreSQL process); proxies from the
- * environment are ignored (peers are direct).
+ * environment are ignored (peers are direct).  With TLS on, every transfer
+ * is HTTPS presenting this instance's certificate, and a peer whose
+ * certificate the cluster's CA did not sign, or that does not name the
+ * host called, fails the transfer: the caller's error names that peer.
+ * The material is the running server's (iq_http_config.tls), unchanged
+ * until the server, and with it every thread calling peers, is stopped.
  *-------------------------------------------------------------------------
  */
 #include <stdio.h>
@@ -69,5 +74,7 @@ iq_http_peer_setup(CURL *h, const char *url, bool post)
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_PROXY, "");
 	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	/* with TLS on: our certificate, the cluster's CA alone, the host verified */
+	iq_tls_curl_client(h, &iq_http_config.tls);
 	return headers;
 }

@@ -154,7 +154,8 @@ forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owne
 								  partition);
 
 	/* hosts are shorter than IQ_HTTP_HOST_LEN = 256 bytes: the base fits */
-	(void) iq_peer_url(base, sizeof(base), false, owner->host, owner->port, "/stores/");
+	(void) iq_peer_url(base, sizeof(base), iq_http_config.tls.on, owner->host, owner->port,
+					   "/stores/");
 	iq_buf_init(&url);
 	iq_buf_append(&url, base, strlen(base));
 	iq_url_encode(&url, store_name, strlen(store_name));

@@ -17,7 +17,8 @@
  * for the worker (SIGTERM, SIGHUP, the latch's SIGURG) reaches its main
  * thread.  URLs are left escaped by MHD (a no-op unescape callback) so that
  * an escaped '/' in a key (%2F) does not split the path: the routes split
- * first and decode each segment.
+ * first and decode each segment.  With TLS on (tls_server.c) the port
+ * speaks HTTPS only; upgraded streams then pass through MHD's TLS relay.
  *-------------------------------------------------------------------------
  */
 #include <errno.h>
@@ -317,6 +318,8 @@ iq_http_start(const IqServerConfig *config, char **err)
 	sigset_t	old;
 	int			fd;
 	unsigned int threads;
+	unsigned int tls_flags;
+	struct MHD_OptionItem tls_opts[IQ_HTTP_TLS_OPTIONS];
 
 	*err = NULL;
 	if (http_daemon != NULL)
@@ -350,11 +353,12 @@ iq_http_start(const IqServerConfig *config, char **err)
 		return false;
 	}
 	iq_http_stream_open();
+	tls_flags = iq_http_tls_options(&config->tls, tls_opts);
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	http_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 								   MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
-								   MHD_ALLOW_UPGRADE,
+								   MHD_ALLOW_UPGRADE | tls_flags,
 								   0,	/* port: we pass our own socket */
 								   iq_http_conn_admit, NULL,
 								   access_handler, NULL,
@@ -369,6 +373,7 @@ iq_http_start(const IqServerConfig *config, char **err)
 								   MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
 								   MHD_OPTION_NOTIFY_CONNECTION, iq_http_conn_notify, NULL,
 								   MHD_OPTION_URI_LOG_CALLBACK, request_started, NULL,
+								   MHD_OPTION_ARRAY, tls_opts,
 								   MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
@@ -381,8 +386,9 @@ iq_http_start(const IqServerConfig *config, char **err)
 		iq_forwarder_stop();
 		iq_http_peer_shutdown();
 		snprintf(msg, sizeof(msg),
-				 "iq_fdw.http_listen: could not start the HTTP server on %s:%d (iq_fdw.http_threads = %d)",
-				 config->listen_host, config->listen_port, config->threads);
+				 "iq_fdw.http_listen: could not start the HTTP%s server on %s:%d (iq_fdw.http_threads = %d)",
+				 config->tls.on ? "S" : "", config->listen_host, config->listen_port,
+				 config->threads);
 		*err = strdup(msg);
 		return false;
 	}

@@ -53,6 +53,9 @@ upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
 		 MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
 	int			flags = fcntl(sock, F_GETFL);
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int			tcp = info ? info->connect_fd : sock;
 	int			on = 1;
 	int			idle = STREAM_KEEPIDLE_S;
 	int			intvl = STREAM_KEEPINTVL_S;
@@ -63,12 +66,18 @@ upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
 	/* the serving thread blocks in recv() between requests */
 	if (flags >= 0)
 		fcntl(sock, F_SETFL, flags & ~O_NONBLOCK);
-	/* an answer written in pieces must not wait for the client's ACK */
-	setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	setsockopt(sock, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-	setsockopt(sock, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-	setsockopt(sock, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	setsockopt(sock, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+
+	/*
+	 * An answer written in pieces must not wait for the client's ACK (40
+	 * ms of delayed ACK per lookup).  The options go on the client's TCP
+	 * socket: with TLS, sock is MHD's end of the socketpair its TLS relay
+	 * reads and writes, and the relay writes to the client in pieces too.
+	 */
+	setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	setsockopt(tcp, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	setsockopt(tcp, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(tcp, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(tcp, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 	iq_wire_conn_serve(&conns, sock, urh, extra_in, extra_in_size);
 }
 
