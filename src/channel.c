@@ -20,6 +20,11 @@
  * A fresh TCP connection sends the upgrade request and the first wire
  * request in one write; the 101's head is taken off the answer before the
  * wire bytes.  An instance that answers anything but 101 cannot be read.
+ * Over TLS the same bytes go through libcurl (channel_io.c); what is sent
+ * is laid out once in the channel's outbox, so a send TLS could not
+ * finish is retried from the same buffer.  Idle TCP connections are
+ * closed when the TLS material changes (iq_chan_drop_idle_tcp, called by
+ * channel_tls.c).
  *
  * Sockets are non-blocking; the caller waits on them (iq_chan_wait) with
  * its own timeouts and cancel checks.
@@ -29,7 +34,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +78,7 @@ close_conn(IqChanConn *conn)
 		close(conn->fd);
 	conn->fd = -1;
 	conn->easy = conn->multi = NULL;
+	conn->tls = false;
 }
 
 /* fail: record why the answer cannot be read, a sentence */
@@ -86,13 +91,13 @@ fail(IqChannel *ch, const char *what)
 	close_conn(&ch->conn);
 }
 
-/* fail_errno: fail with "what: strerror(err)." */
+/* fail_why: fail with "what: why." (why: TLS's text, or NULL for errno's) */
 static void
-fail_errno(IqChannel *ch, const char *what, int err)
+fail_why(IqChannel *ch, const char *what, const char *why)
 {
 	char		sentence[sizeof(ch->error)];
 
-	snprintf(sentence, sizeof(sentence), "%s: %s.", what, strerror(err));
+	snprintf(sentence, sizeof(sentence), "%s: %s.", what, why ? why : strerror(errno));
 	fail(ch, sentence);
 }
 
@@ -110,6 +115,25 @@ drop_idle(const char *endpoint)
 	while (i < nidle)
 	{
 		if (strcmp(idle[i].endpoint, endpoint) == 0)
+		{
+			close_conn(&idle[i].conn);
+			memmove(&idle[i], &idle[i + 1], sizeof(IdleConn) * (nidle - i - 1));
+			nidle--;
+		}
+		else
+			i++;
+	}
+}
+
+/* iq_chan_drop_idle_tcp: close every idle TCP connection (the TLS material changed) */
+void
+iq_chan_drop_idle_tcp(void)
+{
+	int			i = 0;
+
+	while (i < nidle)
+	{
+		if (idle[i].conn.easy != NULL)
 		{
 			close_conn(&idle[i].conn);
 			memmove(&idle[i], &idle[i + 1], sizeof(IdleConn) * (nidle - i - 1));
@@ -163,6 +187,7 @@ put_idle(const char *endpoint, IqChanConn *conn)
 	nidle++;
 	conn->fd = -1;
 	conn->easy = conn->multi = NULL;
+	conn->tls = false;
 }
 
 /* ---------------------------------------------------------------------
@@ -174,52 +199,31 @@ put_idle(const char *endpoint, IqChanConn *conn)
 static bool
 connect_new(IqChannel *ch)
 {
-	bool		timed_out;
+	IqConnectFailure failure = IQ_CONNECT_FAILED;
 
 	if (ch->local ? iq_unix_connect(&ch->conn, ch->endpoint, ch->error, sizeof(ch->error)) :
-		iq_tcp_connect(&ch->conn, ch->host, ch->port,
+		iq_tcp_connect(&ch->conn, ch->host, ch->port, iq_chan_tls(),
 					   (int) ((ch->deadline - iq_chan_now_us()) / 1000),
-					   ch->error, sizeof(ch->error), &timed_out))
+					   ch->error, sizeof(ch->error), &failure))
 		return true;
-	ch->timed_out = !ch->local && timed_out;
+	ch->timed_out = (failure == IQ_CONNECT_TIMED_OUT);
+	ch->tls_failed = (failure == IQ_CONNECT_TLS);
 	ch->failed = true;
 	ch->done = true;
 	return false;
 }
 
-/* send_all: write what is left of parts, waiting for room until the deadline */
+/* send_all: write the outbox, waiting for room until the deadline; false with errno */
 static bool
-send_all(IqChannel *ch, const struct iovec *parts, int nparts)
+send_all(IqChannel *ch, const char **why)
 {
-	size_t		total = 0;
 	size_t		sent = 0;
-	int			i;
 
-	for (i = 0; i < nparts; i++)
-		total += parts[i].iov_len;
-	while (sent < total)
+	while (sent < ch->outbox.len)
 	{
-		struct iovec iov[3];
-		struct msghdr msg;
-		size_t		skip = sent;
-		ssize_t		w;
+		ssize_t		w = iq_conn_send(&ch->conn, ch->outbox.data + sent,
+									 ch->outbox.len - sent, why);
 
-		/* what is left of the parts */
-		memset(&msg, 0, sizeof(msg));
-		msg.msg_iov = iov;
-		for (i = 0; i < nparts; i++)
-		{
-			if (skip >= parts[i].iov_len)
-			{
-				skip -= parts[i].iov_len;
-				continue;
-			}
-			iov[msg.msg_iovlen].iov_base = (char *) parts[i].iov_base + skip;
-			iov[msg.msg_iovlen].iov_len = parts[i].iov_len - skip;
-			msg.msg_iovlen++;
-			skip = 0;
-		}
-		w = sendmsg(ch->conn.fd, &msg, MSG_NOSIGNAL);
 		if (w >= 0)
 			sent += (size_t) w;
 		else if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -243,23 +247,26 @@ send_all(IqChannel *ch, const struct iovec *parts, int nparts)
 }
 
 /*
- * send_request: [the upgrade head,] u32 length, the request; false with
- * errno.  Usually one sendmsg; a large request waits for room, cancellably.
+ * send_request: [the upgrade head,] u32 length, the request, laid out in
+ * the outbox and sent; false with errno (and *why from TLS).  Usually one
+ * write; a large request waits for room, cancellably.
  */
 static bool
-send_request(IqChannel *ch, const char *head, size_t head_len)
+send_request(IqChannel *ch, const char *head, size_t head_len, const char **why)
 {
-	unsigned char len[4];
-	struct iovec parts[3];
-
-	iq_be32_put(len, (uint32_t) ch->request->len);
-	parts[0].iov_base = (void *) head;
-	parts[0].iov_len = head_len;
-	parts[1].iov_base = len;
-	parts[1].iov_len = 4;
-	parts[2].iov_base = ch->request->data;
-	parts[2].iov_len = ch->request->len;
-	return send_all(ch, parts, 3);
+	*why = NULL;
+	ch->outbox.len = 0;
+	iq_buf_append(&ch->outbox, head, head_len);
+	iq_buf_u32(&ch->outbox, (uint32) ch->request->len);
+	iq_buf_append(&ch->outbox, ch->request->data, ch->request->len);
+	if (ch->outbox.oom)
+	{
+		iq_buf_free(&ch->outbox);
+		iq_buf_init(&ch->outbox);
+		errno = ENOMEM;
+		return false;
+	}
+	return send_all(ch, why);
 }
 
 /* set_endpoint: the pool's name for ch's worker; false when ch failed */
@@ -285,6 +292,7 @@ open_and_send(IqChannel *ch)
 	{
 		char		head[IQ_PEER_AUTHORITY_LEN + 160];
 		size_t		head_len = 0;
+		const char *why;
 
 		ch->attempts++;
 		ch->reused = (ch->attempts == 1 && take_idle(ch->endpoint, &ch->conn));
@@ -298,7 +306,7 @@ open_and_send(IqChannel *ch)
 				ch->handshaking = true;
 			}
 		}
-		if (send_request(ch, head, head_len))
+		if (send_request(ch, head, head_len, &why))
 			return;
 		if (ch->reused && ch->attempts == 1)
 		{
@@ -307,9 +315,9 @@ open_and_send(IqChannel *ch)
 			drop_idle(ch->endpoint);
 			continue;
 		}
-		fail_errno(ch, ch->local ?
-				   "Could not send the request to the local socket" :
-				   "Could not send the request", errno);
+		fail_why(ch, ch->local ?
+				 "Could not send the request to the local socket" :
+				 "Could not send the request", why);
 		return;
 	}
 }
@@ -321,6 +329,7 @@ iq_chan_init(IqChannel *ch)
 	memset(ch, 0, sizeof(IqChannel));
 	ch->conn.fd = -1;
 	iq_buf_init(&ch->inbox);
+	iq_buf_init(&ch->outbox);
 }
 
 /*
@@ -339,10 +348,12 @@ iq_chan_start(IqChannel *ch, const char *host, int port, bool local,
 	ch->deadline = deadline;
 	ch->inbox.len = 0;
 	ch->inbox.oom = false;
-	ch->done = ch->failed = ch->timed_out = false;
+	ch->done = ch->failed = ch->timed_out = ch->tls_failed = false;
+	ch->refused_status = 0;
 	ch->error[0] = '\0';
 	ch->conn.fd = -1;
 	ch->conn.easy = ch->conn.multi = NULL;
+	ch->conn.tls = false;
 	ch->received = 0;
 	ch->head_len = 0;
 	ch->handshaking = false;
@@ -383,6 +394,7 @@ take_head(IqChannel *ch, const char *data, size_t len, size_t *used)
 			*used = n - (ch->head_len - end);
 			return true;
 		case IQ_UPGRADE_REFUSED:
+			ch->refused_status = status;
 			snprintf(sentence, sizeof(sentence),
 					 "The instance answered HTTP %d to the request to upgrade %s to %s.",
 					 status, IQ_PEER_STREAM_PATH, IQ_PEER_STREAM_PROTOCOL);
@@ -394,9 +406,9 @@ take_head(IqChannel *ch, const char *data, size_t len, size_t *used)
 	}
 }
 
-/* lost: the connection ended or failed (r = what recv returned) */
+/* lost: the connection ended or failed (r = what recv returned, why TLS's text) */
 static void
-lost(IqChannel *ch, ssize_t r)
+lost(IqChannel *ch, ssize_t r, const char *why)
 {
 	if (ch->received == 0 && ch->reused && ch->attempts == 1)
 	{
@@ -411,9 +423,9 @@ lost(IqChannel *ch, ssize_t r)
 			 "The worker closed the local connection before the end of its answer." :
 			 "The connection was closed before the end of the answer.");
 	else
-		fail_errno(ch, ch->local ?
-				   "Could not read from the local socket" :
-				   "Could not read the answer", errno);
+		fail_why(ch, ch->local ?
+				 "Could not read from the local socket" :
+				 "Could not read the answer", why);
 }
 
 /* iq_chan_receive: take what has arrived (non-blocking) into ch->inbox */
@@ -423,10 +435,11 @@ iq_chan_receive(IqChannel *ch)
 	char		buf[65536];
 	ssize_t		r;
 	size_t		used = 0;
+	const char *why;
 
 	if (ch->done || ch->conn.fd < 0)
 		return;
-	r = recv(ch->conn.fd, buf, sizeof(buf), 0);
+	r = iq_conn_recv(&ch->conn, buf, sizeof(buf), &why);
 	if (r > 0)
 	{
 		if (ch->handshaking && !take_head(ch, buf, (size_t) r, &used))
@@ -441,7 +454,7 @@ iq_chan_receive(IqChannel *ch)
 	}
 	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
-	lost(ch, r);
+	lost(ch, r, why);
 }
 
 /* iq_chan_wait: up to timeout_ms for ch's connection to have bytes */
@@ -471,6 +484,7 @@ iq_chan_finish(IqChannel *ch, bool answer_read)
 		close_conn(&ch->conn);
 	ch->conn.fd = -1;
 	ch->conn.easy = ch->conn.multi = NULL;
+	ch->conn.tls = false;
 }
 
 /* iq_chan_free: finish ch without pooling, and free its inbox */
@@ -479,4 +493,5 @@ iq_chan_free(IqChannel *ch)
 {
 	iq_chan_finish(ch, false);
 	iq_buf_free(&ch->inbox);
+	iq_buf_free(&ch->outbox);
 }

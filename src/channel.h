@@ -10,7 +10,8 @@
  * A channel knows requests and bytes, not what they mean: its caller
  * (fetch) reads the answer, decides how long to wait, and reports.
  * Nothing here raises an error (but a cancel while connecting or sending
- * may): a failure is recorded in the channel, so the caller can release
+ * may, and iq_chan_tls_prepare, called before any channel starts): a
+ * failure is recorded in the channel, so the caller can release
  * everything before it reports it.
  *-------------------------------------------------------------------------
  */
@@ -37,10 +38,13 @@ typedef struct IqChannel
 	bool		done;			/* nothing more will come */
 	bool		failed;			/* ... because of error (the caller may set it) */
 	bool		timed_out;
+	bool		tls_failed;		/* the TLS handshake failed (a certificate?) */
+	int			refused_status; /* the HTTP status refusing the upgrade, or 0 */
 	char		error[256];		/* a sentence, for an errdetail */
 
 	/* the connection */
 	IqChanConn	conn;			/* fd -1 when not holding one */
+	IqBuf		outbox;			/* what is being sent: [head,] length, request */
 	char		endpoint[IQ_CHAN_ENDPOINT_LEN];	/* the idle pool's key */
 	bool		reused;			/* it served an earlier request */
 	bool		handshaking;	/* the 101 of a fresh TCP connection is due */
@@ -60,5 +64,10 @@ extern void iq_chan_receive(IqChannel *ch);
 extern void iq_chan_wait(IqChannel *ch, int timeout_ms);
 extern void iq_chan_finish(IqChannel *ch, bool answer_read);
 extern void iq_chan_free(IqChannel *ch);
+extern void iq_chan_drop_idle_tcp(void);
+
+/* in channel_tls.c: the TLS material of TCP channels */
+extern void iq_chan_tls_prepare(void);
+extern const IqTls *iq_chan_tls(void);
 
 #endif							/* IQ_CHANNEL_H */

@@ -2,8 +2,10 @@
  * channel_conn.h
  *	  The two kinds of connection a channel (channel.c) rides on: the Unix
  *	  socket of this instance's worker (channel_unix.c), and a TCP
- *	  connection to another instance, opened by libcurl and upgraded to
- *	  the wire stream (channel_tcp.c).  Backend code.
+ *	  connection to another instance, opened by libcurl (over TLS when
+ *	  iq_fdw.ssl_cert_file is set) and upgraded to the wire stream
+ *	  (channel_tcp.c); and the bytes in and out of either (channel_io.c).
+ *	  Backend code.
  *
  * Neither raises an error: a failure is a false return and a sentence in
  * the caller's buffer, so the caller can free everything before reporting.
@@ -14,6 +16,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
+
+#include "common/tls.h"
 
 /* A connected socket, and what owns it. */
 typedef struct IqChanConn
@@ -21,7 +26,14 @@ typedef struct IqChanConn
 	int			fd;				/* -1 when none */
 	void	   *easy;			/* CURL * that opened it (TCP); NULL for Unix */
 	void	   *multi;			/* CURLM * its connect ran in */
+	bool		tls;			/* bytes go through curl (TLS), not the socket */
 } IqChanConn;
+
+/* in channel_io.c: like send() and recv() on a non-blocking socket */
+extern ssize_t iq_conn_send(IqChanConn *conn, const void *data, size_t len,
+							const char **why);
+extern ssize_t iq_conn_recv(IqChanConn *conn, void *buf, size_t size,
+							const char **why);
 
 /* in channel_unix.c */
 extern bool iq_unix_socket_path(char *path, size_t size);
@@ -37,9 +49,17 @@ typedef enum IqUpgradeCheck
 	IQ_UPGRADE_NOT_HTTP
 } IqUpgradeCheck;
 
+/* why a TCP connect failed */
+typedef enum IqConnectFailure
+{
+	IQ_CONNECT_FAILED,			/* refused, unreachable, no such name ... */
+	IQ_CONNECT_TIMED_OUT,
+	IQ_CONNECT_TLS				/* the TLS handshake: a certificate, or not TLS */
+} IqConnectFailure;
+
 extern bool iq_tcp_connect(IqChanConn *conn, const char *host, int port,
-						   int timeout_ms, char *error, size_t errlen,
-						   bool *timed_out);
+						   const IqTls *tls, int timeout_ms, char *error,
+						   size_t errlen, IqConnectFailure *failure);
 extern void iq_tcp_close(IqChanConn *conn);
 extern size_t iq_tcp_upgrade_head(char *head, size_t size, const char *host, int port);
 extern IqUpgradeCheck iq_tcp_upgrade_check(const char *head, size_t len,

@@ -16,6 +16,13 @@
  * only up to the blank line (the status line, then where the stream
  * starts).
  *
+ * With TLS on (channel_tls.c holds the material), the URL is https and
+ * the connect includes the handshake: curl presents our certificate,
+ * trusts the cluster's CA alone, and verifies that the peer's certificate
+ * names the host called (common/tls.h).  A peer that fails that is never
+ * sent a byte of a request.  Every byte after goes through curl
+ * (channel_io.c).
+ *
  * The connect runs in a multi handle of its own, in slices of 100 ms with
  * CHECK_FOR_INTERRUPTS between them, so a cancel is answered at once and a
  * slow connect lasts at most the time it is given.  The easy handle owns
@@ -36,6 +43,7 @@
 #include "pgstat.h"
 
 #include "common/peer_api.h"
+#include "common/tls.h"
 #include "src/channel_conn.h"
 
 #define CONNECT_SLICE_MS	100
@@ -58,6 +66,7 @@ iq_tcp_close(IqChanConn *conn)
 		curl_easy_cleanup(easy);
 	conn->fd = -1;
 	conn->easy = conn->multi = NULL;
+	conn->tls = false;
 }
 
 /* run_connect: drive the connect to its end, cancellably; curl's result */
@@ -87,14 +96,34 @@ run_connect(CURLM *multi)
 	}
 }
 
+/* tls_failure: whether curl's result is the TLS handshake's failure */
+static bool
+tls_failure(CURLcode rc)
+{
+	switch (rc)
+	{
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_SSL_INVALIDCERTSTATUS:
+		case CURLE_SSL_ENGINE_INITFAILED:
+			return true;
+		default:
+			return false;
+	}
+}
+
 /*
- * iq_tcp_connect: conn to host:port within timeout_ms; false with why in
- * error (and *timed_out if the time ran out).  conn owns the handles from
- * the start, so an error or cancel while connecting frees them.
+ * iq_tcp_connect: conn to host:port within timeout_ms, over TLS when
+ * tls->on; false with why in error and *failure.  conn owns the handles
+ * from the start, so an error or cancel while connecting frees them.
  */
 bool
-iq_tcp_connect(IqChanConn *conn, const char *host, int port, int timeout_ms,
-			   char *error, size_t errlen, bool *timed_out)
+iq_tcp_connect(IqChanConn *conn, const char *host, int port, const IqTls *tls,
+			   int timeout_ms, char *error, size_t errlen, IqConnectFailure *failure)
 {
 	char		curl_error[CURL_ERROR_SIZE] = "";
 	char		url[IQ_PEER_URL_LEN];
@@ -102,9 +131,10 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, int timeout_ms,
 	CURL	   *easy;
 	CURLcode	rc;
 
-	*timed_out = false;
+	*failure = IQ_CONNECT_FAILED;
 	conn->fd = -1;
 	conn->easy = conn->multi = NULL;
+	conn->tls = tls->on;
 	if (!curl_ready)
 	{
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -122,7 +152,7 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, int timeout_ms,
 		strlcpy(error, "Could not create a curl handle.", errlen);
 		return false;
 	}
-	(void) iq_peer_url(url, sizeof(url), false, host, port, "/");
+	(void) iq_peer_url(url, sizeof(url), tls->on, host, port, "/");
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Max(timeout_ms, 1));
@@ -131,6 +161,7 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, int timeout_ms,
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
+	iq_tls_curl_client(easy, tls);
 	rc = curl_multi_add_handle(conn->multi, easy) == CURLM_OK ?
 		run_connect(conn->multi) : CURLE_FAILED_INIT;
 	/* the handle outlives this call in the pool: forget our buffer */
@@ -144,7 +175,10 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, int timeout_ms,
 		conn->fd = fd;
 		return true;
 	}
-	*timed_out = (rc == CURLE_OPERATION_TIMEDOUT);
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		*failure = IQ_CONNECT_TIMED_OUT;
+	else if (tls_failure(rc))
+		*failure = IQ_CONNECT_TLS;
 	snprintf(error, errlen, "Could not connect to %s: %s.", url,
 			 curl_error[0] ? curl_error : curl_easy_strerror(rc));
 	iq_tcp_close(conn);

@@ -180,13 +180,44 @@ release_for_report(IqFetch *f, IqFetchSource *src, const char *text)
 	return r;
 }
 
+/*
+ * fail_access: the peer failed TLS verification, or refused us: raise.
+ * Nothing it sent is used; its endpoint is the one its group member
+ * advertises, so a peer that is not an instance of the cluster is named.
+ */
+static void pg_attribute_noreturn()
+fail_access(const Report *r, bool tls_failed, int status)
+{
+	if (tls_failed)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not make a verified TLS connection to instance %s to read %s",
+						r->who, r->what),
+				 errdetail_internal("%s", r->text),
+				 errhint("Check that the instance advertising %s serves HTTPS with a certificate signed by iq_fdw.ssl_ca_file that names its advertised host.",
+						 r->who)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("instance %s refused to be read by this instance, asked for %s",
+					r->who, r->what),
+			 status ? errdetail_internal("%s", r->text) :
+			 errdetail("The instance said: %s", r->text),
+			 errhint("Check that this instance's iq_fdw.ssl_cert_file is signed by the CA that instance trusts (its iq_fdw.ssl_ca_file).")));
+	pg_unreachable();
+}
+
 /* iq_fetch_fail_transport: src's bytes cannot be read: release all and raise */
 void
 iq_fetch_fail_transport(IqFetch *f, IqFetchSource *src)
 {
 	bool		timed_out = src->chan.timed_out;
 	bool		answering = src->answering;
+	bool		tls_failed = src->chan.tls_failed;
+	int			status = src->chan.refused_status;
 	Report		r = release_for_report(f, src, src->chan.error);
+
+	if (tls_failed || status == 401 || status == 403)
+		fail_access(&r, tls_failed, status);
 
 	/* no first byte: perhaps never connected; after it: the answer stalled */
 	if (timed_out)
@@ -240,6 +271,8 @@ iq_fetch_fail_answer(IqFetch *f, IqFetchSource *src)
 				 errdetail_internal("%s", r.text),
 				 errhint("Check that every instance runs the same iq_fdw version, and that %s is an iq_fdw instance.",
 						 r.who)));
+	if (status == IQ_WIRE_FORBIDDEN)
+		fail_access(&r, false, 0);
 	if (status == IQ_WIRE_NOT_HELD)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -18,6 +18,13 @@ iq_fetch_start_sources(IqFetch *f)
 {
 	int			i;
 
+	/* the TLS material first: a file that cannot be used fails the read */
+	for (i = 0; i < f->nsources; i++)
+		if (!f->sources[i].target.is_local)
+		{
+			iq_chan_tls_prepare();
+			break;
+		}
 	for (i = 0; i < f->nsources; i++)
 	{
 		IqFetchSource *src = &f->sources[i];
