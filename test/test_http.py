@@ -363,6 +363,8 @@ def parse_answer(data):
     status = data[3]
     if status != 0:
         (n,) = struct.unpack(">I", data[4:8])
+        # whole: over TLS its head and its message may come in records of their own
+        assert len(data) >= 8 + n, "a part of the answer"
         return status, {}, [], data[8:8 + n].decode()
     (n,) = struct.unpack(">H", data[4:6])
     pos, off = {}, 6
