@@ -223,15 +223,35 @@ def post_read(i, body):
         return r.read()
 
 
-def test_owner_with_a_certificate_of_another_ca_is_named_and_its_data_never_shown(data):
+@contextlib.contextmanager
+def stranger_certificate(kind):
+    """(crt, key) an instance must not be trusted with: signed by another CA
+    (scripts/certs' rogue), or by the cluster's CA for another host only."""
+    if kind == "another-ca":
+        yield TLS / "rogue.crt", TLS / "rogue.key"
+        return
+    owner = (TLS / "instance1.key").stat()
+    crt, key = make_certificate(TLS, f"{RUN}-elsewhere", san="DNS:elsewhere.invalid")
+    try:
+        os.chown(key, owner.st_uid, owner.st_gid)  # the instance reads it, 0600
+        yield crt, key
+    finally:
+        for f in TLS.glob(f"{RUN}-elsewhere.*"):
+            f.unlink()
+
+
+@pytest.mark.parametrize("kind", ["another-ca", "another-host"])
+def test_owner_with_a_certificate_it_must_not_have_is_named_and_its_data_never_shown(data, kind):
+    """Forwarded gets and gathers verify the owner's certificate: the
+    cluster's CA signed it and it names the host called."""
     owners = data
     rogue = 2
     k = key_owned_by(owners, rogue)
     try:
-        with settings(rogue, ssl_cert_file=TLS / "rogue.crt", ssl_key_file=TLS / "rogue.key"):
-            want = file_fingerprint(TLS / "rogue.crt")
+        with stranger_certificate(kind) as (crt, key), settings(rogue, ssl_cert_file=crt, ssl_key_file=key):
+            want = file_fingerprint(crt)
             wait_until(lambda: served_fingerprint(rogue) == want, timeout=60,
-                       message=f"instance {rogue} serves the rogue certificate")
+                       message=f"instance {rogue} serves the stranger's certificate")
             name = f"localhost:{http_port(rogue)}"
             for i in INSTANCES:
                 if i == rogue:
@@ -241,21 +261,27 @@ def test_owner_with_a_certificate_of_another_ca_is_named_and_its_data_never_show
                 assert name in json.loads(body)["error"] and "name of" not in body, body
                 status, body = https_get(i, f"/stores/{STORE}/all?scope=all")
                 assert status == 502 and name in body, (i, status, body[:500])
-                assert "certificate" in body.lower(), body[:500]
+                assert "certificate" in body.lower() or "host name" in body.lower(), body[:500]
     finally:
         serves_its_own_certificate(rogue)
     assert https_json(1, f"/stores/{STORE}/get/{k}") == {"response": f"name of {k}"}
 
 
-def test_reload_with_an_unreadable_key_keeps_the_old_material_and_names_the_setting(data):
+@pytest.mark.parametrize("key, says", [
+    ("no-such-instance.key", '"{tls}/no-such-instance.key" of iq_fdw.ssl_key_file'),
+    # a key of its own, not the certificate's: GnuTLS says so before MHD is tried
+    ("rogue.key", "The key of iq_fdw.ssl_key_file does not belong to the certificate of "
+                  "iq_fdw.ssl_cert_file"),
+], ids=["unreadable", "not-the-certificates"])
+def test_reload_with_a_bad_key_keeps_the_old_material_and_names_the_setting(data, key, says):
     i = 3
     before = served_fingerprint(i)
     try:
-        with settings(i, ssl_key_file=TLS / "no-such-instance.key"):
+        with settings(i, ssl_key_file=TLS / key):
             wait_until(lambda: "iq_fdw.ssl_key_file" in worker(i)[1], timeout=60,
                        message=f"instance {i}'s worker naming iq_fdw.ssl_key_file")
             state, message = worker(i)
-            assert state == "error" and "no-such-instance.key" in message, (state, message)
+            assert state == "error" and says.format(tls=TLS) in message, (state, message)
             assert served_fingerprint(i) == before
             for k in KEYS[:5]:
                 assert https_json(i, f"/stores/{STORE}/get/{k}") == {"response": f"name of {k}"}
@@ -264,13 +290,13 @@ def test_reload_with_an_unreadable_key_keeps_the_old_material_and_names_the_sett
     assert worker(i) == ("running", "")
 
 
-def make_certificate(directory, name):
-    """A new key and certificate for localhost signed by the cluster's CA: (crt, key) paths."""
+def make_certificate(directory, name, san="DNS:localhost,IP:127.0.0.1,IP:::1"):
+    """A new key and certificate for san signed by the cluster's CA: (crt, key) paths."""
     key, crt, csr = directory / f"{name}.key", directory / f"{name}.crt", directory / f"{name}.csr"
     ext = directory / f"{name}.ext"
     ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
                    "extendedKeyUsage=serverAuth,clientAuth\n"
-                   "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n")
+                   f"subjectAltName={san}\n")
     run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=60)  # noqa: E731
     run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
     run("openssl", "req", "-new", "-key", str(key), "-subj", f"/CN={name}", "-out", str(csr))

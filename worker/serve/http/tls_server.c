@@ -104,7 +104,7 @@ iq_http_tls_options(const IqTls *tls, struct MHD_OptionItem *opts)
 		/* a client certificate is requested, verified per path (access rules) */
 		opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_HTTPS_MEM_TRUST, 0, tls->ca.data};
 		opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_HTTPS_PRIORITIES, 0,
-		(void *) IQ_HTTP_TLS_PRIORITIES};
+											 (void *) IQ_HTTP_TLS_PRIORITIES};
 	}
 	opts[n] = (struct MHD_OptionItem) {MHD_OPTION_END, 0, NULL};
 	return tls->on ? MHD_USE_TLS : 0;
