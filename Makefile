@@ -71,7 +71,7 @@ endif
 FUZZ_CC ?= clang
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-I$(srcdir)
-FUZZ_TARGETS = wire_request wire_reader http_json http_route
+FUZZ_TARGETS = wire_request wire_reader http_json http_route http_access
 FUZZ_BINS = $(addprefix fuzz/bin/,$(FUZZ_TARGETS))
 
 fuzz: $(FUZZ_BINS)
@@ -89,6 +89,11 @@ fuzz/bin/http_json: fuzz/http_json.c $(HTTP_DIR)/json.c common/wire.c common/sto
 	@mkdir -p fuzz/bin
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_json.c $(HTTP_DIR)/json.c common/wire.c common/stores.c \
 		common/utf8.c -ljansson -lmicrohttpd
+fuzz/bin/http_access: fuzz/http_access.c $(HTTP_DIR)/access.c $(HTTP_DIR)/access.h common/tls.c \
+		common/wire.c $(HTTP_DIR)/http_internal.h
+	@mkdir -p fuzz/bin
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/http_access.c $(HTTP_DIR)/access.c common/tls.c common/wire.c \
+		-lgnutls -lcurl
 fuzz/bin/http_route: fuzz/http_route.c $(HTTP_DIR)/routes.c $(HTTP_DIR)/json.c common/wire.c \
 		common/stores.c common/partitioner.c common/utf8.c common/peer_api.c \
 		$(HTTP_DIR)/http_internal.h

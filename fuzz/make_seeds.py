@@ -71,6 +71,14 @@ SEEDS = {
         "unknown_store": b"\x30/stores/nope%22/get/1",
         "not_a_path": b"\x30*",
     },
+    "http_access": {
+        "open_localhost": b"\x00\x00localhost:5400\x00",
+        "token_allowed_host": b"\x01iq-a.example\x00iq-a.example:5401\x00Bearer s3cret",
+        "wrong_token": b"\x01\x00localhost:5400\x00Bearer wrong",
+        "rebound": b"\x00\x00evil.example:5400\x00",
+        "peer_v6": b"\x02 a.example , [fd00::1],B.example\x00[fd00::1]:5400\x00",
+        "basic": b"\x01\x00iq1.example\x00Basic eDp5",
+    },
 }
 
 for target, seeds in SEEDS.items():

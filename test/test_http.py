@@ -205,7 +205,7 @@ def test_escaped_slash_and_raw_utf8_in_the_path(data):
     assert http_json(3, f"/stores/customer-v1-changelog/get/{RUN}%2Fslash")["response"] == customers[k]
     assert http_json(3, f"/stores/customer-v1-changelog/get/{RUN}/slash")["response"] == customers[k]
     raw = f"/stores/customer-v1-changelog/get/{RUN}\u00e9t\u00e9".encode()
-    status, body = raw_request(1, b"GET " + raw + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, body = raw_request(1, b"GET " + raw + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     assert status == 200 and json.loads(body) == {"response": customers[f"{RUN}\u00e9t\u00e9"]}
 
 
@@ -268,18 +268,18 @@ def test_very_long_urls_are_414(data):
     assert status == 414 and "longer" in body["error"]
     # beyond the connection's memory, libmicrohttpd answers 414 itself
     status, _ = raw_request(1, b"GET /stores/customer-v1-changelog/get/" + b"y" * 200_000 +
-                            b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                            b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert status in (414, 431, None)
     assert http_json(1, "/metadata")["result"]
 
 
 def test_malformed_requests_leave_the_server_answering(data):
     garbage = [b"\x00\x01\x02garbage\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
-               b"GET /metadata HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+               b"GET /metadata HTTP/1.1\r\nHost: localhost\r\nContent-Length: -5\r\n\r\n",
                b"GET /metadata HTTP/1.1\r\n" + b"X-Long: " + b"h" * 100_000 + b"\r\n\r\n",
-               b"POST /iq/v1/read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-               b"GET /stores/customer-v1-changelog/get/%zz%1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-               b"DELETE /metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+               b"POST /iq/v1/read HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+               b"GET /stores/customer-v1-changelog/get/%zz%1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+               b"DELETE /metadata HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"]
     for g in garbage:
         for i in INSTANCES:
             status, _ = raw_request(i, g, timeout=2)
@@ -313,7 +313,7 @@ def test_hundreds_of_concurrent_connections(data):
                 start.wait(timeout=60)
                 for _ in range(3):
                     s.sendall(f"GET /stores/customer-v1-changelog/get/{url_key(k)} HTTP/1.1\r\n"
-                              f"Host: x\r\n\r\n".encode())
+                              f"Host: localhost\r\n\r\n".encode())
                     head = b""
                     while b"\r\n\r\n" not in head:
                         c = s.recv(4096)

@@ -316,7 +316,8 @@ stores_init(void)
  *		After SIGHUP: the servers' limits apply at once; any other change
  *		of a setting the worker runs with stops it cleanly, to be started
  *		again with the new values, except the TLS files, which restart the
- *		HTTP server alone.
+ *		HTTP server alone, and the access settings (iq_fdw.http_auth, its
+ *		token, the allowed hosts), which apply at once.
  */
 static void
 reload_if_asked(void)
@@ -333,7 +334,9 @@ reload_if_asked(void)
 		iq_got_sigterm = true;	/* a stop, with a stop's deadline */
 		proc_exit(1);			/* worker_cleanup stops everything first */
 	}
+	iq_servers_reload_listen();	/* an address no longer allowed: servers down first */
 	iq_servers_reload_tls();	/* new TLS files: the HTTP server alone restarts */
+	iq_servers_reload_access(); /* who may call: no restart */
 }
 
 /*

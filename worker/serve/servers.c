@@ -20,6 +20,7 @@
 
 #include "common/settings.h"
 #include "common/shmem.h"
+#include "worker/serve/http/access.h"
 #include "worker/serve/servers.h"
 #include "worker/state.h"
 
@@ -80,6 +81,14 @@ servers_start(char **err)
 		return false;
 	}
 
+	/* secure by default, and who may call which endpoint (access.c) */
+	if (!iq_access_listen_allowed(&sc, sc.tls.on, buf, sizeof(buf)) ||
+		!iq_access_configure(&sc, sc.tls.on, buf, sizeof(buf)))
+	{
+		iq_tls_free(&sc.tls);
+		*err = strdup(buf);
+		return false;
+	}
 	if (!iq_http_start(&sc, err))
 	{
 		char	   *inner = *err;
@@ -199,6 +208,7 @@ iq_servers_stop(void)
 	LWLockRelease(iq_shared->lock);
 	iq_local_server_stop();
 	iq_http_stop();
+	iq_access_clear();
 	iq_tls_free(&running.tls);
 	servers_up = false;
 }
@@ -305,4 +315,64 @@ iq_servers_reload_tls(void)
 		}
 	}
 	servers_recovered();
+}
+
+/*
+ * refused_stop
+ *		The listen address is no longer allowed: stop the servers, whose
+ *		retries then say why.
+ */
+static void
+refused_stop(const char *err)
+{
+	ereport(LOG,
+			(errmsg("iq_fdw worker: stopping the HTTP server and the local socket"),
+			 errdetail("%s", err)));
+	iq_servers_stop();
+}
+
+/*
+ * iq_servers_reload_listen
+ *		After a reload, before the TLS files are applied (which may restart
+ *		the HTTP server): stop the servers first if the settings no longer
+ *		allow their listen address, TLS counted as off if the running
+ *		server or the new settings have it off, so that no restart serves
+ *		a non-loopback address unprotected even for a moment.
+ */
+void
+iq_servers_reload_listen(void)
+{
+	char		err[IQ_MESSAGE_LEN];
+	bool		tls = running.tls.on && iq_ssl_cert_file && iq_ssl_cert_file[0];
+
+	if (servers_up && !iq_access_listen_allowed(&running, tls, err, sizeof(err)))
+		refused_stop(err);
+}
+
+/*
+ * iq_servers_reload_access
+ *		After a reload, once the TLS files are applied: who may call the
+ *		servers (access.c), with no restart.  A listen address the
+ *		settings no longer allow stops the servers, whose retries then say
+ *		why; other bad access settings leave the rules in force, as
+ *		PostgreSQL keeps its SSL context when new files fail.
+ */
+void
+iq_servers_reload_access(void)
+{
+	char		err[IQ_MESSAGE_LEN];
+	bool		listen_refused;
+
+	if (!servers_up ||
+		iq_access_reload(running.tls.on, &listen_refused, err, sizeof(err)))
+		return;
+	if (listen_refused)
+	{
+		refused_stop(err);
+		return;
+	}
+	ereport(LOG,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 errmsg("iq_fdw worker: HTTP access settings not applied, the previous ones stay in force"),
+			 errdetail("%s", err)));
 }

@@ -57,5 +57,7 @@ extern void iq_servers_try_start(int64_t now);
 extern void iq_servers_show_failure(void);
 extern void iq_servers_reload_tls(void);
 extern void iq_servers_stop(void);
+extern void iq_servers_reload_listen(void);	/* before iq_servers_reload_tls */
+extern void iq_servers_reload_access(void); /* after it */
 
 #endif							/* IQ_SERVERS_H */

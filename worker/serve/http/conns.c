@@ -14,9 +14,9 @@
  *
  * Per client: a new connection from an address (IPv6: its /64) that holds
  * iq_fdw.http_connections_per_client unauthenticated connections is closed
- * at once by MHD's accept policy.  Connections of authenticated peers are
- * not counted (iq_http_conn_authenticated; nothing authenticates yet), nor
- * is the local socket, which is not HTTP.
+ * at once by MHD's accept policy.  Connections of authenticated peers (a
+ * client certificate the cluster's CA signed, access.c) are not counted,
+ * nor is the local socket, which is not HTTP.
  *
  * Deadlines: a request must arrive whole (head and body) within
  * iq_fdw.request_timeout of the accept, or, on a kept-alive connection, of
@@ -253,8 +253,8 @@ iq_http_conn_upgraded(struct MHD_Connection *conn)
 }
 
 /*
- * iq_http_conn_authenticated: the hook for peer authentication (a later
- * issue): an authenticated connection no longer counts against its
+ * iq_http_conn_authenticated: the client proved a certificate the
+ * cluster's CA signed (access.c): its connection no longer counts against its
  * address's cap, so peers and other instances' backends, which may share
  * an address with anonymous clients (or, on one host, with each other),
  * are never throttled by it.

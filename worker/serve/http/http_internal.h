@@ -126,6 +126,19 @@ extern void iq_http_conn_completed(struct MHD_Connection *conn);
 extern void iq_http_conn_upgraded(struct MHD_Connection *conn);
 extern void iq_http_conn_authenticated(struct MHD_Connection *conn);
 
+/* in access.c: who may call which endpoint (the main thread's side: access.h) */
+typedef struct IqAccessRefusal
+{
+	unsigned int status;		/* 401, 403, 421, 503 */
+	char		message[256];
+} IqAccessRefusal;
+
+extern bool iq_http_access_check(struct MHD_Connection *conn, const char *url,
+								 IqAccessRefusal *refusal);
+extern enum MHD_Result iq_http_access_refuse(struct MHD_Connection *conn,
+											 const char *method, const char *url,
+											 const IqAccessRefusal *refusal);
+
 /* in upgrade.c: GET IQ_PEER_STREAM_PATH, upgraded to the compact stream */
 extern enum MHD_Result iq_http_stream_upgrade(struct MHD_Connection *conn,
 											  const char *version);

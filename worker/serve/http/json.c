@@ -90,6 +90,8 @@ send_text(struct MHD_Connection *conn, unsigned int status, const char *text,
 	MHD_add_response_header(resp, "Content-Type", "application/json");
 	if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
 		MHD_add_response_header(resp, "Retry-After", "1");
+	if (status == MHD_HTTP_UNAUTHORIZED)	/* RFC 9110: say which credential */
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 	if (status == MHD_HTTP_UPGRADE_REQUIRED)	/* RFC 9110: say to what */
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, IQ_PEER_STREAM_PROTOCOL);
 	ret = MHD_queue_response(conn, status, resp);

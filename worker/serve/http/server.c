@@ -44,6 +44,7 @@ static struct MHD_Daemon *http_daemon = NULL;
 typedef struct RequestCtx
 {
 	bool		seen;			/* the access handler saw its head */
+	IqAccessRefusal refusal;	/* status 0: access.c let it through */
 	IqBuf		body;			/* POST /iq/v1/read */
 	size_t		reserved;		/* of iq_fdw.request_memory, for the body */
 	IqGetCtx	get;			/* a GET's forward */
@@ -162,6 +163,24 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	if (strlen(url) > IQ_HTTP_MAX_URL)
 		return iq_http_send_error(conn, MHD_HTTP_URI_TOO_LONG, NULL,
 								  "URL longer than %d bytes", IQ_HTTP_MAX_URL);
+
+	/*
+	 * Who may ask, judged at the head, before a body is admitted; the
+	 * refusal waits for the end of any body, so that the connection stays
+	 * usable and the client reads it rather than a reset.
+	 */
+	if (first && !iq_http_access_check(conn, url, &ctx->refusal))
+		return MHD_YES;
+	if (ctx->refusal.status != 0)
+	{
+		if (*upload_data_size > 0)
+		{
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		iq_http_conn_answering(conn);
+		return iq_http_access_refuse(conn, method, url, &ctx->refusal);
+	}
 
 	if (strcmp(method, "POST") == 0 && strcmp(url, IQ_PEER_READ_PATH) == 0)
 	{
