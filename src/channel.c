@@ -39,7 +39,6 @@
 
 #include "miscadmin.h"
 
-#include "common/bigendian.h"
 #include "common/peer_api.h"
 #include "src/channel.h"
 

@@ -46,11 +46,13 @@ ssize_t
 iq_conn_send(IqChanConn *conn, const void *data, size_t len, const char **why)
 {
 	size_t		n = 0;
+	CURLcode	rc;
 
 	*why = NULL;
 	if (!conn->tls)
 		return send(conn->fd, data, len, MSG_NOSIGNAL);
-	return from_curl(curl_easy_send(conn->easy, data, len, &n), n, why);
+	rc = curl_easy_send(conn->easy, data, len, &n);
+	return from_curl(rc, n, why);
 }
 
 /* iq_conn_recv: read what has arrived, up to size bytes */
@@ -58,9 +60,11 @@ ssize_t
 iq_conn_recv(IqChanConn *conn, void *buf, size_t size, const char **why)
 {
 	size_t		n = 0;
+	CURLcode	rc;
 
 	*why = NULL;
 	if (!conn->tls)
 		return recv(conn->fd, buf, size, 0);
-	return from_curl(curl_easy_recv(conn->easy, buf, size, &n), n, why);
+	rc = curl_easy_recv(conn->easy, buf, size, &n);
+	return from_curl(rc, n, why);
 }

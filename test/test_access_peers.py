@@ -19,6 +19,11 @@ and values made for the test; the capture holds bytes and none of them.
 The same reads return those keys and values, so the markers were on the
 wire (encrypted) and the test cannot pass for want of traffic.
 
+The TLS material a backend presents follows the settings: an instance
+reloaded with a certificate of another CA is refused by the others (403 to
+its upgrade), also on the connections its backends had pooled, and a key
+file that cannot be used fails the read naming the setting and the file.
+
 Skipped unless the cluster runs with TLS (scripts/cluster up --tls).
 """
 
@@ -34,8 +39,8 @@ import urllib.request
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, PsqlError, http_port, import_stores_sql,
-                      java_partition, produce, psql, unique, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, PsqlError, Session, http_port,
+                      import_stores_sql, java_partition, produce, psql, unique, wait_until)
 
 TLS_DIR = IQ_HOME / "tls"
 SETUP = import_stores_sql("accesstest", "iq_access")
@@ -220,7 +225,8 @@ def misnamed_cert(tmp_path):
 
 
 def test_a_rogue_group_member_is_refused_and_never_read(tmp_path):
-    psql(1, SETUP)
+    for i in INSTANCES:
+        psql(i, SETUP)
     prefix = unique("acc") + "_"
     keys = {p: key_of(prefix, p) for p in range(3)}
     produce("order", [f"{k}--food" for k in keys.values()])
@@ -232,10 +238,10 @@ def test_a_rogue_group_member_is_refused_and_never_read(tmp_path):
     rogue = RoguePeer()
     cases = [
         ("a certificate of another CA", (TLS_DIR / "rogue.crt", TLS_DIR / "rogue.key"),
-         "certificate"),
+         "certificate problem"),
         ("a certificate of the cluster's CA naming another host", misnamed_cert(tmp_path),
-         "127.0.0.1"),
-        ("clear text", None, ""),
+         "subject name"),
+        ("clear text", None, "SSL"),
     ]
     try:
         with rogue_member(rogue.port):
@@ -271,6 +277,53 @@ def psql_fails(i, sql):
     except PsqlError as e:
         return e.stderr
     raise AssertionError(f"instance {i}: {sql!r} returned {out!r} instead of failing")
+
+
+# ---- the material a backend presents, after a reload -----------------------------
+
+def reload_with(i, settings):
+    """ALTER SYSTEM on instance i (value None: RESET), then reload."""
+    sql = "".join(f"ALTER SYSTEM RESET {k};\n" if v is None else f"ALTER SYSTEM SET {k} = '{v}';\n"
+                  for k, v in settings.items())
+    psql(i, sql + "SELECT pg_reload_conf();")
+
+
+def test_reloaded_material_is_used_and_pooled_connections_follow(tmp_path):
+    asker, owner = INSTANCES[-1], INSTANCES[0]
+    for i in INSTANCES:
+        psql(i, SETUP)
+    owners = owned_by_instances()
+    p = next(p for p, i in owners.items() if i == owner)
+    key = key_of(unique("rel") + "_", p)
+    produce("order", [f"{key}--food"])
+    lookup = f"SELECT key, count FROM accesstest.order_count WHERE key = '{key}'"
+    wait_until(lambda: psql(asker, lookup) == f"{key}|1", timeout=120, message=f"the count of {key}")
+    bad_key = tmp_path / "readable.key"
+    bad_key.write_bytes((TLS_DIR / "instance1.key").read_bytes())
+    bad_key.chmod(0o644)
+    names = ("iq_fdw.ssl_cert_file", "iq_fdw.ssl_key_file")
+    with Session(asker) as s:
+        s.run("\\set VERBOSITY verbose\nSELECT 1;")
+        assert s.run(lookup) == f"{key}|1"  # a pooled connection to the owner now
+        try:
+            # a certificate the cluster's CA did not sign: the owner refuses it
+            reload_with(asker, dict(zip(names, (TLS_DIR / "rogue.crt", TLS_DIR / "rogue.key"))))
+            err = wait_until(lambda: (lambda out: "ERROR" in out and out)(s.run(lookup)),
+                             timeout=30, message="the reloaded certificate presented")
+            assert "42501" in err and "refused to be read by this instance" in err, err
+            assert f"localhost:{http_port(owner)}" in err and "HTTP 403" in err, err
+            assert f"{key}|1" not in err
+
+            # a key file others may read: the read fails naming it, before connecting
+            reload_with(asker, {"iq_fdw.ssl_key_file": bad_key})
+            err = wait_until(lambda: (lambda out: "F0000" in out and out)(s.run(lookup)),
+                             timeout=30, message="the unusable key file refused")
+            assert "could not load the TLS material" in err and "iq_fdw.ssl_key_file" in err, err
+            assert str(bad_key) in err and "PRIVATE KEY" not in err, err
+        finally:
+            reload_with(asker, dict.fromkeys(names))
+        wait_until(lambda: s.run(lookup) == f"{key}|1", timeout=60,
+                   message="the read answered again with the cluster's certificate")
 
 
 # ---- no clear text on the wire ----------------------------------------------------
