@@ -473,6 +473,53 @@ def http_json(instance, path, timeout=5.0):
     return json.loads(body)
 
 
+class KeepAlive:
+    """GETs on one kept-alive connection to instance i, for a test that asks
+    thousands of questions: a TLS handshake each (a new connection per
+    urlopen) would cost minutes. A connection the server closed meanwhile
+    is opened again, once per request.
+
+        with KeepAlive(1) as h:
+            h.json("/metadata")
+    """
+
+    def __init__(self, i, timeout=10.0):
+        self.i, self.timeout, self.conn = i, timeout, None
+
+    def get(self, path):
+        """(status, body text) of GET path."""
+        import http.client
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http_connection(self.i, timeout=self.timeout)
+            try:
+                self.conn.request("GET", path)
+                r = self.conn.getresponse()
+                return r.status, r.read().decode()
+            except (http.client.HTTPException, ConnectionError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def json(self, path):
+        """GET path, require 200, return the parsed JSON body."""
+        status, body = self.get(path)
+        assert status == 200, f"GET {path} on instance {self.i}: {status} {body}"
+        return json.loads(body)
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def post_wire(instance, path, body, timeout=10.0):
     """POST body (a wire request) to path on instance; (status, answer bytes),
     an HTTP error's too."""
