@@ -61,8 +61,9 @@ wait_for() {
 }
 
 # measure MODE: one round of every figure, added to $WORK/MODE ("name value")
+# and said
 measure() {
-	local out=$WORK/$1 line
+	local out=$WORK/$1.round line
 	BENCH_RUNS="heap_local fdw_local fdw_local_socket heap_remote fdw_remote fdw_remote_socket" \
 		BENCH_ROUNDS=1 BENCH_SECONDS=$SECS BENCH_RESULTS=$out "$HERE/fdw_lookup.sh" "$ROWS" >/dev/null
 	while IFS= read -r line; do
@@ -71,6 +72,9 @@ measure() {
 		echo "http_${BASH_REMATCH[1]} ${BASH_REMATCH[2]}" >>"$out"
 	done < <("$HERE/http_get.sh" "$SECS" "$CONNS")
 	grep -q '^http_remote ' "$out" || die "bench/http_get.sh gave no figures with TLS $1"
+	msg "round $round, TLS $1: $(tr '\n' ' ' <"$out")"
+	cat "$out" >>"$WORK/$1"
+	rm -f "$out"
 }
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -79,7 +83,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	for mode in $order; do
 		restart_in "$mode"
 		measure "$mode"
-		msg "round $round, TLS $mode: $(tr '\n' ' ' <"$WORK/$mode")"
 	done
 done
 [[ $FOUND == "$mode" ]] || restart_in "$FOUND"
