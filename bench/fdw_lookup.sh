@@ -18,7 +18,14 @@
 #
 # Environment: BENCH_SECONDS (default 15) per pgbench run, BENCH_ROUNDS
 # (default 3), BENCH_CLIENTS (default: number of CPUs), BENCH_INSTANCE
-# (default 1).
+# (default 1). For another script (bench/tls_cost.sh): BENCH_RUNS, the runs
+# to make, of heap_local fdw_local fdw_local_socket heap_remote fdw_remote
+# fdw_remote_socket heap_scan fdw_scan (a *_socket run bypasses the value
+# cache; the table needs the default, every run but fdw_remote_socket), and
+# BENCH_RESULTS, a file each run's figure is added to ("run value").
+#
+# On a cluster started with --tls (scripts/cluster up --tls) the lookups of
+# other instances' keys go over TLS; the table's title says which it was.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../scripts/lib.sh"
@@ -103,23 +110,24 @@ tps() { # tps SCRIPT CLIENTS SECONDS [PGOPTIONS...]
 # both sides of a ratio alike; the median ratio of the rounds is reported.
 declare -A R
 ROUNDS=${BENCH_ROUNDS:-3}
+ALL_RUNS="heap_local fdw_local fdw_local_socket heap_remote fdw_remote heap_scan fdw_scan"
+RUNS=${BENCH_RUNS:-$ALL_RUNS}
 for ((round = 1; round <= ROUNDS; round++)); do
-	for s in heap_local fdw_local fdw_local_socket heap_remote fdw_remote; do
+	for s in $RUNS; do
 		# max_lag set: no answer from the value cache, every lookup asks the worker
-		opts=
-		[[ $s == fdw_local_socket ]] && opts="-c iq_fdw.max_lag=2147483647"
-		v=$(tps "${s%_socket}" "$CLIENTS" "$SECONDS_PER_RUN" "$opts")
+		opts= clients=$CLIENTS unit=tps
+		[[ $s == *_socket ]] && opts="-c iq_fdw.max_lag=2147483647"
+		[[ $s == *_scan ]] && clients=1 unit=scans/s
+		v=$(tps "${s%_socket}" "$clients" "$SECONDS_PER_RUN" "$opts")
 		[[ -n $v ]] || { cat "$WORK/${s%_socket}.log" >&2; die "pgbench $s failed"; }
 		R[$s]+="$v "
-		msg "round $round $s: $v tps"
-	done
-	for s in heap_scan fdw_scan; do
-		v=$(tps "$s" 1 "$SECONDS_PER_RUN")
-		[[ -n $v ]] || { cat "$WORK/$s.log" >&2; die "pgbench $s failed"; }
-		R[$s]+="$v "
-		msg "round $round $s: $v scans/s"
+		[[ -z ${BENCH_RESULTS:-} ]] || echo "$s $v" >>"$BENCH_RESULTS"
+		msg "round $round $s: $v $unit"
 	done
 done
+[[ $RUNS == "$ALL_RUNS" ]] || exit 0
+tls=off
+[[ -n $(sql -c "SHOW iq_fdw.ssl_cert_file" 2>/dev/null) ]] && tls=on
 
 # median LIST: of the rounds; median_ratio A B: median over rounds of A/B
 median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -132,7 +140,7 @@ tps_m() { printf '%.0f' "$(median "${R[$1]}")"; }
 
 cat <<EOF
 
-### iq_fdw lookups and scans ($(date -u +%Y-%m-%d), $(nproc) CPUs, instance $I of $(recorded_instances), $CLIENTS clients, $ROUNDS rounds of ${SECONDS_PER_RUN}s, pgbench -M prepared; medians)
+### iq_fdw lookups and scans ($(date -u +%Y-%m-%d), $(nproc) CPUs, instance $I of $(recorded_instances), TLS $tls, $CLIENTS clients, $ROUNDS rounds of ${SECONDS_PER_RUN}s, pgbench -M prepared; medians)
 
 | query | iq_fdw | heap table | ratio | goal |
 |---|---|---|---|---|

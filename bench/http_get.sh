@@ -9,6 +9,12 @@
 # bench-00000.. once to the order topic (a count of 1 each, or more when run
 # again), waits until instance 1 serves them, then runs wrk twice.
 #
+# On a cluster started with --tls (scripts/cluster up --tls) it speaks
+# https, trusting the cluster's CA, with the bearer token (http_auth =
+# required): wrk's connections are kept alive, so what TLS costs here is
+# mostly its records, a handshake once per connection; forwarded gets go to
+# the owner over TLS too. Each result line says which it was.
+#
 # Measured 2026-11-25 on the 2-CPU development box, wrk on the same box,
 # 64 connections, the 3-instance development cluster (load average 3.3):
 #   local gets      53,683, 54,666 and 55,194 req/s, p99 17 to 24 ms;
@@ -33,27 +39,36 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
-curl -sf "http://127.0.0.1:$PORT/metadata" >/dev/null || die "instance 1 does not answer on port $PORT"
+MODE=http BASE=http://127.0.0.1:$PORT CA= AUTH=()
+if tls_on; then
+	MODE=https BASE=https://127.0.0.1:$PORT CA=$(tls_dir)/ca.crt
+	AUTH=(-H "Authorization: Bearer $(<"$(tls_dir)/token")")
+fi
+get() { curl -s ${CA:+--cacert "$CA"} "${AUTH[@]}" "$BASE$1"; }
+get /metadata >/dev/null || die "instance 1 does not answer on $BASE"
 
 last=$(printf 'bench-%05d' $((NKEYS - 1)))
-if [[ $(curl -s "http://127.0.0.1:$PORT/stores/order-count/get/$last") == '{"response":null}' ]]; then
+if [[ $(get "/stores/order-count/get/$last") == '{"response":null}' ]]; then
 	msg "producing $NKEYS keys to the order topic"
 	for ((k = 0; k < NKEYS; k++)); do printf 'bench-%05d--bench\n' "$k"; done |
 		"$HERE/../scripts/kafka" produce order >/dev/null
 	for _ in $(seq 1 120); do
-		[[ $(curl -s "http://127.0.0.1:$PORT/stores/order-count/get/$last") != '{"response":null}' ]] && break
+		[[ $(get "/stores/order-count/get/$last") != '{"response":null}' ]] && break
 		sleep 1
 	done
 fi
 
 # split the keys by owner, as instance 1 sees it
-python3 - "$PORT" "$NKEYS" "$WORK" <<'PY'
-import json, sys, urllib.request
-port, n, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+python3 - "$PORT" "$NKEYS" "$WORK" "$BASE" "$CA" "${AUTH[@]}" <<'PY'
+import json, ssl, sys, urllib.request
+port, n, work, base, ca = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+headers = dict([sys.argv[7].split(": ", 1)]) if len(sys.argv) > 7 else {}
+context = ssl.create_default_context(cafile=ca) if ca else None
 local, remote = open(f"{work}/local", "w"), open(f"{work}/remote", "w")
 for k in range(n):
     key = f"bench-{k:05d}"
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metadata/stores/order-count/key/{key}") as r:
+    req = urllib.request.Request(f"{base}/metadata/stores/order-count/key/{key}", headers=headers)
+    with urllib.request.urlopen(req, context=context) as r:
         owner = json.load(r)["result"]["port"]
     (local if owner == port else remote).write(key + "\n")
 PY
@@ -61,6 +76,6 @@ msg "$(wc -l <"$WORK/local") keys owned by instance 1, $(wc -l <"$WORK/remote") 
 
 for kind in local remote; do
 	out=$(KEYFILE="$WORK/$kind" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency \
-		-s "$HERE/http_get.lua" "http://127.0.0.1:$PORT")
-	echo "$kind: $(grep RESULT <<<"$out" | sed 's/^RESULT //')"
+		"${AUTH[@]}" -s "$HERE/http_get.lua" "$BASE")
+	echo "$kind ($MODE): $(grep RESULT <<<"$out" | sed 's/^RESULT //')"
 done

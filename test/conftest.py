@@ -7,7 +7,9 @@ tests against it. To run them against the development cluster instead:
     scripts/cluster up && python3 -m pytest test/
 
 Ports follow scripts/lib.sh: broker 9092, instance i on PostgreSQL port
-5432+i and HTTP port (4+i)*1000+400, each plus IQ_PORT_OFFSET.
+5432+i and HTTP port (4+i)*1000+400, each plus IQ_PORT_OFFSET. On a cluster
+started with --tls (scripts/test --tls) the HTTP ports speak HTTPS: tests
+reach them only through the helpers under "HTTP" below.
 """
 
 import contextlib
@@ -312,15 +314,156 @@ def pushdown(run, sql):
 
 
 # ---- HTTP -------------------------------------------------------------------
+#
+# A cluster runs TLS or not (scripts/cluster up --tls); every test reaches
+# the HTTP ports through what follows, so that the same test runs both
+# ways. On a TLS cluster the client presents scripts/certs' client.crt,
+# signed by the cluster's CA: that satisfies the peer endpoints (/iq/v1/*)
+# and the seed's, which then ask for a credential (http_auth = required).
 
-def http_get(instance, path, timeout=5.0):
-    """GET http://localhost:<http port of instance><path>; return (status, body text)."""
-    url = f"http://127.0.0.1:{http_port(instance)}{path}"
+def tls_dir():
+    """Where scripts/certs put the cluster's CA and certificates."""
+    return IQ_HOME / "tls"
+
+
+_tls = []
+
+
+def tls_on():
+    """Whether the cluster speaks HTTPS: scripts/cluster's mark, else what
+    instance 1 says (a cluster started some other way)."""
+    if not _tls:
+        on = (IQ_HOME / "tls_on").exists()
+        if not on:
+            try:
+                on = psql(1, "SHOW iq_fdw.ssl_cert_file") != ""
+            except (PsqlError, OSError, subprocess.SubprocessError):
+                on = False  # no instance, or a build without the setting
+        _tls.append(on)
+    return _tls[0]
+
+
+def base_url(i=None, port=None, tls=None):
+    """https://127.0.0.1:<HTTP port of instance i> on a TLS cluster, else
+    http://...; port instead of i for a server outside the cluster, and tls
+    to say how that one speaks."""
+    tls = tls_on() if tls is None else tls
+    return f"{'https' if tls else 'http'}://127.0.0.1:{port or http_port(i)}"
+
+
+def ssl_context(client_cert=True):
+    """A client context trusting the cluster's CA and, with client_cert,
+    presenting client.crt; None on a cluster without TLS."""
+    if not tls_on():
+        return None
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(tls_dir() / "ca.crt"))
+    if client_cert:
+        ctx.load_cert_chain(str(tls_dir() / "client.crt"), str(tls_dir() / "client.key"))
+    return ctx
+
+
+def tls_settings(i):
+    """The TLS settings scripts/instance gives instance i, for a scratch
+    instance that speaks as the cluster does ({} without TLS)."""
+    if not tls_on():
+        return {}
+    t = tls_dir()
+    return {"iq_fdw.ssl_cert_file": t / f"instance{i}.crt", "iq_fdw.ssl_key_file": t / f"instance{i}.key",
+            "iq_fdw.ssl_ca_file": t / "ca.crt", "iq_fdw.http_auth": "required",
+            "iq_fdw.http_token_file": t / "token"}
+
+
+def server_ssl_context(i):
+    """A server context with instance i's certificate: for a test that
+    stands in for instance i (a proxy answering in its place)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(tls_dir() / f"instance{i}.crt"), str(tls_dir() / f"instance{i}.key"))
+    return ctx
+
+
+def urlopen(req, timeout=5.0, tls=None):
+    """urllib.request.urlopen with the cluster's client context (req is a
+    URL made with base_url, or a Request)."""
+    tls = tls_on() if tls is None else tls
+    return urllib.request.urlopen(req, timeout=timeout, context=ssl_context() if tls else None)
+
+
+def http_connection(i, timeout=30.0):
+    """An http.client connection to instance i, HTTPS on a TLS cluster."""
+    import http.client
+    if tls_on():
+        return http.client.HTTPSConnection("127.0.0.1", http_port(i), timeout=timeout,
+                                           context=ssl_context())
+    return http.client.HTTPConnection("127.0.0.1", http_port(i), timeout=timeout)
+
+
+def curl_tls_args():
+    """What a curl command line needs to reach the cluster: the CA and the
+    client certificate on a TLS cluster, nothing otherwise."""
+    if not tls_on():
+        return []
+    t = tls_dir()
+    return ["--cacert", str(t / "ca.crt"), "--cert", str(t / "client.crt"),
+            "--key", str(t / "client.key")]
+
+
+def wrap_client(sock):
+    """sock, connected to an instance's HTTP port, after the TLS handshake on
+    a TLS cluster (the bytes a test then sends and reads are the HTTP ones,
+    inside TLS records); sock itself otherwise."""
+    ctx = ssl_context()
+    return ctx.wrap_socket(sock, server_hostname="127.0.0.1") if ctx else sock
+
+
+def connect_http(i=None, timeout=10.0, source=None, port=None, rcvbuf=None):
+    """A connection to instance i's HTTP port (or port) that speaks as the
+    cluster does: for the tests that write HTTP by hand. source binds a
+    client address (127.x.y.z); rcvbuf sets SO_RCVBUF before connecting."""
+    import socket
+    s = socket.socket()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        s.settimeout(timeout)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            s.bind((source, 0))
+        s.connect(("127.0.0.1", port or http_port(i)))
+        return wrap_client(s)
+    except BaseException:
+        s.close()
+        raise
+
+
+def recv_now(s, n=65536):
+    """What s has for us now, after select() said it was readable: bytes,
+    b"" when the server hung up, None when what came was no application data
+    (on TLS, a session ticket or part of a record), where a blocking recv
+    would wait."""
+    import ssl
+    timeout = s.gettimeout()
+    s.setblocking(False)
+    try:
+        return s.recv(n)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return None
+    finally:
+        s.settimeout(timeout)
+
+
+def http_get_at(base, path, timeout=5.0, tls=None):
+    """GET base + path (base from base_url); return (status, body text)."""
+    try:
+        with urlopen(base + path, timeout=timeout, tls=tls) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def http_get(instance, path, timeout=5.0):
+    """GET path on instance's HTTP port (https on a TLS cluster); return (status, body text)."""
+    return http_get_at(base_url(instance), path, timeout)
 
 
 def http_json(instance, path, timeout=5.0):
@@ -328,6 +471,65 @@ def http_json(instance, path, timeout=5.0):
     status, body = http_get(instance, path, timeout)
     assert status == 200, f"GET {path} on instance {instance}: {status} {body}"
     return json.loads(body)
+
+
+class KeepAlive:
+    """GETs on one kept-alive connection to instance i, for a test that asks
+    thousands of questions: a TLS handshake each (a new connection per
+    urlopen) would cost minutes. A connection the server closed meanwhile
+    is opened again, once per request.
+
+        with KeepAlive(1) as h:
+            h.json("/metadata")
+    """
+
+    def __init__(self, i, timeout=10.0):
+        self.i, self.timeout, self.conn = i, timeout, None
+
+    def get(self, path):
+        """(status, body text) of GET path."""
+        import http.client
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http_connection(self.i, timeout=self.timeout)
+            try:
+                self.conn.request("GET", path)
+                r = self.conn.getresponse()
+                return r.status, r.read().decode()
+            except (http.client.HTTPException, ConnectionError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def json(self, path):
+        """GET path, require 200, return the parsed JSON body."""
+        status, body = self.get(path)
+        assert status == 200, f"GET {path} on instance {self.i}: {status} {body}"
+        return json.loads(body)
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def post_wire(instance, path, body, timeout=10.0):
+    """POST body (a wire request) to path on instance; (status, answer bytes),
+    an HTTP error's too."""
+    req = urllib.request.Request(base_url(instance) + path, data=body,
+                                 headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 # ---- Kafka ------------------------------------------------------------------

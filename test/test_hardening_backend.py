@@ -6,6 +6,11 @@ Instance 3 advertises a TCP proxy run by this test (127.0.0.1, a free port)
 as its endpoint, so every other instance's backends reach it through the
 proxy, which forwards as told: at once, a byte at a time, in paced chunks,
 or in place of instance 3 with an answer of its own making.
+
+On a TLS cluster the proxy forwards the TLS records as they come (the
+backends verify instance 3's certificate through it: it names 127.0.0.1),
+and where it answers in place of instance 3 it speaks TLS with instance 3's
+certificate.
 """
 
 import socket
@@ -15,8 +20,9 @@ import time
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, http_port, import_stores_sql,
-                      java_partition, produce, psql, psql_error, unique, wait_until)
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, base_url, curl_tls_args, http_port,
+                      import_stores_sql, java_partition, produce, psql, psql_error,
+                      server_ssl_context, tls_on, unique, wait_until)
 
 PEER = 3          # the instance behind the proxy
 ASKER = 1         # the instance whose backends are asked to read it
@@ -86,6 +92,8 @@ class Proxy:
 
     def _serve(self, c, mode):
         try:
+            if mode["name"] in ("big_row", "refuse") and tls_on():
+                c = server_ssl_context(PEER).wrap_socket(c, server_side=True)
             if mode["name"] == "big_row":
                 self._big_row(c, mode["size"])
                 return
@@ -252,7 +260,8 @@ def test_a_gather_from_a_trickling_peer_fails_within_peer_timeout(proxy):
     proxy.set_mode("trickle", fast=2000, delay=0.3)
     try:
         r = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "60",
-                            f"http://127.0.0.1:{http_port(ASKER)}/stores/order-count/all?scope=all"],
+                            *curl_tls_args(),
+                            f"{base_url(ASKER)}/stores/order-count/all?scope=all"],
                            capture_output=True, text=True, timeout=90)
     finally:
         proxy.set_mode("pass")

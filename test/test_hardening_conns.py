@@ -20,6 +20,11 @@ a worker hold, and for how long.
 
 Settings are changed with ALTER SYSTEM and a reload: the servers' limits
 apply without a worker restart.
+
+On a TLS cluster every connection here is TLS, presenting the test client's
+certificate (which the peer endpoints ask for): the bytes written by hand
+are the HTTP ones, inside TLS records, so a byte trickled is a record of
+its own, and a connection the server closes at once fails its handshake.
 """
 
 import contextlib
@@ -27,6 +32,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import threading
@@ -34,8 +40,9 @@ import time
 
 import pytest
 
-from conftest import (INSTANCES, IQ_HOME, PG_BIN, SCRIPTS, Session, http_port, import_stores_sql,
-                      java_partition, pg_port, produce, psql, unique, wait_until)
+from conftest import (INSTANCES, IQ_HOME, PG_BIN, SCRIPTS, Session, base_url, connect_http,
+                      http_get_at, http_port, import_stores_sql, java_partition, pg_port, produce,
+                      psql, recv_now, unique, wait_until)
 
 PREFIX = unique("conns") + ":"
 N_KEYS = 300
@@ -123,12 +130,8 @@ def rss_bytes(pid):
 
 
 def connect_from(source, port, timeout=10):
-    """A TCP connection to 127.0.0.1:port from address source."""
-    s = socket.socket()
-    s.settimeout(timeout)
-    s.bind((source, 0))
-    s.connect(("127.0.0.1", port))
-    return s
+    """A connection to 127.0.0.1:port from address source (TLS on a TLS cluster)."""
+    return connect_http(port=port, source=source, timeout=timeout)
 
 
 def read_head(s):
@@ -137,7 +140,7 @@ def read_head(s):
     while b"\r\n\r\n" not in got:
         try:
             c = s.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             break
         if not c:
             break
@@ -151,8 +154,14 @@ class NotAccepted(Exception):
 
 def upgrade_from(source, port, timeout=5):
     """An upgraded stream from source, or None if the server closed it at
-    once; NotAccepted if it did not answer within timeout."""
-    s = connect_from(source, port, timeout=timeout)
+    once; NotAccepted if it did not answer within timeout (on a TLS
+    cluster, the handshake is that answer)."""
+    try:
+        s = connect_from(source, port, timeout=timeout)
+    except socket.timeout:
+        raise NotAccepted() from None
+    except OSError:
+        return None  # closed during the handshake
     try:
         s.sendall(UPGRADE)
         if read_head(s).startswith(b"HTTP/1.1 101"):
@@ -176,7 +185,7 @@ def closed_within(s, seconds):
             c = s.recv(65536)
             if not c:
                 return time.monotonic() - start
-    except (ConnectionResetError, BrokenPipeError):
+    except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
         return time.monotonic() - start
     except socket.timeout:
         return None
@@ -243,13 +252,7 @@ def test_one_address_cannot_take_every_connection(stores, tmp_path):
 
 def http_raw(i, path):
     """(status, body) of GET path on instance i, from 127.0.0.1."""
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port(i)}{path}", timeout=30) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    return http_get_at(base_url(i), path, timeout=30)
 
 
 # ---- idle streams ---------------------------------------------------------------
@@ -373,14 +376,14 @@ def trickle(s, data, every=0.25, limit=20.0):
             return None
         try:
             s.sendall(bytes([b]))
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             return time.monotonic() - start
         r, _, _ = select.select([s], [], [], every)
         if r:
             try:
-                if not s.recv(65536):
+                if recv_now(s) == b"":
                     return time.monotonic() - start
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 return time.monotonic() - start
     return None
 

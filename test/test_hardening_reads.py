@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from conftest import (INSTANCES, SCRIPTS, assignment, http_get, http_json, http_port, java_partition,
-                      local_socket_path, produce, psql, settled, unique, wait_until)
+from conftest import (INSTANCES, SCRIPTS, assignment, connect_http, http_get, http_json, http_port,
+                      java_partition, local_socket_path, produce, psql, settled, unique, wait_until)
 
 PARTITIONS = 3
 CUSTOMERS = 150_000      # ~50,000 rows a instance: ~9 MB of JSON, far beyond socket buffers
@@ -186,13 +186,11 @@ def customers():
 
 class SlowReader:
     """A client with a tiny receive buffer that reads a few kB now and then,
-    in a thread, and keeps everything it got."""
+    in a thread, and keeps everything it got (decrypted, on a TLS cluster:
+    the server is blocked on the full socket all the same)."""
 
     def __init__(self, port, first_bytes):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
+        self.sock = connect_http(port=port, timeout=10, rcvbuf=4096)
         self.sock.sendall(first_bytes)
         self.got = b""
         self.closed = False

@@ -24,7 +24,8 @@ import subprocess
 
 import pytest
 
-from conftest import BOOTSTRAP, OFFSET, PG_BIN, private_pipeline, pushdown, scratch_instance, wait_until
+from conftest import (BOOTSTRAP, OFFSET, PG_BIN, base_url, http_get_at, private_pipeline, pushdown,
+                      scratch_instance, tls_settings, wait_until)
 PORT = 5443 + OFFSET
 HTTP = 13410 + OFFSET
 
@@ -111,6 +112,7 @@ CREATE FOREIGN TABLE u8.customer_val_err (key bytea, value text) SERVER iq
 def private():
     """A scratch instance whose worker reads topics of its own, holding KEYS."""
     customer, order, app, settings = private_pipeline("u8", HTTP)
+    settings.update(tls_settings(1))
     with scratch_instance("utf8", PORT, settings,
                           ("-E", "UTF8", "--locale=C.UTF-8", "--lc-collate=C")) as base:
         run("CREATE EXTENSION iq_fdw;")
@@ -275,10 +277,4 @@ def test_http_json_shows_keys_as_kafka_streams(private):
 
 
 def http_get_private(path):
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{HTTP}{path}", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    return http_get_at(base_url(port=HTTP), path, timeout=10)

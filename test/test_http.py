@@ -20,8 +20,9 @@ import urllib.parse
 
 import pytest
 
-from conftest import (INSTANCES, consume, freeze, http_get, http_json, http_port,
-                      java_partition, local_socket_path, produce, thaw, wait_until)
+from conftest import (INSTANCES, KeepAlive, base_url, connect_http, consume, freeze, http_connection, http_get,
+                      http_json, http_port, java_partition, local_socket_path, post_wire, produce,
+                      thaw, tls_on, urlopen, wait_until)
 
 SEED_CUSTOMERS = ["1--john", "2--adam", "3--daniel", "4--james", "5--jack", "6--mathew", "7--will"]
 SEED_ORDERS = ["1--spagety", "2--pizza", "--pasta"]
@@ -104,13 +105,14 @@ def test_all_answers_for_this_instances_partitions_in_key_order(data):
         rows = all_local(i, "customer-v1-changelog")
         keys = [r["key"] for r in rows]
         assert keys == sorted(keys, key=lambda k: k.encode("utf-8", "surrogatepass"))
-        for r in rows:
-            assert list(r) == ["key", "value"]
-            assert r["key"] not in seen, f"{r['key']!r} on two instances"
-            seen[r["key"]] = r["value"]
-            # this instance owns the key
-            owner = http_json(i, f"/metadata/stores/customer-v1-changelog/key/{url_key(r['key'])}")
-            assert owner["result"]["port"] == http_port(i)
+        with KeepAlive(i) as h:  # every row: a handshake each would take minutes over TLS
+            for r in rows:
+                assert list(r) == ["key", "value"]
+                assert r["key"] not in seen, f"{r['key']!r} on two instances"
+                seen[r["key"]] = r["value"]
+                # this instance owns the key
+                owner = h.json(f"/metadata/stores/customer-v1-changelog/key/{url_key(r['key'])}")
+                assert owner["result"]["port"] == http_port(i)
     for k in ["1", "2", "3", "4", "5", "6", "7"] + ODD_KEYS + BULK_KEYS:
         assert seen[k] == customers[k]
 
@@ -222,10 +224,12 @@ def test_invalid_utf8_still_gives_valid_json(data):
 
 # ---- errors -------------------------------------------------------------------
 
-def raw_request(i, data, timeout=5):
-    """Send raw bytes; return (status, body) of the answer, (None, '') if none."""
+def raw_request(i, data, timeout=5, plain=False):
+    """Send raw bytes (inside TLS on a TLS cluster, unless plain); return
+    (status, body) of the answer, (None, '') if none."""
     chunks = []
-    with socket.create_connection(("127.0.0.1", http_port(i)), timeout=timeout) as s:
+    with (socket.create_connection(("127.0.0.1", http_port(i)), timeout=timeout) if plain
+          else connect_http(i, timeout=timeout)) as s:
         try:
             s.sendall(data)
             while True:
@@ -233,8 +237,8 @@ def raw_request(i, data, timeout=5):
                 if not c:
                     break
                 chunks.append(c)
-        except (socket.timeout, ConnectionResetError, BrokenPipeError):
-            pass  # the server may hang up on what it will not read
+        except OSError:
+            pass  # the server may hang up on what it will not read (a TLS alert, a reset)
     reply = b"".join(chunks)
     if not reply.startswith(b"HTTP/"):
         return None, ""
@@ -281,6 +285,9 @@ def test_malformed_requests_leave_the_server_answering(data):
         for i in INSTANCES:
             status, _ = raw_request(i, g, timeout=2)
             assert status is None or 200 <= status < 600
+            if tls_on():  # and the same bytes where a TLS handshake should begin
+                status, _ = raw_request(i, g, timeout=2, plain=True)
+                assert status is None or status == 400
     for i in INSTANCES:
         assert http_json(i, "/stores/customer-v1-changelog/get/2") == {"response": "adam"}
 
@@ -303,7 +310,7 @@ def test_hundreds_of_concurrent_connections(data):
         i = INSTANCES[n % len(INSTANCES)]
         k = BULK_KEYS[n % len(BULK_KEYS)]
         try:
-            with socket.create_connection(("127.0.0.1", http_port(i)), timeout=30) as s:
+            with connect_http(i, timeout=30) as s:
                 start.wait(timeout=60)
                 for _ in range(3):
                     s.sendall(f"GET /stores/customer-v1-changelog/get/{url_key(k)} HTTP/1.1\r\n"
@@ -348,11 +355,7 @@ def wire_request(op, store, partitions=(), keys=(), lower=None, upper=None, limi
 
 
 def post_read(i, body):
-    import urllib.request
-    req = urllib.request.Request(f"http://127.0.0.1:{http_port(i)}/iq/v1/read", data=body,
-                                 headers={"Content-Type": "application/octet-stream"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, r.read()
+    return post_wire(i, "/iq/v1/read", body)
 
 
 def parse_answer(data):
@@ -361,6 +364,8 @@ def parse_answer(data):
     status = data[3]
     if status != 0:
         (n,) = struct.unpack(">I", data[4:8])
+        # whole: over TLS its head and its message may come in records of their own
+        assert len(data) >= 8 + n, "a part of the answer"
         return status, {}, [], data[8:8 + n].decode()
     (n,) = struct.unpack(">H", data[4:6])
     pos, off = {}, 6
@@ -542,7 +547,7 @@ def test_stream_upgrade_serves_requests_like_the_peer_endpoint(data):
             continue
         keys = sorted(k.encode() for k, p in parts.items() if p in held and k in customers)[:20]
         get = wire_request(1, 0, partitions=held, keys=keys)
-        with socket.create_connection(("127.0.0.1", http_port(i)), timeout=10) as s:
+        with connect_http(i, timeout=10) as s:
             s.sendall(UPGRADE + struct.pack(">I", len(get)) + get)
             got = b""
             while b"\r\n\r\n" not in got:
@@ -574,9 +579,9 @@ def test_stream_without_upgrade_headers_is_426_naming_them(data):
     # a POST there is not the stream either
     import urllib.error
     import urllib.request
-    req = urllib.request.Request(f"http://127.0.0.1:{http_port(1)}/iq/v1/stream", data=b"x")
+    req = urllib.request.Request(base_url(1) + "/iq/v1/stream", data=b"x")
     try:
-        urllib.request.urlopen(req, timeout=10)
+        urlopen(req, timeout=10)
         raise AssertionError("POST /iq/v1/stream answered 2xx")
     except urllib.error.HTTPError as e:
         assert e.code == 405
@@ -588,7 +593,6 @@ def test_scope_all_streams_a_large_answer_in_key_order(data):
     """?scope=all is streamed (chunked, no Content-Length) and, past the
     bound at which a peer's transfer is paused (256 kB not yet merged),
     still gives exactly every instance's rows merged in key order."""
-    import http.client
     big = [f"{RUN}-big{i:05d}" for i in range(6000)]
     produce("customer", [f"{k}--{'v' * 200}{k}" for k in big])
     q = urllib.parse.urlencode({"from": f"{RUN}-big", "to": f"{RUN}-big~"})
@@ -601,7 +605,7 @@ def test_scope_all_streams_a_large_answer_in_key_order(data):
     rows = wait_until(local_union, timeout=120, message="every big key stored")
     want = sorted(rows, key=lambda r: r["key"].encode())
     for i in INSTANCES:
-        conn = http.client.HTTPConnection("127.0.0.1", http_port(i), timeout=30)
+        conn = http_connection(i, timeout=30)
         conn.request("GET", f"/stores/customer-v1-changelog/range?{q}&scope=all")
         resp = conn.getresponse()
         body = resp.read()

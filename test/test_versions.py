@@ -16,15 +16,12 @@ import socket
 import struct
 import subprocess
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import (INSTANCES, REPO, SCRIPTS, http_json, http_port, import_stores_sql,
-                      local_socket_path, produce, psql, unique, wait_until)
+from conftest import (INSTANCES, REPO, SCRIPTS, http_json, import_stores_sql, local_socket_path,
+                      post_wire, produce, psql, tls_on, unique, wait_until)
 from test_http import local_call, parse_answer, wire_request
 from test_worker import (_orders_per_partition, all_counts, all_running,
                          restart_with_state_edited, state_rebuilds, wait_counts, worker)
@@ -176,14 +173,7 @@ def test_request_of_a_newer_wire_version_is_refused_naming_both():
             # the connection goes on, in version 1
             st, _, _, msg = parse_answer(local_call(s, positions))
             assert st == 0, msg
-        req = urllib.request.Request(f"http://127.0.0.1:{http_port(i)}/iq/v1/read",
-                                     data=with_version(positions, 7),
-                                     headers={"Content-Type": "application/octet-stream"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                body = r.read()
-        except urllib.error.HTTPError as e:
-            body = e.read()
+        _, body = post_wire(i, "/iq/v1/read", with_version(positions, 7))
         st, _, _, msg = parse_answer(body)
         assert st == 6 and "wire protocol version 7 is not one this instance reads" in msg, msg
 
@@ -214,6 +204,8 @@ def pg_major():
 def previous_build():
     """The previous release (IQ_PREVIOUS_RELEASE, default tag v0.1) built in a
     temporary directory, for IQ_LIB_DIR."""
+    if tls_on():
+        pytest.skip(f"{PREVIOUS_TAG} has no TLS: it cannot join a cluster that speaks HTTPS")
     major = pg_major()
     if major not in PREVIOUS_SUPPORTS:
         pytest.skip(f"{PREVIOUS_TAG} was made for PostgreSQL {', '.join(sorted(PREVIOUS_SUPPORTS))} "
