@@ -26,6 +26,10 @@
  * closed when the TLS material changes (iq_chan_drop_idle_tcp, called by
  * channel_tls.c).
  *
+ * With TLS on, another instance is asked by POST (channel_post.c): no
+ * head to strip, curl's write callback fills the inbox, and a POST
+ * connection is pooled once curl saw its HTTP answer end.
+ *
  * Sockets are non-blocking; the caller waits on them (iq_chan_wait) with
  * its own timeouts and cancel checks.
  *-------------------------------------------------------------------------
