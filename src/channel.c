@@ -26,6 +26,10 @@
  * closed when the TLS material changes (iq_chan_drop_idle_tcp, called by
  * channel_tls.c).
  *
+ * With TLS on, another instance is asked by POST (channel_post.c): no
+ * head to strip, curl's write callback fills the inbox, and a POST
+ * connection is pooled once curl saw its HTTP answer end.
+ *
  * Sockets are non-blocking; the caller waits on them (iq_chan_wait) with
  * its own timeouts and cancel checks.
  *-------------------------------------------------------------------------
@@ -38,6 +42,7 @@
 #include <unistd.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
 
 #include "common/peer_api.h"
 #include "src/channel.h"
@@ -67,17 +72,34 @@ iq_chan_now_us(void)
 	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* forget_conn: conn holds nothing (closed, or handed on) */
+static void
+forget_conn(IqChanConn *conn)
+{
+	conn->fd = -1;
+	conn->easy = conn->multi = NULL;
+	conn->tls = false;
+	conn->post = NULL;
+}
+
+/* holding: whether conn holds a connection (or POST handles) */
+static bool
+holding(const IqChanConn *conn)
+{
+	return conn->fd >= 0 || conn->easy != NULL;
+}
+
 /* close_conn: close a connection however it was opened */
 static void
 close_conn(IqChanConn *conn)
 {
-	if (conn->easy != NULL)
+	if (conn->post != NULL)
+		iq_post_close(conn);
+	else if (conn->easy != NULL)
 		iq_tcp_close(conn);		/* curl closes the socket it opened */
 	else if (conn->fd >= 0)
 		close(conn->fd);
-	conn->fd = -1;
-	conn->easy = conn->multi = NULL;
-	conn->tls = false;
+	forget_conn(conn);
 }
 
 /* fail: record why the answer cannot be read, a sentence */
@@ -184,9 +206,7 @@ put_idle(const char *endpoint, IqChanConn *conn)
 	strlcpy(idle[nidle].endpoint, endpoint, sizeof(idle[nidle].endpoint));
 	idle[nidle].conn = *conn;
 	nidle++;
-	conn->fd = -1;
-	conn->easy = conn->multi = NULL;
-	conn->tls = false;
+	forget_conn(conn);
 }
 
 /* ---------------------------------------------------------------------
@@ -194,14 +214,21 @@ put_idle(const char *endpoint, IqChanConn *conn)
  * ---------------------------------------------------------------------
  */
 
-/* connect_new: a fresh connection for ch; false when ch failed */
+/*
+ * connect_new: a fresh connection for ch; false when ch failed.  With TLS
+ * on, another instance is asked by POST (channel_post.c says why), whose
+ * connection is made by the first POST.
+ */
 static bool
 connect_new(IqChannel *ch)
 {
 	IqConnectFailure failure = IQ_CONNECT_FAILED;
+	const IqTls *tls = iq_chan_tls();
 
 	if (ch->local ? iq_unix_connect(&ch->conn, ch->endpoint, ch->error, sizeof(ch->error)) :
-		iq_tcp_connect(&ch->conn, ch->host, ch->port, iq_chan_tls(),
+		tls->on ? iq_post_open(&ch->conn, ch->host, ch->port, tls,
+							   ch->error, sizeof(ch->error)) :
+		iq_tcp_connect(&ch->conn, ch->host, ch->port, tls,
 					   (int) ((ch->deadline - iq_chan_now_us()) / 1000),
 					   ch->error, sizeof(ch->error), &failure))
 		return true;
@@ -268,6 +295,56 @@ send_request(IqChannel *ch, const char *head, size_t head_len, const char **why)
 	return send_all(ch, why);
 }
 
+/* post_failed: record a POST that failed or was refused (ch->error says why) */
+static void
+post_failed(IqChannel *ch, IqConnectFailure failure, int status, bool refused)
+{
+	ch->timed_out = !refused && failure == IQ_CONNECT_TIMED_OUT;
+	ch->tls_failed = !refused && failure == IQ_CONNECT_TLS;
+	ch->refused_status = refused ? status : 0;
+	ch->failed = true;
+	ch->done = true;
+	close_conn(&ch->conn);
+}
+
+/*
+ * send_post: start ch's POST and move it on until the request went out
+ * whole (or the POST is over), cancellably, by ch's deadline; where the
+ * POST is, FAILED and REFUSED with ch->error set.
+ */
+static IqPostState
+send_post(IqChannel *ch, IqConnectFailure *failure, int *status)
+{
+	*failure = IQ_CONNECT_FAILED;
+	*status = 0;
+	if (!iq_post_begin(&ch->conn, ch->request, &ch->inbox,
+					   (int) ((ch->deadline - iq_chan_now_us()) / 1000)))
+	{
+		strlcpy(ch->error, "Could not start a curl transfer.", sizeof(ch->error));
+		return IQ_POST_FAILED;
+	}
+	for (;;)
+	{
+		IqPostState st = iq_post_pump(&ch->conn, ch->error, sizeof(ch->error),
+									  failure, status);
+		int64		left = ch->deadline - iq_chan_now_us();
+
+		if (st != IQ_POST_RUNNING || iq_post_sent(&ch->conn))
+			return st;
+		if (left <= 0)
+		{
+			snprintf(ch->error, sizeof(ch->error), "Could not send the request: %s.",
+					 strerror(ETIMEDOUT));
+			*failure = IQ_CONNECT_TIMED_OUT;
+			return IQ_POST_FAILED;
+		}
+		pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		iq_post_wait(&ch->conn, (int) Min(left / 1000 + 1, SEND_SLICE_MS));
+		pgstat_report_wait_end();
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 /* set_endpoint: the pool's name for ch's worker; false when ch failed */
 static bool
 set_endpoint(IqChannel *ch)
@@ -295,15 +372,29 @@ open_and_send(IqChannel *ch)
 
 		ch->attempts++;
 		ch->reused = (ch->attempts == 1 && take_idle(ch->endpoint, &ch->conn));
-		if (!ch->reused)
+		if (!ch->reused && !connect_new(ch))
+			return;
+		if (ch->conn.post)
 		{
-			if (!connect_new(ch))
+			IqConnectFailure failure;
+			int			status;
+			IqPostState st = send_post(ch, &failure, &status);
+
+			if (st == IQ_POST_RUNNING || st == IQ_POST_DONE)
 				return;
-			if (!ch->local)
+			if (st == IQ_POST_FAILED && ch->reused && ch->attempts == 1)
 			{
-				head_len = iq_tcp_upgrade_head(head, sizeof(head), ch->host, ch->port);
-				ch->handshaking = true;
+				close_conn(&ch->conn);
+				drop_idle(ch->endpoint);
+				continue;
 			}
+			post_failed(ch, failure, status, st == IQ_POST_REFUSED);
+			return;
+		}
+		if (!ch->reused && !ch->local)
+		{
+			head_len = iq_tcp_upgrade_head(head, sizeof(head), ch->host, ch->port);
+			ch->handshaking = true;
 		}
 		if (send_request(ch, head, head_len, &why))
 			return;
@@ -350,9 +441,7 @@ iq_chan_start(IqChannel *ch, const char *host, int port, bool local,
 	ch->done = ch->failed = ch->timed_out = ch->tls_failed = false;
 	ch->refused_status = 0;
 	ch->error[0] = '\0';
-	ch->conn.fd = -1;
-	ch->conn.easy = ch->conn.multi = NULL;
-	ch->conn.tls = false;
+	forget_conn(&ch->conn);
 	ch->received = 0;
 	ch->head_len = 0;
 	ch->handshaking = false;
@@ -405,18 +494,25 @@ take_head(IqChannel *ch, const char *data, size_t len, size_t *used)
 	}
 }
 
+/* retry: ask again on a fresh connection if a pooled one failed before answering */
+static bool
+retry(IqChannel *ch)
+{
+	if (ch->received != 0 || !ch->reused || ch->attempts != 1)
+		return false;
+	/* closed before answering: a restarted worker; ask again once */
+	close_conn(&ch->conn);
+	drop_idle(ch->endpoint);
+	open_and_send(ch);
+	return true;
+}
+
 /* lost: the connection ended or failed (r = what recv returned, why TLS's text) */
 static void
 lost(IqChannel *ch, ssize_t r, const char *why)
 {
-	if (ch->received == 0 && ch->reused && ch->attempts == 1)
-	{
-		/* closed before answering: a restarted worker; ask again once */
-		close_conn(&ch->conn);
-		drop_idle(ch->endpoint);
-		open_and_send(ch);
+	if (retry(ch))
 		return;
-	}
 	if (r == 0)
 		fail(ch, ch->local ?
 			 "The worker closed the local connection before the end of its answer." :
@@ -425,6 +521,24 @@ lost(IqChannel *ch, ssize_t r, const char *why)
 		fail_why(ch, ch->local ?
 				 "Could not read from the local socket" :
 				 "Could not read the answer", why);
+}
+
+/* receive_post: move ch's POST on; its bytes are in the inbox already */
+static void
+receive_post(IqChannel *ch)
+{
+	IqConnectFailure failure = IQ_CONNECT_FAILED;
+	int			status = 0;
+	IqPostState st = iq_post_pump(&ch->conn, ch->error, sizeof(ch->error),
+								  &failure, &status);
+
+	ch->received = iq_post_received(&ch->conn);
+	if (ch->inbox.oom)
+		fail(ch, "Out of memory reading an answer.");
+	else if (st == IQ_POST_DONE)
+		ch->done = true;
+	else if (st != IQ_POST_RUNNING && !(st == IQ_POST_FAILED && retry(ch)))
+		post_failed(ch, failure, status, st == IQ_POST_REFUSED);
 }
 
 /* iq_chan_receive: take what has arrived (non-blocking) into ch->inbox */
@@ -436,8 +550,13 @@ iq_chan_receive(IqChannel *ch)
 	size_t		used = 0;
 	const char *why;
 
-	if (ch->done || ch->conn.fd < 0)
+	if (ch->done || !holding(&ch->conn))
 		return;
+	if (ch->conn.post)
+	{
+		receive_post(ch);
+		return;
+	}
 	r = iq_conn_recv(&ch->conn, buf, sizeof(buf), &why);
 	if (r > 0)
 	{
@@ -462,7 +581,9 @@ iq_chan_wait(IqChannel *ch, int timeout_ms)
 {
 	struct pollfd pfd = {ch->conn.fd, POLLIN, 0};
 
-	if (ch->conn.fd >= 0)
+	if (ch->conn.post)
+		iq_post_wait(&ch->conn, timeout_ms);
+	else if (ch->conn.fd >= 0)
 		(void) poll(&pfd, 1, timeout_ms);
 	else
 		pg_usleep(timeout_ms * 1000L);
@@ -475,15 +596,14 @@ iq_chan_wait(IqChannel *ch, int timeout_ms)
 void
 iq_chan_finish(IqChannel *ch, bool answer_read)
 {
-	if (ch->conn.fd < 0 && ch->conn.easy == NULL)
+	if (!holding(&ch->conn))
 		return;
-	if (answer_read && !ch->failed && ch->inbox.len == 0 && ch->conn.fd >= 0)
+	if (answer_read && !ch->failed && ch->inbox.len == 0 &&
+		(ch->conn.post ? iq_post_end(&ch->conn) : ch->conn.fd >= 0))
 		put_idle(ch->endpoint, &ch->conn);
 	else
 		close_conn(&ch->conn);
-	ch->conn.fd = -1;
-	ch->conn.easy = ch->conn.multi = NULL;
-	ch->conn.tls = false;
+	forget_conn(&ch->conn);
 }
 
 /* iq_chan_free: finish ch without pooling, and free its inbox */

@@ -5,7 +5,8 @@
  *	  instance's worker over its Unix socket (channel_unix.c), to another
  *	  instance's over a TCP connection upgraded to the same stream
  *	  (channel_tcp.c); both carry a u32 length and a wire request, and the
- *	  wire answer back.  Backend code.
+ *	  wire answer back.  With TLS on, another instance is asked by one
+ *	  POST /iq/v1/read per request instead (channel_post.c).  Backend code.
  *
  * A channel knows requests and bytes, not what they mean: its caller
  * (fetch) reads the answer, decides how long to wait, and reports.

@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  * channel_conn.h
- *	  The two kinds of connection a channel (channel.c) rides on: the Unix
- *	  socket of this instance's worker (channel_unix.c), and a TCP
- *	  connection to another instance, opened by libcurl (over TLS when
- *	  iq_fdw.ssl_cert_file is set) and upgraded to the wire stream
- *	  (channel_tcp.c); and the bytes in and out of either (channel_io.c).
- *	  Backend code.
+ *	  The three kinds of connection a channel (channel.c) rides on: the
+ *	  Unix socket of this instance's worker (channel_unix.c); a TCP
+ *	  connection to another instance, opened by libcurl and upgraded to the
+ *	  wire stream (channel_tcp.c), with the bytes in and out of either
+ *	  (channel_io.c); and, when iq_fdw.ssl_cert_file is set, a kept-alive
+ *	  HTTPS connection carrying one POST /iq/v1/read per request
+ *	  (channel_post.c).  Backend code.
  *
  * Neither raises an error: a failure is a false return and a sentence in
  * the caller's buffer, so the caller can free everything before reporting.
@@ -19,6 +20,7 @@
 #include <sys/types.h>
 
 #include "common/tls.h"
+#include "common/wire.h"
 
 /* A connected socket, and what owns it. */
 typedef struct IqChanConn
@@ -27,6 +29,7 @@ typedef struct IqChanConn
 	void	   *easy;			/* CURL * that opened it (TCP); NULL for Unix */
 	void	   *multi;			/* CURLM * its connect ran in */
 	bool		tls;			/* bytes go through curl (TLS), not the socket */
+	struct IqPost *post;		/* requests are POSTs (channel_post.c), or NULL */
 } IqChanConn;
 
 /* in channel_io.c: like send() and recv() on a non-blocking socket */
@@ -57,6 +60,10 @@ typedef enum IqConnectFailure
 	IQ_CONNECT_TLS				/* the TLS handshake: a certificate, or not TLS */
 } IqConnectFailure;
 
+extern bool iq_tcp_handles(IqChanConn *conn, const char *url, const IqTls *tls,
+						   int timeout_ms, char *error, size_t errlen);
+extern void iq_tcp_perform(void *multi);
+extern IqConnectFailure iq_tcp_failure(int rc);
 extern bool iq_tcp_connect(IqChanConn *conn, const char *host, int port,
 						   const IqTls *tls, int timeout_ms, char *error,
 						   size_t errlen, IqConnectFailure *failure);
@@ -64,5 +71,26 @@ extern void iq_tcp_close(IqChanConn *conn);
 extern size_t iq_tcp_upgrade_head(char *head, size_t size, const char *host, int port);
 extern IqUpgradeCheck iq_tcp_upgrade_check(const char *head, size_t len,
 										   size_t *end, int *status);
+
+/* in channel_post.c: where a POST is */
+typedef enum IqPostState
+{
+	IQ_POST_RUNNING,			/* more of the answer may come */
+	IQ_POST_DONE,				/* the whole answer arrived (HTTP 200) */
+	IQ_POST_FAILED,				/* see the error and the failure */
+	IQ_POST_REFUSED				/* an HTTP status other than 200 */
+} IqPostState;
+
+extern bool iq_post_open(IqChanConn *conn, const char *host, int port,
+						 const IqTls *tls, char *error, size_t errlen);
+extern bool iq_post_begin(IqChanConn *conn, const IqBuf *request, IqBuf *inbox,
+						  int timeout_ms);
+extern IqPostState iq_post_pump(IqChanConn *conn, char *error, size_t errlen,
+								IqConnectFailure *failure, int *status);
+extern bool iq_post_sent(IqChanConn *conn);
+extern size_t iq_post_received(IqChanConn *conn);
+extern void iq_post_wait(IqChanConn *conn, int timeout_ms);
+extern bool iq_post_end(IqChanConn *conn);
+extern void iq_post_close(IqChanConn *conn);
 
 #endif							/* IQ_CHANNEL_CONN_H */

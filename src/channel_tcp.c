@@ -69,23 +69,33 @@ iq_tcp_close(IqChanConn *conn)
 	conn->tls = false;
 }
 
+/*
+ * iq_tcp_perform: one curl_multi_perform of multi, with every signal
+ * blocked: a resolver thread it starts inherits a full mask.
+ */
+void
+iq_tcp_perform(void *multi)
+{
+	sigset_t	all;
+	sigset_t	old;
+	int			running;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	curl_multi_perform(multi, &running);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* run_connect: drive the connect to its end, cancellably; curl's result */
 static CURLcode
 run_connect(CURLM *multi)
 {
 	for (;;)
 	{
-		sigset_t	all;
-		sigset_t	old;
 		CURLMsg    *msg;
-		int			running;
 		int			left;
 
-		/* a resolver thread started now inherits a full mask */
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old);
-		curl_multi_perform(multi, &running);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		iq_tcp_perform(multi);
 		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 			if (msg->msg == CURLMSG_DONE)
 				return msg->data.result;
@@ -96,12 +106,14 @@ run_connect(CURLM *multi)
 	}
 }
 
-/* tls_failure: whether curl's result is the TLS handshake's failure */
-static bool
-tls_failure(CURLcode rc)
+/* iq_tcp_failure: which kind of failure curl's result rc is */
+IqConnectFailure
+iq_tcp_failure(int rc)
 {
 	switch (rc)
 	{
+		case CURLE_OPERATION_TIMEDOUT:
+			return IQ_CONNECT_TIMED_OUT;
 		case CURLE_PEER_FAILED_VERIFICATION:
 		case CURLE_SSL_CONNECT_ERROR:
 		case CURLE_SSL_CERTPROBLEM:
@@ -110,28 +122,24 @@ tls_failure(CURLcode rc)
 		case CURLE_SSL_ISSUER_ERROR:
 		case CURLE_SSL_INVALIDCERTSTATUS:
 		case CURLE_SSL_ENGINE_INITFAILED:
-			return true;
+			return IQ_CONNECT_TLS;
 		default:
-			return false;
+			return IQ_CONNECT_FAILED;
 	}
 }
 
 /*
- * iq_tcp_connect: conn to host:port within timeout_ms, over TLS when
- * tls->on; false with why in error and *failure.  conn owns the handles
- * from the start, so an error or cancel while connecting frees them.
+ * iq_tcp_handles: conn's easy and multi handles for url, with what every
+ * connection to a peer has (no proxy, no signals, TCP_NODELAY, keepalive,
+ * a connect timeout, this instance's TLS material); false with why in
+ * error.  conn owns them from the start (free with iq_tcp_close).
  */
 bool
-iq_tcp_connect(IqChanConn *conn, const char *host, int port, const IqTls *tls,
-			   int timeout_ms, char *error, size_t errlen, IqConnectFailure *failure)
+iq_tcp_handles(IqChanConn *conn, const char *url, const IqTls *tls,
+			   int timeout_ms, char *error, size_t errlen)
 {
-	char		curl_error[CURL_ERROR_SIZE] = "";
-	char		url[IQ_PEER_URL_LEN];
-	curl_socket_t fd = CURL_SOCKET_BAD;
 	CURL	   *easy;
-	CURLcode	rc;
 
-	*failure = IQ_CONNECT_FAILED;
 	conn->fd = -1;
 	conn->easy = conn->multi = NULL;
 	conn->tls = tls->on;
@@ -152,16 +160,38 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, const IqTls *tls,
 		strlcpy(error, "Could not create a curl handle.", errlen);
 		return false;
 	}
-	(void) iq_peer_url(url, sizeof(url), tls->on, host, port, "/");
 	curl_easy_setopt(easy, CURLOPT_URL, url);
-	curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Max(timeout_ms, 1));
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROXY, "");
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
 	iq_tls_curl_client(easy, tls);
+	return true;
+}
+
+/*
+ * iq_tcp_connect: conn to host:port within timeout_ms, over TLS when
+ * tls->on; false with why in error and *failure.  conn owns the handles
+ * from the start, so an error or cancel while connecting frees them.
+ */
+bool
+iq_tcp_connect(IqChanConn *conn, const char *host, int port, const IqTls *tls,
+			   int timeout_ms, char *error, size_t errlen, IqConnectFailure *failure)
+{
+	char		curl_error[CURL_ERROR_SIZE] = "";
+	char		url[IQ_PEER_URL_LEN];
+	curl_socket_t fd = CURL_SOCKET_BAD;
+	CURL	   *easy;
+	CURLcode	rc;
+
+	*failure = IQ_CONNECT_FAILED;
+	(void) iq_peer_url(url, sizeof(url), tls->on, host, port, "/");
+	if (!iq_tcp_handles(conn, url, tls, timeout_ms, error, errlen))
+		return false;
+	easy = conn->easy;
+	curl_easy_setopt(easy, CURLOPT_CONNECT_ONLY, 1L);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
 	rc = curl_multi_add_handle(conn->multi, easy) == CURLM_OK ?
 		run_connect(conn->multi) : CURLE_FAILED_INIT;
 	/* the handle outlives this call in the pool: forget our buffer */
@@ -175,10 +205,7 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, const IqTls *tls,
 		conn->fd = fd;
 		return true;
 	}
-	if (rc == CURLE_OPERATION_TIMEDOUT)
-		*failure = IQ_CONNECT_TIMED_OUT;
-	else if (tls_failure(rc))
-		*failure = IQ_CONNECT_TLS;
+	*failure = iq_tcp_failure(rc);
 	snprintf(error, errlen, "Could not connect to %s: %s.", url,
 			 curl_error[0] ? curl_error : curl_easy_strerror(rc));
 	iq_tcp_close(conn);

@@ -8,7 +8,8 @@ heap table), and a table in a non-C collation.  EXPLAIN shows what was
 pushed down.  The last tests freeze an instance (SIGSTOP) to check that a
 query needing it fails within the peer timeout, naming it, and that
 statement_timeout cancels a wait on it (leaving the backend usable); and
-check that other instances are read over pooled upgraded streams, which
+check that other instances are read over pooled connections (upgraded
+streams, or kept-alive POSTs with TLS), which
 survive the restart of a peer.
 
 The generated keys share a prefix unique to this run, so their truth is
@@ -498,25 +499,52 @@ def _stream_threads(i):
     return names.count("iq_http_stream")
 
 
-def test_remote_lookups_go_over_the_upgraded_stream(data, instance):
-    """Lookups of keys other instances own equal the truth, and go over a
-    pooled stream: while the backend lives, each owner serves it on a stream
-    thread (at most two, the pool's bound), and none once it is gone."""
+def _connections_to(pid, port):
+    """Established TCP connections of process pid to 127.0.0.1:port."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+def test_remote_lookups_go_over_pooled_connections(data, instance):
+    """Lookups of keys other instances own equal the truth, and go over
+    pooled connections: without TLS, upgraded streams (while the backend
+    lives, each owner serves it on a stream thread, at most two, the pool's
+    bound, and none once it is gone); with TLS, kept-alive POSTs (no stream
+    thread; the backend holds one or two connections to each owner)."""
     keys = [key(n) for n in range(0, N_KEYS, 211)]
     owner = {p: int(psql(instance, f"SELECT port FROM iq_key_owner('order-count', '{k}')"))
              for p, k in {java_partition(k, 3): k for k in keys}.items()}
     others = [i for i in INSTANCES if i != instance and http_port(i) in owner.values()]
     if not others:
         pytest.skip(f"instance {instance} owns every partition")
+    tls = psql(instance, "SHOW iq_fdw.ssl_cert_file") != ""
     wait_until(lambda: all(_stream_threads(i) == 0 for i in others), timeout=30,
                message="earlier sessions' streams to close")
     with Session(instance) as s:
         s.run("SET search_path = fdwtest, public")
+        backend = int(s.run("SELECT pg_backend_pid()"))
         got = [s.run(f"SELECT coalesce((SELECT count FROM order_count WHERE key = '{k}'), 0)")
                for k in keys]
         assert got == [str(data.counts.get(k, 0)) for k in keys]
         for i in others:
-            assert 1 <= _stream_threads(i) <= 2, i
+            if tls:
+                assert _stream_threads(i) == 0, i
+                assert 1 <= _connections_to(backend, http_port(i)) <= 2, i
+            else:
+                assert 1 <= _stream_threads(i) <= 2, i
     wait_until(lambda: all(_stream_threads(i) == 0 for i in others), timeout=30,
                message="the session's streams to close with it")
 

@@ -517,7 +517,8 @@ judge(struct MHD_Connection *conn, const char *url, const AccessRules *r,
 	tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION) != NULL;
 	if (!tls && (peer_path || !r->auth_required))
 		return true;
-	cert = tls ? client_certificate(conn) : CRED_NONE;
+	cert = !tls ? CRED_NONE :
+		iq_http_conn_verified(conn) ? CRED_VALID : client_certificate(conn);
 	if (cert == CRED_VALID)
 	{
 		iq_http_conn_authenticated(conn);

@@ -125,6 +125,7 @@ extern void iq_http_conn_answering(struct MHD_Connection *conn);
 extern void iq_http_conn_completed(struct MHD_Connection *conn);
 extern void iq_http_conn_upgraded(struct MHD_Connection *conn);
 extern void iq_http_conn_authenticated(struct MHD_Connection *conn);
+extern bool iq_http_conn_verified(struct MHD_Connection *conn);
 
 /* in access.c: who may call which endpoint (the main thread's side: access.h) */
 typedef struct IqAccessRefusal
