@@ -409,18 +409,20 @@ def curl_tls_args():
             "--key", str(t / "client.key")]
 
 
-def wrap_client(sock):
+def wrap_client(sock, client_cert=True):
     """sock, connected to an instance's HTTP port, after the TLS handshake on
     a TLS cluster (the bytes a test then sends and reads are the HTTP ones,
-    inside TLS records); sock itself otherwise."""
-    ctx = ssl_context()
+    inside TLS records), presenting client.crt unless not client_cert (an
+    anonymous client); sock itself otherwise."""
+    ctx = ssl_context(client_cert)
     return ctx.wrap_socket(sock, server_hostname="127.0.0.1") if ctx else sock
 
 
-def connect_http(i=None, timeout=10.0, source=None, port=None, rcvbuf=None):
+def connect_http(i=None, timeout=10.0, source=None, port=None, rcvbuf=None, client_cert=True):
     """A connection to instance i's HTTP port (or port) that speaks as the
     cluster does: for the tests that write HTTP by hand. source binds a
-    client address (127.x.y.z); rcvbuf sets SO_RCVBUF before connecting."""
+    client address (127.x.y.z); rcvbuf sets SO_RCVBUF before connecting;
+    client_cert as wrap_client's."""
     import socket
     s = socket.socket()
     try:
@@ -430,7 +432,7 @@ def connect_http(i=None, timeout=10.0, source=None, port=None, rcvbuf=None):
         if source:
             s.bind((source, 0))
         s.connect(("127.0.0.1", port or http_port(i)))
-        return wrap_client(s)
+        return wrap_client(s, client_cert)
     except BaseException:
         s.close()
         raise

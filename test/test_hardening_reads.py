@@ -22,7 +22,8 @@ import time
 import pytest
 
 from conftest import (INSTANCES, SCRIPTS, assignment, connect_http, http_get, http_json, http_port,
-                      java_partition, local_socket_path, produce, psql, settled, unique, wait_until)
+                      java_partition, local_socket_path, produce, psql, settled, tls_on, unique,
+                      wait_until)
 
 PARTITIONS = 3
 CUSTOMERS = 150_000      # ~50,000 rows a instance: ~9 MB of JSON, far beyond socket buffers
@@ -273,6 +274,9 @@ def check_never_silently_partial(transport, got, expected_keys):
 @pytest.mark.restarts_cluster
 @pytest.mark.parametrize("transport", ["http", "stream"])
 def test_slow_scan_reader_does_not_freeze_the_worker_in_a_rebalance(customers, transport):
+    if transport == "stream" and tls_on():
+        pytest.skip("the upgraded stream is not served over TLS (501, upgrade.c); "
+                    "the slow reader over HTTPS is the 'http' case")
     owner = wait_until(stable, timeout=180, interval=0.5, message="the group stable")
     target = next((i for i in INSTANCES if i in owner.values()), None)
     assert target is not None, owner
