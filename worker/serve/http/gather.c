@@ -168,8 +168,7 @@ gather_free(Gather *g)
 	for (int i = 0; i < g->n; i++)
 		free_source(g, &g->src[i]);
 	free(g->src);
-	if (g->multi)
-		curl_multi_cleanup(g->multi);
+	iq_http_multi_give(g->multi);	/* its connections kept for the next */
 	iq_buf_free(&g->out);
 	free(g);
 }
@@ -380,7 +379,7 @@ gather_start(struct MHD_Connection *conn, const IqWireRequest *tmpl,
 	if (g)
 	{
 		g->src = calloc(o.nmembers + 1, sizeof(Source));
-		g->multi = curl_multi_init();
+		g->multi = iq_http_multi_take();
 	}
 	if (g == NULL || g->src == NULL || g->multi == NULL)
 	{

@@ -165,5 +165,7 @@ extern void iq_http_peer_shutdown(void);
 extern long long iq_http_now_ms(void);
 extern ssize_t iq_http_take(const IqBuf *buf, size_t *off, char *out, size_t max);
 extern struct curl_slist *iq_http_peer_setup(void *curl, const char *url, bool post);
+extern void *iq_http_multi_take(void);
+extern void iq_http_multi_give(void *multi);
 
 #endif							/* IQ_HTTP_INTERNAL_H */
