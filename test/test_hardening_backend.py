@@ -157,8 +157,12 @@ class Proxy:
             if not data:
                 return
             got += data
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-                  b"Upgrade: iq-wire/1\r\n\r\n"
+        # over TLS backends POST /iq/v1/read (src/channel_post.c): the answer is the body
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Connection: close\r\n\r\n" if tls_on() else
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: iq-wire/1\r\n\r\n")
+        c.sendall(head +
                   b"IQ\x01\x00" + (0).to_bytes(2, "big") + b"R" + size.to_bytes(4, "big"))
         chunk = b"a" * 65536
         left = size
@@ -235,6 +239,8 @@ def test_a_peer_trickling_its_answer_fails_within_peer_timeout(proxy, fast):
     no progress: the query fails about iq_fdw.peer_timeout after the last
     progress, naming the peer, instead of running on until statement_timeout
     (a byte restarted the timeout before)."""
+    if fast and tls_on():
+        fast = 40_000  # past the handshake and the first whole TLS records (16 kB at most)
     proxy.set_mode("trickle", fast=fast, delay=0.05)
     start = time.monotonic()
     err = psql_error(ASKER, FULL_SCAN.replace("SELECT", "SET iq_fdw.peer_timeout = 1000; SET statement_timeout = '60s';\nSELECT"), timeout=120)
@@ -308,14 +314,16 @@ def test_a_peer_refusing_the_upgrade_fails_the_read_naming_it(proxy):
     """A backend reaches another instance over the upgraded stream only (the
     POST /iq/v1/read fallback for workers from before the stream is gone): a
     peer that answers the upgrade with 404 fails the read, naming the peer
-    and the status, and is never asked over POST."""
+    and the status, and is never asked over POST.  Over TLS, where the
+    stream is not served, POST /iq/v1/read is the only way, and refused."""
     proxy.set_mode("refuse", status=404)
     try:
         err = psql_error(ASKER, FULL_SCAN)
     finally:
         proxy.set_mode("pass")
     assert f"127.0.0.1:{proxy.port}" in err and "HTTP 404" in err, err
-    assert proxy.refused and all(line.startswith(b"GET /iq/v1/stream ") for line in proxy.refused), \
+    asked = b"POST /iq/v1/read " if tls_on() else b"GET /iq/v1/stream "  # over TLS: channel_post.c
+    assert proxy.refused and all(line.startswith(asked) for line in proxy.refused), \
         proxy.refused
     assert psql(ASKER, FULL_SCAN) == psql(PEER, FULL_SCAN)
 
