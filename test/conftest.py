@@ -438,6 +438,16 @@ def connect_http(i=None, timeout=10.0, source=None, port=None, rcvbuf=None, clie
         raise
 
 
+def recv_until_closed(s):
+    """Every byte s receives until the other side hangs up."""
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return got
+        got += chunk
+
+
 def recv_now(s, n=65536):
     """What s has for us now, after select() said it was readable: bytes,
     b"" when the server hung up, None when what came was no application data

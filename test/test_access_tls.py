@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INSTANCES, IQ_HOME, http_port, produce, psql, wait_until
+from conftest import INSTANCES, IQ_HOME, http_port, produce, psql, recv_until_closed, wait_until
 from test_http import parse_answer, wire_request
 
 if psql(1, "SHOW iq_fdw.ssl_cert_file") == "":
@@ -180,12 +180,7 @@ def stream_lookups(i, owners, rounds=20):
         with context().wrap_socket(raw, server_hostname="localhost") as s:
             s.sendall(b"GET /iq/v1/stream HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
                       b"Upgrade: iq-wire/1\r\nConnection: close\r\n\r\n")
-            answer = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
+            answer = recv_until_closed(s)
             assert answer.startswith(b"HTTP/1.1 501"), answer[:200]
             assert b"/iq/v1/read" in answer, answer[:400]
     for n in range(rounds):

@@ -21,7 +21,7 @@ import urllib.parse
 import pytest
 
 from conftest import (INSTANCES, KeepAlive, base_url, connect_http, consume, freeze, http_connection, http_get,
-                      http_json, http_port, java_partition, local_socket_path, post_wire, produce,
+                      http_json, http_port, java_partition, local_socket_path, post_wire, produce, recv_until_closed,
                       thaw, tls_on, urlopen, wait_until)
 
 SEED_CUSTOMERS = ["1--john", "2--adam", "3--daniel", "4--james", "5--jack", "6--mathew", "7--will"]
@@ -519,13 +519,7 @@ def test_local_socket_is_private_and_rejects_bad_input(data):
                 assert answer[0] == 1  # NOT_HELD: that partition lives elsewhere
             # a length beyond the limit: an error answer, then the worker hangs up
             s.sendall(struct.pack(">I", 64 * 1024 * 1024))
-            rest = b""
-            while True:
-                c = s.recv(65536)
-                if not c:
-                    break
-                rest += c
-            assert rest[:4] == b"IQ\x01\x04"
+            assert recv_until_closed(s)[:4] == b"IQ\x01\x04"
         assert http_json(i, "/metadata")["result"]
 
 
