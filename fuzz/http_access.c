@@ -62,6 +62,13 @@ MHD_get_connection_info(struct MHD_Connection *c, enum MHD_ConnectionInfoType ty
 	return NULL;				/* not TLS */
 }
 
+/* no connection here ever showed a certificate: they are not TLS */
+bool
+iq_http_conn_verified(struct MHD_Connection *conn)
+{
+	return false;
+}
+
 /* what the judgement must never reach: responses are access.c's caller's */
 void
 iq_http_conn_authenticated(struct MHD_Connection *conn)
