@@ -166,7 +166,7 @@ set_packages() {
 	# a root of scripts/root: building, running and the suite but the fuzz
 	# targets (they run on the host: the codec is the same everywhere)
 	IQ_ROOT_PACKAGES=("${IQ_BUILD_PACKAGES[@]}" "${IQ_RUN_PACKAGES[@]}" python3 python3-pytest
-		procps iproute2 ca-certificates)
+		procps iproute2 ca-certificates tcpdump)
 }
 set_packages "$IQ_PG_MAJOR" "$IQ_JAVA_MAJOR" "$IQ_CLANG_MAJOR"
 
