@@ -94,12 +94,16 @@ def count(env, i, key, timeout=60):
     return int(out) if out else 0
 
 
-def produce_orders(keys):
-    """One order per key in keys, produced from the client host with the Java
+def produce(topic, records):
+    """records ("key:value") into topic, from the client host with the Java
     client's partitioner (murmur2), as the instances expect."""
-    lines = "".join(f"{k}:dish\n" for k in keys)
-    hosts("exec", "client", "kcat", "-P", "-b", "kafka:9092", "-t", "order", "-K", ":",
-          "-X", "partitioner=murmur2_random", input=lines, timeout=60)
+    hosts("exec", "client", "kcat", "-P", "-b", "kafka:9092", "-t", topic, "-K", ":",
+          "-X", "partitioner=murmur2_random", input="".join(f"{r}\n" for r in records), timeout=60)
+
+
+def produce_orders(keys):
+    """One order per key in keys."""
+    produce("order", [f"{k}:dish" for k in keys])
 
 
 def keys_by_owner(env):
@@ -114,6 +118,14 @@ def keys_by_owner(env):
             k, host = line.split("|")
             found.setdefault(int(host.lstrip("h")), k)
     return found
+
+
+def counted_key(env, victim, reader):
+    """A fresh key owned by host victim, with one order that reader sees."""
+    key = keys_by_owner(env)[victim]
+    produce_orders([key])
+    wait_until(lambda: count(env, reader, key) == 1, timeout=60, message=f"the order of {key} counted")
+    return key
 
 
 def elapsed_ms(env, i, key):
@@ -162,14 +174,40 @@ def test_a_key_read_on_every_host_gives_its_owners_answer(env):
                        message=f"instance {i} reading key {key} of h{owner}")
 
 
+SEED_CUSTOMERS = ["1:john", "2:adam", "3:daniel", "4:james", "5:jack", "6:mathew", "7:will"]
+
+
+def test_the_seeds_queries_work_with_the_hosts_addresses(env):
+    """The seed's curl lines, from the client host to each host's address, and
+    the SQL of scripts/demo on each instance."""
+    produce("customer", SEED_CUSTOMERS)
+    wait_until(lambda: all(psql(env, i, "SELECT value FROM customer WHERE key = '7'") == "will"
+                           for i in range(1, N + 1)), timeout=60, message="the seed's customers")
+    produce("order", ["1:spagety", "2:pizza"])
+    wait_until(lambda: all(count(env, i, "2") == 1 for i in range(1, N + 1)), timeout=60,
+               message="the seed's orders")
+    for i in range(1, N + 1):
+        base = f"http://{env[f'IQ_HOSTS_ADDR_{i}']}:5400"
+
+        def get(path):
+            return hosts("exec", "client", "curl", "-sS", "-m", "10", base + path)
+        assert '"host":"h' in get("/metadata/stores/order-count/key/1")
+        assert get("/stores/customer-v1-changelog/get/2") == '{"response":"adam"}'
+        assert get("/stores/order-count/get/1") == '{"response":1}'
+        assert '"key":"1"' in get("/stores/customer-v1-changelog/range?from=1&to=5&scope=all")
+        assert get("/stores/customer-v1-changelog/approximate-num-entries?scope=all") == '{"result":7}'
+        rows = psql(env, i, "SELECT c.key, c.value AS customer, o.count FROM customer c "
+                            "LEFT JOIN order_count o USING (key) WHERE c.key BETWEEN '1' AND '7' ORDER BY key")
+        assert rows.splitlines() == ["1|john|1", "2|adam|1", "3|daniel|", "4|james|", "5|jack|",
+                                     "6|mathew|", "7|will|"]
+        assert psql(env, i, "SELECT count(*) FROM customer") == "7"
+
+
 # ---- partitions -----------------------------------------------------------------
 
 def test_partition_from_the_peers_fails_remote_reads_but_not_consumption(env):
-    keys = keys_by_owner(env)
-    produce_orders(keys.values())
     victim = 2
-    key = keys[victim]
-    wait_until(lambda: count(env, other(victim), key) == 1, timeout=60, message="the order counted")
+    key = counted_key(env, victim, other(victim))
     hosts("partition", str(victim), "peers")
     try:
         t0 = time.monotonic()
@@ -213,11 +251,8 @@ def test_partition_from_the_broker_stops_consumption_but_not_the_peers(env):
 # ---- the fault proxy ------------------------------------------------------------
 
 def test_slow_proxy_adds_its_delay_to_reads_of_the_hosts_keys(env):
-    keys = keys_by_owner(env)
-    produce_orders(keys.values())
     victim, reader = 1, 2
-    key = keys[victim]
-    wait_until(lambda: count(env, reader, key) == 1, timeout=60, message="the order counted")
+    key = counted_key(env, victim, reader)
     baseline = [elapsed_ms(env, reader, key) for _ in range(3)]
     hosts("proxy", str(victim), "slow", "200")
     try:
@@ -227,16 +262,13 @@ def test_slow_proxy_adds_its_delay_to_reads_of_the_hosts_keys(env):
         hosts("proxy", str(victim), "off")
     assert min(slowed) >= 200.0, (baseline, slowed)
     assert min(slowed) > max(baseline), (baseline, slowed)
-    # the client host is not behind the proxy, and off removes it
+    # off takes the delay away
     assert elapsed_ms(env, reader, key) < min(slowed)
 
 
 def test_garbage_proxy_gives_an_error_naming_the_instance(env):
-    keys = keys_by_owner(env)
-    produce_orders(keys.values())
     victim, reader = 3, 1
-    key = keys[victim]
-    wait_until(lambda: count(env, reader, key) == 1, timeout=60, message="the order counted")
+    key = counted_key(env, victim, reader)
     hosts("proxy", str(victim), "garbage")
     try:
         with pytest.raises(PsqlFailed) as e:
