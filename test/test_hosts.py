@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="scripts/hosts needs r
 
 def hosts_env():
     env = dict(os.environ, IQ_HOSTS_NET=NET)
-    for k in ("IQ_HOME", "IQ_PORT_OFFSET"):
+    for k in ("IQ_HOME", "IQ_HOSTS_HOME", "IQ_PORT_OFFSET"):
         env.pop(k, None)
     return env
 
