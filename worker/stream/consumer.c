@@ -103,6 +103,7 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 		!iq_conf_set(conf, "max.poll.interval.ms", "900000", err) ||
 		!iq_conf_set(conf, "session.timeout.ms", "10000", err) ||
 		!iq_conf_set(conf, "heartbeat.interval.ms", "2000", err) ||
+		!iq_conf_set(conf, "group.instance.id", iq_w->group_instance_id, err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
 		rd_kafka_conf_destroy(conf);
@@ -133,6 +134,51 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 }
 
 /*
+ * still_member
+ *		Whether librdkafka still has a member id in the group: it forgets
+ *		it as it sends the LeaveGroup.
+ */
+static bool
+still_member(rd_kafka_t *rk)
+{
+	char	   *id = rd_kafka_memberid(rk);
+	bool		member = id != NULL && id[0] != '\0';
+
+	if (id)
+		rd_kafka_mem_free(rk, id);
+	return member;
+}
+
+/*
+ * leave_group
+ *		Say to the group that we go, so that the others are given our
+ *		partitions at once rather than after the session timeout.
+ *
+ * A static member (group.instance.id) sends no LeaveGroup when it closes
+ * (KIP-345; librdkafka's rd_kafka_cgrp_leave_maybe skips it once the
+ * handle terminates), but it does when it unsubscribes.  So: unsubscribe,
+ * serve the revocation that follows (our partitions are given up already:
+ * iq_rebalance_revoke), until the LeaveGroup is on its way; the close then
+ * waits for its answer.  Bounded by the stop's deadline: a broker that is
+ * down gets no LeaveGroup, and the others wait for the session timeout.
+ */
+static void
+leave_group(rd_kafka_t *rk, int64 deadline)
+{
+	int			slice;
+
+	if (rd_kafka_unsubscribe(rk) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	while (still_member(rk) && (slice = iq_wait_slice(deadline, IQ_WAIT_LEAVE)) > 0)
+	{
+		rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, Min(slice, 20));
+
+		if (msg)
+			rd_kafka_message_destroy(msg);
+	}
+}
+
+/*
  * iq_consumer_stop
  *		Leave the group, free the handle (iq_rebalance_revoke has given
  *		the partitions up first).
@@ -143,11 +189,12 @@ iq_consumer_stop(void)
 	rd_kafka_t *rk = iq_w->consumer;
 	rd_kafka_queue_t *q;
 	rd_kafka_error_t *error;
-	int64		deadline;
+	int64		deadline = iq_now_ms() + CLOSE_TIMEOUT_MS;
 
 	if (rk == NULL)
 		return;
 
+	leave_group(rk, deadline);
 	/* close on a queue we serve, so a dead coordinator cannot hang us */
 	q = rd_kafka_queue_new(rk);
 	error = rd_kafka_consumer_close_queue(rk, q);
@@ -157,7 +204,6 @@ iq_consumer_stop(void)
 	{
 		int			slice;
 
-		deadline = iq_now_ms() + CLOSE_TIMEOUT_MS;
 		while (!rd_kafka_consumer_closed(rk) &&
 			   (slice = iq_wait_slice(deadline, IQ_WAIT_LEAVE)) > 0)
 		{
