@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include "common/settings.h"
 #include "worker/kafka_conf.h"
 #include "worker/state.h"
 #include "worker/stream/fetch_wake.h"
@@ -101,8 +102,8 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 	if (!iq_conf_set(conf, "partition.assignment.strategy", "range", err) ||
 		/* restores run inside the rebalance callback */
 		!iq_conf_set(conf, "max.poll.interval.ms", "900000", err) ||
-		!iq_conf_set(conf, "session.timeout.ms", "10000", err) ||
-		!iq_conf_set(conf, "heartbeat.interval.ms", "2000", err) ||
+		!iq_conf_set_int(conf, "session.timeout.ms", IQ_GROUP_SESSION_TIMEOUT_MS, err) ||
+		!iq_conf_set_int(conf, "heartbeat.interval.ms", IQ_GROUP_HEARTBEAT_MS, err) ||
 		!iq_conf_set(conf, "group.instance.id", iq_w->group_instance_id, err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
