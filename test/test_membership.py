@@ -11,7 +11,8 @@ stops cleanly, is killed, or vanishes (worker/README.md, "Membership").
 - An instance stopped with -m immediate hands nothing over: a query for its
   keys waits, up to iq_fdw.ownership_wait, for the group's session timeout
   to move them, and fails with an error naming the instance when that wait
-  is shorter.
+  is shorter; the seed's API answers 503 meanwhile, as for a partition
+  moving.
 """
 
 import os
@@ -22,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import (INSTANCES, SCRIPTS, Session, http_port, import_stores_sql, java_partition, produce,
+from conftest import (INSTANCES, SCRIPTS, Session, http_get, http_port, import_stores_sql, java_partition, produce,
                       psql, settled, unique, wait_until)
 
 SETUP = import_stores_sql("membertest", "iq_member")
@@ -63,6 +64,13 @@ def keys_with_counts(tag):
     return keys
 
 
+def settled_with_keys(tag):
+    """(who owns what, the last instance, the others, keys_with_counts)."""
+    before = wait_until(settled, timeout=180, interval=0.5, message="every worker running")
+    last = INSTANCES[-1]
+    return before, last, [i for i in INSTANCES if i != last], keys_with_counts(tag)
+
+
 class QueryLoop:
     """Point lookups of a key of every partition, in a loop, in one session
     per instance asking; every answer recorded."""
@@ -97,10 +105,7 @@ class QueryLoop:
 
 @pytest.mark.restarts_cluster
 def test_a_clean_stop_and_start_fail_no_query():
-    before = wait_until(settled, timeout=180, interval=0.5, message="every worker running")
-    gone = INSTANCES[-1]
-    askers = [i for i in INSTANCES if i != gone]
-    keys = keys_with_counts("clean")
+    before, gone, askers, keys = settled_with_keys("clean")
     stopped = False
     try:
         with QueryLoop(askers, keys) as loop:
@@ -126,10 +131,7 @@ def test_a_clean_stop_and_start_fail_no_query():
 
 @pytest.mark.restarts_cluster
 def test_a_killed_worker_gets_its_partitions_back_without_a_rebalance():
-    before = wait_until(settled, timeout=180, interval=0.5, message="every worker running")
-    victim = INSTANCES[-1]
-    others = [i for i in INSTANCES if i != victim]
-    keys = keys_with_counts("kill")
+    before, victim, others, keys = settled_with_keys("kill")
     since = {i: psql(i, "SELECT state_since FROM iq_worker()") for i in others}
     pid = int(psql(victim, "SELECT pid FROM iq_worker()"))
     os.kill(pid, signal.SIGKILL)
@@ -159,10 +161,8 @@ def test_a_killed_worker_gets_its_partitions_back_without_a_rebalance():
 
 @pytest.mark.restarts_cluster
 def test_queries_for_an_owner_gone_wait_for_its_partitions_to_move():
-    before = wait_until(settled, timeout=180, interval=0.5, message="every worker running")
-    gone = INSTANCES[-1]
-    asker = INSTANCES[0]
-    keys = keys_with_counts("gone")
+    before, gone, others, keys = settled_with_keys("gone")
+    asker = others[0]
     p = next(p for p in range(PARTITIONS) if before[p] == gone)
     k = keys[p]
     stop_immediate(gone)
@@ -177,11 +177,16 @@ def test_queries_for_an_owner_gone_wait_for_its_partitions_to_move():
         assert f":{http_port(gone)}/: Connection refused." in err, err
         assert "did not move to another instance within iq_fdw.ownership_wait = 1000 ms" in err, err
         assert "session timeout" in err, err
+        # the seed's API: a get forwarded to the gone owner, and a gather,
+        # answer as for a partition moving (retry), naming the owner
+        for path in (f"/stores/order-count/get/{k}", "/stores/order-count/all?scope=all"):
+            status, body = http_get(asker, path)
+            assert status == 503 and f":{http_port(gone)}" in body, (path, status, body[:300])
         # a wait longer than it: the query waits for the new owner and succeeds
         with Session(asker) as s:
             out = s.run(f"SET iq_fdw.ownership_wait = '60s'; {COUNT_SQL.format(k)}", timeout=120)
         assert out == str(p + 2), out
-        after = wait_until(lambda: settled([i for i in INSTANCES if i != gone]), timeout=60,
+        after = wait_until(lambda: settled(others), timeout=60,
                            interval=0.2, message="the gone instance's partitions owned by the others")
         assert after[p] != gone
     finally:

@@ -23,6 +23,12 @@
 #define COMMIT_TIMEOUT_MS	10000
 /* the longest leaving the group waits, within a stop's deadline */
 #define CLOSE_TIMEOUT_MS	10000
+/*
+ * the longest the LeaveGroup may take to be sent, within CLOSE_TIMEOUT_MS:
+ * at once when the group knows us, but never when the partitions were lost
+ * already (librdkafka then revokes nothing, and so never leaves)
+ */
+#define LEAVE_TIMEOUT_MS	2000
 /* fetch.wait.max.ms: records reach the poll soon after they are written */
 #define FETCH_WAIT_MS		50
 
@@ -160,8 +166,9 @@ still_member(rd_kafka_t *rk)
  * handle terminates), but it does when it unsubscribes.  So: unsubscribe,
  * serve the revocation that follows (our partitions are given up already:
  * iq_rebalance_revoke), until the LeaveGroup is on its way; the close then
- * waits for its answer.  Bounded by the stop's deadline: a broker that is
- * down gets no LeaveGroup, and the others wait for the session timeout.
+ * waits for its answer.  Bounded by LEAVE_TIMEOUT_MS and the stop's
+ * deadline: a broker that is down gets no LeaveGroup, and the others wait
+ * for the session timeout.
  */
 static void
 leave_group(rd_kafka_t *rk, int64 deadline)
@@ -170,6 +177,7 @@ leave_group(rd_kafka_t *rk, int64 deadline)
 
 	if (rd_kafka_unsubscribe(rk) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		return;
+	deadline = Min(deadline, iq_now_ms() + LEAVE_TIMEOUT_MS);
 	while (still_member(rk) && (slice = iq_wait_slice(deadline, IQ_WAIT_LEAVE)) > 0)
 	{
 		rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, Min(slice, 20));
