@@ -305,9 +305,10 @@ kafka_id_chars(char *id, size_t start)
  *		from the settings it runs with: the advertised endpoint tells the
  *		group's members apart, and stays the same across restarts, which
  *		is what a transactional.id (fencing a zombie) and a static member
- *		(getting its partitions back without a rebalance) need.  Both ids
- *		keep only the characters Kafka allows in a group.instance.id (the
- *		application id too, in that one), which is at most 249 long.
+ *		(getting its partitions back without a rebalance) need.  In both,
+ *		the endpoint keeps only the characters Kafka allows in a
+ *		group.instance.id; in that one, the application id too, and the
+ *		whole is at most 249 long.
  */
 void
 iq_kafka_names(void)
