@@ -5,7 +5,8 @@ instance's worker is killed, and after the last instance is stopped cleanly
 
     IQ_PORT_OFFSET=... IQ_LIB_DIR=$PWD bench/membership.py [kill|fast|smart ...]
 
-kill: SIGKILL to its worker (PostgreSQL restarts the instance); prints the
+(BENCH_INSTANCE=N picks another instance than the last.) kill: SIGKILL to
+its worker (PostgreSQL restarts the instance); prints the
 seconds until it runs again with the same partitions and no lag, and the
 states the other instances went through (a revocation shows as
 `rebalancing`). fast, smart: `pg_ctl stop -m MODE`; prints the seconds until
@@ -63,8 +64,8 @@ def stop(last, others, mode):
 
 
 def main():
-    last = INSTANCES[-1]
-    others = INSTANCES[:-1]
+    last = int(os.environ.get("BENCH_INSTANCE", INSTANCES[-1]))
+    others = [i for i in INSTANCES if i != last]
     for what in sys.argv[1:] or ["kill", "fast", "smart"]:
         wait_until(settled, timeout=180, interval=0.5, message="every worker running")
         if what == "kill":
