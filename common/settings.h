@@ -11,6 +11,14 @@
 
 #include <stdbool.h>
 
+/*
+ * The consumer group's session timeout (worker/README.md, "Membership"):
+ * how long a member that stopped heartbeating keeps its partitions.  Set
+ * by the worker, named in the errors of backends waiting for an owner.
+ */
+#define IQ_GROUP_SESSION_TIMEOUT_MS		10000
+#define IQ_GROUP_HEARTBEAT_MS			2000
+
 typedef enum IqPartitioner
 {
 	IQ_PARTITIONER_MURMUR2,		/* Java client default, Kafka Streams */

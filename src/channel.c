@@ -122,6 +122,19 @@ fail_why(IqChannel *ch, const char *what, const char *why)
 	fail(ch, sentence);
 }
 
+/*
+ * gone: another instance closed or reset a connection (err: its errno)
+ * before any byte of the answer, as one does while it stops: the caller
+ * may wait for its partitions to move rather than fail.
+ */
+static void
+gone(IqChannel *ch, int err)
+{
+	if (!ch->local && ch->received == 0 &&
+		(err == ECONNRESET || err == EPIPE || err == ECONNREFUSED))
+		ch->unreachable = true;
+}
+
 /* ---------------------------------------------------------------------
  * The idle pool
  * ---------------------------------------------------------------------
@@ -234,6 +247,7 @@ connect_new(IqChannel *ch)
 		return true;
 	ch->timed_out = (failure == IQ_CONNECT_TIMED_OUT);
 	ch->tls_failed = (failure == IQ_CONNECT_TLS);
+	ch->unreachable = (failure == IQ_CONNECT_REFUSED);
 	ch->failed = true;
 	ch->done = true;
 	return false;
@@ -302,6 +316,8 @@ post_failed(IqChannel *ch, IqConnectFailure failure, int status, bool refused)
 	ch->timed_out = !refused && failure == IQ_CONNECT_TIMED_OUT;
 	ch->tls_failed = !refused && failure == IQ_CONNECT_TLS;
 	ch->refused_status = refused ? status : 0;
+	ch->unreachable = !refused && (failure == IQ_CONNECT_REFUSED ||
+								   (failure == IQ_CONNECT_RESET && ch->received == 0));
 	ch->failed = true;
 	ch->done = true;
 	close_conn(&ch->conn);
@@ -405,6 +421,7 @@ open_and_send(IqChannel *ch)
 			drop_idle(ch->endpoint);
 			continue;
 		}
+		gone(ch, errno);
 		fail_why(ch, ch->local ?
 				 "Could not send the request to the local socket" :
 				 "Could not send the request", why);
@@ -440,6 +457,7 @@ iq_chan_start(IqChannel *ch, const char *host, int port, bool local,
 	ch->inbox.oom = false;
 	ch->done = ch->failed = ch->timed_out = ch->tls_failed = false;
 	ch->refused_status = 0;
+	ch->unreachable = false;
 	ch->error[0] = '\0';
 	forget_conn(&ch->conn);
 	ch->received = 0;
@@ -513,6 +531,7 @@ lost(IqChannel *ch, ssize_t r, const char *why)
 {
 	if (retry(ch))
 		return;
+	gone(ch, r == 0 ? ECONNRESET : errno);
 	if (r == 0)
 		fail(ch, ch->local ?
 			 "The worker closed the local connection before the end of its answer." :

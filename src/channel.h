@@ -41,6 +41,8 @@ typedef struct IqChannel
 	bool		timed_out;
 	bool		tls_failed;		/* the TLS handshake failed (a certificate?) */
 	int			refused_status; /* the HTTP status refusing the upgrade, or 0 */
+	bool		unreachable;	/* another instance is not there: refused, or
+								 * closed or reset before any byte of an answer */
 	char		error[256];		/* a sentence, for an errdetail */
 
 	/* the connection */

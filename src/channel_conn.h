@@ -55,7 +55,9 @@ typedef enum IqUpgradeCheck
 /* why a TCP connect failed */
 typedef enum IqConnectFailure
 {
-	IQ_CONNECT_FAILED,			/* refused, unreachable, no such name ... */
+	IQ_CONNECT_FAILED,			/* no such name, out of memory ... */
+	IQ_CONNECT_REFUSED,			/* refused, or no route: nothing listens there */
+	IQ_CONNECT_RESET,			/* closed or reset by the peer */
 	IQ_CONNECT_TIMED_OUT,
 	IQ_CONNECT_TLS				/* the TLS handshake: a certificate, or not TLS */
 } IqConnectFailure;
@@ -64,6 +66,7 @@ extern bool iq_tcp_handles(IqChanConn *conn, const char *url, const IqTls *tls,
 						   int timeout_ms, char *error, size_t errlen);
 extern void iq_tcp_perform(void *multi);
 extern IqConnectFailure iq_tcp_failure(int rc);
+extern const char *iq_tcp_why(void *easy, int rc, const char *curl_error);
 extern bool iq_tcp_connect(IqChanConn *conn, const char *host, int port,
 						   const IqTls *tls, int timeout_ms, char *error,
 						   size_t errlen, IqConnectFailure *failure);

@@ -142,7 +142,7 @@ settle(IqChanConn *conn, CURLcode rc, char *error, size_t errlen,
 	   IqConnectFailure *failure, int *status)
 {
 	IqPost	   *p = conn->post;
-	const char *why = p->curl_error[0] ? p->curl_error : curl_easy_strerror(rc);
+	const char *why = iq_tcp_why(conn->easy, rc, p->curl_error);
 
 	curl_multi_remove_handle(conn->multi, conn->easy);	/* the connection stays cached */
 	p->in_multi = false;

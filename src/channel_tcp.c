@@ -106,6 +106,23 @@ run_connect(CURLM *multi)
 	}
 }
 
+/*
+ * iq_tcp_why: why curl's transfer on easy failed with rc, for a sentence:
+ * the system's word for a refused or unroutable connection ("Connection
+ * refused"), which curl's own text leaves out, else curl's text.
+ */
+const char *
+iq_tcp_why(void *easy, int rc, const char *curl_error)
+{
+	long		os_errno = 0;
+
+	if (rc == CURLE_COULDNT_CONNECT &&
+		curl_easy_getinfo((CURL *) easy, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK &&
+		os_errno != 0)
+		return strerror((int) os_errno);
+	return curl_error && curl_error[0] ? curl_error : curl_easy_strerror((CURLcode) rc);
+}
+
 /* iq_tcp_failure: which kind of failure curl's result rc is */
 IqConnectFailure
 iq_tcp_failure(int rc)
@@ -114,6 +131,12 @@ iq_tcp_failure(int rc)
 	{
 		case CURLE_OPERATION_TIMEDOUT:
 			return IQ_CONNECT_TIMED_OUT;
+		case CURLE_COULDNT_CONNECT:
+			return IQ_CONNECT_REFUSED;
+		case CURLE_GOT_NOTHING:
+		case CURLE_RECV_ERROR:
+		case CURLE_SEND_ERROR:
+			return IQ_CONNECT_RESET;
 		case CURLE_PEER_FAILED_VERIFICATION:
 		case CURLE_SSL_CONNECT_ERROR:
 		case CURLE_SSL_CERTPROBLEM:
@@ -207,7 +230,7 @@ iq_tcp_connect(IqChanConn *conn, const char *host, int port, const IqTls *tls,
 	}
 	*failure = iq_tcp_failure(rc);
 	snprintf(error, errlen, "Could not connect to %s: %s.", url,
-			 curl_error[0] ? curl_error : curl_easy_strerror(rc));
+			 iq_tcp_why(easy, rc, curl_error));
 	iq_tcp_close(conn);
 	return false;
 }

@@ -7,7 +7,7 @@
  *
  *	 fetch.c		  the API: start, the merge of sorted rows, end, abort
  *	 fetch_prime.c	  headers first: lag policy, restoring wait, re-asking
- *	 fetch_reask.c	  asking the new owners after a partition moved
+ *	 fetch_reask.c	  asking the new owners after a partition moved or its owner went
  *	 fetch_request.c  one request per target (a get: only its keys)
  *	 fetch_read.c	  a source's next event, waiting per iq_fdw.peer_timeout
  *	 fetch_report.c   errors naming the instance and what it was asked
@@ -56,6 +56,8 @@ struct IqFetch
 	IqWireRequest *req;			/* as the caller made it, all targets' */
 	uint64		generation;		/* of the ownership when first asked */
 	bool		reasked;		/* asked again after an answer NOT_HELD */
+	int64		moving_since;	/* µs: a partition first moved, or an owner
+								 * could not be reached; 0 before */
 	uint8		op;
 	uint8		store;
 	int			nsources;
@@ -72,6 +74,7 @@ extern void iq_fetch_prime(IqFetch *f);
 
 /* in fetch_reask.c */
 extern bool iq_fetch_reask(IqFetch *f, IqFetchSource *moved);
+extern bool iq_fetch_await_owner(IqFetch *f, IqFetchSource *gone);
 
 /* in fetch_request.c */
 extern IqWireRequest *iq_fetch_copy_request(MemoryContext cxt, const IqWireRequest *req);
@@ -87,6 +90,7 @@ extern char *iq_fetch_describe(IqFetch *f, IqFetchSource *src);
 extern char *iq_fetch_instance(IqFetchSource *src);
 extern void iq_fetch_fail_transport(IqFetch *f, IqFetchSource *src) pg_attribute_noreturn();
 extern void iq_fetch_fail_answer(IqFetch *f, IqFetchSource *src) pg_attribute_noreturn();
+extern void iq_fetch_fail_unreachable(IqFetch *f, IqFetchSource *src) pg_attribute_noreturn();
 
 /* in fetch_source.c */
 extern void iq_fetch_start_sources(IqFetch *f);

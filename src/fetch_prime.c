@@ -6,7 +6,8 @@
  *	  caller has seen anything: a result is never partial.
  *
  * A partition still restoring is asked again up to iq_fdw.ownership_wait;
- * one that moved is asked of its new owner once (fetch_reask.c); one that
+ * one that moved, or whose owner cannot be reached, is asked of its new
+ * owner, within iq_fdw.ownership_wait (fetch_reask.c); one that
  * lags fails, or with lag_policy = 'wait' is asked again up to
  * iq_fdw.max_lag_wait.
  *-------------------------------------------------------------------------
@@ -27,7 +28,8 @@ typedef enum HeadersRead
 {
 	HEADERS_READ,				/* every source answered with a header */
 	HEADERS_RESTORING,			/* a partition is still restoring: ask again */
-	HEADERS_REASKED				/* a partition moved: new sources were asked */
+	HEADERS_REASKED				/* a partition moved, or its owner is gone: new
+								 * sources were asked */
 } HeadersRead;
 
 /* worst_lag: the position most behind, if beyond max_lag; -1 if none */
@@ -103,6 +105,14 @@ read_headers(IqFetch *f, int64 restore_deadline)
 		IqFetchSource *src = &f->sources[i];
 		IqWireEvent ev = iq_fetch_next_event(f, src);
 
+		/* its owner is gone: wait for its partitions to move */
+		if (ev == IQ_EV_ERROR && src->chan.failed && src->chan.unreachable)
+		{
+			if (iq_fetch_await_owner(f, src))
+				return HEADERS_REASKED;
+			iq_fetch_fail_unreachable(f, src);
+		}
+
 		/*
 		 * A partition restoring (or being opened after a rebalance) is
 		 * waited for, up to iq_fdw.ownership_wait, like a missing owner.
@@ -111,7 +121,7 @@ read_headers(IqFetch *f, int64 restore_deadline)
 			iq_chan_now_us() < restore_deadline)
 			return HEADERS_RESTORING;
 		if (ev == IQ_EV_ERROR && src->reader.status == IQ_WIRE_NOT_HELD &&
-			!f->reasked && iq_fetch_reask(f, src))
+			iq_fetch_reask(f, src))
 			return HEADERS_REASKED;
 		if (ev == IQ_EV_ERROR)
 			iq_fetch_fail_answer(f, src);

@@ -131,6 +131,9 @@ iq_fetch_next_event(IqFetch *f, IqFetchSource *src)
 		}
 		if (src->chan.done)
 		{
+			/* before a header: fetch_prime.c waits for its partitions to move */
+			if (src->chan.failed && src->chan.unreachable && !f->primed && !src->header_seen)
+				return IQ_EV_ERROR;
 			if (!src->chan.failed)
 			{
 				strlcpy(src->chan.error, "The answer ended early.", sizeof(src->chan.error));

@@ -1,52 +1,65 @@
 /*-------------------------------------------------------------------------
  * fetch_reask.c
- *	  Asking again after a partition moved: an instance answered that it
- *	  no longer holds a partition (ownership moved between this backend's
- *	  look at it and the answer), so the whole read waits, up to
- *	  iq_fdw.ownership_wait, for the new ownership and is asked once more
- *	  of the new owners; only a second such answer fails (fetch_prime.c).
+ *	  Asking again after a partition moved, or while its owner is gone.
+ *
+ * An instance answered that it no longer holds a partition (ownership moved
+ * between this backend's look at it and the answer): the whole read waits
+ * for the new ownership and is asked again of the new owners, as often as
+ * a partition moves (a rebalance may move one twice), until
+ * iq_fdw.ownership_wait has passed since the first (fetch_prime.c).
+ *
+ * An instance could not be reached (connection refused, or closed before
+ * any byte of the answer: it is stopping, or stopped): the read waits for
+ * its partitions to move to another instance, as they do at once after a
+ * clean stop and after the group's session timeout otherwise, asking again
+ * every UNREACHABLE_RETRY_MS meanwhile (a crash-restarted instance comes
+ * back with the same partitions: static membership).  All of it within
+ * iq_fdw.ownership_wait of the first refusal.  A connection that timed out
+ * is not waited for again: it has had iq_fdw.peer_timeout already.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <limits.h>
 
 #include "common/settings.h"
 #include "src/fetch_internal.h"
 #include "src/owners.h"
 
-/*
- * iq_fetch_reask: an instance answered NOT_HELD: wait for the ownership to
- * change (up to iq_fdw.ownership_wait) and send the whole request again to
- * the new owners of the same partitions.  False, with every source as it
- * was, if it did not change in time.
- *
- * Nothing has been handed out yet (we are priming), so asking every
- * target again, not only the one that moved, keeps the result one
- * consistent read.
- */
-bool
-iq_fetch_reask(IqFetch *f, IqFetchSource *moved)
-{
-	IqOwnerView *o = palloc(sizeof(IqOwnerView));
-	IqTarget   *asked = palloc(sizeof(IqTarget) * Max(f->nsources, 1));
-	bool		needed[IQ_MAX_PARTITIONS] = {0};
-	IqTarget   *targets;
-	IqFetchSource *sources;
-	int			ntargets;
-	int			i;
+/* how often an unreachable owner whose partitions did not move is asked again */
+#define UNREACHABLE_RETRY_MS	250
 
-	for (i = 0; i < f->nsources; i++)
+/*
+ * needed_partitions
+ *		What every source was asked for: into asked[] and needed[].
+ */
+static void
+needed_partitions(IqFetch *f, IqTarget *asked, bool *needed)
+{
+	for (int i = 0; i < f->nsources; i++)
 	{
 		asked[i] = f->sources[i].target;
 		for (int k = 0; k < asked[i].npartitions; k++)
 			needed[asked[i].partitions[k]] = true;
 	}
-	ereport(DEBUG1,
-			(errmsg_internal("instance %s answered \"%s\"; waiting up to iq_fdw.ownership_wait = %d ms for the new owner",
-							 iq_fetch_instance(moved), moved->reader.message, iq_ownership_wait_ms)));
-	iq_ownership_read(o);
-	if (!iq_ownership_wait_change(o, f->generation, needed, asked, f->nsources))
-		return false;
-	targets = iq_ownership_targets(o, needed, &ntargets);
+}
+
+/*
+ * ask_anew
+ *		Drop every source and send the whole request again to the owners
+ *		of the needed partitions in view o.
+ *
+ * Nothing has been handed out yet (we are priming), so asking every
+ * target again, not only the one that moved, keeps the result one
+ * consistent read.
+ */
+static void
+ask_anew(IqFetch *f, IqOwnerView *o, const bool *needed)
+{
+	int			ntargets;
+	IqTarget   *targets = iq_ownership_targets(o, needed, &ntargets);
+	IqFetchSource *sources;
+
 	ereport(DEBUG1,
 			(errmsg_internal("ownership generation " UINT64_FORMAT " (was " UINT64_FORMAT "): asking again",
 							 o->generation, f->generation)));
@@ -54,15 +67,94 @@ iq_fetch_reask(IqFetch *f, IqFetchSource *moved)
 	if (sources == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
 						errmsg("out of memory asking an iq_fdw read again")));
-	for (i = 0; i < f->nsources; i++)
+	for (int i = 0; i < f->nsources; i++)
 		iq_fetch_drop_source(&f->sources[i]);
 	free(f->sources);
 	f->sources = sources;
 	f->nsources = 0;
 	f->last = NULL;
-	f->reasked = true;
 	f->generation = o->generation;
 	iq_fetch_add_sources(f, targets, ntargets, o->partition_count);
 	iq_fetch_start_sources(f);
+}
+
+/*
+ * wait_left
+ *		How long the read may still wait for ownership to settle, in ms:
+ *		iq_fdw.ownership_wait from the first partition that moved or owner
+ *		that went; 0 when that is over.
+ */
+static int
+wait_left(IqFetch *f)
+{
+	int64		now = iq_chan_now_us();
+	int64		left;
+
+	if (f->moving_since == 0)
+		f->moving_since = now;
+	left = f->moving_since + (int64) iq_ownership_wait_ms * 1000 - now;
+	return left <= 0 ? 0 : (int) Min(left / 1000 + 1, INT_MAX);
+}
+
+/*
+ * iq_fetch_reask: an instance answered NOT_HELD: wait for the ownership to
+ * change and send the whole request again to the new owners of the same
+ * partitions.  In a rebalance a partition may move more than once (away
+ * from an instance that stops, then between the others), so this may
+ * happen again, all within iq_fdw.ownership_wait of the first.  False,
+ * with every source as it was, if it did not change in time.
+ */
+bool
+iq_fetch_reask(IqFetch *f, IqFetchSource *moved)
+{
+	IqOwnerView *o = palloc(sizeof(IqOwnerView));
+	IqTarget   *asked = palloc(sizeof(IqTarget) * Max(f->nsources, 1));
+	bool		needed[IQ_MAX_PARTITIONS] = {0};
+	int			left = wait_left(f);
+
+	needed_partitions(f, asked, needed);
+	ereport(DEBUG1,
+			(errmsg_internal("instance %s answered \"%s\"; waiting up to iq_fdw.ownership_wait = %d ms for the new owner",
+							 iq_fetch_instance(moved), moved->reader.message, iq_ownership_wait_ms)));
+	iq_ownership_read(o);
+	if (left == 0 ||
+		!iq_ownership_wait_change(o, f->generation, left, needed, asked, f->nsources))
+		return false;
+	f->reasked = true;
+	ask_anew(f, o, needed);
+	return true;
+}
+
+/*
+ * iq_fetch_await_owner: instance gone could not be reached: wait for its
+ * partitions to move, or a while, and ask the owners again; false, with
+ * every source as it was, once iq_fdw.ownership_wait has passed since the
+ * first partition of this read moved or owner went.
+ */
+bool
+iq_fetch_await_owner(IqFetch *f, IqFetchSource *gone)
+{
+	IqOwnerView *o = palloc(sizeof(IqOwnerView));
+	IqTarget   *asked = palloc(sizeof(IqTarget) * Max(f->nsources, 1));
+	bool		needed[IQ_MAX_PARTITIONS] = {0};
+
+	ereport(DEBUG1,
+			(errmsg_internal("instance %s cannot be reached (%s); waiting up to iq_fdw.ownership_wait = %d ms for its partitions to move",
+							 iq_fetch_instance(gone), gone->chan.error, iq_ownership_wait_ms)));
+	needed_partitions(f, asked, needed);
+	for (;;)
+	{
+		int			left = wait_left(f);
+
+		if (left == 0)
+			return false;
+		iq_ownership_read(o);
+		/* moved; or not yet, but every partition has an owner to ask */
+		if (iq_ownership_wait_change(o, f->generation, Min(left, UNREACHABLE_RETRY_MS),
+									 needed, asked, f->nsources) ||
+			iq_ownership_complete(o, needed))
+			break;
+	}
+	ask_anew(f, o, needed);
 	return true;
 }

@@ -240,13 +240,31 @@ iq_fetch_fail_transport(IqFetch *f, IqFetchSource *src)
 	pg_unreachable();
 }
 
+/*
+ * iq_fetch_fail_unreachable: src's instance could not be reached, and its
+ * partitions did not move within iq_fdw.ownership_wait: release and raise
+ */
+void
+iq_fetch_fail_unreachable(IqFetch *f, IqFetchSource *src)
+{
+	Report		r = release_for_report(f, src, src->chan.error);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+			 errmsg("could not reach instance %s to read %s", r.who, r.what),
+			 errdetail("%s Its partitions did not move to another instance within iq_fdw.ownership_wait = %d ms.",
+					   r.text, iq_ownership_wait_ms),
+			 errhint("The instance may be down: the consumer group gives its partitions to the other instances after its session timeout (%d s). Retry then, or raise iq_fdw.ownership_wait.",
+					 IQ_GROUP_SESSION_TIMEOUT_MS / 1000)));
+}
+
 /* not_held_detail: why an answer NOT_HELD is final */
 static int
 not_held_detail(IqFetch *f, const char *message, bool header_seen)
 {
 	if (f->reasked)
-		return errdetail("The instance said: %s. It was asked after ownership had changed, and ownership moved again.",
-						 message);
+		return errdetail("The instance said: %s. It was asked after ownership had changed, and ownership did not settle within iq_fdw.ownership_wait = %d ms.",
+						 message, iq_ownership_wait_ms);
 	if (header_seen)
 		return errdetail("The instance said: %s. It moved while its answer was being read; rows already returned cannot be taken back, so the query is not asked again.",
 						 message);

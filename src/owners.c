@@ -154,8 +154,8 @@ owner_differs(const IqOwnerView *o, const bool *needed,
 /*
  * iq_ownership_wait_change
  *		After an instance answered that it no longer holds what it was
- *		asked: wait, up to iq_fdw.ownership_wait, for a view that routes
- *		differently, with an owner for every needed partition.
+ *		asked, or could not be reached: wait, up to wait_ms, for a view
+ *		that routes differently, with an owner for every needed partition.
  *
  * "Differently" is another owner for one of the partitions asked, or a
  * new generation (the group settled again, possibly on the same owner,
@@ -163,7 +163,7 @@ owner_differs(const IqOwnerView *o, const bool *needed,
  * time; the caller then fails with the owner's answer.
  */
 bool
-iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation,
+iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation, int wait_ms,
 						 const bool *needed, const IqTarget *asked, int nasked)
 {
 	TimestampTz start = GetCurrentTimestamp();
@@ -175,8 +175,7 @@ iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation,
 			 owner_differs(o, needed, asked, nasked)) &&
 			first_missing(o, needed, false) < 0)
 			return true;
-		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
-									   iq_ownership_wait_ms))
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), wait_ms))
 			return false;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 IQ_OWNERSHIP_POLL_MS, PG_WAIT_EXTENSION);
@@ -190,6 +189,16 @@ iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation,
 							count, o->partition_count),
 					 errhint("Run the query again.")));
 	}
+}
+
+/*
+ * iq_ownership_complete
+ *		Every needed partition has an owner in o.
+ */
+bool
+iq_ownership_complete(const IqOwnerView *o, const bool *needed)
+{
+	return first_missing(o, needed, false) < 0;
 }
 
 /*

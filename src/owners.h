@@ -41,11 +41,14 @@ extern void iq_ownership_wait(IqOwnerView *o, const bool *needed,
  * another instance than in asked[], with every needed partition owned.
  * False if ownership did not change in time.
  */
-extern bool iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation,
+extern bool iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation, int wait_ms,
 									 const bool *needed,
 									 const IqTarget *asked, int nasked);
 
 /* The partition of a key under the configured partitioner. */
+/* Whether every needed partition has an owner in o. */
+extern bool iq_ownership_complete(const IqOwnerView *o, const bool *needed);
+
 extern int	iq_ownership_partition(const IqOwnerView *o, const char *key, int len);
 
 /* One target per owner of the needed partitions (all if needed == NULL). */

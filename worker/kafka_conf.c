@@ -36,6 +36,9 @@
  */
 #define FETCH_QUEUE_BACKOFF_MS	10
 
+/* the longest group.instance.id Kafka accepts */
+#define KAFKA_ID_MAX	249
+
 /* the broker error recorded (iq_w->broker_reason) refused our credentials */
 static bool broker_refused = false;
 
@@ -283,11 +286,29 @@ iq_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, IqHandle h, char **err
 }
 
 /*
+ * kafka_id_chars
+ *		Replace in id, from its character start on, what Kafka does not
+ *		allow in a group.instance.id (letters, digits, '.', '_', '-'): the
+ *		advertised endpoint's ':' and '/', say.
+ */
+static void
+kafka_id_chars(char *id, size_t start)
+{
+	for (char *c = id + start; *c; c++)
+		if (!isalnum((unsigned char) *c) && *c != '.' && *c != '_' && *c != '-')
+			*c = '_';
+}
+
+/*
  * iq_kafka_names
- *		This instance's client.id and transactional.id, from the settings
- *		it runs with: the advertised endpoint tells the group's members
- *		apart, and a transactional.id keeps only the characters Kafka
- *		allows in one.
+ *		This instance's client.id, transactional.id and group.instance.id,
+ *		from the settings it runs with: the advertised endpoint tells the
+ *		group's members apart, and stays the same across restarts, which
+ *		is what a transactional.id (fencing a zombie) and a static member
+ *		(getting its partitions back without a rebalance) need.  In both,
+ *		the endpoint keeps only the characters Kafka allows in a
+ *		group.instance.id; in that one, the application id too, and the
+ *		whole is at most 249 long.
  */
 void
 iq_kafka_names(void)
@@ -295,9 +316,13 @@ iq_kafka_names(void)
 	snprintf(iq_w->client_id, sizeof(iq_w->client_id), "iq_fdw|%s", iq_w->cfg.advertised);
 	snprintf(iq_w->transactional_id, sizeof(iq_w->transactional_id), "%s-%s",
 			 iq_w->cfg.app_id, iq_w->cfg.advertised);
-	for (char *c = iq_w->transactional_id + strlen(iq_w->cfg.app_id) + 1; *c; c++)
-		if (!isalnum((unsigned char) *c) && *c != '.' && *c != '_' && *c != '-')
-			*c = '_';
+	kafka_id_chars(iq_w->transactional_id, strlen(iq_w->cfg.app_id) + 1);
+	/* too long: its end, where the endpoint tells the instances apart */
+	StaticAssertStmt(sizeof(iq_w->group_instance_id) > KAFKA_ID_MAX, "group.instance.id fits");
+	strlcpy(iq_w->group_instance_id,
+			iq_w->transactional_id + Max((int) strlen(iq_w->transactional_id) - KAFKA_ID_MAX, 0),
+			KAFKA_ID_MAX + 1);
+	kafka_id_chars(iq_w->group_instance_id, 0);
 }
 
 /*

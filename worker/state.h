@@ -57,6 +57,7 @@ typedef struct IqWorker
 	IqMemoryPlan mem;			/* iq_fdw.memory_budget, split (memory.c) */
 	char		client_id[512];
 	char		transactional_id[512];
+	char		group_instance_id[256];	/* static membership (KIP-345) */
 
 	rd_kafka_t *producer;
 	rd_kafka_t *consumer;

@@ -315,9 +315,18 @@ iq_wire_conn_serve(IqWireConnSet *set, int fd, void *close_arg,
 		}
 	if (slot == NULL)
 	{
+		bool		stopping = set->stopping;
+
 		pthread_mutex_unlock(&set->lock);
 		free(copy);
-		send_error(fd, IQ_WIRE_INTERNAL, set->full_message);
+
+		/*
+		 * Stopping: hang up without a word, as an instance going away does,
+		 * so the client waits for the partitions to move (src/channel.c)
+		 * rather than take it for a refusal.
+		 */
+		if (!stopping)
+			send_error(fd, IQ_WIRE_INTERNAL, set->full_message);
 		set->close_fn(fd, close_arg);
 		return;
 	}

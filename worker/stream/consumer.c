@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include "common/settings.h"
 #include "worker/kafka_conf.h"
 #include "worker/state.h"
 #include "worker/stream/fetch_wake.h"
@@ -22,6 +23,12 @@
 #define COMMIT_TIMEOUT_MS	10000
 /* the longest leaving the group waits, within a stop's deadline */
 #define CLOSE_TIMEOUT_MS	10000
+/*
+ * the longest the LeaveGroup may take to be sent, within CLOSE_TIMEOUT_MS:
+ * at once when the group knows us, but never when the partitions were lost
+ * already (librdkafka then revokes nothing, and so never leaves)
+ */
+#define LEAVE_TIMEOUT_MS	2000
 /* fetch.wait.max.ms: records reach the poll soon after they are written */
 #define FETCH_WAIT_MS		50
 
@@ -101,8 +108,9 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 	if (!iq_conf_set(conf, "partition.assignment.strategy", "range", err) ||
 		/* restores run inside the rebalance callback */
 		!iq_conf_set(conf, "max.poll.interval.ms", "900000", err) ||
-		!iq_conf_set(conf, "session.timeout.ms", "10000", err) ||
-		!iq_conf_set(conf, "heartbeat.interval.ms", "2000", err) ||
+		!iq_conf_set_int(conf, "session.timeout.ms", IQ_GROUP_SESSION_TIMEOUT_MS, err) ||
+		!iq_conf_set_int(conf, "heartbeat.interval.ms", IQ_GROUP_HEARTBEAT_MS, err) ||
+		!iq_conf_set(conf, "group.instance.id", iq_w->group_instance_id, err) ||
 		!iq_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", err))
 	{
 		rd_kafka_conf_destroy(conf);
@@ -133,6 +141,53 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 }
 
 /*
+ * still_member
+ *		Whether librdkafka still has a member id in the group: it forgets
+ *		it as it sends the LeaveGroup.
+ */
+static bool
+still_member(rd_kafka_t *rk)
+{
+	char	   *id = rd_kafka_memberid(rk);
+	bool		member = id != NULL && id[0] != '\0';
+
+	if (id)
+		rd_kafka_mem_free(rk, id);
+	return member;
+}
+
+/*
+ * leave_group
+ *		Say to the group that we go, so that the others are given our
+ *		partitions at once rather than after the session timeout.
+ *
+ * A static member (group.instance.id) sends no LeaveGroup when it closes
+ * (KIP-345; librdkafka's rd_kafka_cgrp_leave_maybe skips it once the
+ * handle terminates), but it does when it unsubscribes.  So: unsubscribe,
+ * serve the revocation that follows (our partitions are given up already:
+ * iq_rebalance_revoke), until the LeaveGroup is on its way; the close then
+ * waits for its answer.  Bounded by LEAVE_TIMEOUT_MS and the stop's
+ * deadline: a broker that is down gets no LeaveGroup, and the others wait
+ * for the session timeout.
+ */
+static void
+leave_group(rd_kafka_t *rk, int64 deadline)
+{
+	int			slice;
+
+	if (rd_kafka_unsubscribe(rk) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	deadline = Min(deadline, iq_now_ms() + LEAVE_TIMEOUT_MS);
+	while (still_member(rk) && (slice = iq_wait_slice(deadline, IQ_WAIT_LEAVE)) > 0)
+	{
+		rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, Min(slice, 20));
+
+		if (msg)
+			rd_kafka_message_destroy(msg);
+	}
+}
+
+/*
  * iq_consumer_stop
  *		Leave the group, free the handle (iq_rebalance_revoke has given
  *		the partitions up first).
@@ -143,11 +198,12 @@ iq_consumer_stop(void)
 	rd_kafka_t *rk = iq_w->consumer;
 	rd_kafka_queue_t *q;
 	rd_kafka_error_t *error;
-	int64		deadline;
+	int64		deadline = iq_now_ms() + CLOSE_TIMEOUT_MS;
 
 	if (rk == NULL)
 		return;
 
+	leave_group(rk, deadline);
 	/* close on a queue we serve, so a dead coordinator cannot hang us */
 	q = rd_kafka_queue_new(rk);
 	error = rd_kafka_consumer_close_queue(rk, q);
@@ -157,7 +213,6 @@ iq_consumer_stop(void)
 	{
 		int			slice;
 
-		deadline = iq_now_ms() + CLOSE_TIMEOUT_MS;
 		while (!rd_kafka_consumer_closed(rk) &&
 			   (slice = iq_wait_slice(deadline, IQ_WAIT_LEAVE)) > 0)
 		{

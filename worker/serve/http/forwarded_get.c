@@ -109,6 +109,7 @@ complete(IqForwardJob *job, CURLcode rc)
 	{
 		job->result.status = 0;
 		job->result.timed_out = (rc == CURLE_OPERATION_TIMEDOUT);
+		job->result.refused = (rc == CURLE_COULDNT_CONNECT);
 		snprintf(job->result.error, sizeof(job->result.error), "%s",
 				 job->errbuf[0] ? job->errbuf : curl_easy_strerror(rc));
 		iq_buf_free(&job->result.body);

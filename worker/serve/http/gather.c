@@ -15,7 +15,8 @@
  * Memory is bounded per request: a peer's bytes not yet merged pause its
  * transfer beyond GATHER_INBOX_MAX, this instance's rows are produced a
  * chunk at a time, and the JSON goes out a chunk at a time.  Statuses
- * (503 for a partition moved or restoring, 502 or 504 for a peer) are
+ * (503 for a partition moved or restoring, or a peer refusing the
+ * connection as one stopping does; 502 or 504 for a peer) are
  * decided from every member's header and first row, before the 200; a
  * member failing after that breaks the chunked stream, so a client never
  * takes a truncated list for a whole one.
@@ -220,8 +221,10 @@ peer_failed(Source *src, SourceError *e)
 	}
 	else if (src->rc != CURLE_OK)
 	{
-		e->status = src->rc == CURLE_OPERATION_TIMEDOUT ?
-			MHD_HTTP_GATEWAY_TIMEOUT : MHD_HTTP_BAD_GATEWAY;
+		/* refused: the member stops or stopped, its partitions move (503, as NOT_HELD) */
+		e->status = src->rc == CURLE_OPERATION_TIMEDOUT ? MHD_HTTP_GATEWAY_TIMEOUT :
+			src->rc == CURLE_COULDNT_CONNECT ? MHD_HTTP_SERVICE_UNAVAILABLE :
+			MHD_HTTP_BAD_GATEWAY;
 		snprintf(e->message, sizeof(e->message), "instance %s is unreachable: %s",
 				 src->name, src->errbuf[0] ? src->errbuf : curl_easy_strerror(src->rc));
 	}

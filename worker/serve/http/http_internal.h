@@ -151,6 +151,7 @@ struct IqForwardResult
 {
 	long		status;			/* HTTP status, 0 if the transfer failed */
 	bool		timed_out;
+	bool		refused;		/* nothing listens there: the owner stops or stopped */
 	char		error[256];		/* curl's text when status == 0 */
 	IqBuf		body;
 };

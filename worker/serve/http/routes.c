@@ -184,7 +184,12 @@ iq_http_forward_answer(struct MHD_Connection *conn, IqGetCtx *ctx)
 
 	if (res->status == 0)
 	{
-		unsigned int status = res->timed_out ? MHD_HTTP_GATEWAY_TIMEOUT : MHD_HTTP_BAD_GATEWAY;
+		/*
+		 * An owner that refuses the connection is stopping or stopped: its
+		 * partitions are moving, which a client retries as a rebalance (503)
+		 */
+		unsigned int status = res->timed_out ? MHD_HTTP_GATEWAY_TIMEOUT :
+			res->refused ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_GATEWAY;
 
 		return iq_http_send_error(conn, status, ctx->owner,
 								  "owner %s of partition %d %s: %s", ctx->owner, ctx->partition,
