@@ -53,10 +53,10 @@ class Cluster:
             conn.close()
 
     def worker(self, i):
-        """(state, message, pid, assigned partitions) of iq_worker() on i."""
-        state, message, pid, parts = self.sql(
-            i, "SELECT state, message, pid, assigned_partitions FROM iq_worker()")[0]
-        return state, message, pid, list(parts or [])
+        """(state, message, pid, assigned partitions, partition count) of iq_worker() on i."""
+        state, message, pid, parts, count = self.sql(
+            i, "SELECT state, message, pid, assigned_partitions, partition_count FROM iq_worker()")[0]
+        return state, message, pid, list(parts or []), count
 
     def worker_pid(self, i):
         return self.worker(i)[2]
@@ -151,7 +151,7 @@ class Hosts(Cluster):
                 self.env[k] = v.strip("'\"")
         self.home = Path(self.env["IQ_HOSTS_HOME"])
         self.bootstrap = self.env["IQ_HOSTS_BOOTSTRAP"]
-        self.n = sum(1 for k in self.env if k.startswith("IQ_HOSTS_ADDR_"))
+        self.n = int(self.env["IQ_HOSTS_INSTANCES"])
 
     def control_dsn(self, i):
         return f"host={self.env[f'IQ_HOSTS_SOCKET_{i}']} port=5432 user=postgres dbname=postgres"
@@ -160,10 +160,10 @@ class Hosts(Cluster):
         return f"host={self.env[f'IQ_HOSTS_ADDR_{i}']} port=5432 user=postgres dbname=postgres"
 
     def data_dir(self, i):
-        return self.home / "pg" / str(i) / "data"
+        return Path(self.env[f"IQ_HOSTS_DATA_{i}"])
 
     def state_dir(self, i):
-        return self.home / "pg" / str(i) / "state"
+        return Path(self.env[f"IQ_HOSTS_STATE_{i}"])
 
     def spawn(self, argv, **kw):
         return subprocess.Popen([str(SCRIPTS / "hosts"), "exec", "client", *map(str, argv)], **kw)

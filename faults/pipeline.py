@@ -15,6 +15,8 @@ import time
 from cluster import wait_until
 
 SCHEMA = "faults"
+SETTINGS = ("iq_fdw.application_id", "iq_fdw.customer_topic", "iq_fdw.order_topic",
+            "iq_fdw.processing_guarantee")
 
 
 def create_topics(bootstrap, partitions, names):
@@ -39,7 +41,7 @@ def settled(cluster, instances, partitions):
     each partition once; else None."""
     owner = {}
     for i in instances:
-        state, _, _, parts = cluster.worker(i)
+        state, _, _, parts, _ = cluster.worker(i)
         if state != "running":
             return None
         for p in parts:
@@ -53,8 +55,7 @@ def switch(cluster, instances, name, guarantee, partitions):
     """Point instances at a new pipeline called name; return its settings."""
     customer, order = f"{name}_customer", f"{name}_order"
     make_topics(cluster, partitions, [customer, order])
-    settings = {"iq_fdw.application_id": name, "iq_fdw.customer_topic": customer,
-                "iq_fdw.order_topic": order, "iq_fdw.processing_guarantee": guarantee}
+    settings = dict(zip(SETTINGS, (name, customer, order, guarantee)))
     pids = {i: cluster.worker_pid(i) for i in instances}
     for i in instances:
         for k, v in settings.items():
@@ -67,6 +68,20 @@ def switch(cluster, instances, name, guarantee, partitions):
     for i in instances:
         import_stores(cluster, i)
     return settings
+
+
+def reset(cluster, instances):
+    """Back to the settings the cluster had before the suite (ALTER SYSTEM
+    RESET), once every worker restarted and owns its share again."""
+    pids = {i: cluster.worker_pid(i) for i in instances}
+    for i in instances:
+        for k in SETTINGS:
+            cluster.sql(i, f"ALTER SYSTEM RESET {k}")
+        cluster.sql(i, "SELECT pg_reload_conf()")
+    time.sleep(1)
+    wait_until(lambda: all(cluster.worker_pid(i) not in (None, pids[i]) for i in instances)
+               and settled(cluster, instances, cluster.worker(1)[4] or 0), timeout=180,
+               what=f"workers of {instances} back on their own pipeline")
 
 
 def import_stores(cluster, i):

@@ -48,9 +48,9 @@ def _restarted(ctx, i, old_pid):
                       timeout=120, interval=0.2, what=f"a new worker on instance {i}")
 
 
-def kill_five_times(ctx):
-    """SIGKILL the victim's worker five times, each as soon as its successor joined."""
-    for _ in range(5):
+def kill_worker(ctx, times=1):
+    """SIGKILL the victim's worker, times times, each as soon as its successor joined."""
+    for _ in range(times):
         pid = ctx.cluster.worker_pid(VICTIM)
         ctx.cluster.kill_worker(VICTIM, signal.SIGKILL)
         _restarted(ctx, VICTIM, pid)
@@ -209,8 +209,9 @@ def oom_cleanup(ctx):
 def _scenarios():
     S = Scenario
     return [
-        S("kill5-eos", "worker SIGKILL x5 (exactly_once)", kill_five_times),
-        S("kill5-alo", "worker SIGKILL x5 (at_least_once)", kill_five_times,
+        S("kill1", "worker SIGKILL (exactly_once)", kill_worker),
+        S("kill5-eos", "worker SIGKILL x5 (exactly_once)", lambda ctx: kill_worker(ctx, 5)),
+        S("kill5-alo", "worker SIGKILL x5 (at_least_once)", lambda ctx: kill_worker(ctx, 5),
           guarantee="at_least_once"),
         S("immediate", "pg_ctl -m immediate, start", immediate_stop),
         S("immediate-wipe", "pg_ctl -m immediate, state deleted, start",
