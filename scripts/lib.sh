@@ -9,6 +9,16 @@
 #                   <repo>/.cluster-<offset> when the offset is not 0)
 #   IQ_LIB_DIR      a build tree to load iq_fdw.so from (dynamic_library_path)
 #   IQ_NO_PRELOAD   1: start PostgreSQL without the extension (debugging only)
+#
+# What scripts/hosts sets to run the same scripts on hosts of their own (a
+# network namespace each); unset, everything is on 127.0.0.1 as above:
+#   IQ_NETNS        the network namespace scripts/kafka and scripts/instance
+#                   start their processes in, and probe them from
+#   IQ_LISTEN_ADDR  the address the broker and instances listen on (127.0.0.1)
+#   IQ_FIXED_PORTS  1: the same ports on every host (broker 9092, PostgreSQL
+#                   5432, HTTP 5400), IQ_PORT_OFFSET ignored
+#   IQ_BOOTSTRAP    the broker as the instances and tools reach it (addr:port)
+#   IQ_SOCKET_PER_INSTANCE  1: instance i's Unix socket in IQ_HOME/run/i
 
 IQ_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IQ_PROG=$(basename "$0")
@@ -61,14 +71,29 @@ export IQ_PORT_OFFSET
 
 # ---- ports ----------------------------------------------------------------
 
-kafka_port() { echo $((9092 + IQ_PORT_OFFSET)); }
-controller_port() { echo $((9093 + IQ_PORT_OFFSET)); }
-pg_port() { echo $((5432 + $1 + IQ_PORT_OFFSET)); }
-http_port() { echo $(((4 + $1) * 1000 + 400 + IQ_PORT_OFFSET)); }
-bootstrap() { echo "127.0.0.1:$(kafka_port)"; }
+IQ_LISTEN_ADDR=${IQ_LISTEN_ADDR:-127.0.0.1}
+# one host per process (scripts/hosts): no offsets, every host the same ports
+fixed_ports() { [[ ${IQ_FIXED_PORTS:-0} == 1 ]]; }
+port_offset() { if fixed_ports; then echo 0; else echo "$IQ_PORT_OFFSET"; fi; }
 
-# port_busy PORT: true when something accepts connections on 127.0.0.1:PORT
-port_busy() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+kafka_port() { echo $((9092 + $(port_offset))); }
+controller_port() { echo $((9093 + $(port_offset))); }
+pg_port() { if fixed_ports; then echo 5432; else echo $((5432 + $1 + IQ_PORT_OFFSET)); fi; }
+http_port() { if fixed_ports; then echo 5400; else echo $(((4 + $1) * 1000 + 400 + IQ_PORT_OFFSET)); fi; }
+bootstrap() { echo "${IQ_BOOTSTRAP:-$IQ_LISTEN_ADDR:$(kafka_port)}"; }
+
+# in_ns CMD...: run CMD in IQ_NETNS when one is set (with its /etc/netns
+# files: the hosts' names), else here
+in_ns() {
+	if [[ -n ${IQ_NETNS:-} ]]; then
+		ip netns exec "$IQ_NETNS" "$@"
+	else
+		"$@"
+	fi
+}
+
+# port_busy PORT: true when something accepts connections on the listen address's PORT
+port_busy() { in_ns timeout 2 bash -c "exec 3<>/dev/tcp/$IQ_LISTEN_ADDR/$1" 2>/dev/null; }
 
 # ---- the PostgreSQL user --------------------------------------------------
 
@@ -83,12 +108,13 @@ ensure_pg_user() {
 		die "could not create the system user $IQ_PG_USER"
 }
 
-# as_pg CMD...: run CMD as the PostgreSQL user, from a directory it can read
+# as_pg CMD...: run CMD as the PostgreSQL user, from a directory it can
+# read, in IQ_NETNS if set
 as_pg() {
 	if is_root; then
-		(cd / && runuser -u "$IQ_PG_USER" -- "$@")
+		(cd / && in_ns runuser -u "$IQ_PG_USER" -- "$@")
 	else
-		(cd / && "$@")
+		(cd / && in_ns "$@")
 	fi
 }
 
@@ -117,7 +143,15 @@ export IQ_HOME
 
 KAFKA_DIR=$IQ_HOME/kafka
 instance_dir() { echo "$IQ_HOME/pg/$1"; }
-socket_dir() { echo "$IQ_HOME/run"; }
+# socket_dir I: where instance I's Unix socket is (one directory for all,
+# unless IQ_SOCKET_PER_INSTANCE=1)
+socket_dir() {
+	if [[ ${IQ_SOCKET_PER_INSTANCE:-0} == 1 ]]; then
+		echo "$IQ_HOME/run/$1"
+	else
+		echo "$IQ_HOME/run"
+	fi
+}
 
 # The instance numbers that exist under IQ_HOME, ascending.
 existing_instances() {
@@ -163,10 +197,12 @@ set_packages() {
 	IQ_RUN_PACKAGES=("postgresql-$1" kcat "$IQ_JAVA_PACKAGE" maven curl openssl)
 	# clang and its runtimes: the fuzz targets (make fuzz, fuzz/run); wrk: bench/
 	IQ_TEST_PACKAGES=(wrk clang "libclang-rt-$3-dev" tcpdump)
+	# scripts/hosts: namespaces and veths, the fault rules, the fault proxy
+	IQ_HOSTS_PACKAGES=(iproute2 nftables python3)
 	# a root of scripts/root: building, running and the suite but the fuzz
 	# targets (they run on the host: the codec is the same everywhere)
 	IQ_ROOT_PACKAGES=("${IQ_BUILD_PACKAGES[@]}" "${IQ_RUN_PACKAGES[@]}" python3 python3-pytest
-		procps iproute2 ca-certificates tcpdump)
+		procps ca-certificates tcpdump "${IQ_HOSTS_PACKAGES[@]}")
 }
 set_packages "$IQ_PG_MAJOR" "$IQ_JAVA_MAJOR" "$IQ_CLANG_MAJOR"
 
