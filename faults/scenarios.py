@@ -76,6 +76,9 @@ def broker_bounce(ctx):
 def scale_setup(ctx):
     for i in (3, 2):
         ctx.cluster.stop(i)
+        ctx.cluster_up.discard(i)
+    wait_until(lambda: settled(ctx.cluster, [1], ctx.partitions), timeout=120,
+               what="instance 1 owning every partition")
 
 
 def scale_out_and_in(ctx):
