@@ -138,10 +138,17 @@ def disk_setup(ctx):
 
 
 def disk_fill(ctx):
+    """Fill the victim's state disk; a few seconds on, restart its worker
+    (SIGKILL): RocksDB preallocates its write-ahead log, so a slow stream of
+    small writes alone would not meet the full disk within the fault, while
+    opening the stores again must write new files."""
     filler = Path(ctx.cluster.state_dir(VICTIM)) / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
     try:
-        _hold(ctx)
+        _hold(ctx, 3)
+        ctx.cluster.kill_worker(VICTIM, signal.SIGKILL)
+        _hold(ctx, ctx.duration - 3)
+        ctx.notes.append(f"worker at the end of the fault: {_safe(lambda: ctx.cluster.worker(VICTIM))}")
     finally:
         filler.unlink()
 
@@ -162,8 +169,12 @@ CGROUP = Path("/sys/fs/cgroup/memory/iq_faults")
 
 def oom_fault(ctx):
     """Confine the victim, then lower its limit to just above what it uses
-    until the kernel's OOM killer kills a process of it; then lift the limit."""
+    until the kernel's OOM killer kills a process of it; then lift the limit.
+    The postmaster is exempt (oom_score_adj -1000, as PostgreSQL's manual
+    advises): else the killer may take it, and the instance with it."""
     CGROUP.mkdir(exist_ok=True)
+    pm = ctx.cluster.postmaster_pid(VICTIM)
+    Path(f"/proc/{pm}/oom_score_adj").write_text("-1000")
     for pid in ctx.cluster.instance_pids(VICTIM):
         (CGROUP / "cgroup.procs").write_text(str(pid))
     pid = ctx.cluster.worker_pid(VICTIM)
@@ -175,12 +186,12 @@ def oom_fault(ctx):
                 (CGROUP / "memory.limit_in_bytes").write_text(str(usage + (1 << 20)))
             except OSError:
                 pass  # below what cannot be reclaimed: the next round tries again
-            time.sleep(0.5)
-        ctx.notes.append(f"OOM kills in the cgroup: {_oom_kills()}; worker {pid} -> "
-                         f"{_safe(lambda: ctx.cluster.worker_pid(VICTIM))}")
-        _hold(ctx, min(ctx.duration, 10))
+            time.sleep(0.05)
     finally:
         (CGROUP / "memory.limit_in_bytes").write_text("-1")
+    ctx.notes.append(f"OOM kills in the cgroup: {_oom_kills()}; worker {pid} -> "
+                     f"{_safe(lambda: ctx.cluster.worker_pid(VICTIM))}")
+    _hold(ctx, min(ctx.duration, 10))
 
 
 def _oom_kills():
@@ -207,6 +218,7 @@ def oom_cleanup(ctx):
         except OSError:
             pass  # ended meanwhile
     CGROUP.rmdir()
+    _safe(lambda: Path(f"/proc/{ctx.cluster.postmaster_pid(VICTIM)}/oom_score_adj").write_text("0"))
 
 
 def _scenarios():

@@ -80,7 +80,9 @@ def test_partition_from_peers_loses_nothing_and_answers_right(out):
         pytest.skip("no scripts/hosts on this branch")
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
         pytest.skip("no network namespaces here")
-    env = dict(os.environ, IQ_HOSTS_NET="9")
+    # scripts/hosts decides its own IQ_HOME: not the loopback cluster's of scripts/test
+    env = {k: v for k, v in os.environ.items() if k not in ("IQ_HOME", "IQ_PORT_OFFSET")}
+    env["IQ_HOSTS_NET"] = "9"
     hosts = lambda *a, **kw: subprocess.run([str(SCRIPTS / "hosts"), *a], env=env,  # noqa: E731
                                             capture_output=True, text=True, timeout=600, **kw)
     up = hosts("up", "--fresh", "--instances", "3")
