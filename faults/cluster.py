@@ -8,7 +8,7 @@ interface, so that a scenario never knows how instances are laid out.
 
 Both offer: n, sql(i, ...), worker_pid(i), spawn(argv) (the harness's own
 processes: producer, query loops, Kafka admin), loop_dsn(i), bootstrap,
-kill_worker, stop/start, broker, instance_pids, state_dir, and the network
+kill_worker, stop/start, broker, state_dir, and the network
 faults (Hosts only: partition, heal, proxy).
 """
 
@@ -60,27 +60,6 @@ class Cluster:
 
     def worker_pid(self, i):
         return self.worker(i)[2]
-
-    def instance_pids(self, i):
-        """The postmaster of instance i and every process under it."""
-        pm = self.postmaster_pid(i)
-        children = {}
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit():
-                try:
-                    ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(p.name))
-        out, todo = [], [pm]
-        while todo:
-            p = todo.pop()
-            out.append(p)
-            todo += children.get(p, [])
-        return out
-
-    def postmaster_pid(self, i):
-        return int((self.data_dir(i) / "postmaster.pid").read_text().split()[0])
 
     def kill_worker(self, i, sig=signal.SIGKILL):
         os.kill(self.worker_pid(i), sig)

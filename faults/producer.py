@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 
 
 def key_name(j):
+    """The j-th key of the key space (the query loops ask for the same)."""
     return f"k{j:05d}"
 
 

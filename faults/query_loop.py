@@ -22,12 +22,10 @@ import time
 
 import psycopg2
 
+from producer import key_name
+
 KINDS = ["point", "in", "point", "range", "cpoint", "point", "in", "range", "point", "scan",
          "point", "in", "point", "range", "point", "cscan", "point", "in", "range", "scan"]
-
-
-def key_name(j):
-    return f"k{j:05d}"
 
 
 def plan(kind, rnd, nkeys, schema):

@@ -68,6 +68,7 @@ def run_scenario(cl, sc, out, a):
                        out / f"answers-{i}.jsonl", "--keys", a.keys],
                       stderr=open(out / f"loop-{i}.log", "w")) for i in loops_on]
     result = {"scenario": sc.name, "what": sc.what, "guarantee": sc.guarantee}
+    recovered = False
     try:
         time.sleep(a.warmup)
         owners = pipeline.settled(cl, sorted(ctx.cluster_up), a.partitions) or {}
@@ -77,15 +78,16 @@ def run_scenario(cl, sc, out, a):
         t0 = time.monotonic()
         caught_up = clusters.wait_until(
             lambda: (lag := max_lag(cl, sorted(ctx.cluster_up), a.partitions)) is not None
-            and lag <= a.rate, timeout=300, interval=0.5, what="every partition owned, caught up")
+            and lag <= a.rate, timeout=240, interval=0.5, what="every partition owned, caught up")
         result["recovery_s"] = round(time.monotonic() - t0, 1) if caught_up else None
+        recovered = True
         time.sleep(3)
     finally:
         producer.send_signal(signal.SIGTERM)
         producer_rc = producer.wait(timeout=600)
         try:
             clusters.wait_until(lambda: max_lag(cl, sorted(ctx.cluster_up), a.partitions) == 0,
-                                timeout=180, what="stores caught up with the end")
+                                timeout=180 if recovered else 20, what="stores caught up with the end")
         finally:
             time.sleep(2)
             for p in loops:
