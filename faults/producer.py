@@ -28,6 +28,15 @@ def key_name(j):
     return f"k{j:05d}"
 
 
+def stop_flag():
+    """A list that becomes true at SIGTERM or SIGINT: the harness's processes
+    end their loop there and finish cleanly (flush, close)."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    return stop
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bootstrap")
@@ -38,10 +47,7 @@ def main():
     ap.add_argument("--keys", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    stop = stop_flag()
     p = Producer({"bootstrap.servers": a.bootstrap, "enable.idempotence": True, "acks": "all",
                   "message.timeout.ms": 0, "partitioner": "murmur2_random", "linger.ms": 5})
     log = open(a.log, "w", buffering=1)

@@ -17,12 +17,11 @@ Runs until SIGTERM.
 import argparse
 import json
 import random
-import signal
 import time
 
 import psycopg2
 
-from producer import key_name
+from producer import key_name, stop_flag
 
 KINDS = ["point", "in", "point", "range", "cpoint", "point", "in", "range", "point", "scan",
          "point", "in", "point", "range", "point", "cscan", "point", "in", "range", "scan"]
@@ -60,9 +59,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pause", type=float, default=0.05)
     a = ap.parse_args()
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    stop = stop_flag()
     rnd = random.Random(a.seed * 1000 + a.instance)
     out = open(a.out, "w", buffering=1)
     conn, session, turn = None, 0, 0
