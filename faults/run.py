@@ -142,9 +142,16 @@ def _finals_if_equal(cl, up, t, guarantee):
     return finals if lost == 0 and (excess == 0 or guarantee != "exactly_once") else None
 
 
-def restore_cluster(cl, ctx_instances):
-    """Every instance up again, whatever a scenario left."""
-    for i in ctx_instances:
+def restore_cluster(cl, instances, failed):
+    """Every instance up again, whatever a scenario left; after a failed
+    scenario every instance restarted (a stalled worker survives a reload),
+    so that the next scenarios still measure something."""
+    for i in instances:
+        if failed:
+            try:
+                cl.stop(i)
+            except Exception:  # noqa: BLE001 -- down already
+                pass
         try:
             cl.worker(i)
         except Exception:  # noqa: BLE001 -- down: start it
@@ -180,7 +187,7 @@ def main():
         results.append(r)
         bad |= bool(r.get("failed") or r.get("lost") or r.get("wrong"))
         print(table.row(r), flush=True)
-        restore_cluster(cl, range(1, cl.n + 1))
+        restore_cluster(cl, range(1, cl.n + 1), "failed" in r)
     (a.out / "results.json").write_text(json.dumps(results, indent=1))
     md = table.markdown(results)
     (a.out / "table.md").write_text(md)
