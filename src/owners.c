@@ -78,7 +78,8 @@ first_missing(const IqOwnerView *o, const bool *needed, bool count_only)
  * needed is indexed by partition under the partition count of *o; if the
  * count changes while waiting the caller's partitions would be wrong, so
  * that is an error too (topics are not repartitioned under a running
- * application).
+ * application).  A count of none is no change: the worker is starting
+ * again (killed, its pipeline rebuilt) and knows no partitions yet.
  */
 void
 iq_ownership_wait(IqOwnerView *o, const bool *needed, bool count_only,
@@ -98,7 +99,9 @@ iq_ownership_wait(IqOwnerView *o, const bool *needed, bool count_only,
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		iq_ownership_read(o);
-		if (needed && count > 0 && o->partition_count != count)
+		/* none is a worker starting again: it learns the same count back */
+		if (needed && count > 0 && o->partition_count > 0 &&
+			o->partition_count != count)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 					 errmsg("the partition count of store \"%s\" changed from %d to %d during a read",
@@ -182,7 +185,7 @@ iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation, int wait_ms,
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		iq_ownership_read(o);
-		if (o->partition_count != count)
+		if (o->partition_count > 0 && o->partition_count != count)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 					 errmsg("the partition count changed from %d to %d during a read",

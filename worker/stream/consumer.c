@@ -140,6 +140,8 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 	return true;
 }
 
+static void release_handle(rd_kafka_t *rk);
+
 /*
  * still_member
  *		Whether librdkafka still has a member id in the group: it forgets
@@ -203,6 +205,17 @@ iq_consumer_stop(void)
 	if (rk == NULL)
 		return;
 
+	/*
+	 * A handle failed for good (fenced, say) neither leaves nor closes:
+	 * librdkafka 2.0 answered the assign of the close's revocation never,
+	 * and froze the worker (seen after a broker outage longer than the
+	 * session timeout).  The group forgets it at the session timeout.
+	 */
+	if (rd_kafka_fatal_error(rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		release_handle(rk);
+		return;
+	}
 	leave_group(rk, deadline);
 	/* close on a queue we serve, so a dead coordinator cannot hang us */
 	q = rd_kafka_queue_new(rk);
@@ -226,6 +239,17 @@ iq_consumer_stop(void)
 		}
 	}
 	rd_kafka_queue_destroy(q);
+	release_handle(rk);
+}
+
+/*
+ * release_handle
+ *		Free the consumer's queues and the handle, without a close (done
+ *		already, or impossible).
+ */
+static void
+release_handle(rd_kafka_t *rk)
+{
 	if (iq_w->consumer_q)
 	{
 		rd_kafka_queue_io_event_enable(iq_w->consumer_q, -1, NULL, 0);

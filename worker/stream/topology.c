@@ -247,7 +247,8 @@ table_slots(int size)
  * take_record
  *		The partition a consumed record counts in, with its topic and kind;
  *		NULL when it does not count: an error (shown, and retried by
- *		librdkafka), a partition revoked during the poll, a topic not ours,
+ *		librdkafka; a fatal one rebuilds the pipeline), a partition revoked
+ *		during the poll, a topic not ours,
  *		or a record seen again after a seek (already in the state).  A
  *		record that counts moves its partition's position past it.
  */
@@ -261,6 +262,16 @@ take_record(const rd_kafka_message_t *m, const char **topic, bool *is_order)
 	{
 		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
 			return NULL;
+		/*
+		 * librdkafka never recovers a handle from a fatal error (librdkafka
+		 * 2.0 fences a static member that rejoined after its session timed
+		 * out while the broker was away): only a new consumer goes on.
+		 */
+		if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+		{
+			iq_fail("consumer: %s", rd_kafka_message_errstr(m));
+			return NULL;
+		}
 		/* a missing topic and the like: visible, retried by librdkafka */
 		iq_w->error_state = true;
 		iq_set_worker_state(IQ_WORKER_ERROR, "consumer: %s%s%s",
