@@ -3,16 +3,17 @@
  *	  Asking again after a partition moved, or while its owner is gone.
  *
  * An instance answered that it no longer holds a partition (ownership moved
- * between this backend's look at it and the answer): the whole read waits
- * for the new ownership and is asked again of the new owners, as often as
- * a partition moves (a rebalance may move one twice), until
- * iq_fdw.ownership_wait has passed since the first (fetch_prime.c).
+ * between this backend's look at it and the answer, or it is back from a
+ * crash and not yet holding): the whole read waits for the new ownership,
+ * or RETRY_MS, and is asked again of the owners, as often as a partition
+ * moves (a rebalance may move one twice), until iq_fdw.ownership_wait has
+ * passed since the first (fetch_prime.c).
  *
  * An instance could not be reached (connection refused, or closed before
  * any byte of the answer: it is stopping, or stopped): the read waits for
  * its partitions to move to another instance, as they do at once after a
  * clean stop and after the group's session timeout otherwise, asking again
- * every UNREACHABLE_RETRY_MS meanwhile (a crash-restarted instance comes
+ * every RETRY_MS meanwhile (a crash-restarted instance comes
  * back with the same partitions: static membership).  All of it within
  * iq_fdw.ownership_wait of the first refusal.  A connection that timed out
  * is not waited for again: it has had iq_fdw.peer_timeout already.
@@ -26,8 +27,8 @@
 #include "src/fetch_internal.h"
 #include "src/owners.h"
 
-/* how often an unreachable owner whose partitions did not move is asked again */
-#define UNREACHABLE_RETRY_MS	250
+/* how often an owner whose partitions did not move is asked again */
+#define RETRY_MS	250
 
 /*
  * needed_partitions
@@ -97,31 +98,57 @@ wait_left(IqFetch *f)
 }
 
 /*
+ * ask_when_settled
+ *		Wait for the needed partitions to move, or RETRY_MS with an owner
+ *		for each, then ask anew; false once iq_fdw.ownership_wait has passed
+ *		since the first partition of this read moved or owner went.
+ *
+ * Asking the same owner again matters: an instance killed and restarted
+ * comes back as the same static member, holding the same partitions after
+ * its restore, and the ownership this backend sees never changes.
+ */
+static bool
+ask_when_settled(IqFetch *f, const bool *needed, const IqTarget *asked)
+{
+	IqOwnerView *o = palloc(sizeof(IqOwnerView));
+
+	for (;;)
+	{
+		int			left = wait_left(f);
+
+		if (left == 0)
+			return false;
+		iq_ownership_read(o);
+		if (iq_ownership_wait_change(o, f->generation, Min(left, RETRY_MS),
+									 needed, asked, f->nsources) ||
+			iq_ownership_complete(o, needed))
+			break;
+	}
+	ask_anew(f, o, needed);
+	return true;
+}
+
+/*
  * iq_fetch_reask: an instance answered NOT_HELD: wait for the ownership to
- * change and send the whole request again to the new owners of the same
- * partitions.  In a rebalance a partition may move more than once (away
- * from an instance that stops, then between the others), so this may
- * happen again, all within iq_fdw.ownership_wait of the first.  False,
- * with every source as it was, if it did not change in time.
+ * change, or a while, and send the whole request again to the owners of
+ * the same partitions.  In a rebalance a partition may move more than once
+ * (away from an instance that stops, then between the others), so this
+ * may happen again, all within iq_fdw.ownership_wait of the first.  False,
+ * with every source as it was, if that did not settle in time.
  */
 bool
 iq_fetch_reask(IqFetch *f, IqFetchSource *moved)
 {
-	IqOwnerView *o = palloc(sizeof(IqOwnerView));
 	IqTarget   *asked = palloc(sizeof(IqTarget) * Max(f->nsources, 1));
 	bool		needed[IQ_MAX_PARTITIONS] = {0};
-	int			left = wait_left(f);
 
 	needed_partitions(f, asked, needed);
 	ereport(DEBUG1,
 			(errmsg_internal("instance %s answered \"%s\"; waiting up to iq_fdw.ownership_wait = %d ms for the new owner",
 							 iq_fetch_instance(moved), moved->reader.message, iq_ownership_wait_ms)));
-	iq_ownership_read(o);
-	if (left == 0 ||
-		!iq_ownership_wait_change(o, f->generation, left, needed, asked, f->nsources))
+	if (!ask_when_settled(f, needed, asked))
 		return false;
 	f->reasked = true;
-	ask_anew(f, o, needed);
 	return true;
 }
 
@@ -134,7 +161,6 @@ iq_fetch_reask(IqFetch *f, IqFetchSource *moved)
 bool
 iq_fetch_await_owner(IqFetch *f, IqFetchSource *gone)
 {
-	IqOwnerView *o = palloc(sizeof(IqOwnerView));
 	IqTarget   *asked = palloc(sizeof(IqTarget) * Max(f->nsources, 1));
 	bool		needed[IQ_MAX_PARTITIONS] = {0};
 
@@ -142,19 +168,5 @@ iq_fetch_await_owner(IqFetch *f, IqFetchSource *gone)
 			(errmsg_internal("instance %s cannot be reached (%s); waiting up to iq_fdw.ownership_wait = %d ms for its partitions to move",
 							 iq_fetch_instance(gone), gone->chan.error, iq_ownership_wait_ms)));
 	needed_partitions(f, asked, needed);
-	for (;;)
-	{
-		int			left = wait_left(f);
-
-		if (left == 0)
-			return false;
-		iq_ownership_read(o);
-		/* moved; or not yet, but every partition has an owner to ask */
-		if (iq_ownership_wait_change(o, f->generation, Min(left, UNREACHABLE_RETRY_MS),
-									 needed, asked, f->nsources) ||
-			iq_ownership_complete(o, needed))
-			break;
-	}
-	ask_anew(f, o, needed);
-	return true;
+	return ask_when_settled(f, needed, asked);
 }
