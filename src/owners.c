@@ -185,7 +185,9 @@ iq_ownership_wait_change(IqOwnerView *o, uint64 asked_generation, int wait_ms,
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		iq_ownership_read(o);
-		if (o->partition_count > 0 && o->partition_count != count)
+		if (count == 0)
+			count = o->partition_count; /* the worker was starting again */
+		else if (o->partition_count > 0 && o->partition_count != count)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 					 errmsg("the partition count changed from %d to %d during a read",

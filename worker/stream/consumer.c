@@ -206,12 +206,17 @@ iq_consumer_stop(void)
 		return;
 
 	/*
-	 * A handle failed for good (fenced, say) neither leaves nor closes:
-	 * librdkafka 2.0 answered the assign of the close's revocation never,
-	 * and froze the worker (seen after a broker outage longer than the
-	 * session timeout).  The group forgets it at the session timeout.
+	 * A failed pipeline's consumer, or one librdkafka failed for good
+	 * (fenced, say), neither leaves nor closes: after a broker outage
+	 * longer than the session timeout, librdkafka 2.0 never answered the
+	 * assign of the close's revocation, and the worker froze for good (the
+	 * fault suite's broker bounce).  Nothing is lost: the pipeline that
+	 * follows joins as the same static member, which replaces this one at
+	 * once; a worker that stops for good is forgotten at the session
+	 * timeout.
 	 */
-	if (rd_kafka_fatal_error(rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (iq_w->failed ||
+		rd_kafka_fatal_error(rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		release_handle(rk);
 		return;

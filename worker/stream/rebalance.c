@@ -26,7 +26,7 @@
 #define METADATA_TIMEOUT_MS		10000
 
 static void on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list);
-static void on_revoke(rd_kafka_t *rk);
+static void on_revoke(rd_kafka_t *rk, bool unassign);
 
 /*
  * iq_rebalance_cb
@@ -45,7 +45,7 @@ iq_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
 			on_assign(rk, list);
 		else
-			on_revoke(rk);
+			on_revoke(rk, true);
 	}
 	PG_CATCH();
 	{
@@ -71,8 +71,9 @@ iq_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 void
 iq_rebalance_revoke(void)
 {
+	/* a failed pipeline's consumer is dropped, not closed: iq_consumer_stop */
 	if (iq_w->consumer != NULL)
-		on_revoke(iq_w->consumer);
+		on_revoke(iq_w->consumer, !iq_w->failed);
 }
 
 /*
@@ -388,10 +389,11 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 /*
  * on_revoke
  *		Commit what was processed and stop reading; stores stay open until
- *		the next assignment tells whether we keep them.
+ *		the next assignment tells whether we keep them.  unassign: tell
+ *		librdkafka too (not for a consumer about to be dropped).
  */
 static void
-on_revoke(rd_kafka_t *rk)
+on_revoke(rd_kafka_t *rk, bool unassign)
 {
 	bool		any = false;
 	bool		lost = rd_kafka_assignment_lost(rk);
@@ -428,7 +430,8 @@ on_revoke(rd_kafka_t *rk)
 		part->assigned = false;
 		part->stats.assigned = false;
 	}
-	rd_kafka_assign(rk, NULL);
+	if (unassign)
+		rd_kafka_assign(rk, NULL);
 	iq_stats_publish();
 	if (!iq_w->failed && !iq_got_sigterm)
 		iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions revoked");
