@@ -165,11 +165,18 @@ class RoguePeer:
 @contextlib.contextmanager
 def rogue_member(port):
     """A Kafka client in the workers' group, advertising 127.0.0.1:port as
-    an instance does (its client.id), consuming nothing it commits; it
-    leaves the group when done."""
+    an instance does (its client.id), consuming nothing it commits; the
+    group forgets it a few seconds after it is done.
+
+    A static member as the workers are, with an id that sorts before
+    theirs: the range assignor lays static members out by group.instance.id,
+    so it is given a partition although the three workers could hold all
+    three. Static members send no LeaveGroup as they close: a short session
+    timeout lets the group forget it soon."""
     proc = subprocess.Popen(
         ["kcat", "-b", BOOTSTRAP, "-G", "food-server", "-q",
          "-X", f"client.id=iq_fdw|127.0.0.1:{port}",
+         "-X", "group.instance.id=0-rogue", "-X", "session.timeout.ms=6000",
          "-X", "partition.assignment.strategy=range",
          "-X", "enable.auto.commit=false", "-X", "auto.offset.reset=latest",
          "customer", "order"],
@@ -177,7 +184,7 @@ def rogue_member(port):
     try:
         yield proc
     finally:
-        proc.terminate()  # kcat closes its consumer: it leaves the group at once
+        proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
