@@ -140,7 +140,27 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 	return true;
 }
 
-static void release_handle(rd_kafka_t *rk);
+/*
+ * release_handle
+ *		Free the consumer's queues and the handle, without a close (done
+ *		already, or impossible).
+ */
+static void
+release_handle(rd_kafka_t *rk)
+{
+	if (iq_w->consumer_q)
+	{
+		rd_kafka_queue_io_event_enable(iq_w->consumer_q, -1, NULL, 0);
+		rd_kafka_queue_destroy(iq_w->consumer_q);
+	}
+	iq_w->consumer_q = NULL;
+	if (iq_w->admin_q)
+		rd_kafka_queue_destroy(iq_w->admin_q);
+	iq_w->admin_q = NULL;
+	iq_log_detach(IQ_H_CONSUMER);
+	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	iq_w->consumer = NULL;
+}
 
 /*
  * still_member
@@ -245,28 +265,6 @@ iq_consumer_stop(void)
 	}
 	rd_kafka_queue_destroy(q);
 	release_handle(rk);
-}
-
-/*
- * release_handle
- *		Free the consumer's queues and the handle, without a close (done
- *		already, or impossible).
- */
-static void
-release_handle(rd_kafka_t *rk)
-{
-	if (iq_w->consumer_q)
-	{
-		rd_kafka_queue_io_event_enable(iq_w->consumer_q, -1, NULL, 0);
-		rd_kafka_queue_destroy(iq_w->consumer_q);
-	}
-	iq_w->consumer_q = NULL;
-	if (iq_w->admin_q)
-		rd_kafka_queue_destroy(iq_w->admin_q);
-	iq_w->admin_q = NULL;
-	iq_log_detach(IQ_H_CONSUMER);
-	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-	iq_w->consumer = NULL;
 }
 
 /*
