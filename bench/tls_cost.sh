@@ -21,43 +21,27 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../scripts/lib.sh"
+source "$HERE/compare_lib.sh"
 
 ROUNDS=${1:-3}
 ROWS=${2:-200000}
 SECS=${BENCH_SECONDS:-8}
 CONNS=${WRK_CONNECTIONS:-64}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+COMPARE_WORK=$(mktemp -d)
+WORK=$COMPARE_WORK
+trap 'rm -rf "$COMPARE_WORK"' EXIT
 FOUND=off
 tls_on && FOUND=on
 
 # restart_in MODE: the cluster down, then up with TLS MODE (on|off), every
 # worker running and holding its partitions
 restart_in() {
-	local flag=--no-tls i
+	local flag=--no-tls
 	[[ $1 == on ]] && flag=--tls
 	msg "restarting the cluster with TLS $1"
 	"$IQ_REPO/scripts/cluster" down >/dev/null
 	"$IQ_REPO/scripts/cluster" up "$flag" >/dev/null
-	for i in $(seq 1 "$(recorded_instances)"); do
-		wait_for "instance $i's worker running" 180 \
-			"$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$(pg_port "$i")" -U postgres -c \
-			"SELECT 1 FROM iq_worker() WHERE state = 'running' AND cardinality(assigned_partitions) > 0"
-	done
-	# caught up, or fdw_lookup.sh would find the store short and produce again
-	wait_for "partition caught up everywhere" 300 \
-		"$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$(pg_port 1)" -U postgres -c \
-		"SELECT 1 WHERE (SELECT count(*) FROM iq_freshness() WHERE lag = 0) = 3"
-}
-
-# wait_for WHAT SECONDS CMD...: until CMD prints something
-wait_for() {
-	local what=$1 deadline=$((SECONDS + $2))
-	shift 2
-	until [[ -n $("$@" 2>/dev/null) ]]; do
-		((SECONDS < deadline)) || die "no $what after $2 s"
-		sleep 1
-	done
+	compare_wait_running
 }
 
 # measure MODE: one round of every figure, added to $WORK/MODE ("name value")
@@ -87,12 +71,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 [[ $FOUND == "$mode" ]] || restart_in "$FOUND"
 
-# stats MODE NAME: "min median max" of NAME's figures in MODE
-stats() {
-	awk -v n="$2" '$1 == n { print $2 }' "$WORK/$1" | sort -g |
-		awk '{ v[NR] = $1 } END { printf "%.0f %.0f %.0f", v[1], v[int((NR + 1) / 2)], v[NR] }'
-}
-
 cat <<EOF
 
 ### TLS off against TLS on ($(date -u +%Y-%m-%d), $(nproc) CPUs, $(recorded_instances) instances, $ROUNDS rounds alternating, ${SECS}s a run; min / median / max)
@@ -100,16 +78,11 @@ cat <<EOF
 | what | TLS off | TLS on | on / off (medians) |
 |---|---|---|---|
 EOF
-for row in "fdw_local|FDW lookup, keys of this instance (value cache), tps" \
+compare_rows off on \
+	"fdw_local|FDW lookup, keys of this instance (value cache), tps" \
 	"fdw_local_socket|the same, value cache bypassed (local socket), tps" \
 	"fdw_remote|FDW lookup, keys of other instances (upgraded stream), tps" \
 	"fdw_remote_socket|the same, value cache bypassed, tps" \
 	"heap_local|heap table, the same keys (control), tps" \
 	"http_local|HTTP get, local keys (wrk, $CONNS connections), req/s" \
-	"http_remote|HTTP get, forwarded to the owner, req/s"; do
-	name=${row%%|*}
-	read -r a b c <<<"$(stats off "$name")"
-	read -r d e f <<<"$(stats on "$name")"
-	printf '| %s | %s / **%s** / %s | %s / **%s** / %s | %s |\n' "${row#*|}" "$a" "$b" "$c" "$d" "$e" "$f" \
-		"$(awk -v x="$e" -v y="$b" 'BEGIN { printf "%.2f", x / y }')"
-done
+	"http_remote|HTTP get, forwarded to the owner, req/s"

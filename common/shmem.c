@@ -235,7 +235,7 @@ iq_shared_copy(void)
  *		reader who copied during either sees the count move and retries.
  */
 void
-iq_shared_reset(const char *why)
+iq_shared_reset(IqWorkerState state, const char *why)
 {
 	uint32		seq = pg_atomic_read_u32(&iq_shared->seq);
 	uint64		generation = iq_shared->generation;
@@ -247,7 +247,7 @@ iq_shared_reset(const char *why)
 
 		shared_init(&fresh);
 		fresh.generation = generation + 1;
-		fresh.state = IQ_WORKER_RESTARTING;
+		fresh.state = state;
 		fresh.state_since = GetCurrentTimestamp();
 		strlcpy(fresh.message, why, sizeof(fresh.message));
 		/* everything but the counter itself, which readers watch */

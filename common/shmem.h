@@ -164,7 +164,7 @@ extern bool iq_shared_read_ok(uint32 seq);
 extern IqShared *iq_shared_copy(void);	/* palloc'd, consistent */
 
 /* the supervisor, with no engine running: a fresh segment for the next */
-extern void iq_shared_reset(const char *why);
+extern void iq_shared_reset(IqWorkerState state, const char *why);
 
 /* worker side: state changes, logged and visible in iq_worker() */
 extern void iq_set_worker_state(IqWorkerState state, const char *fmt,...) pg_attribute_printf(2, 3);

@@ -115,6 +115,13 @@ iq_ownership_wait(IqOwnerView *o, const bool *needed, bool count_only,
 					 errhint("Run the query again.")));
 	}
 
+	if (missing == IQ_MAX_PARTITIONS && o->state == IQ_WORKER_RESTARTING)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("cannot read store \"%s\": the stream engine of this instance is restarting",
+						store),
+				 errdetail("%s; waited %d ms.", o->message, iq_ownership_wait_ms),
+				 errhint("Its supervisor starts it again by itself; SELECT * FROM iq_worker() shows its restarts and how the last one ended.")));
 	if (missing == IQ_MAX_PARTITIONS)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),

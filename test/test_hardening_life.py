@@ -67,30 +67,28 @@ def alive(pid):
 
 
 def processes_of(i):
-    """Pids whose command line names instance i's data directory or whose
-    parent is one of them: the postmaster and its children."""
+    """Pids whose command line names instance i's data directory and their
+    descendants: the postmaster, its children, and the engine the
+    supervisor forked."""
     want = str(data_dir(i))
     pids = set()
+    parent = {}
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
             cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
         if want in cmd:
             pids.add(int(p.name))
-    children = set()
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid in pids and alive(int(p.name)):
-            children.add(int(p.name))
-    return {p for p in pids | children if alive(p)}
+    grown = True
+    while grown:
+        more = {p for p, pp in parent.items() if pp in pids and p not in pids}
+        pids |= more
+        grown = bool(more)
+    return {p for p in pids if alive(p)}
 
 
 def time_until_gone(pids, timeout):

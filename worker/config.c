@@ -4,7 +4,7 @@
  *
  * The worker copies its settings once, at start: a reload that changes one
  * of them stops the worker cleanly so that the postmaster starts one with
- * the new values (worker_main.c), rather than rebuilding a pipeline under
+ * the new values (engine_main.c), rather than rebuilding a pipeline under
  * settings that moved beneath it.  The Kafka properties file counts as a
  * setting: its contents are read at start and again at every reload.
  *-------------------------------------------------------------------------

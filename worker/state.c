@@ -3,7 +3,7 @@
  *	  The ground floor of the worker: its state, the failure that tears the
  *	  pipeline down, the clock and the backoff of retries, the watchdog's
  *	  step and progress, and how long a wait on the broker may last.  Every subsystem uses these;
- *	  none of them calls back into worker_main.c.
+ *	  none of them calls back into engine_main.c.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -26,15 +26,22 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "common/settings.h"
 #include "common/shmem.h"
 #include "worker/engine_process.h"
 #include "worker/state.h"
 
-/* between an engine's death and the next start: at once, then doubling */
+/*
+ * Between an engine's death and the next start: at once, then doubling, up
+ * to half the group's session timeout, so that an engine that crashes now
+ * and then is back as the same static member before the group hands its
+ * partitions to others (a crash loop still restarts at most every few
+ * seconds, each death a WARNING).
+ */
 #define RESTART_FIRST_MS	1000
-#define RESTART_MAX_MS		30000
+#define RESTART_MAX_MS		(IQ_GROUP_SESSION_TIMEOUT_MS / 2)
 /* an engine that ran this long starts the backoff over */
-#define RESTART_STABLE_MS	60000
+#define RESTART_STABLE_MS	30000
 /* a clean stop of the engine that takes longer ends with SIGKILL */
 #define STOP_WAIT_MS		60000
 /* how often the supervisor looks, with nothing to wake it */
@@ -43,6 +50,8 @@
 PGDLLEXPORT void iq_worker_main(Datum main_arg);
 
 static volatile sig_atomic_t got_sigterm = false;
+/* the engine stopped cleanly, asked by someone else: so does the supervisor */
+static bool engine_stopped = false;
 static pid_t engine_pid = 0;
 static int64 engine_started_at = 0;
 static int64 next_start_at = 0;
@@ -118,11 +127,30 @@ engine_exited(int status)
 	char		why[IQ_MESSAGE_LEN];
 	int64		now = iq_now_ms();
 	bool		reload = WIFEXITED(status) && WEXITSTATUS(status) == IQ_ENGINE_EXIT_RELOAD;
+	bool		clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 	int			delay = 0;
 
 	describe_exit(status, cause, sizeof(cause));
 	record_engine(0, cause);
-	if (!reload && !got_sigterm)
+	if (clean && !got_sigterm)
+	{
+		/*
+		 * Only a SIGTERM ends an engine with 0: an operator stopped the
+		 * stream job, as a SIGTERM to the worker always did.  It stays
+		 * stopped until the server restarts.
+		 */
+		engine_stopped = true;
+		ereport(LOG,
+				(errmsg("iq_fdw supervisor: the engine (PID %d) was stopped by a SIGTERM; the stream job stays stopped until the server restarts",
+						(int) engine_pid)));
+	}
+	if (clean || got_sigterm)
+	{
+		engine_pid = 0;
+		iq_shared_reset(IQ_WORKER_STOPPED, "");
+		return;
+	}
+	if (!reload)
 	{
 		if (now - engine_started_at >= RESTART_STABLE_MS)
 		{
@@ -135,16 +163,15 @@ engine_exited(int status)
 	}
 	next_start_at = now + delay;
 	snprintf(why, sizeof(why), "the engine (PID %d) was %s; %s", (int) engine_pid, cause,
-			 got_sigterm ? "stopping" : delay == 0 ? "starting it again now" : "starting it again");
+			 delay == 0 ? "starting it again now" : "starting it again");
 	if (delay > 0)
 		snprintf(why + strlen(why), sizeof(why) - strlen(why), " in %d s (%d deaths in a row)",
 				 delay / 1000, crashes_in_a_row);
 	engine_pid = 0;
-	iq_shared_reset(why);
-	if (!got_sigterm)
-		ereport(reload ? LOG : WARNING,
-				(errmsg("iq_fdw supervisor: %s", why),
-				 reload ? 0 : errhint("The instance and its sessions are not affected; SELECT * FROM iq_worker() shows the engine's restarts.")));
+	iq_shared_reset(IQ_WORKER_RESTARTING, why);
+	ereport(reload ? LOG : WARNING,
+			(errmsg("iq_fdw supervisor: %s", why),
+			 reload ? 0 : errhint("The instance and its sessions are not affected; SELECT * FROM iq_worker() shows the engine's restarts.")));
 }
 
 /* reap: the engine's exit, if it has ended */
@@ -176,7 +203,7 @@ start_engine(void)
 		char		why[IQ_MESSAGE_LEN];
 
 		snprintf(why, sizeof(why), "could not start the engine: %m");
-		iq_shared_reset(why);
+		iq_shared_reset(IQ_WORKER_RESTARTING, why);
 		ereport(WARNING, (errmsg("iq_fdw supervisor: %s", why)));
 		next_start_at = iq_now_ms() + RESTART_FIRST_MS;
 		return;
@@ -262,9 +289,9 @@ iq_worker_main(Datum main_arg)
 	LWLockRelease(iq_supervisor->lock);
 	before_shmem_exit(supervisor_exit, 0);
 	/* whatever an engine of an earlier supervisor left goes */
-	iq_shared_reset("the engine is starting");
+	iq_shared_reset(IQ_WORKER_STARTING, "the engine is starting");
 
-	while (!got_sigterm)
+	while (!got_sigterm && !engine_stopped)
 	{
 		int64		now;
 		long		timeout;

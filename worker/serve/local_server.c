@@ -10,7 +10,7 @@
  * answer is the wire response stream, a point get one write and one read
  * on each side.
  *
- * Where: iq_fdw.sock (the name worker_main.c gives) in the data directory,
+ * Where: iq_fdw.sock (the name engine_main.c gives) in the data directory,
  * which only the PostgreSQL user can write (a socket in /tmp could be
  * bound first by any local user, and would be shared by two clusters on
  * one port), named relative to it: every PostgreSQL process runs with the
