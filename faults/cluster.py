@@ -6,7 +6,7 @@ interface, so that a scenario never knows how instances are laid out.
     Hosts     scripts/hosts: a network namespace per instance and for the
               broker, every instance on 5432/5400; loads run in `client`.
 
-Both offer: n, sql(i, ...), worker_pid(i), spawn(argv) (the harness's own
+Both offer: n, sql(i, ...), worker_pid(i), engine_pid(i), epoch(i), spawn(argv) (the harness's own
 processes: producer, query loops, Kafka admin), loop_dsn(i), bootstrap,
 kill_worker, stop/start, broker, state_dir, and the network
 faults (Hosts only: partition, heal, proxy).
@@ -31,6 +31,17 @@ def _run(argv, timeout=300, env=None):
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} failed ({r.returncode}): {r.stderr[-2000:]}")
     return r.stdout
+
+
+# An instance's epoch: pg_postmaster_start_time() stays the same across a
+# crash restart (the postmaster lives on and reinitialises shared memory,
+# "all server processes terminated; reinitializing"); the checkpointer is
+# started anew then, so its start time marks every reinitialisation too.
+EPOCH_SQL = ("SELECT pg_postmaster_start_time()::text, (SELECT backend_start::text"
+             " FROM pg_stat_activity WHERE backend_type = 'checkpointer')")
+
+# the process iq_worker().pid names: the engine (issue 17), or before it the worker
+ENGINE_TITLES = ("iq_fdw stream engine", "iq_fdw stream worker")
 
 
 class Unsupported(Exception):
@@ -61,8 +72,25 @@ class Cluster:
     def worker_pid(self, i):
         return self.worker(i)[2]
 
+    def engine_pid(self, i):
+        """iq_worker()'s pid, checked to be the engine by its process title (not
+        the supervisor, not a pid reused since)."""
+        pid = self.worker_pid(i)
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, TypeError) as e:
+            raise RuntimeError(f"instance {i}: iq_worker() names pid {pid}, no process: {e}")
+        if not any(t in title for t in ENGINE_TITLES):
+            raise RuntimeError(f"instance {i}: iq_worker() names pid {pid}, which is {title!r}, "
+                               f"not the engine")
+        return pid
+
+    def epoch(self, i):
+        """Instance i's (postmaster start, checkpointer start): see EPOCH_SQL."""
+        return list(self.sql(i, EPOCH_SQL)[0])
+
     def kill_worker(self, i, sig=signal.SIGKILL):
-        os.kill(self.worker_pid(i), sig)
+        os.kill(self.engine_pid(i), sig)
 
     def partition(self, i, what):
         raise Unsupported("network partitions need scripts/hosts")

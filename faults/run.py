@@ -1,12 +1,14 @@
 """faults/run.py: run scenarios against a running cluster and measure each.
 
-For each scenario: a fresh pipeline, its setup, then the producer and a
-query loop per instance; a warm-up; the assignment noted (key -> owner);
-the fault; the time until every partition is owned and caught up again;
+For each scenario: a fresh pipeline, its setup, then the producer, a
+query loop and a plain-SQL session per instance; a warm-up; the assignment
+noted (key -> owner); the fault; the time until every partition is owned and caught up again;
 the producer stopped (every record delivered) and the stores caught up;
 the loops stopped; every instance's stores read whole; the verifier.
-Writes OUT/<scenario>/{deliveries.jsonl, answers-I.jsonl, result.json},
-OUT/results.json and OUT/table.md; exits 1 when anything was lost or wrong.
+Writes OUT/<scenario>/{deliveries.jsonl, answers-I.jsonl, plain-I.jsonl,
+result.json}, OUT/results.json and OUT/table.md; exits 1 when anything was
+lost or wrong, or when a fault of the engine alone reached PostgreSQL (a
+plain-SQL error, an instance restarted).
 
     run.py --adapter loopback|hosts --out DIR [--quick] [SCENARIO...]
 """
@@ -65,9 +67,13 @@ def run_scenario(cl, sc, out, a):
     producer = cl.spawn([sys.executable, HERE / "producer.py", cl.bootstrap, f"{name}_order",
                          f"{name}_customer", log, "--rate", a.rate, "--keys", a.keys],
                         stderr=open(out / "producer.log", "w"))
+    epochs = {i: [cl.epoch(i)] for i in loops_on}
     loops = [cl.spawn([sys.executable, HERE / "query_loop.py", cl.loop_dsn(i), i, pipeline.SCHEMA,
                        out / f"answers-{i}.jsonl", "--keys", a.keys],
                       stderr=open(out / f"loop-{i}.log", "w")) for i in loops_on]
+    plains = [cl.spawn([sys.executable, HERE / "plain_load.py", cl.loop_dsn(i), i,
+                        out / f"plain-{i}.jsonl"], stderr=open(out / f"plain-{i}.log", "w"))
+              for i in loops_on]
     result = {"scenario": sc.name, "what": sc.what, "guarantee": sc.guarantee}
     recovered = False
     try:
@@ -93,10 +99,15 @@ def run_scenario(cl, sc, out, a):
                                 timeout=180 if recovered else 20, what="stores caught up with the end")
         finally:
             time.sleep(2)
-            for p in loops:
+            for p in loops + plains:
                 p.send_signal(signal.SIGTERM)
-            for p in loops:
+            for p in loops + plains:
                 p.wait(timeout=120)
+            for i in loops_on:
+                try:
+                    epochs[i].append(cl.epoch(i))
+                except Exception:  # noqa: BLE001 -- down at the end: its sessions said so
+                    pass
             if sc.cleanup:
                 sc.cleanup(ctx)
     t = verify.truth(log)
@@ -119,6 +130,13 @@ def run_scenario(cl, sc, out, a):
             return True
         return any(part_of.get(k) in victim_parts for k in x["keys"])
 
+    plain = verify.plain_check([x for i in loops_on
+                                for x in verify.read_lines(out / f"plain-{i}.jsonl")], epochs)
+    if sc.engine_only and (plain["plain_errors"] or plain["plain_sessions_cut"]
+                           or plain["restarts"]):
+        plain["postgres_hit"] = (f"the engine's fault reached PostgreSQL: {plain['plain_errors']} "
+                                 f"plain-SQL errors, {plain['plain_sessions_cut']} plain sessions "
+                                 f"cut, restarts {plain['restarts']}")
     stayed = [i for i in loops_on if i not in victims] or loops_on
     runs = verify.failed_runs(answers, on_victim, stayed)
     result.update({
@@ -130,7 +148,8 @@ def run_scenario(cl, sc, out, a):
         "error_kinds": dict(verify.error_kinds(answers).most_common()),
         "sessions_cut": sum(1 for x in answers if x.get("cut")),
         "longest_fail_victim_s": round(runs[True], 1), "longest_fail_others_s": round(runs[False], 1),
-        "fault_s": round(fault_end - fault_start, 1), "owners_before": owners, "notes": ctx.notes})
+        "fault_s": round(fault_end - fault_start, 1), "owners_before": owners, "notes": ctx.notes,
+        "engine_only": sc.engine_only, **plain})
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -185,7 +204,7 @@ def main():
         except Exception as e:  # noqa: BLE001 -- the scenario failed; the others still run
             r = {"scenario": n, "what": sc.what, "failed": f"{type(e).__name__}: {e}"}
         results.append(r)
-        bad |= bool(r.get("failed") or r.get("lost") or r.get("wrong"))
+        bad |= bool(r.get("failed") or r.get("lost") or r.get("wrong") or r.get("postgres_hit"))
         print(table.row(r), flush=True)
         restore_cluster(cl, range(1, cl.n + 1), "failed" in r)
     (a.out / "results.json").write_text(json.dumps(results, indent=1))

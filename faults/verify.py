@@ -12,10 +12,12 @@ is "silently partial"), customers only values that were produced.
     final_check(truth, finals, guarantee) -> (lost, excess, problems)
     check_answers(answers, truth, guarantee) -> wrong [(why, answer)]
     error_kinds(answers) -> {kind: n};  failed_runs(...) -> longest failed run
+    plain_check(records, epochs) -> the plain-SQL load's errors, cuts and restarts
 """
 
 import json
 import re
+import time
 from collections import Counter
 
 
@@ -137,3 +139,30 @@ def failed_runs(answers, on_victim, instances):
             else:
                 start[side] = None
     return longest
+
+
+def plain_check(records, epochs):
+    """The plain-SQL sessions (plain_load.py) and the instances' restarts.
+    records: their lines; epochs: {instance: [epoch, ...]} taken around the
+    load. A restart is a change of an instance's epoch (postmaster or
+    checkpointer start), seen by a reconnecting session or around the load."""
+    seen = {i: set(map(tuple, e)) for i, e in epochs.items()}
+    errors = []
+    statements = cut = 0
+    for r in sorted(records, key=lambda r: r["s"]):
+        if r.get("epoch"):
+            seen.setdefault(r["i"], set()).add(tuple(r["epoch"]))
+        if r["q"] != "connect":
+            statements += 1
+        if r["err"]:
+            errors.append(r)
+        cut += bool(r.get("cut"))
+    restarts = {i: len(e) - 1 for i, e in sorted(seen.items()) if len(e) > 1}
+    return {"plain_statements": statements,
+            "plain_errors": sum(1 for r in errors if r["q"] != "connect"),
+            "plain_connect_errors": sum(1 for r in errors if r["q"] == "connect"),
+            "plain_sessions_cut": cut,
+            "plain_error_examples": [[time.strftime("%H:%M:%S", time.gmtime(r["s"]))
+                                      + f".{int(r['s'] * 1000) % 1000:03d}", r["i"], r["q"],
+                                      error_kind(r)] for r in errors[:20]],
+            "restarts": restarts}

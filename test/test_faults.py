@@ -3,7 +3,9 @@ and one broker bounce on this cluster, and a partition from the peers on a
 cluster of hosts (scripts/hosts, IQ_HOSTS_NET=9) where namespaces exist;
 faults of 15 s, while a producer writes orders and users query every
 instance. Each must lose no record, give no wrong answer, and end with
-every instance's stores equal to the producer's log.
+every instance's stores equal to the producer's log; beside them a plain-SQL
+session per instance, which a kill of the stream engine must not reach: no
+error, no cut, no restart of the instance (issue 17).
 
 The harness runs with Debian's python3 (psycopg2, confluent_kafka): this
 module uses only the standard library and pytest.
@@ -51,6 +53,9 @@ def check(result, stdout):
     assert result["lost"] == 0 and not result["final_problems"], result["final_problems"]
     assert result["wrong"] == 0, json.dumps(result["wrong_examples"], indent=1)[:4000]
     assert result["queries"] > 100, result
+    # issue 17: a fault of the stream engine alone never reaches PostgreSQL
+    assert result["plain_statements"] > 100, result
+    assert not result.get("postgres_hit"), json.dumps(result["plain_error_examples"], indent=1)
 
 
 @pytest.fixture
