@@ -219,15 +219,15 @@ class Load(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.i, self.next_query, self.reconnect, self.pause = i, next_query, reconnect, pause
         self.answers, self.ended = [], []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self):
         n = 0
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             s = Session(self.i)
             try:
                 s.run("\\set VERBOSITY verbose\nSELECT 1")
-                while not self._stop.is_set():
+                while not self._halt.is_set():
                     sql, want = self.next_query(n)
                     n += 1
                     out = s.run(f"{sql};\nSELECT 'pid=' || pg_backend_pid()", timeout=120)
@@ -245,7 +245,7 @@ class Load(threading.Thread):
                 return
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=180)
         assert not self.is_alive(), f"load {self.name} did not stop"
 
