@@ -48,7 +48,8 @@ _PG_init(void)
 
 /*
  * register_worker
- *		One stream worker per instance, restarted by the postmaster.
+ *		One supervisor per instance, restarted by the postmaster; it runs
+ *		the stream engine in a process of its own (worker/supervisor.c).
  */
 static void
 register_worker(void)
@@ -56,13 +57,13 @@ register_worker(void)
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = 5;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "iq_fdw");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "iq_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "iq_fdw stream worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "iq_fdw stream worker");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "iq_fdw supervisor");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "iq_fdw supervisor");
 	RegisterBackgroundWorker(&worker);
 }
 

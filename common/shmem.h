@@ -1,11 +1,21 @@
 /*-------------------------------------------------------------------------
  * shmem.h
- *	  State the worker publishes to every backend of its instance.
+ *	  What the engine publishes to every backend of its instance, and what
+ *	  the supervisor records of the engine.
  *
- * One segment under one LWLock.  The worker's main thread writes (never its
- * library threads); backends copy what they need under LW_SHARED.
- * "generation" grows on every change of ownership, so a backend can tell
- * that its cached copy is stale.
+ * Two places, on purpose (worker/README.md, "Processes"):
+ *	- IqShared and the value cache live in the engine's segment, a shared
+ *	  mapping of their own that the postmaster makes and every process
+ *	  inherits, and the only shared memory the engine keeps after it
+ *	  detaches from PostgreSQL's.  No lock a dead engine could hold: the
+ *	  engine's main thread writes under a sequence counter (a seqlock) and
+ *	  backends copy, then retry if a write overlapped.  The supervisor
+ *	  resets the segment after the engine dies, before the next one starts.
+ *	- IqSupervisorShared lives in PostgreSQL's shared memory, under an
+ *	  LWLock: the supervisor writes it, backends read it, the engine never
+ *	  sees it, so the record of a crash survives the crash.
+ * "generation" grows on every change of ownership (and at every reset), so
+ * a backend can tell that its cached copy is stale.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_SHMEM_H
@@ -28,7 +38,8 @@ typedef enum IqWorkerState
 	IQ_WORKER_RESTORING,
 	IQ_WORKER_RUNNING,
 	IQ_WORKER_REBALANCING,
-	IQ_WORKER_ERROR
+	IQ_WORKER_ERROR,
+	IQ_WORKER_RESTARTING		/* no engine: the supervisor starts one soon */
 } IqWorkerState;
 
 /*
@@ -93,13 +104,13 @@ typedef struct IqMember
 
 typedef struct IqShared
 {
-	LWLock	   *lock;
+	/* odd while a write is under way: iq_shared_write_begin, _read_begin */
+	pg_atomic_uint32 seq;
 
-	/* the worker */
+	/* the engine */
 	IqWorkerState state;
 	char		message[IQ_MESSAGE_LEN];	/* error, or what it waits for */
 	TimestampTz state_since;
-	int			worker_pid;
 	char		local_socket[IQ_SOCKET_PATH_LEN];	/* "" until it listens */
 
 	/*
@@ -121,11 +132,39 @@ typedef struct IqShared
 	IqPartitionStats partitions[IQ_MAX_PARTITIONS];
 } IqShared;
 
+#define IQ_EXIT_LEN			128
+
+/* The supervisor's record of its engine (worker/supervisor.c). */
+typedef struct IqSupervisorShared
+{
+	LWLock	   *lock;
+	int			supervisor_pid;
+	int			engine_pid;		/* 0 while no engine runs */
+	int64		engine_restarts;	/* engines started after the first */
+	char		last_exit[IQ_EXIT_LEN]; /* "killed by signal 11: ..." */
+	TimestampTz last_exit_at;
+} IqSupervisorShared;
+
 extern IqShared *iq_shared;
 extern struct IqValueCache *iq_value_cache;	/* NULL when value_cache = 0 */
+extern IqSupervisorShared *iq_supervisor;
 
 extern void iq_shmem_request(void);		/* from _PG_init */
-extern void iq_shmem_attach(void);	/* idempotent; errors if not preloaded */
+extern void iq_shmem_attach(void);	/* errors if not preloaded */
+
+/*
+ * The seqlock of IqShared.  One writer at a time: the engine's main thread,
+ * or the supervisor while no engine runs.  Readers (backends):
+ *		do { seq = iq_shared_read_begin(); ...copy...; } while (!iq_shared_read_ok(seq));
+ */
+extern void iq_shared_write_begin(void);
+extern void iq_shared_write_end(void);
+extern uint32 iq_shared_read_begin(void);
+extern bool iq_shared_read_ok(uint32 seq);
+extern IqShared *iq_shared_copy(void);	/* palloc'd, consistent */
+
+/* the supervisor, with no engine running: a fresh segment for the next */
+extern void iq_shared_reset(const char *why);
 
 /* worker side: state changes, logged and visible in iq_worker() */
 extern void iq_set_worker_state(IqWorkerState state, const char *fmt,...) pg_attribute_printf(2, 3);

@@ -53,6 +53,13 @@ _Static_assert(sizeof(Slot) == 128, "a slot is two cache lines");
 /* the worker's threads write one at a time; backends never lock */
 static pthread_mutex_t writer = PTHREAD_MUTEX_INITIALIZER;
 
+/*
+ * The number of sets, as the postmaster made the cache: every process
+ * inherits it, so that no value the engine writes into the segment (a
+ * wild write of a crashing engine included) can send a reader outside it.
+ */
+static uint64_t local_nsets = 0;
+
 /* FNV-1a over the store and the key */
 static uint32_t
 hash_key(int store, const char *key, size_t len)
@@ -98,6 +105,7 @@ iq_vc_init(void *mem, size_t size)
 	vc = (IqValueCache *) aligned;
 	memset(vc, 0, sizeof(IqValueCache));
 	vc->nsets = (size - sizeof(IqValueCache) - 64) / (sizeof(Slot) * VC_WAYS);
+	local_nsets = vc->nsets;
 	memset(vc->slots, 0, vc->nsets * VC_WAYS * sizeof(Slot));
 	vc->next_generation = 1;
 	for (int p = 0; p < VC_MAX_PARTITIONS; p++)
@@ -108,7 +116,7 @@ iq_vc_init(void *mem, size_t size)
 static Slot *
 set_of(IqValueCache *vc, uint32_t hash)
 {
-	return &vc->slots[(hash % vc->nsets) * VC_WAYS];
+	return &vc->slots[(hash % local_nsets) * VC_WAYS];
 }
 
 static bool
@@ -196,6 +204,41 @@ iq_vc_new_generation(IqValueCache *vc, int partition)
 			vc->filled[p] = false;
 		}
 	pthread_mutex_unlock(&writer);
+}
+
+/*
+ * iq_vc_reset
+ *		After the engine died, with no engine running (the supervisor): a
+ *		slot it left half written is emptied and its counter made even
+ *		again, every partition starts a new generation, so no entry filled
+ *		before is ever returned, and no write is left open.
+ */
+void
+iq_vc_reset(IqValueCache *vc)
+{
+	uint64_t	next = 0;
+
+	if (vc == NULL)
+		return;
+	for (uint64_t i = 0; i < local_nsets * VC_WAYS; i++)
+	{
+		Slot	   *s = &vc->slots[i];
+		uint32_t	seq = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
+
+		/* readers skip it while odd: empty it, then let them see it */
+		if (seq & 1)
+		{
+			memset((char *) s + sizeof(s->seq), 0, sizeof(Slot) - sizeof(s->seq));
+			__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE);
+		}
+	}
+	for (int p = 0; p < VC_MAX_PARTITIONS; p++)
+		next = vc->generation[p] > next ? vc->generation[p] : next;
+	if (vc->next_generation > next)
+		next = vc->next_generation;
+	vc->next_generation = next;
+	memset(vc->open_writes, 0, sizeof(vc->open_writes));
+	iq_vc_new_generation(vc, -1);
 }
 
 /* count_write: a write of partition begins (opening) or ends; both move writes */

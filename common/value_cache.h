@@ -61,6 +61,9 @@ typedef struct IqVcTicket
 	uint64_t	writes;
 } IqVcTicket;
 
+/* the supervisor, no engine running: what a dead engine left, undone */
+extern void iq_vc_reset(IqValueCache *vc);
+
 /* every entry of the partition (or of all, partition -1) becomes stale */
 extern void iq_vc_new_generation(IqValueCache *vc, int partition);
 

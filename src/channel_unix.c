@@ -24,9 +24,16 @@
 bool
 iq_unix_socket_path(char *path, size_t size)
 {
-	LWLockAcquire(iq_shared->lock, LW_SHARED);
-	strlcpy(path, iq_shared->local_socket, size);
-	LWLockRelease(iq_shared->lock);
+	char		copy[IQ_SOCKET_PATH_LEN];
+	uint32		seq;
+
+	do
+	{
+		seq = iq_shared_read_begin();
+		memcpy(copy, iq_shared->local_socket, sizeof(copy));
+	} while (!iq_shared_read_ok(seq));
+	copy[sizeof(copy) - 1] = '\0';
+	strlcpy(path, copy, size);
 	return path[0] != '\0';
 }
 

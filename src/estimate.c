@@ -85,25 +85,28 @@ count_local(IqOwnerView *o, const IqStoreInfo *store)
 	IqFetch    *fetch;
 	IqFetchRow	row;
 	double		total = 0;
+	uint32		seq;
 
 	if (o->state != IQ_WORKER_RUNNING || o->partition_count <= 0)
 		return -1;
 
-	LWLockAcquire(iq_shared->lock, LW_SHARED);
-	if (iq_shared->local_socket[0] == '\0')
-		restoring = true;		/* not serving yet: do not ask */
-	for (int p = 0; p < o->partition_count; p++)
+	do
 	{
-		int			m = o->owner[p];
-
-		if (m >= 0 && m < o->nmembers && o->members[m].is_self)
+		seq = iq_shared_read_begin();
+		nlocal = 0;
+		/* not serving yet: do not ask */
+		restoring = iq_shared->local_socket[0] == '\0';
+		for (int p = 0; p < o->partition_count; p++)
 		{
-			needed[p] = true;
+			int			m = o->owner[p];
+
+			needed[p] = m >= 0 && m < o->nmembers && o->members[m].is_self;
+			if (!needed[p])
+				continue;
 			nlocal++;
 			restoring |= iq_shared->partitions[p].restoring;
 		}
-	}
-	LWLockRelease(iq_shared->lock);
+	} while (!iq_shared_read_ok(seq));
 	if (nlocal == 0 || restoring)
 		return -1;
 

@@ -97,6 +97,7 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	IqFetch    *f;
 	int			partition_count;
 	uint64		generation;
+	uint32		seq;
 
 	if (!callbacks_registered)
 	{
@@ -105,10 +106,12 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 		callbacks_registered = true;
 	}
 	iq_shmem_attach();
-	LWLockAcquire(iq_shared->lock, LW_SHARED);
-	partition_count = iq_shared->partition_count;
-	generation = iq_shared->generation;
-	LWLockRelease(iq_shared->lock);
+	do
+	{
+		seq = iq_shared_read_begin();
+		partition_count = iq_shared->partition_count;
+		generation = iq_shared->generation;
+	} while (!iq_shared_read_ok(seq));
 
 	f = calloc(1, sizeof(IqFetch));
 	if (f)

@@ -4,8 +4,9 @@
  *	  state, per-partition progress, the instances of the group and the
  *	  owner of a key.
  *
- * Each copies what it needs under the LWLock, then builds tuples without
- * holding it, so a slow client never delays the worker.
+ * Each copies what it needs (a consistent copy of the engine's segment,
+ * the supervisor's record under its LWLock), then builds tuples, so a slow
+ * client never delays the engine.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -31,13 +32,7 @@ PG_FUNCTION_INFO_V1(iq_key_owner);
 static IqShared *
 copy_shared(void)
 {
-	IqShared   *copy = palloc(sizeof(IqShared));
-
-	iq_shmem_attach();
-	LWLockAcquire(iq_shared->lock, LW_SHARED);
-	memcpy(copy, iq_shared, sizeof(IqShared));
-	LWLockRelease(iq_shared->lock);
-	return copy;
+	return iq_shared_copy();
 }
 
 static ArrayType *
@@ -108,8 +103,9 @@ iq_worker(PG_FUNCTION_ARGS)
 {
 	IqShared   *s = copy_shared();
 	TupleDesc	desc = result_desc(fcinfo);
-	Datum		values[9];
-	bool		nulls[9] = {0};
+	IqSupervisorShared sup;
+	Datum		values[13];
+	bool		nulls[13] = {0};
 	int			assigned[IQ_MAX_PARTITIONS];
 	int			n = 0;
 	uint32		step;
@@ -119,6 +115,10 @@ iq_worker(PG_FUNCTION_ARGS)
 	char		step_text[128];
 	const char *state = iq_worker_state_name(s->state);
 	char	   *message = s->message;
+
+	LWLockAcquire(iq_supervisor->lock, LW_SHARED);
+	sup = *iq_supervisor;
+	LWLockRelease(iq_supervisor->lock);
 
 	/* the step before its time: the worker writes the time first */
 	step = pg_atomic_read_u32(&iq_shared->step);
@@ -132,7 +132,7 @@ iq_worker(PG_FUNCTION_ARGS)
 		if (s->partitions[p].assigned)
 			assigned[n++] = p;
 
-	if (s->worker_pid != 0 && s->state != IQ_WORKER_STOPPED && progress_at > 0 &&
+	if (sup.engine_pid != 0 && s->state != IQ_WORKER_STOPPED && progress_at > 0 &&
 		quiet_ms > iq_stall_timeout_ms &&
 		((kind != IQ_STEP_IDLE && kind != IQ_STEP_POLLING) || has_backlog(s)))
 	{
@@ -146,8 +146,8 @@ iq_worker(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(state);
 	values[1] = CStringGetTextDatum(message);
 	nulls[1] = message[0] == '\0';
-	values[2] = Int32GetDatum(s->worker_pid);
-	nulls[2] = s->worker_pid == 0;
+	values[2] = Int32GetDatum(sup.engine_pid);
+	nulls[2] = sup.engine_pid == 0;
 	values[3] = Int64GetDatum((int64) s->generation);
 	values[4] = Int32GetDatum(s->partition_count);
 	values[5] = PointerGetDatum(int_array(assigned, n));
@@ -155,9 +155,17 @@ iq_worker(PG_FUNCTION_ARGS)
 	nulls[6] = s->state_since == 0;
 	/* step and progress_at came later: heap_form_tuple takes what desc has */
 	values[7] = CStringGetTextDatum(step_text);
-	nulls[7] = s->worker_pid == 0;
+	nulls[7] = sup.engine_pid == 0;
 	values[8] = TimestampTzGetDatum(GetCurrentTimestamp() - quiet_ms * 1000);
-	nulls[8] = s->worker_pid == 0 || progress_at == 0;
+	nulls[8] = sup.engine_pid == 0 || progress_at == 0;
+	/* the supervisor's record: since 0.3 */
+	values[9] = Int32GetDatum(sup.supervisor_pid);
+	nulls[9] = sup.supervisor_pid == 0;
+	values[10] = Int64GetDatum(sup.engine_restarts);
+	values[11] = CStringGetTextDatum(sup.last_exit);
+	nulls[11] = sup.last_exit[0] == '\0';
+	values[12] = TimestampTzGetDatum(sup.last_exit_at);
+	nulls[12] = sup.last_exit_at == 0;
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

@@ -34,17 +34,23 @@ static int	first_missing(const IqOwnerView *o, const bool *needed,
 void
 iq_ownership_read(IqOwnerView *o)
 {
+	uint32		seq;
+
 	iq_shmem_attach();
-	LWLockAcquire(iq_shared->lock, LW_SHARED);
-	o->generation = iq_shared->generation;
-	o->state = iq_shared->state;
-	memcpy(o->message, iq_shared->message, IQ_MESSAGE_LEN);
-	o->partition_count = Min(iq_shared->partition_count, IQ_MAX_PARTITIONS);
-	o->nmembers = Min(iq_shared->nmembers, IQ_MAX_MEMBERS);
-	memcpy(o->members, iq_shared->members, sizeof(IqMember) * o->nmembers);
-	memcpy(o->owner, iq_shared->owner, sizeof(int16) * IQ_MAX_PARTITIONS);
-	LWLockRelease(iq_shared->lock);
+	do
+	{
+		seq = iq_shared_read_begin();
+		o->generation = iq_shared->generation;
+		o->state = iq_shared->state;
+		memcpy(o->message, iq_shared->message, IQ_MESSAGE_LEN);
+		o->partition_count = Max(0, Min(iq_shared->partition_count, IQ_MAX_PARTITIONS));
+		o->nmembers = Max(0, Min(iq_shared->nmembers, IQ_MAX_MEMBERS));
+		memcpy(o->members, iq_shared->members, sizeof(IqMember) * o->nmembers);
+		memcpy(o->owner, iq_shared->owner, sizeof(int16) * IQ_MAX_PARTITIONS);
+	} while (!iq_shared_read_ok(seq));
 	o->message[IQ_MESSAGE_LEN - 1] = '\0';
+	for (int m = 0; m < o->nmembers; m++)
+		o->members[m].host[IQ_HOST_LEN - 1] = '\0';
 }
 
 /*

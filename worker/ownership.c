@@ -91,13 +91,13 @@ publish(IqOwnership *next)
 	__atomic_store_n(&published_generation, next->generation, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&own_mutex);
 
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared_write_begin();
 	iq_shared->generation = next->generation;
 	iq_shared->partition_count = next->partition_count;
 	iq_shared->nmembers = next->nmembers;
 	memcpy(iq_shared->members, next->members, sizeof(IqMember) * IQ_MAX_MEMBERS);
 	memcpy(iq_shared->owner, next->owner, sizeof(next->owner));
-	LWLockRelease(iq_shared->lock);
+	iq_shared_write_end();
 	ereport(DEBUG1,
 			(errmsg("iq_fdw worker: ownership generation " UINT64_FORMAT ": %d members over %d partitions",
 					(uint64) next->generation, next->nmembers, next->partition_count)));
@@ -123,9 +123,7 @@ iq_ownership_init(void)
 	IqOwnership o;
 
 	empty_ownership(&current);
-	LWLockAcquire(iq_shared->lock, LW_SHARED);
-	current.generation = iq_shared->generation;
-	LWLockRelease(iq_shared->lock);
+	current.generation = iq_shared->generation;	/* we are its only writer */
 	current.nmembers = -1;		/* forces the first publish */
 	empty_ownership(&o);
 	publish(&o);

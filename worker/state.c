@@ -110,7 +110,11 @@ iq_postmaster_gone(void)
 {
 	static bool gone = false;
 
-	if (!gone && !PostmasterIsAlive())
+	/*
+	 * Not PostmasterIsAlive(): it trusts a signal that only a child of the
+	 * postmaster gets, and the engine is a child of the supervisor.
+	 */
+	if (!gone && !PostmasterIsAliveInternal())
 		gone = true;
 	return gone;
 }

@@ -3,7 +3,7 @@
  *	  Publish the worker's per-partition progress to shared memory.
  *
  * Called by the main thread once per batch (and during restores), so the
- * LWLock is taken a few times a second, not per record.
+ * seqlock is written a few times a second, not per record.
  *
  * Counters of what was processed and dropped belong to the worker's
  * lifetime, not to one assignment: a rebalance that moves a partition away
@@ -26,7 +26,7 @@
 void
 iq_stats_publish(void)
 {
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared_write_begin();
 	iq_shared->partition_count = iq_w->partition_count;
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
@@ -37,7 +37,7 @@ iq_stats_publish(void)
 		else
 			memset(&iq_shared->partitions[p], 0, sizeof(IqPartitionStats));
 	}
-	LWLockRelease(iq_shared->lock);
+	iq_shared_write_end();
 }
 
 /*
@@ -72,11 +72,11 @@ iq_stats_clear(void)
 		iq_w->parts[p].stats.assigned = false;
 		iq_w->parts[p].stats.restoring = false;
 	}
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared_write_begin();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
 		iq_shared->partitions[p].assigned = false;
 		iq_shared->partitions[p].restoring = false;
 	}
-	LWLockRelease(iq_shared->lock);
+	iq_shared_write_end();
 }

@@ -116,9 +116,9 @@ servers_start(char **err)
 		*err = strdup(buf);
 		return false;
 	}
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared_write_begin();
 	strlcpy(iq_shared->local_socket, iq_local_server_path(), sizeof(iq_shared->local_socket));
-	LWLockRelease(iq_shared->lock);
+	iq_shared_write_end();
 	running = sc;
 	return true;
 }
@@ -203,9 +203,9 @@ iq_servers_stop(void)
 	if (!servers_up)
 		return;
 	iq_step(IQ_STEP_SERVERS, -1);
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared_write_begin();
 	iq_shared->local_socket[0] = '\0';
-	LWLockRelease(iq_shared->lock);
+	iq_shared_write_end();
 	iq_local_server_stop();
 	iq_http_stop();
 	iq_access_clear();
@@ -221,9 +221,9 @@ iq_servers_stop(void)
 static void
 servers_down_after_reload(const char *err)
 {
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
+	iq_shared_write_begin();
 	iq_shared->local_socket[0] = '\0';
-	LWLockRelease(iq_shared->lock);
+	iq_shared_write_end();
 	iq_local_server_stop();
 	iq_tls_free(&running.tls);
 	servers_up = false;

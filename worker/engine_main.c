@@ -1,12 +1,13 @@
 /*-------------------------------------------------------------------------
- * worker_main.c
- *	  The stream worker's entry point and main loop.
+ * engine_main.c
+ *	  The stream engine's main loop, in the process the supervisor forked
+ *	  (engine_process.c), detached from PostgreSQL's shared memory.
  *
- * worker_spi's discipline: signal handlers before unblocking signals, one
- * WaitLatch loop that exits on postmaster death, CHECK_FOR_INTERRUPTS, and
- * a reload check.  SIGTERM stops cleanly (commit, leave the group, close
- * the stores); a reload that changes a worker setting stops cleanly too and
- * exits with 1 so the postmaster starts a worker with the new settings.
+ * One wait (iq_engine_wait) that ends on a signal, the consumer's pipe or
+ * the postmaster's death; a reload check.  SIGTERM stops cleanly (commit,
+ * leave the group, close the stores); a reload that changes a worker
+ * setting stops cleanly too and exits with IQ_ENGINE_EXIT_RELOAD, so that
+ * the supervisor starts an engine with the new settings at once.
  *
  * Nothing Kafka, RocksDB or the network does ends the process: a failure
  * tears the pipeline down (state.h), shows the state "error" with a
@@ -22,18 +23,13 @@
 #include <unistd.h>
 
 #include "miscadmin.h"
-#include "pgstat.h"
-#include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
-#include "postmaster/postmaster.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
-#include "storage/pmsignal.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "common/value_cache.h"
 #include "worker/config.h"
+#include "worker/engine_process.h"
 #include "worker/kafka_conf.h"
 #include "worker/ownership.h"
 #include "worker/serve/servers.h"
@@ -51,28 +47,11 @@
 /* how often freed memory is given back to the system */
 #define RELEASE_INTERVAL_MS	5000
 
-PGDLLEXPORT void iq_worker_main(Datum main_arg);
-
 static bool pipeline_up = false;
 static IqBackoff pipeline_backoff = IQ_BACKOFF_INIT;
 static rd_kafka_message_t **poll_msgs;	/* a poll's records, batch_max of them */
 static int64 last_stats = 0;
 static int64 last_release = 0;
-
-/*
- * handle_sigterm
- *		A clean stop: the loop ends at its next turn (and every wait on the
- *		broker at its next slice).
- */
-static void
-handle_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	iq_got_sigterm = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
 
 /*
  * pipeline_stop
@@ -244,9 +223,6 @@ worker_cleanup(int code, Datum arg)
 		pipeline_stop();
 	iq_store_shutdown();
 	iq_vc_new_generation(iq_value_cache, -1);
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
-	iq_shared->worker_pid = 0;
-	LWLockRelease(iq_shared->lock);
 	iq_set_worker_state(IQ_WORKER_STOPPED, NULL);
 }
 
@@ -277,10 +253,6 @@ worker_setup(void)
 	poll_msgs = MemoryContextAlloc(TopMemoryContext,
 								   sizeof(rd_kafka_message_t *) * iq_w->mem.batch_max);
 
-	LWLockAcquire(iq_shared->lock, LW_EXCLUSIVE);
-	iq_shared->worker_pid = MyProcPid;
-	iq_shared->local_socket[0] = '\0';
-	LWLockRelease(iq_shared->lock);
 	before_shmem_exit(worker_cleanup, 0);
 	iq_set_worker_state(IQ_WORKER_STARTING, NULL);
 	iq_ownership_init();
@@ -303,10 +275,7 @@ stores_init(void)
 		iq_set_worker_state(IQ_WORKER_ERROR, "state directory (iq_fdw.state_dir): %s", err);
 		free(err);
 		err = NULL;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 IQ_BACKOFF_MAX_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		(void) iq_engine_wait(-1, IQ_BACKOFF_MAX_MS);
 		if (iq_got_sigterm)
 			proc_exit(0);
 	}
@@ -323,9 +292,9 @@ stores_init(void)
 static void
 reload_if_asked(void)
 {
-	if (!ConfigReloadPending)
+	if (!iq_engine_reload_pending)
 		return;
-	ConfigReloadPending = false;
+	iq_engine_reload_pending = false;
 	ProcessConfigFile(PGC_SIGHUP);
 	iq_servers_apply_settings();	/* the servers' limits: no restart */
 	if (iq_worker_config_changed(&iq_w->cfg))
@@ -333,7 +302,7 @@ reload_if_asked(void)
 		ereport(LOG,
 				(errmsg("iq_fdw worker: restarting to apply changed iq_fdw settings")));
 		iq_got_sigterm = true;	/* a stop, with a stop's deadline */
-		proc_exit(1);			/* worker_cleanup stops everything first */
+		proc_exit(IQ_ENGINE_EXIT_RELOAD);	/* worker_cleanup stops everything first */
 	}
 	iq_servers_reload_listen();	/* an address no longer allowed: servers down first */
 	iq_servers_reload_tls();	/* new TLS files: the HTTP server alone restarts */
@@ -358,48 +327,34 @@ housekeeping(int64 now)
 
 /*
  * wait_for_work
- *		After a poll of n records: a full one may have more behind it, taken
- *		without sleeping; otherwise wait on the latch and, with the pipeline
- *		up and nothing polled, on the consumer queue's wake-up pipe.
+ *		After a poll of n records: more may be behind them, taken without
+ *		sleeping; after none, wait for a signal and, with the pipeline up,
+ *		for the consumer queue's wake-up pipe.
  */
 static void
 wait_for_work(int n, int64 now)
 {
-	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
 	int64		timeout;
 
-	if (n == iq_w->mem.batch_max)
-	{
-		CHECK_FOR_INTERRUPTS();
+	if (n > 0)
 		return;
-	}
-	if (pipeline_up && n == 0)
-		events |= WL_SOCKET_READABLE;
 	timeout = pipeline_up ? IDLE_WAIT_MS :
 		Min(IDLE_WAIT_MS * 5, Max(pipeline_backoff.retry_at - now, 1));
-	if (n == 0)
-		(void) WaitLatchOrSocket(MyLatch, events, iq_w->wake_fd[0], timeout,
-								 PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
+	(void) iq_engine_wait(pipeline_up ? iq_w->wake_fd[0] : -1, timeout);
 }
 
 /*
- * iq_worker_main
- *		Entry point of the stream worker: set up, then loop until SIGTERM
- *		over the servers, the pipeline and a wait.
+ * iq_engine_main
+ *		The engine, once its process is its own: set up, then loop until
+ *		SIGTERM over the servers, the pipeline and a wait.
  */
 void
-iq_worker_main(Datum main_arg)
+iq_engine_main(void)
 {
 	/* before any thread exists: glibc reads these when it makes arenas */
 	iq_memory_tune_malloc();
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, handle_sigterm);
-	BackgroundWorkerUnblockSignals();
-	iq_shmem_attach();
 	iq_step(IQ_STEP_IDLE, -1);
-	/* what an earlier worker cached may not be what this one restores */
+	/* what an earlier engine cached may not be what this one restores */
 	iq_vc_new_generation(iq_value_cache, -1);
 	worker_setup();
 	stores_init();
@@ -434,7 +389,7 @@ iq_worker_main(Datum main_arg)
 		wait_for_work(n, now);
 	}
 
-	ereport(LOG, (errmsg("iq_fdw worker: shutting down")));
+	ereport(LOG, (errmsg("iq_fdw engine: shutting down")));
 	(void) iq_wait_slice(0, IQ_WAIT_LEAVE);	/* the stop's deadline starts now */
 	proc_exit(0);
 }
