@@ -295,8 +295,9 @@ def assert_plain_sessions_untouched(loads):
 
 def assert_foreign_reads_clear(loads):
     """Every read right or failed with a clear error; the sessions kept.
-    Returns the tally of errors {(sqlstate, message): n} for the report."""
-    tally = Counter()
+    Returns the tally of errors {(sqlstate, message): n} and the first
+    whole error of each, for the report."""
+    tally, example = Counter(), {}
     for load in loads:
         assert not load.ended, f"{load.name}: psql lost its session: {load.ended}"
         assert len(load.pids()) == 1 and None not in load.pids(), \
@@ -305,8 +306,10 @@ def assert_foreign_reads_clear(loads):
         for a in load.errors():
             err = clear_error(a.out)
             assert err, f"{load.name}: an unclear failure of {a.sql!r}: {a.out}"
-            tally[(err[0], re.sub(r'"[^"]*"|\d+', "…", err[1]))] += 1
-    return tally
+            kind = (err[0], re.sub(r'"[^"]*"|\d+', "…", err[1]))
+            tally[kind] += 1
+            example.setdefault(kind, a.out)
+    return tally, example
 
 
 # ---- the module's data: keys whose counts and names are known -------------------
@@ -425,11 +428,11 @@ def test_engine_killed_by_signals_under_load_cuts_no_session(data):
     assert postmaster_start(i) == pm_start, "the instance restarted"
     assert after["supervisor_pid"] == sup
     assert_plain_sessions_untouched(plain)
-    tally = assert_foreign_reads_clear(foreign)
+    tally, example = assert_foreign_reads_clear(foreign)
     print(f"\nforeign-table reads: {sum(load.count() for load in foreign)}, failed: "
           f"{sum(tally.values())}")
     for (code, msg), n in tally.most_common():
-        print(f"  {n}x {code} {msg}")
+        print(f"  {n}x {code} {msg}\n    e.g. " + example[(code, msg)].replace("\n", "\n    "))
     assert instance_restart_lines(log_since(i, log_at)) == []
 
 
@@ -704,7 +707,9 @@ def test_repeated_crashes_are_counted_shown_and_spaced_out():
 
     restarting = [m for s, m in seen if s == "restarting"]
     assert restarting, f"never 'restarting' in {sorted(set(s for s, _ in seen))}"
-    assert any(re.search(r"start", m or "", re.I) and re.search(r"\d", m or "") for m in restarting), \
+    # when: a delay ("in 2 s") or a time of day
+    assert any(re.search(r"start", m or "", re.I)
+               and re.search(r"\b\d+ ?(s|ms|sec\w*)\b|\d\d:\d\d", m or "") for m in restarting), \
         f"no 'restarting' message saying when it starts: {sorted(set(restarting))}"
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert all(b > a for a, b in zip(gaps, gaps[1:])), \
