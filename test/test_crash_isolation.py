@@ -131,10 +131,6 @@ def wait_engine_back(i, old_pid, timeout=120):
                       timeout=timeout, interval=0.2, message=f"a new engine running on instance {i}")
 
 
-def kill(pid, sig):
-    os.kill(pid, sig)
-
-
 SIGNAL_WORDS = {signal.SIGSEGV: "signal 11", signal.SIGKILL: "signal 9"}
 
 
@@ -409,7 +405,7 @@ def test_engine_killed_by_signals_under_load_cuts_no_session(data):
         last = before
         for sig in kills:
             t = time.monotonic()
-            kill(last["pid"], sig)
+            os.kill(last["pid"], sig)
             now = wait_engine_back(i, last["pid"])
             assert now["supervisor_pid"] == sup, now
             assert SIGNAL_WORDS[sig] in (now["engine_last_exit"] or ""), (sig, now)
@@ -480,7 +476,7 @@ def kill_while_flowing(victim, p, sig, lines_by_p):
         wait_until(lambda: order_offset(victim, p) > start, timeout=120, interval=0.02,
                    message=f"instance {victim} reading the new orders of partition {p}")
         was = engine(victim)
-        kill(was["pid"], sig)
+        os.kill(was["pid"], sig)
     finally:
         producer.join(timeout=300)
     return was
@@ -688,7 +684,7 @@ def test_repeated_crashes_are_counted_shown_and_spaced_out():
     seen, starts, pid = [], [], first["pid"]
     try:
         for _ in range(4):
-            kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
             old = pid
 
             def back():
