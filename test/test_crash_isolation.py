@@ -658,7 +658,7 @@ def test_engine_killed_by_the_oom_killer_cuts_no_session(data):
 
 # ---- 4. repeated crashes: bounded and visible -------------------------------------
 
-BACKOFF_RESET_S = 60    # engine17.md: the backoff resets after the engine ran 60 s
+BACKOFF_RESET_S = 30    # worker/README.md: the backoff starts over once an engine has run 30 s
 
 
 def engine_age_s(pid):
