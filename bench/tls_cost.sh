@@ -28,7 +28,6 @@ ROWS=${2:-200000}
 SECS=${BENCH_SECONDS:-8}
 CONNS=${WRK_CONNECTIONS:-64}
 COMPARE_WORK=$(mktemp -d)
-WORK=$COMPARE_WORK
 trap 'rm -rf "$COMPARE_WORK"' EXIT
 FOUND=off
 tls_on && FOUND=on
@@ -44,10 +43,10 @@ restart_in() {
 	compare_wait_running
 }
 
-# measure MODE: one round of every figure, added to $WORK/MODE ("name value")
+# measure MODE: one round of every figure, added to $COMPARE_WORK/MODE ("name value")
 # and said
 measure() {
-	local out=$WORK/$1.round line
+	local out=$COMPARE_WORK/$1.round line
 	BENCH_RUNS="heap_local fdw_local fdw_local_socket heap_remote fdw_remote fdw_remote_socket" \
 		BENCH_ROUNDS=1 BENCH_SECONDS=$SECS BENCH_RESULTS=$out "$HERE/fdw_lookup.sh" "$ROWS" >/dev/null
 	while IFS= read -r line; do
@@ -57,7 +56,7 @@ measure() {
 	done < <("$HERE/http_get.sh" "$SECS" "$CONNS")
 	grep -q '^http_remote ' "$out" || die "bench/http_get.sh gave no figures with TLS $1"
 	msg "round $round, TLS $1: $(tr '\n' ' ' <"$out")"
-	cat "$out" >>"$WORK/$1"
+	cat "$out" >>"$COMPARE_WORK/$1"
 	rm -f "$out"
 }
 

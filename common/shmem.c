@@ -33,12 +33,6 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
-static size_t
-engine_segment_size(void)
-{
-	return MAXALIGN(sizeof(IqShared)) + iq_vc_shmem_size(iq_value_cache_mb);
-}
-
 static void
 iq_shmem_request_hook(void)
 {
@@ -75,8 +69,8 @@ shared_init(IqShared *s)
 static void
 engine_segment_create(void)
 {
-	size_t		size = engine_segment_size();
 	size_t		cache_size = iq_vc_shmem_size(iq_value_cache_mb);
+	size_t		size = MAXALIGN(sizeof(IqShared)) + cache_size;
 	void	   *mem;
 
 	if (segment != NULL)

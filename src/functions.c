@@ -29,12 +29,6 @@ PG_FUNCTION_INFO_V1(iq_stats);
 PG_FUNCTION_INFO_V1(iq_instances);
 PG_FUNCTION_INFO_V1(iq_key_owner);
 
-static IqShared *
-copy_shared(void)
-{
-	return iq_shared_copy();
-}
-
 static ArrayType *
 int_array(const int *values, int n)
 {
@@ -101,7 +95,7 @@ has_backlog(const IqShared *s)
 Datum
 iq_worker(PG_FUNCTION_ARGS)
 {
-	IqShared   *s = copy_shared();
+	IqShared   *s = iq_shared_copy();
 	TupleDesc	desc = result_desc(fcinfo);
 	IqSupervisorShared sup;
 	Datum		values[13];
@@ -181,7 +175,7 @@ Datum
 iq_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	IqShared   *s = copy_shared();
+	IqShared   *s = iq_shared_copy();
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -237,7 +231,7 @@ Datum
 iq_instances(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	IqShared   *s = copy_shared();
+	IqShared   *s = iq_shared_copy();
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -285,7 +279,7 @@ iq_key_owner(PG_FUNCTION_ARGS)
 				 errhint("The stores are \"%s\" and \"%s\".",
 						 iq_stores[0].name, iq_stores[1].name)));
 
-	s = copy_shared();
+	s = iq_shared_copy();
 	if (s->partition_count <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -229,8 +229,8 @@ worker_cleanup(int code, Datum arg)
 /*
  * worker_setup
  *		The worker's state, from the settings it runs with: the memory
- *		budget's split, its Kafka names, the consumer's wake-up pipe, its
- *		place in shared memory, the cleanup at exit.
+ *		budget's split, its Kafka names, the consumer's wake-up pipe, the
+ *		cleanup at exit.
  */
 static void
 worker_setup(void)
