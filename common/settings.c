@@ -9,6 +9,7 @@
  */
 #include "postgres.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "utils/guc.h"
 
 #include "common/settings.h"
+#include "common/shmem.h"
 
 char	   *iq_bootstrap_servers;
 char	   *iq_application_id;
@@ -41,6 +43,10 @@ int			iq_ownership_wait_ms;
 int			iq_max_lag;
 int			iq_lag_policy;
 int			iq_max_lag_wait_ms;
+int			iq_read_from;
+int			iq_standby_max_lag;
+int			iq_standby_replicas;
+static char *standby_replicas_text;
 int			iq_stall_timeout_ms;
 
 static const struct config_enum_entry partitioner_options[] = {
@@ -62,6 +68,52 @@ static const struct config_enum_entry lag_policy_options[] = {
 	{"wait", IQ_LAG_WAIT, false},
 	{NULL, 0, false}
 };
+
+static const struct config_enum_entry read_from_options[] = {
+	{"owner", IQ_READ_FROM_OWNER, false},
+	{"owner_or_standby", IQ_READ_FROM_OWNER_OR_STANDBY, false},
+	{"nearest", IQ_READ_FROM_NEAREST, false},
+	{NULL, 0, false}
+};
+
+/*
+ * standby_replicas_check
+ *		"all" or a count of other instances, 0 to IQ_MAX_MEMBERS - 1.
+ */
+static bool
+standby_replicas_check(char **newval, void **extra, GucSource source)
+{
+	char	   *end;
+	long		n;
+	int		   *parsed;
+
+	if (pg_strcasecmp(*newval, "all") == 0)
+		n = IQ_STANDBY_ALL;
+	else
+	{
+		errno = 0;
+		n = strtol(*newval, &end, 10);
+		if (errno != 0 || end == *newval || *end != '\0' || n < 0 || n >= IQ_MAX_MEMBERS)
+		{
+			GUC_check_errdetail("iq_fdw.standby_replicas is \"all\" or a number of other instances from 0 to %d.",
+								IQ_MAX_MEMBERS - 1);
+			return false;
+		}
+	}
+	/* GUC frees extra with free() */
+	parsed = malloc(sizeof(int));
+	if (parsed == NULL)
+		return false;
+	*parsed = (int) n;
+	*extra = parsed;
+	return true;
+}
+
+static void
+standby_replicas_assign(const char *newval, void *extra)
+{
+	iq_standby_replicas = *(int *) extra;
+}
 
 /*
  * host_chars_ok
@@ -356,6 +408,13 @@ iq_define_settings(void)
 							NULL,
 							&iq_http_threads, 0, 0, 256,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("iq_fdw.standby_replicas",
+							   "How many other instances keep a standby replica of each partition: a number, or all.",
+							   "A standby keeps the partition's state from its changelog and customer topic, "
+							   "continuously, in its own RocksDB: reads can fall back to it "
+							   "(iq_fdw.read_from) and a failover onto it restores only what it had not read.",
+							   &standby_replicas_text, "0",
+							   PGC_SIGHUP, 0, standby_replicas_check, standby_replicas_assign, NULL);
 	DefineCustomIntVariable("iq_fdw.commit_interval",
 							"Longest time a counted record waits, under a backlog, before its state is written and its offset committed.",
 							"-1 takes Kafka Streams' commit.interval.ms: 30 s under at_least_once, 100 ms under exactly_once.",
@@ -410,6 +469,21 @@ iq_define_settings(void)
 							 &iq_lag_policy, IQ_LAG_FAIL,
 							 lag_policy_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("iq_fdw.read_from",
+							 "Which copy of a partition a read may be answered from.",
+							 "owner: only the instance that owns it.  owner_or_standby: a standby "
+							 "replica when the owner cannot answer (down, cut off, rebalancing, "
+							 "restoring).  nearest: this instance's own standby first, with no "
+							 "network hop.  A standby is read only within iq_fdw.max_lag, or "
+							 "iq_fdw.standby_max_lag when max_lag is -1.",
+							 &iq_read_from, IQ_READ_FROM_OWNER,
+							 read_from_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.standby_max_lag",
+							"Largest lag, in records, of a standby replica a read may use when iq_fdw.max_lag is -1.",
+							"A standby is never read without a bound on its lag.",
+							&iq_standby_max_lag, 10000, 0, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.max_lag_wait",
 							"With lag_policy = wait, how long to wait for a partition to catch up.",
 							NULL,

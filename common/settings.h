@@ -43,6 +43,17 @@ typedef enum IqLagPolicy
 	IQ_LAG_WAIT					/* wait up to max_lag_wait, then fail */
 } IqLagPolicy;
 
+/* iq_fdw.read_from: where a read of a partition may be answered */
+typedef enum IqReadFrom
+{
+	IQ_READ_FROM_OWNER,			/* only the owner, as before standbys */
+	IQ_READ_FROM_OWNER_OR_STANDBY,	/* a standby when the owner cannot answer */
+	IQ_READ_FROM_NEAREST		/* this instance's own standby first */
+} IqReadFrom;
+
+/* iq_fdw.standby_replicas = all */
+#define IQ_STANDBY_ALL	(-1)
+
 /* worker */
 extern char *iq_bootstrap_servers;
 extern char *iq_application_id;
@@ -70,6 +81,9 @@ extern int	iq_ownership_wait_ms;
 extern int	iq_max_lag;
 extern int	iq_lag_policy;
 extern int	iq_max_lag_wait_ms;
+extern int	iq_read_from;
+extern int	iq_standby_max_lag;
+extern int	iq_standby_replicas;	/* IQ_STANDBY_ALL or 0.. */
 
 /* access (settings_access.c): paths, never secrets themselves */
 extern char *iq_ssl_cert_file;	/* "" means TLS off */

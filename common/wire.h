@@ -87,6 +87,14 @@ typedef enum IqWireOp
 #define IQ_FLAG_LOWER_INCL	0x02
 #define IQ_FLAG_UPPER		0x04
 #define IQ_FLAG_UPPER_INCL	0x08
+/*
+ * The caller accepts, for a partition this instance does not own, the
+ * answer of the standby replica it keeps (worker/stream/standby.c); the
+ * header's positions then say how far the standby has read.  A server of
+ * an earlier release refuses the flag (IQ_WIRE_BAD_REQUEST, "unknown
+ * flags"): it keeps no standby.
+ */
+#define IQ_FLAG_STANDBY		0x10
 
 typedef enum IqWireStatus
 {
