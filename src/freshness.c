@@ -59,8 +59,8 @@ iq_freshness(PG_FUNCTION_ARGS)
 		{
 			const IqWirePosition *p = &positions[i];
 			int			m = p->partition < IQ_MAX_PARTITIONS ? o->owner[p->partition] : -1;
-			Datum		values[6];
-			bool		nulls[6] = {0};
+			Datum		values[7];
+			bool		nulls[7] = {0};
 
 			if (m >= 0 && m < o->nmembers)
 			{
@@ -75,6 +75,8 @@ iq_freshness(PG_FUNCTION_ARGS)
 			nulls[4] = p->end < 0;
 			values[5] = Int64GetDatum(p->end >= 0 ? Max(p->end - Max(p->consumed, 0), 0) : 0);
 			nulls[5] = p->end < 0;
+			/* source came with 0.4, last: the width the declaration has */
+			values[6] = CStringGetTextDatum("owner");
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		iq_fetch_end(fetch);
