@@ -367,8 +367,11 @@ iq_fetch_standby_summary(IqFetch *f)
 
 		if (src->unused || !src->header_seen || !src->target.standby)
 			continue;
-		appendStringInfo(&s, "%spartition %d from %s:%d%s, lag %lld",
-						 s.len ? ", " : "", src->target.partitions[0],
+		appendStringInfo(&s, "%spartition%s", s.len ? ", " : "",
+						 src->target.npartitions > 1 ? "s" : "");
+		for (int k = 0; k < src->target.npartitions; k++)
+			appendStringInfo(&s, "%s%d", k ? ", " : " ", src->target.partitions[k]);
+		appendStringInfo(&s, " from %s:%d%s, lag %lld",
 						 src->target.host, src->target.port,
 						 src->target.is_local ? " (local)" : "",
 						 (long long) src->lag);
