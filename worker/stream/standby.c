@@ -43,7 +43,7 @@
 #define STANDBY_FETCH_WAIT_MS	50
 /* how often the ends' thread asks for the order partitions' ends */
 #define ENDS_INTERVAL_MS		500
-#define ENDS_TIMEOUT_MS			2000
+#define ENDS_TIMEOUT_MS			1000
 /* the most records one round applies, in batches of the restore's size */
 #define ROUND_BATCHES			4
 
