@@ -494,6 +494,24 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 }
 
 /*
+ * rebalance_under_way
+ *		Whether the group refused the transaction's offsets because it is
+ *		moving partitions (cooperative: the member counts on meanwhile, with
+ *		the generation it had): the transaction can be aborted and its
+ *		input read again, with no teardown of the pipeline.
+ */
+static bool
+rebalance_under_way(const rd_kafka_error_t *error)
+{
+	rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+
+	return iq_cooperative() && rd_kafka_error_txn_requires_abort(error) &&
+		(code == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+		 code == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+		 code == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID);
+}
+
+/*
  * iq_changelog_finish
  *		Make the batch's changelog records durable: wait for delivery
  *		(at_least_once), or send the input offsets to the transaction and
@@ -542,6 +560,17 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 
 		error = txn_call(TXN_SEND_OFFSETS, TXN_TIMEOUT_MS, offsets, cgmd);
 		rd_kafka_consumer_group_metadata_destroy(cgmd);
+		if (error != NULL && rebalance_under_way(error))
+		{
+			/* the transaction is aborted and its input read again: flush.c */
+			ereport(LOG,
+					(errmsg("iq_fdw worker: a flush met a rebalance of group \"%s\"; its Kafka transaction is aborted and what it held is counted again",
+							iq_w->cfg.app_id),
+					 errdetail_internal("%s", rd_kafka_error_string(error))));
+			rd_kafka_error_destroy(error);
+			iq_w->rewind = true;
+			return false;
+		}
 		if (error != NULL)
 		{
 			iq_fail("could not add offsets to the Kafka transaction: %s", rd_kafka_error_string(error));
