@@ -46,6 +46,7 @@ int			iq_max_lag_wait_ms;
 int			iq_read_from;
 int			iq_standby_max_lag;
 int			iq_standby_replicas;
+int			iq_rebalance_protocol;
 static char *standby_replicas_text;
 int			iq_stall_timeout_ms;
 
@@ -66,6 +67,12 @@ static const struct config_enum_entry guarantee_options[] = {
 static const struct config_enum_entry lag_policy_options[] = {
 	{"fail", IQ_LAG_FAIL, false},
 	{"wait", IQ_LAG_WAIT, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry rebalance_protocol_options[] = {
+	{"eager", IQ_REBALANCE_EAGER, false},
+	{"cooperative", IQ_REBALANCE_COOPERATIVE, false},
 	{NULL, 0, false}
 };
 
@@ -415,6 +422,16 @@ iq_define_settings(void)
 							   "(iq_fdw.read_from) and a failover onto it restores only what it had not read.",
 							   &standby_replicas_text, "0",
 							   PGC_SIGHUP, 0, standby_replicas_check, standby_replicas_assign, NULL);
+	DefineCustomEnumVariable("iq_fdw.rebalance_protocol",
+							 "How the consumer group moves partitions when an instance joins or leaves.",
+							 "eager: the range assignor; every rebalance revokes every partition of "
+							 "every instance.  cooperative: cooperative-sticky; only the partitions "
+							 "that move pause, the customer topic is read beside the group.  Every "
+							 "instance of an application must use the same: change it with all of "
+							 "them stopped.",
+							 &iq_rebalance_protocol, IQ_REBALANCE_EAGER,
+							 rebalance_protocol_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.commit_interval",
 							"Longest time a counted record waits, under a backlog, before its state is written and its offset committed.",
 							"-1 takes Kafka Streams' commit.interval.ms: 30 s under at_least_once, 100 ms under exactly_once.",

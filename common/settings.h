@@ -51,6 +51,13 @@ typedef enum IqReadFrom
 	IQ_READ_FROM_NEAREST		/* this instance's own standby first */
 } IqReadFrom;
 
+/* iq_fdw.rebalance_protocol */
+typedef enum IqRebalanceProtocol
+{
+	IQ_REBALANCE_EAGER,			/* range assignor: every rebalance revokes all */
+	IQ_REBALANCE_COOPERATIVE	/* cooperative-sticky: only what moves pauses */
+} IqRebalanceProtocol;
+
 /* iq_fdw.standby_replicas = all */
 #define IQ_STANDBY_ALL	(-1)
 
@@ -84,6 +91,7 @@ extern int	iq_max_lag_wait_ms;
 extern int	iq_read_from;
 extern int	iq_standby_max_lag;
 extern int	iq_standby_replicas;	/* IQ_STANDBY_ALL or 0.. */
+extern int	iq_rebalance_protocol;	/* IqRebalanceProtocol */
 
 /* access (settings_access.c): paths, never secrets themselves */
 extern char *iq_ssl_cert_file;	/* "" means TLS off */

@@ -30,6 +30,7 @@ typedef struct IqWorkerConfig
 	int			http_threads;
 	int			commit_interval_ms;
 	int			standby_replicas;	/* IQ_STANDBY_ALL or 0.. */
+	int			rebalance_protocol; /* IqRebalanceProtocol */
 	IqKafkaProps kafka_props;	/* iq_fdw.kafka_properties_file, read */
 } IqWorkerConfig;
 

@@ -33,6 +33,7 @@ typedef enum IqHandle
 	IQ_H_PRODUCER,
 	IQ_H_RESTORER,
 	IQ_H_STANDBY,
+	IQ_H_CUSTOMERS,
 	IQ_H_COUNT
 } IqHandle;
 
@@ -65,6 +66,8 @@ typedef struct IqWorker
 	rd_kafka_t *consumer;
 	rd_kafka_t *restorer;
 	rd_kafka_t *standby;		/* standby replicas' consumer, or NULL */
+	rd_kafka_t *customers;		/* cooperative: the customer topic's consumer */
+	rd_kafka_queue_t *customers_q;
 	rd_kafka_queue_t *consumer_q;
 	/* broker leading each partition at the last assignment (fetch_wake.c) */
 	int32		order_leaders[IQ_MAX_PARTITIONS];
@@ -78,6 +81,7 @@ typedef struct IqWorker
 
 	/* set by callbacks, acted on by the main loop */
 	bool		failed;			/* tear the pipeline down and retry */
+	bool		rewind;			/* a flush met a rebalance: read it again (consumer.c) */
 	char		failure[IQ_MESSAGE_LEN];
 	bool		error_state;	/* in ERROR without a restart (e.g. topic missing) */
 	bool		broker_error;	/* from the error callback, not yet shown */

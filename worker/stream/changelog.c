@@ -450,26 +450,21 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 			headers = rd_kafka_headers_new(1);
 			rd_kafka_header_add(headers, IQ_POSITION_HEADER, -1, position, sizeof(position));
 		}
-		/* a non-NULL pointer keeps an empty key a key, not a null key */
-		if (headers != NULL)
-			err = rd_kafka_producev(iq_w->producer,
-									RD_KAFKA_V_RKT(changelog_rkt),
-									RD_KAFKA_V_PARTITION(partition),
-									RD_KAFKA_V_KEY(key_len ? key : "", key_len),
-									RD_KAFKA_V_VALUE(value, 8),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_HEADERS(headers),
-									RD_KAFKA_V_END);
-		else
-			err = rd_kafka_producev(iq_w->producer,
-									RD_KAFKA_V_RKT(changelog_rkt),
-									RD_KAFKA_V_PARTITION(partition),
-									RD_KAFKA_V_KEY(key_len ? key : "", key_len),
-									RD_KAFKA_V_VALUE(value, 8),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_END);
+		/*
+		 * A non-NULL pointer keeps an empty key a key, not a null key; NULL
+		 * headers are none.
+		 */
+		err = rd_kafka_producev(iq_w->producer,
+								RD_KAFKA_V_RKT(changelog_rkt),
+								RD_KAFKA_V_PARTITION(partition),
+								RD_KAFKA_V_KEY(key_len ? key : "", key_len),
+								RD_KAFKA_V_VALUE(value, 8),
+								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								RD_KAFKA_V_HEADERS(headers),
+								RD_KAFKA_V_END);
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
+			/* the message owns its headers now */
 			if (deadline != 0)
 				iq_progress();	/* the queue had room again: deliveries go on */
 			return true;
@@ -496,6 +491,24 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 		}
 		rd_kafka_poll(iq_w->producer, 10);
 	}
+}
+
+/*
+ * rebalance_under_way
+ *		Whether the group refused the transaction's offsets because it is
+ *		moving partitions (cooperative: the member counts on meanwhile, with
+ *		the generation it had): the transaction can be aborted and its
+ *		input read again, with no teardown of the pipeline.
+ */
+static bool
+rebalance_under_way(const rd_kafka_error_t *error)
+{
+	rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+
+	return iq_cooperative() && rd_kafka_error_txn_requires_abort(error) &&
+		(code == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+		 code == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+		 code == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID);
 }
 
 /*
@@ -547,6 +560,17 @@ iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets)
 
 		error = txn_call(TXN_SEND_OFFSETS, TXN_TIMEOUT_MS, offsets, cgmd);
 		rd_kafka_consumer_group_metadata_destroy(cgmd);
+		if (error != NULL && rebalance_under_way(error))
+		{
+			/* the transaction is aborted and its input read again: flush.c */
+			ereport(LOG,
+					(errmsg("iq_fdw worker: a flush met a rebalance of group \"%s\"; its Kafka transaction is aborted and what it held is counted again",
+							iq_w->cfg.app_id),
+					 errdetail_internal("%s", rd_kafka_error_string(error))));
+			rd_kafka_error_destroy(error);
+			iq_w->rewind = true;
+			return false;
+		}
 		if (error != NULL)
 		{
 			iq_fail("could not add offsets to the Kafka transaction: %s", rd_kafka_error_string(error));

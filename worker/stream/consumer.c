@@ -7,6 +7,16 @@
  * whose callback the main loop hands to iq_consumer_start.  Offsets are
  * never committed by librdkafka itself: flush.c commits them after the
  * state and changelog are durable.
+ *
+ * With iq_fdw.rebalance_protocol = cooperative the group runs
+ * cooperative-sticky over the order topic alone, and a second consumer
+ * with no group reads customer partition p exactly while the group gives
+ * this instance order partition p (iq_customers_assign): co-partitioning
+ * by construction, whatever the sticky assignor decides.  Its records join
+ * the same polls, ahead of the orders taken with them; its positions are
+ * committed with the group's as before (the coordinator takes offsets of
+ * any partition from a member of the current generation), and the store's
+ * checkpoint stays the authority for them.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -17,6 +27,7 @@
 #include "worker/kafka_conf.h"
 #include "worker/state.h"
 #include "worker/stream/fetch_wake.h"
+#include "worker/stream/key_cache.h"
 #include "worker/stream/stream.h"
 
 /* the longest a synchronous commit (on revoke, on stop) waits for the broker */
@@ -29,8 +40,106 @@
  * already (librdkafka then revokes nothing, and so never leaves)
  */
 #define LEAVE_TIMEOUT_MS	2000
+/* the longest a seek back after an aborted transaction waits */
+#define SEEK_TIMEOUT_MS		5000
 /* fetch.wait.max.ms: records reach the poll soon after they are written */
 #define FETCH_WAIT_MS		50
+
+/*
+ * consumer_share
+ *		The group consumer's bound of its share of the budget; with the
+ *		customer consumer beside it, three quarters (it one quarter).
+ */
+static int
+consumer_share(int whole, bool customers)
+{
+	if (!iq_cooperative())
+		return whole;
+	return customers ? Max(whole / 4, 1) : whole - whole / 4;
+}
+
+/*
+ * customers_start
+ *		The customer topic's consumer of the cooperative protocol: no group
+ *		to join, fed through the main loop's wake-up pipe like the group's.
+ */
+static bool
+customers_start(char **err)
+{
+	char		group[600];
+	rd_kafka_conf_t *conf;
+
+	snprintf(group, sizeof(group), "%s-customers", iq_w->cfg.app_id);
+	conf = iq_consumer_conf_new(group, FETCH_WAIT_MS,
+								Max(consumer_share(iq_w->mem.consumer_queue_kbytes, true), 256),
+								Max(consumer_share(iq_w->mem.consumer_queue_messages, true), 1000),
+								Max(consumer_share(iq_w->mem.consumer_fetch_bytes, true), 16 * 1024),
+								err);
+	if (conf == NULL)
+		return false;
+	iq_w->customers = iq_kafka_new(RD_KAFKA_CONSUMER, conf, IQ_H_CUSTOMERS, err);
+	if (iq_w->customers == NULL)
+		return false;
+	rd_kafka_poll_set_consumer(iq_w->customers);
+	iq_w->customers_q = rd_kafka_queue_get_consumer(iq_w->customers);
+	rd_kafka_queue_io_event_enable(iq_w->customers_q, iq_w->wake_fd[1], "1", 1);
+	return true;
+}
+
+/* customers_stop: nothing of a group to leave */
+static void
+customers_stop(void)
+{
+	if (iq_w->customers_q)
+	{
+		rd_kafka_queue_io_event_enable(iq_w->customers_q, -1, NULL, 0);
+		rd_kafka_queue_destroy(iq_w->customers_q);
+		iq_w->customers_q = NULL;
+	}
+	if (iq_w->customers == NULL)
+		return;
+	rd_kafka_assign(iq_w->customers, NULL);
+	iq_log_detach(IQ_H_CUSTOMERS);
+	rd_kafka_destroy_flags(iq_w->customers, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	iq_w->customers = NULL;
+}
+
+/*
+ * iq_customers_assign
+ *		Cooperative: read customer partition p for every order partition
+ *		assigned, from the store's position; false after iq_fail().
+ */
+bool
+iq_customers_assign(void)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+
+	if (iq_w->customers == NULL)
+		return true;
+	list = rd_kafka_topic_partition_list_new(iq_w->partition_count + 1);
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (iq_w->parts[p].assigned)
+			rd_kafka_topic_partition_list_add(list, iq_w->cfg.customer_topic, p)->offset =
+				iq_w->parts[p].customer_next >= 0 ? iq_w->parts[p].customer_next :
+				RD_KAFKA_OFFSET_BEGINNING;
+	err = rd_kafka_assign(iq_w->customers, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read topic \"%s\" (iq_fdw.customer_topic): %s",
+				iq_w->cfg.customer_topic, rd_kafka_err2str(err));
+		return false;
+	}
+	return true;
+}
+
+/* customer_handle: the consumer that reads the customer topic */
+static rd_kafka_t *
+customer_handle(void)
+{
+	return iq_w->customers ? iq_w->customers : iq_w->consumer;
+}
 
 /*
  * note_committed
@@ -100,12 +209,14 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 	rd_kafka_t *rk;
 
 	/* the prefetch queue is the consumer's share of iq_fdw.memory_budget */
-	conf = iq_consumer_conf_new(iq_w->cfg.app_id, FETCH_WAIT_MS, iq_w->mem.consumer_queue_kbytes,
-								 iq_w->mem.consumer_queue_messages,
-								 iq_w->mem.consumer_fetch_bytes, err);
+	conf = iq_consumer_conf_new(iq_w->cfg.app_id, FETCH_WAIT_MS,
+								consumer_share(iq_w->mem.consumer_queue_kbytes, false),
+								consumer_share(iq_w->mem.consumer_queue_messages, false),
+								consumer_share(iq_w->mem.consumer_fetch_bytes, false), err);
 	if (conf == NULL)
 		return false;
-	if (!iq_conf_set(conf, "partition.assignment.strategy", "range", err) ||
+	if (!iq_conf_set(conf, "partition.assignment.strategy",
+					 iq_cooperative() ? "cooperative-sticky" : "range", err) ||
 		/* restores run inside the rebalance callback */
 		!iq_conf_set(conf, "max.poll.interval.ms", "900000", err) ||
 		!iq_conf_set_int(conf, "session.timeout.ms", IQ_GROUP_SESSION_TIMEOUT_MS, err) ||
@@ -127,8 +238,12 @@ iq_consumer_start(IqRebalanceCb rebalance_cb, char **err)
 	iq_w->consumer_q = rd_kafka_queue_get_consumer(rk);
 	rd_kafka_queue_io_event_enable(iq_w->consumer_q, iq_w->wake_fd[1], "1", 1);
 
+	if (iq_cooperative() && !customers_start(err))
+		return false;
 	topics = rd_kafka_topic_partition_list_new(2);
-	rd_kafka_topic_partition_list_add(topics, iq_w->cfg.customer_topic, RD_KAFKA_PARTITION_UA);
+	/* cooperative: the customer topic is read beside the group */
+	if (!iq_cooperative())
+		rd_kafka_topic_partition_list_add(topics, iq_w->cfg.customer_topic, RD_KAFKA_PARTITION_UA);
 	rd_kafka_topic_partition_list_add(topics, iq_w->cfg.order_topic, RD_KAFKA_PARTITION_UA);
 	rerr = rd_kafka_subscribe(rk, topics);
 	rd_kafka_topic_partition_list_destroy(topics);
@@ -160,6 +275,7 @@ release_handle(rd_kafka_t *rk)
 	iq_log_detach(IQ_H_CONSUMER);
 	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 	iq_w->consumer = NULL;
+	customers_stop();
 }
 
 /*
@@ -223,7 +339,10 @@ iq_consumer_stop(void)
 	int64		deadline = iq_now_ms() + CLOSE_TIMEOUT_MS;
 
 	if (rk == NULL)
+	{
+		customers_stop();		/* a start that failed half way */
 		return;
+	}
 
 	/*
 	 * A failed pipeline's consumer, or one librdkafka failed for good
@@ -259,7 +378,17 @@ iq_consumer_stop(void)
 			if (ev == NULL)
 				continue;
 			if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
-				rd_kafka_assign(rk, NULL);
+			{
+				if (iq_cooperative())
+				{
+					rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, rd_kafka_event_topic_partition_list(ev));
+
+					if (e)
+						rd_kafka_error_destroy(e);
+				}
+				else
+					rd_kafka_assign(rk, NULL);
+			}
 			rd_kafka_event_destroy(ev);
 		}
 	}
@@ -296,7 +425,7 @@ wake_fetchers(void)
 				continue;
 			if (leader >= 0)
 				woken[nwoken++] = leader;
-			iq_wake_fetcher(iq_w->consumer, topic, p);
+			iq_wake_fetcher(t == 0 ? iq_w->consumer : customer_handle(), topic, p);
 		}
 	}
 }
@@ -319,6 +448,14 @@ iq_consumer_poll(rd_kafka_message_t **msgs, int max, int budget_ms)
 	iq_queue_watch_begin(&watch, !iq_fetch_queue_backoff(), iq_w->consumer_q,
 						 iq_w->mem.consumer_queue_messages,
 						 iq_w->mem.consumer_queue_kbytes);
+	/* cooperative: the customers that came, ahead of the orders taken with them */
+	if (iq_w->customers_q != NULL)
+	{
+		ssize_t		got = rd_kafka_consume_batch_queue(iq_w->customers_q, 0, msgs, max / 4 + 1);
+
+		if (got > 0)
+			n = (int) got;
+	}
 	while (n < max && !iq_w->failed)
 	{
 		ssize_t		got = rd_kafka_consume_batch_queue(iq_w->consumer_q, 0,
@@ -435,7 +572,7 @@ iq_consumer_refresh_ends(void)
 		if (rd_kafka_get_watermark_offsets(iq_w->consumer, iq_w->cfg.order_topic, p,
 										   &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
 			part->order_end = hi;
-		if (rd_kafka_get_watermark_offsets(iq_w->consumer, iq_w->cfg.customer_topic, p,
+		if (rd_kafka_get_watermark_offsets(customer_handle(), iq_w->cfg.customer_topic, p,
 										   &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
 			part->customer_end = hi;
 		part->stats.order_end = part->order_end;
@@ -458,17 +595,34 @@ bool
 iq_consumer_caught_up(void)
 {
 	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_topic_partition_list_t *customers = NULL;
 	bool		caught_up = true;
 
 	iq_consumer_refresh_ends();
 	list = rd_kafka_topic_partition_list_new(2 * iq_w->partition_count + 1);
+	if (iq_w->customers)
+		customers = rd_kafka_topic_partition_list_new(iq_w->partition_count + 1);
 	for (int p = 0; p < iq_w->partition_count; p++)
 		if (iq_w->parts[p].assigned)
 		{
 			rd_kafka_topic_partition_list_add(list, iq_w->cfg.order_topic, p);
-			rd_kafka_topic_partition_list_add(list, iq_w->cfg.customer_topic, p);
+			rd_kafka_topic_partition_list_add(customers ? customers : list,
+											  iq_w->cfg.customer_topic, p);
 		}
 	(void) rd_kafka_position(iq_w->consumer, list);
+	if (customers)
+	{
+		/* the customer consumer's positions, judged with the orders' */
+		(void) rd_kafka_position(iq_w->customers, customers);
+		for (int i = 0; i < customers->cnt; i++)
+		{
+			rd_kafka_topic_partition_t *tp = &customers->elems[i];
+
+			rd_kafka_topic_partition_list_add(list, tp->topic, tp->partition)->offset = tp->offset;
+			list->elems[list->cnt - 1].err = tp->err;
+		}
+		rd_kafka_topic_partition_list_destroy(customers);
+	}
 	for (int i = 0; i < list->cnt && caught_up; i++)
 	{
 		const rd_kafka_topic_partition_t *tp = &list->elems[i];
@@ -484,4 +638,52 @@ iq_consumer_caught_up(void)
 	}
 	rd_kafka_topic_partition_list_destroy(list);
 	return caught_up;
+}
+
+/*
+ * iq_consumer_rewind
+ *		A flush's transaction was aborted (a rebalance under way, changelog.c):
+ *		nothing of it reached the stores, so every assigned partition is read
+ *		again from what its store holds, and the counts not yet written go.
+ */
+void
+iq_consumer_rewind(void)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_error_t *error;
+
+	iq_cache_clear();
+	iq_flush_discard();
+	list = rd_kafka_topic_partition_list_new(iq_w->partition_count + 1);
+	for (int p = 0; p < iq_w->partition_count; p++)
+	{
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (!part->assigned)
+			continue;
+		part->order_next = part->stats.order_offset;
+		part->customer_next = part->stats.customer_offset;
+		rd_kafka_topic_partition_list_add(list, iq_w->cfg.order_topic, p)->offset =
+			part->order_next >= 0 ? part->order_next : RD_KAFKA_OFFSET_BEGINNING;
+	}
+	error = rd_kafka_seek_partitions(iq_w->consumer, list, SEEK_TIMEOUT_MS);
+	if (error != NULL)
+	{
+		iq_fail("could not read the order topic again after an aborted transaction: %s",
+				rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	}
+	else
+	{
+		for (int i = 0; i < list->cnt; i++)
+			if (list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				iq_fail("could not read partition %d of the order topic again after an aborted transaction: %s",
+						list->elems[i].partition, rd_kafka_err2str(list->elems[i].err));
+				break;
+			}
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	if (!iq_w->failed)
+		(void) iq_customers_assign();
 }

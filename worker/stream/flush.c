@@ -355,8 +355,11 @@ done:
 	free_plan(&plan);
 	if (positions)
 		rd_kafka_topic_partition_list_destroy(positions);
-	if (iq_w->failed)
+	if (iq_w->failed || iq_w->rewind)
 		iq_changelog_abort();
+	if (iq_w->rewind && !iq_w->failed)
+		iq_consumer_rewind();
+	iq_w->rewind = false;
 	return ok;
 }
 

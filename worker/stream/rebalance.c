@@ -5,7 +5,10 @@
  *
  * The range assignor gives partition p of both topics to the same member
  * when they have the same partition count: the co-partitioning the join
- * needs.  The callback runs on the worker's main thread inside a poll; on
+ * needs.  With iq_fdw.rebalance_protocol = cooperative the group assigns
+ * order partitions alone, incrementally (cooperative-sticky): an assignment
+ * adds partitions and a revocation takes some away while the others go on
+ * being counted, and the customer consumer follows (consumer.c).  The callback runs on the worker's main thread inside a poll; on
  * assignment it checks the topics, opens and restores each partition's
  * store, then assigns explicit offsets, so no input is processed against a
  * store that is not caught up.  On revocation what is counted is written
@@ -13,6 +16,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include "lib/stringinfo.h"
 
 #include "worker/kafka_conf.h"
 #include "worker/state.h"
@@ -27,6 +32,8 @@
 
 static void on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list);
 static void on_revoke(rd_kafka_t *rk, bool unassign);
+static void on_assign_incremental(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list);
+static void on_revoke_incremental(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list);
 
 /*
  * iq_rebalance_cb
@@ -40,10 +47,33 @@ iq_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
+	if (message_level_is_interesting(DEBUG1))
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		for (int i = 0; i < list->cnt; i++)
+			appendStringInfo(&buf, "%s%s[%d]", i ? ", " : "", list->elems[i].topic,
+							 list->elems[i].partition);
+		ereport(DEBUG1,
+				(errmsg_internal("iq_fdw worker: %s rebalance: %s %s%s",
+								 rd_kafka_rebalance_protocol(rk),
+								 err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assign" : "revoke",
+								 buf.data,
+								 rd_kafka_assignment_lost(rk) ? " (lost)" : "")));
+		pfree(buf.data);
+	}
 	PG_TRY();
 	{
 		if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
-			on_assign(rk, list);
+		{
+			if (iq_cooperative())
+				on_assign_incremental(rk, list);
+			else
+				on_assign(rk, list);
+		}
+		else if (iq_cooperative())
+			on_revoke_incremental(rk, list);
 		else
 			on_revoke(rk, true);
 	}
@@ -56,7 +86,9 @@ iq_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		FlushErrorState();
 		iq_fail("rebalance failed: %s", edata->message);
 		FreeErrorData(edata);
-		rd_kafka_assign(rk, NULL);
+		/* cooperative: the pipeline's teardown drops the consumer */
+		if (!iq_cooperative())
+			rd_kafka_assign(rk, NULL);
 	}
 	PG_END_TRY();
 	iq_w->ownership_due = true;
@@ -303,7 +335,7 @@ assign_from(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *committed,
 			const int64 *local_order_next)
 {
 	rd_kafka_topic_partition_list_t *assign;
-	rd_kafka_resp_err_t err;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
 	assign = rd_kafka_topic_partition_list_new(2 * iq_w->partition_count);
 	for (int i = 0; i < committed->cnt; i++)
@@ -330,20 +362,33 @@ assign_from(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *committed,
 		part->stats.order_offset = part->order_next;
 		rd_kafka_topic_partition_list_add(assign, iq_w->cfg.order_topic, p)->offset =
 			off >= 0 ? off : RD_KAFKA_OFFSET_BEGINNING;
-		rd_kafka_topic_partition_list_add(assign, iq_w->cfg.customer_topic, p)->offset =
-			part->customer_next >= 0 ? part->customer_next : RD_KAFKA_OFFSET_BEGINNING;
+		/* cooperative: customers are the customer consumer's (consumer.c) */
+		if (!iq_cooperative())
+			rd_kafka_topic_partition_list_add(assign, iq_w->cfg.customer_topic, p)->offset =
+				part->customer_next >= 0 ? part->customer_next : RD_KAFKA_OFFSET_BEGINNING;
 		part->assigned = true;
 		iq_store_set_held(p, true, false);
 	}
 	rd_kafka_topic_partition_list_destroy(committed);
-	err = rd_kafka_assign(rk, assign);
+	if (iq_cooperative())
+	{
+		rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, assign);
+
+		if (error != NULL)
+		{
+			err = rd_kafka_error_code(error);
+			rd_kafka_error_destroy(error);
+		}
+	}
+	else
+		err = rd_kafka_assign(rk, assign);
 	rd_kafka_topic_partition_list_destroy(assign);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		iq_fail("could not assign partitions: %s", rd_kafka_err2str(err));
 		return false;
 	}
-	return true;
+	return iq_customers_assign();
 }
 
 /*
@@ -434,9 +479,126 @@ on_revoke(rd_kafka_t *rk, bool unassign)
 		part->assigned = false;
 		part->stats.assigned = false;
 	}
-	if (unassign)
+	/* cooperative: revoked by the group's own callback as the consumer leaves */
+	if (unassign && !iq_cooperative())
 		rd_kafka_assign(rk, NULL);
 	iq_stats_publish();
 	if (!iq_w->failed && !iq_got_sigterm)
 		iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions revoked");
+}
+
+/*
+ * on_assign_incremental
+ *		Cooperative: partitions added to those held, which go on being
+ *		counted but for the time the added ones are restored.  What is
+ *		counted is written first, as the restores clear the key cache.
+ */
+static void
+on_assign_incremental(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
+{
+	bool		added[IQ_MAX_PARTITIONS];
+	bool		kept[IQ_MAX_PARTITIONS];
+	int64		local_order_next[IQ_MAX_PARTITIONS];
+	rd_kafka_topic_partition_list_t *committed;
+	bool		any = false;
+
+	memset(added, 0, sizeof(added));
+	for (int i = 0; i < list->cnt; i++)
+	{
+		int			p = list->elems[i].partition;
+
+		if (p >= 0 && p < IQ_MAX_PARTITIONS &&
+			strcmp(list->elems[i].topic, iq_w->cfg.order_topic) == 0)
+			added[p] = any = true;
+	}
+	iq_step(IQ_STEP_ASSIGNING, -1);
+	if (!any)
+	{
+		rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, list);
+
+		if (error != NULL)
+			rd_kafka_error_destroy(error);
+		return;
+	}
+	iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions added, checking topics");
+	if (!topics_joinable(rk))
+		return;
+	/* a flush that met the rebalance is read again: not a failure */
+	if (!iq_flush_now() && iq_w->failed)
+		return;
+	iq_cache_clear();
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		kept[p] = added[p] || iq_w->parts[p].assigned;
+	close_released(kept);
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (added[p])
+			iq_standby_release(p);
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (added[p] && !restore_one(p, &local_order_next[p]))
+			return;
+	committed = group_committed(rk, added);
+	if (committed == NULL || !assign_from(rk, committed, local_order_next))
+		return;
+	iq_stats_publish();
+	iq_memory_release();
+	iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+}
+
+/*
+ * on_revoke_incremental
+ *		Cooperative: partitions taken away; what is counted is written and
+ *		committed first unless they are lost, and the rest go on.
+ */
+static void
+on_revoke_incremental(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
+{
+	bool		lost = rd_kafka_assignment_lost(rk);
+	bool		any = false;
+	rd_kafka_error_t *error;
+
+	if (lost)
+		ereport(LOG,
+				(errmsg("iq_fdw worker: partitions of group \"%s\" were lost before they were revoked; what was counted since the last commit is dropped",
+						iq_w->cfg.app_id),
+				 errhint("Their new owner counts those records again.  A worker that stalls longer than the group's session or poll timeout loses its partitions this way.")));
+	if (!iq_w->failed && !lost)
+		iq_flush_now();
+	iq_cache_clear();
+	iq_flush_discard();
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		any |= iq_w->parts[p].assigned;
+	if (any && !iq_w->failed && !lost)
+		iq_consumer_commit(true);
+	any = false;
+	for (int i = 0; i < list->cnt; i++)
+	{
+		int			p = list->elems[i].partition;
+		IqPart	   *part;
+
+		if (p < 0 || p >= IQ_MAX_PARTITIONS ||
+			strcmp(list->elems[i].topic, iq_w->cfg.order_topic) != 0)
+			continue;
+		part = &iq_w->parts[p];
+		if (iq_store_is_open(p))
+		{
+			iq_step(IQ_STEP_RELEASING, p);
+			iq_store_set_held(p, false, false);
+		}
+		part->assigned = false;
+		part->stats.assigned = false;
+	}
+	error = rd_kafka_incremental_unassign(rk, list);
+	if (error != NULL)
+		rd_kafka_error_destroy(error);
+	(void) iq_customers_assign();
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		any |= iq_w->parts[p].assigned;
+	iq_stats_publish();
+	if (!iq_w->failed && !iq_got_sigterm)
+	{
+		if (any)
+			iq_set_worker_state(IQ_WORKER_RUNNING, NULL);
+		else
+			iq_set_worker_state(IQ_WORKER_REBALANCING, "partitions revoked");
+	}
 }

@@ -10,7 +10,15 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "common/settings.h"
 #include "worker/state.h"
+
+/* iq_cooperative: the group runs the cooperative protocol (consumer.c) */
+static inline bool
+iq_cooperative(void)
+{
+	return iq_w->cfg.rebalance_protocol == IQ_REBALANCE_COOPERATIVE;
+}
 
 /* librdkafka's rebalance callback */
 typedef void (*IqRebalanceCb) (rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -25,6 +33,8 @@ extern bool iq_consumer_commit(bool sync);
 extern void iq_consumer_refresh_ends(void);
 extern bool iq_consumer_caught_up(void);
 extern rd_kafka_topic_partition_list_t *iq_consumer_positions(void);
+extern bool iq_customers_assign(void);
+extern void iq_consumer_rewind(void);
 
 /* in rebalance.c */
 extern void iq_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
