@@ -76,6 +76,7 @@ typedef struct IqPartitionStats
 {
 	bool		assigned;
 	bool		restoring;
+	bool		standby;		/* a standby replica kept here, not assigned */
 	int64		customer_offset;	/* next offset to process */
 	int64		customer_end;	/* high watermark */
 	int64		order_offset;
@@ -91,6 +92,7 @@ typedef struct IqPartitionStats
 	int64		restored_records;	/* progress of the current restore */
 	int64		restore_total;
 	int64		state_rebuilds; /* local state found unusable, rebuilt */
+	int64		standby_applied;	/* records a standby replica applied */
 } IqPartitionStats;
 
 /* A member of the consumer group that holds partitions. */

@@ -72,6 +72,7 @@ iq_worker_config_load(IqWorkerConfig *c, MemoryContext cxt)
 	else
 		c->commit_interval_ms = c->guarantee == IQ_EXACTLY_ONCE ?
 			KSTREAMS_EOS_COMMIT_INTERVAL_MS : KSTREAMS_COMMIT_INTERVAL_MS;
+	c->standby_replicas = iq_standby_replicas;
 	iq_kafka_props_load(&c->kafka_props, iq_kafka_properties_file);
 	pfree(dir);
 	MemoryContextSwitchTo(old);
@@ -104,6 +105,7 @@ iq_worker_config_changed(const IqWorkerConfig *o)
 		n.memory_budget_mb != o->memory_budget_mb ||
 		n.http_threads != o->http_threads ||
 		n.commit_interval_ms != o->commit_interval_ms ||
+		n.standby_replicas != o->standby_replicas ||
 		iq_kafka_props_differ(&n.kafka_props, &o->kafka_props);
 	iq_kafka_props_forget(&n.kafka_props);
 	MemoryContextDelete(cxt);

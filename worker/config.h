@@ -29,6 +29,7 @@ typedef struct IqWorkerConfig
 	int			memory_budget_mb;
 	int			http_threads;
 	int			commit_interval_ms;
+	int			standby_replicas;	/* IQ_STANDBY_ALL or 0.. */
 	IqKafkaProps kafka_props;	/* iq_fdw.kafka_properties_file, read */
 } IqWorkerConfig;
 

@@ -66,6 +66,7 @@ pipeline_stop(void)
 	iq_consumer_stop();
 	iq_producer_stop();
 	iq_restorer_stop();
+	iq_standby_stop();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
 		if (!iq_store_is_open(p))
@@ -101,6 +102,8 @@ pipeline_start(char **err)
 	iq_w->partition_count = n;
 	iq_store_set_partition_count(n);
 	if (!iq_restorer_start(err))
+		return false;
+	if (!iq_standby_start(err))
 		return false;
 	if (!iq_consumer_start(iq_rebalance_cb, err))
 		return false;
@@ -183,6 +186,7 @@ pipeline_poll(int64 now)
 		iq_set_worker_state(IQ_WORKER_ERROR, "%s", why);
 	}
 	iq_ownership_tick();
+	iq_standby_tick();
 	return n;
 }
 

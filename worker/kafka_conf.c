@@ -368,7 +368,7 @@ drain_one(rd_kafka_queue_t *q)
 void
 iq_drain_logs(void)
 {
-	for (int h = 0; h < 3; h++)
+	for (int h = 0; h < IQ_H_COUNT; h++)
 		if (iq_w->log_q[h])
 			drain_one(iq_w->log_q[h]);
 }

@@ -31,7 +31,9 @@ typedef enum IqHandle
 {
 	IQ_H_CONSUMER = 0,
 	IQ_H_PRODUCER,
-	IQ_H_RESTORER
+	IQ_H_RESTORER,
+	IQ_H_STANDBY,
+	IQ_H_COUNT
 } IqHandle;
 
 /* What the worker knows about one partition (index = partition number). */
@@ -62,11 +64,12 @@ typedef struct IqWorker
 	rd_kafka_t *producer;
 	rd_kafka_t *consumer;
 	rd_kafka_t *restorer;
+	rd_kafka_t *standby;		/* standby replicas' consumer, or NULL */
 	rd_kafka_queue_t *consumer_q;
 	/* broker leading each partition at the last assignment (fetch_wake.c) */
 	int32		order_leaders[IQ_MAX_PARTITIONS];
 	int32		customer_leaders[IQ_MAX_PARTITIONS];
-	rd_kafka_queue_t *log_q[3]; /* logs of each handle (IqHandle) */
+	rd_kafka_queue_t *log_q[IQ_H_COUNT]; /* logs of each handle (IqHandle) */
 	rd_kafka_queue_t *admin_q;	/* ownership's DescribeConsumerGroups */
 	int			wake_fd[2];		/* consumer queue -> WaitLatchOrSocket */
 

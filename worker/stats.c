@@ -71,12 +71,14 @@ iq_stats_clear(void)
 		iq_w->parts[p].assigned = false;
 		iq_w->parts[p].stats.assigned = false;
 		iq_w->parts[p].stats.restoring = false;
+		iq_w->parts[p].stats.standby = false;
 	}
 	iq_shared_write_begin();
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
 		iq_shared->partitions[p].assigned = false;
 		iq_shared->partitions[p].restoring = false;
+		iq_shared->partitions[p].standby = false;
 	}
 	iq_shared_write_end();
 }

@@ -62,9 +62,20 @@ iq_read_set_partitioner(int partitioner)
 	read_partitioner = partitioner;
 }
 
-/* held_status: whether a partition can be read here, with a reason if not */
+/* standby_ok: the caller takes a standby replica's answer (wire.h) */
+static inline bool
+standby_ok(const IqReadStream *s)
+{
+	return (s->req.flags & IQ_FLAG_STANDBY) != 0;
+}
+
+/*
+ * held_status
+ *		Whether a partition can be read here, with a reason if not: held and
+ *		restored, or (standby) a standby replica kept here.
+ */
 static IqReadStatus
-held_status(int partition, const int *held, int nheld)
+held_status(int partition, const int *held, int nheld, bool standby)
 {
 	IqPartitionPosition pos;
 	int			i;
@@ -72,6 +83,8 @@ held_status(int partition, const int *held, int nheld)
 	for (i = 0; i < nheld; i++)
 		if (held[i] == partition)
 			return IQ_READ_OK;
+	if (standby && iq_store_standby_position(partition, &pos))
+		return IQ_READ_OK;
 	/* held but not readable yet means it is restoring */
 	if (iq_store_position(partition, &pos))
 		return IQ_READ_RESTORING;
@@ -159,7 +172,9 @@ header_for(IqBuf *out, const int *parts, int nparts)
 	{
 		IqPartitionPosition pp;
 
-		if (!iq_store_position(parts[i], &pp))
+		/* parts were checked: held, or standbys the caller asked for */
+		if (!iq_store_position(parts[i], &pp) &&
+			!iq_store_standby_position(parts[i], &pp))
 			continue;
 		pos[n].partition = (uint16_t) parts[i];
 		pos[n].consumed = pp.consumed_offset;
@@ -200,7 +215,7 @@ asked_partitions(IqReadStream *s, int *parts, int *nparts)
 				break;
 		if (j < *nparts)
 			continue;
-		st = held_status(p, held, nheld);
+		st = held_status(p, held, nheld, standby_ok(s));
 		if (st != IQ_READ_OK)
 		{
 			fail_partition(s, st, p);
@@ -287,8 +302,8 @@ get_more(IqReadStream *s, IqBuf *out, size_t want, int *partition, char **err)
 		if (s->repeated && (s->repeated[k / 8] & (1 << (k % 8))))
 			continue;
 		p = iq_partition_for_key(read_partitioner, s->req.keys[k], s->req.key_lens[k], pc);
-		st = iq_store_get((IqStoreId) s->req.store, p, s->req.keys[k], s->req.key_lens[k],
-						  &value, &value_len, err);
+		st = iq_store_get_as((IqStoreId) s->req.store, p, s->req.keys[k], s->req.key_lens[k],
+							 standby_ok(s), &value, &value_len, err);
 		if (st == IQ_READ_OK)
 			iq_wire_response_row(out, s->req.keys[k], s->req.key_lens[k],
 								 value, (int32_t) value_len);
@@ -368,7 +383,7 @@ do_get(IqReadStream *s)
 
 		if (p >= 0 && p < IQ_HTTP_MAX_PARTITIONS && seen[p])
 			continue;
-		st = (p >= 0 && p < IQ_HTTP_MAX_PARTITIONS) ? held_status(p, held, nheld) : IQ_READ_NOT_HELD;
+		st = (p >= 0 && p < IQ_HTTP_MAX_PARTITIONS) ? held_status(p, held, nheld, standby_ok(s)) : IQ_READ_NOT_HELD;
 		if (st != IQ_READ_OK)
 		{
 			fail_partition(s, st, p);
@@ -439,14 +454,14 @@ start_scan(IqReadStream *s, const int *parts, int nparts)
 		s->done = true;
 		return;
 	}
-	s->cursor = iq_store_cursor_open((IqStoreId) r->store, parts, nparts,
-									 (r->flags & IQ_FLAG_LOWER) ? r->lower : NULL,
-									 r->lower_len,
-									 (r->flags & IQ_FLAG_LOWER_INCL) != 0,
-									 (r->flags & IQ_FLAG_UPPER) ? r->upper : NULL,
-									 r->upper_len,
-									 (r->flags & IQ_FLAG_UPPER_INCL) != 0,
-									 &st, &err);
+	s->cursor = iq_store_cursor_open_as((IqStoreId) r->store, parts, nparts,
+										(r->flags & IQ_FLAG_LOWER) ? r->lower : NULL,
+										r->lower_len,
+										(r->flags & IQ_FLAG_LOWER_INCL) != 0,
+										(r->flags & IQ_FLAG_UPPER) ? r->upper : NULL,
+										r->upper_len,
+										(r->flags & IQ_FLAG_UPPER_INCL) != 0,
+										standby_ok(s), &st, &err);
 	if (s->cursor == NULL)
 	{
 		if (st == IQ_READ_NOT_HELD || st == IQ_READ_RESTORING)

@@ -80,6 +80,7 @@ struct IqStoreCursor
 	int		   *heap;			/* indexes into iters, min-heap by key */
 	int			heap_len;
 	rocksdb_readoptions_t *ropts;
+	bool		standby_ok;		/* standby replicas may answer */
 	IqReadStatus status;		/* IQ_READ_OK, _MOVED or _ERROR */
 	char	   *error;			/* why, when not OK */
 };
@@ -474,7 +475,7 @@ take_partition(IqStoreCursor *c, int p, char **err)
 		return IQ_READ_NOT_HELD;
 	}
 	pthread_rwlock_rdlock(&ps->lock);
-	status = iq_store_readable(ps);
+	status = iq_store_readable_as(ps, c->standby_ok);
 	if (status == IQ_READ_OK)
 	{
 		c->cp[c->nparts].partition = p;
@@ -527,6 +528,22 @@ iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
 					 const char *upper, size_t upper_len, bool upper_incl,
 					 IqReadStatus *status, char **err)
 {
+	return iq_store_cursor_open_as(store, partitions, npartitions,
+								   lower, lower_len, lower_incl,
+								   upper, upper_len, upper_incl, false, status, err);
+}
+
+/*
+ * iq_store_cursor_open_as
+ *		The same, taking standby replicas kept here when standby_ok; an
+ *		empty list of partitions still means the held ones only.
+ */
+IqStoreCursor *
+iq_store_cursor_open_as(IqStoreId store, const int *partitions, int npartitions,
+						const char *lower, size_t lower_len, bool lower_incl,
+						const char *upper, size_t upper_len, bool upper_incl,
+						bool standby_ok, IqReadStatus *status, char **err)
+{
 	IqStoreCursor *c;
 	int			held[IQ_MAX_PARTITIONS];
 
@@ -542,6 +559,8 @@ iq_store_cursor_open(IqStoreId store, const int *partitions, int npartitions,
 		partitions = held;
 	}
 	c = cursor_alloc(store, npartitions);
+	if (c != NULL)
+		c->standby_ok = standby_ok;
 	if (c == NULL ||
 		!set_bound(&c->lower, &c->lower_len, &c->lower_incl, lower, lower_len, lower_incl) ||
 		!set_bound(&c->upper, &c->upper_len, &c->upper_incl, upper, upper_len, upper_incl))

@@ -280,8 +280,37 @@ iq_store_set_held(int partition, bool held, bool restoring)
 	pthread_rwlock_wrlock(&ps->lock);
 	ps->held = held && ps->db != NULL;
 	ps->restoring = restoring;
+	if (ps->held)
+		ps->standby = false;
 	iq_vc_new_generation(iq_value_cache, partition);
 	pthread_rwlock_unlock(&ps->lock);
+}
+
+/*
+ * iq_store_set_standby
+ *		A standby replica is never held: a partition is one or the other.
+ */
+void
+iq_store_set_standby(int partition, bool standby)
+{
+	PartStore  *ps = &iq_store_parts[partition];
+
+	pthread_rwlock_wrlock(&ps->lock);
+	ps->standby = standby && ps->db != NULL;
+	if (ps->standby)
+	{
+		ps->held = false;
+		ps->restoring = false;
+	}
+	pthread_rwlock_unlock(&ps->lock);
+}
+
+/* iq_store_is_standby: the main thread's view */
+bool
+iq_store_is_standby(int partition)
+{
+	return partition >= 0 && partition < IQ_MAX_PARTITIONS &&
+		iq_store_parts[partition].db != NULL && iq_store_parts[partition].standby;
 }
 
 /* iq_store_set_position: freshness for readers, without the lock */
@@ -310,6 +339,7 @@ close_locked(PartStore *ps)
 	ps->db = NULL;
 	ps->generation++;
 	ps->held = false;
+	ps->standby = false;
 	iq_vc_new_generation(iq_value_cache, (int) (ps - iq_store_parts));
 	ps->restoring = false;
 	__atomic_store_n(&ps->consumed_offset, -1, __ATOMIC_RELAXED);

@@ -116,7 +116,7 @@ get_stored(PartStore *ps, IqStoreId store, int partition,
  */
 static IqReadStatus
 get_common(IqStoreId store, int partition, const char *key, size_t key_len,
-		   char **value, size_t *value_len, char **err, bool raw)
+		   char **value, size_t *value_len, char **err, bool raw, bool standby_ok)
 {
 	PartStore  *ps = iq_store_slot(partition);
 	IqReadStatus status;
@@ -132,12 +132,15 @@ get_common(IqStoreId store, int partition, const char *key, size_t key_len,
 	if (raw)
 		status = ps->db != NULL ? IQ_READ_OK : IQ_READ_NOT_HELD;
 	else
-		status = iq_store_readable(ps);
+		status = iq_store_readable_as(ps, standby_ok);
 	if (status != IQ_READ_OK)
 	{
 		pthread_rwlock_unlock(&ps->lock);
 		return status;
 	}
+	/* a standby's answer never goes through the backends' cache */
+	if (!ps->held)
+		raw = true;
 	/* answered before: no RocksDB read (value_cache.h) */
 	if (!raw && key_len < IQ_VC_DATA)
 		hit = iq_vc_lookup(iq_value_cache, store, partition, key, key_len,
@@ -156,7 +159,16 @@ IqReadStatus
 iq_store_get(IqStoreId store, int partition, const char *key, size_t key_len,
 			 char **value, size_t *value_len, char **err)
 {
-	return get_common(store, partition, key, key_len, value, value_len, err, false);
+	return get_common(store, partition, key, key_len, value, value_len, err, false, false);
+}
+
+/* iq_store_get_as: a served read that may take a standby replica's answer */
+IqReadStatus
+iq_store_get_as(IqStoreId store, int partition, const char *key, size_t key_len,
+				bool standby_ok, char **value, size_t *value_len, char **err)
+{
+	return get_common(store, partition, key, key_len, value, value_len, err, false,
+					  standby_ok);
 }
 
 /* iq_store_get_raw: the main thread's read of any open partition */
@@ -164,7 +176,7 @@ IqReadStatus
 iq_store_get_raw(IqStoreId store, int partition, const char *key, size_t key_len,
 				 char **value, size_t *value_len, char **err)
 {
-	return get_common(store, partition, key, key_len, value, value_len, err, true);
+	return get_common(store, partition, key, key_len, value, value_len, err, true, false);
 }
 
 /*
@@ -202,7 +214,8 @@ iq_store_is_empty(int partition, IqStoreId store)
 
 /*
  * iq_store_approximate_count
- *		RocksDB's estimate of the keys, summed over the held partitions.
+ *		RocksDB's estimate of the keys, summed over the partitions named
+ *		(held or standby), or over all held ones.
  */
 uint64_t
 iq_store_approximate_count(IqStoreId store, const int *partitions, int npartitions)
@@ -225,7 +238,8 @@ iq_store_approximate_count(IqStoreId store, const int *partitions, int npartitio
 		if (ps == NULL)
 			continue;
 		pthread_rwlock_rdlock(&ps->lock);
-		if (ps->db != NULL && ps->held &&
+		/* a standby only when asked by number: the caller vetted it */
+		if (ps->db != NULL && (ps->held || ps->standby) &&
 			rocksdb_property_int_cf(ps->db, ps->cf[CF_OF(store)],
 									"rocksdb.estimate-num-keys", &n) == 0)
 			total += n;
@@ -248,6 +262,29 @@ iq_store_position(int partition, IqPartitionPosition *pos)
 		return false;
 	pthread_rwlock_rdlock(&ps->lock);
 	ok = ps->db != NULL && ps->held;
+	pthread_rwlock_unlock(&ps->lock);
+	if (!ok)
+		return false;
+	pos->partition = partition;
+	pos->consumed_offset = __atomic_load_n(&ps->consumed_offset, __ATOMIC_RELAXED);
+	pos->end_offset = __atomic_load_n(&ps->end_offset, __ATOMIC_RELAXED);
+	return true;
+}
+
+/*
+ * iq_store_standby_position
+ *		How far a standby replica kept here has read.
+ */
+bool
+iq_store_standby_position(int partition, IqPartitionPosition *pos)
+{
+	PartStore  *ps = iq_store_slot(partition);
+	bool		ok;
+
+	if (ps == NULL)
+		return false;
+	pthread_rwlock_rdlock(&ps->lock);
+	ok = ps->db != NULL && ps->standby;
 	pthread_rwlock_unlock(&ps->lock);
 	if (!ok)
 		return false;

@@ -108,4 +108,22 @@ extern uint64_t iq_store_approximate_count(IqStoreId store,
 /* Position of a held partition; false if not held. */
 extern bool iq_store_position(int partition, IqPartitionPosition *pos);
 
+/*
+ * Standby replicas (worker/stream/standby.c): a partition this instance does
+ * not own but keeps, read only by a caller that asks for a standby's answer.
+ * Its position is how far it has read: consumed_offset is the owner's order
+ * offset its state covers, end_offset the order partition's end it last saw.
+ * The value cache is neither read nor filled for it: backends serve only
+ * owned partitions from there.
+ */
+extern bool iq_store_standby_position(int partition, IqPartitionPosition *pos);
+extern IqReadStatus iq_store_get_as(IqStoreId store, int partition,
+									const char *key, size_t key_len, bool standby_ok,
+									char **value, size_t *value_len, char **err);
+extern IqStoreCursor *iq_store_cursor_open_as(IqStoreId store,
+											  const int *partitions, int npartitions,
+											  const char *lower, size_t lower_len, bool lower_incl,
+											  const char *upper, size_t upper_len, bool upper_incl,
+											  bool standby_ok, IqReadStatus *status, char **err);
+
 #endif							/* IQ_STORE_H */

@@ -80,6 +80,10 @@ extern bool iq_store_is_empty(int partition, IqStoreId store);
 /* Readable by other threads (held) or not; restoring or not. */
 extern void iq_store_set_held(int partition, bool held, bool restoring);
 
+/* Kept as a standby replica (readable by who asks for one), or no longer. */
+extern void iq_store_set_standby(int partition, bool standby);
+extern bool iq_store_is_standby(int partition);
+
 /* Close one partition; waits for readers of it. */
 extern void iq_store_close(int partition);
 

@@ -51,6 +51,7 @@ typedef struct PartStore
 	rocksdb_column_family_handle_t *cf[NUM_CF];
 	bool		held;			/* assigned to us and published */
 	bool		restoring;
+	bool		standby;		/* a standby replica, readable when asked for one */
 	uint64_t	generation;		/* changes when db is opened or closed */
 	int64_t		consumed_offset;	/* atomics: read without the lock */
 	int64_t		end_offset;
@@ -92,6 +93,22 @@ extern void iq_store_checkpoint_write(PartStore *ps, rocksdb_writebatch_t *wb,
 static inline IqReadStatus
 iq_store_readable(const PartStore *ps)
 {
+	if (ps->db == NULL || !ps->held)
+		return IQ_READ_NOT_HELD;
+	if (ps->restoring)
+		return IQ_READ_RESTORING;
+	return IQ_READ_OK;
+}
+
+/*
+ * iq_store_readable_as
+ *		The same, for a reader that also takes a standby replica's answer.
+ */
+static inline IqReadStatus
+iq_store_readable_as(const PartStore *ps, bool standby_ok)
+{
+	if (standby_ok && ps->db != NULL && ps->standby)
+		return IQ_READ_OK;
 	if (ps->db == NULL || !ps->held)
 		return IQ_READ_NOT_HELD;
 	if (ps->restoring)

@@ -413,14 +413,25 @@ iq_changelog_begin(void)
 /*
  * iq_changelog_produce
  *		Queue one count update; waits for room when the queue is full.
+ *		mark: the last record of its partition in this flush, which carries
+ *		the partition's order position in a header (IQ_POSITION_HEADER) for
+ *		the standby replicas that read the changelog.
  */
 bool
-iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count)
+iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count,
+					 bool mark)
 {
 	unsigned char value[8];
+	unsigned char position[16];
 	int64		deadline = 0;
+	rd_kafka_headers_t *headers = NULL;
 
 	iq_encode_int64(count, value);
+	if (mark)
+	{
+		iq_encode_int64(iq_w->parts[partition].order_next, position);
+		iq_encode_int64(iq_w->parts[partition].order_end, position + 8);
+	}
 	if (changelog_rkt == NULL &&
 		(changelog_rkt = rd_kafka_topic_new(iq_w->producer, iq_w->cfg.changelog_topic,
 											NULL)) == NULL)
@@ -433,14 +444,30 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 	{
 		rd_kafka_resp_err_t err;
 
+		/* producev takes the headers when it succeeds, only then */
+		if (mark && headers == NULL)
+		{
+			headers = rd_kafka_headers_new(1);
+			rd_kafka_header_add(headers, IQ_POSITION_HEADER, -1, position, sizeof(position));
+		}
 		/* a non-NULL pointer keeps an empty key a key, not a null key */
-		err = rd_kafka_producev(iq_w->producer,
-								RD_KAFKA_V_RKT(changelog_rkt),
-								RD_KAFKA_V_PARTITION(partition),
-								RD_KAFKA_V_KEY(key_len ? key : "", key_len),
-								RD_KAFKA_V_VALUE(value, 8),
-								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-								RD_KAFKA_V_END);
+		if (headers != NULL)
+			err = rd_kafka_producev(iq_w->producer,
+									RD_KAFKA_V_RKT(changelog_rkt),
+									RD_KAFKA_V_PARTITION(partition),
+									RD_KAFKA_V_KEY(key_len ? key : "", key_len),
+									RD_KAFKA_V_VALUE(value, 8),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_HEADERS(headers),
+									RD_KAFKA_V_END);
+		else
+			err = rd_kafka_producev(iq_w->producer,
+									RD_KAFKA_V_RKT(changelog_rkt),
+									RD_KAFKA_V_PARTITION(partition),
+									RD_KAFKA_V_KEY(key_len ? key : "", key_len),
+									RD_KAFKA_V_VALUE(value, 8),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_END);
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			if (deadline != 0)
@@ -449,6 +476,8 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 		}
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		{
+			if (headers != NULL)
+				rd_kafka_headers_destroy(headers);
 			iq_fail("could not produce to changelog topic \"%s\": %s",
 					iq_w->cfg.changelog_topic, rd_kafka_err2str(err));
 			return false;
@@ -458,6 +487,8 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 			deadline = iq_now_ms() + FLUSH_TIMEOUT_MS;
 		if (iq_wait_slice(deadline, IQ_WAIT_FINISH) == 0)
 		{
+			if (headers != NULL)
+				rd_kafka_headers_destroy(headers);
 			iq_fail("%s while writing changelog topic \"%s\"",
 					iq_got_sigterm || iq_postmaster_gone() ? "stopped" : "timed out",
 					iq_w->cfg.changelog_topic);

@@ -242,12 +242,29 @@ static bool
 produce_changelog(Table *t)
 {
 	size_t		ndirty = iq_cache_dirty_count();
+	/* the last record of each partition, which carries its position */
+	int64		last_dirty[IQ_MAX_PARTITIONS];
+	int			last_slot[IQ_MAX_PARTITIONS];
+
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		last_dirty[p] = -1;
+		last_slot[p] = -1;
+	}
+	for (size_t i = 0; i < ndirty; i++)
+		last_dirty[iq_cache_dirty_entry(i)->partition] = (int64) i;
+	for (int i = 0; t != NULL && i < t->size; i++)
+		if (t->slots[i].hash != 0 && t->slots[i].through && t->slots[i].is_order)
+			last_slot[t->slots[i].partition] = i;
 
 	for (size_t i = 0; i < ndirty; i++)
 	{
 		const IqCacheEntry *ce = iq_cache_dirty_entry(i);
+		bool		mark = last_slot[ce->partition] < 0 &&
+			last_dirty[ce->partition] == (int64) i;
 
-		if (!iq_changelog_produce(ce->partition, iq_cache_entry_key(ce), ce->key_len, ce->count))
+		if (!iq_changelog_produce(ce->partition, iq_cache_entry_key(ce), ce->key_len,
+								  ce->count, mark))
 			return false;
 	}
 	for (int i = 0; t != NULL && i < t->size; i++)
@@ -255,7 +272,8 @@ produce_changelog(Table *t)
 		Entry	   *e = &t->slots[i];
 
 		if (e->hash != 0 && e->through && e->is_order &&
-			!iq_changelog_produce(e->partition, e->key, e->key_len, e->count))
+			!iq_changelog_produce(e->partition, e->key, e->key_len, e->count,
+								  last_slot[e->partition] == i))
 			return false;
 	}
 	return true;

@@ -197,7 +197,7 @@ static void
 close_released(const bool *mine)
 {
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
-		if (!mine[p] && iq_store_is_open(p))
+		if (!mine[p] && iq_store_is_open(p) && !iq_standby_kept(p))
 		{
 			iq_step(IQ_STEP_CLOSING, p);
 			iq_store_close(p);
@@ -367,6 +367,10 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 		return;
 	}
 	close_released(mine);
+	/* a standby kept here becomes the owner's store, its restore short */
+	for (int p = 0; p < iq_w->partition_count; p++)
+		if (mine[p])
+			iq_standby_release(p);
 	for (int p = 0; p < iq_w->partition_count; p++)
 		if (mine[p] && !restore_one(p, &local_order_next[p]))
 		{

@@ -40,12 +40,28 @@ extern void iq_flush_idle(void);
 extern bool iq_flush_now(void);
 extern void iq_flush_discard(void);
 
+/* in standby.c */
+extern bool iq_standby_start(char **err);
+extern void iq_standby_stop(void);
+extern void iq_standby_tick(void);
+extern void iq_standby_release(int partition);
+extern bool iq_standby_kept(int partition);
+
 /* in changelog.c */
 extern bool iq_changelog_ensure_topic(int *partition_count, char **err);
 extern bool iq_producer_start(char **err);
 extern void iq_producer_stop(void);
 extern bool iq_changelog_produce(int partition, const char *key, size_t key_len,
-								 int64 count);
+								 int64 count, bool mark);
+
+/*
+ * The changelog header that carries a partition's order position (the next
+ * order offset, then the order partition's end, 8 bytes each, big-endian)
+ * on the last record of the partition in each flush: a standby replica
+ * reading the changelog knows which input its state covers.
+ */
+#define IQ_POSITION_HEADER	"iq.position"
+
 extern bool iq_changelog_begin(void);
 extern bool iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets);
 extern void iq_changelog_abort(void);

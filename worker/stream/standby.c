@@ -1,0 +1,488 @@
+/*-------------------------------------------------------------------------
+ * standby.c
+ *	  Standby replicas: the state of partitions other instances own, kept
+ *	  here continuously from their changelog and customer topic, so that a
+ *	  read can fall back to it and a failover onto it restores little.
+ *
+ * Which partitions: those common/standby.c places here for the group's
+ * ownership and iq_fdw.standby_replicas.  Each is the same RocksDB database
+ * an owned partition has (<state_dir>/<app>/<p>), open and marked standby
+ * (readers take it only when they ask for a standby: worker/store), fed by
+ * a consumer of its own with no group, read_committed, from the store's
+ * checkpoint.  Every round of records is one write batch per partition
+ * with the checkpoint it reached, as a restore writes, so a standby that
+ * becomes the owner is a store whose restore starts where the standby
+ * stopped: rebalance.c opens it as it is.
+ *
+ * How current a standby is: the owner marks the last changelog record of a
+ * partition in each flush with the order position the flush covers
+ * (IQ_POSITION_HEADER); a thread of ours asks the broker for the order
+ * partitions' ends twice a second.  A standby's lag is the end minus what
+ * its last mark covered, in the owner's own unit (order records), so
+ * iq_fdw.max_lag means the same for both.  The thread calls librdkafka only.
+ *
+ * Main thread only, but for the ends' thread.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <pthread.h>
+
+#include "utils/memutils.h"
+
+#include "common/standby.h"
+#include "common/wire.h"
+#include "worker/kafka_conf.h"
+#include "worker/ownership.h"
+#include "worker/state.h"
+#include "worker/stats.h"
+#include "worker/stream/stream.h"
+#include "worker/thread.h"
+
+/* fetch.wait.max.ms of the standby consumer: it follows the changelog closely */
+#define STANDBY_FETCH_WAIT_MS	50
+/* how often the ends' thread asks for the order partitions' ends */
+#define ENDS_INTERVAL_MS		500
+#define ENDS_TIMEOUT_MS			2000
+/* the most records one round applies, in batches of the restore's size */
+#define ROUND_BATCHES			4
+
+static bool kept[IQ_MAX_PARTITIONS];
+static IqCheckpoint positions[IQ_MAX_PARTITIONS];
+static int64 mark_end[IQ_MAX_PARTITIONS];	/* the end the last mark carried */
+static uint64 placed_generation;
+static rd_kafka_queue_t *queue;
+static rd_kafka_message_t **msgs;
+static int	batch_size;
+
+/* the ends' thread: what it watches and what it found, as atomics */
+static pthread_t ends_thread;
+static bool ends_running;
+static bool ends_stop;
+static pthread_mutex_t ends_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ends_cond = PTHREAD_COND_INITIALIZER;
+static bool watched[IQ_MAX_PARTITIONS];
+static int64 order_end[IQ_MAX_PARTITIONS];
+static char ends_topic[NAMEDATALEN * 4];
+
+/*
+ * ends_main
+ *		Ask the broker for the end of each watched order partition, twice a
+ *		second, with a timeout: a slow broker delays the ends, never the
+ *		main thread.
+ */
+static void *
+ends_main(void *arg)
+{
+	rd_kafka_t *rk = arg;
+
+	pthread_mutex_lock(&ends_mutex);
+	while (!ends_stop)
+	{
+		struct timespec until;
+
+		pthread_mutex_unlock(&ends_mutex);
+		for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		{
+			int64_t		lo,
+						hi;
+
+			if (!__atomic_load_n(&watched[p], __ATOMIC_RELAXED) ||
+				__atomic_load_n(&ends_stop, __ATOMIC_RELAXED))
+				continue;
+			if (rd_kafka_query_watermark_offsets(rk, ends_topic, p, &lo, &hi,
+												 ENDS_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+				__atomic_store_n(&order_end[p], hi, __ATOMIC_RELAXED);
+		}
+		pthread_mutex_lock(&ends_mutex);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += (long) ENDS_INTERVAL_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		if (!ends_stop)
+			pthread_cond_timedwait(&ends_cond, &ends_mutex, &until);
+	}
+	pthread_mutex_unlock(&ends_mutex);
+	return NULL;
+}
+
+/*
+ * iq_standby_start
+ *		The standby consumer and the ends' thread, when standbys are asked
+ *		for; false with *err.
+ */
+bool
+iq_standby_start(char **err)
+{
+	char		group[600];
+	rd_kafka_conf_t *conf;
+
+	memset(kept, 0, sizeof(kept));
+	memset(watched, 0, sizeof(watched));
+	placed_generation = 0;
+	if (iq_w->cfg.standby_replicas == 0)
+		return true;
+
+	/* never joined: librdkafka wants a group for a consumer queue */
+	snprintf(group, sizeof(group), "%s-standby", iq_w->cfg.app_id);
+	/* half of the restore's share (memory.c): the two may read at once */
+	conf = iq_consumer_conf_new(group, STANDBY_FETCH_WAIT_MS,
+								Max(iq_w->mem.restore_queue_kbytes / 2, 256),
+								Max(iq_w->mem.restore_queue_messages / 2, 1000),
+								Max(iq_w->mem.restore_fetch_bytes / 2, 16 * 1024), err);
+	if (conf == NULL)
+		return false;
+	iq_w->standby = iq_kafka_new(RD_KAFKA_CONSUMER, conf, IQ_H_STANDBY, err);
+	if (iq_w->standby == NULL)
+		return false;
+	rd_kafka_poll_set_consumer(iq_w->standby);
+	queue = rd_kafka_queue_get_consumer(iq_w->standby);
+	batch_size = Max(iq_w->mem.restore_batch / 2, 500);
+	msgs = MemoryContextAlloc(TopMemoryContext, sizeof(rd_kafka_message_t *) * batch_size);
+
+	strlcpy(ends_topic, iq_w->cfg.order_topic, sizeof(ends_topic));
+	ends_stop = false;
+	if (iq_thread_create(&ends_thread, NULL, ends_main, iq_w->standby) != 0)
+	{
+		*err = strdup("could not start the thread that follows the standbys' input ends");
+		return false;
+	}
+	ends_running = true;
+	return true;
+}
+
+/*
+ * drop
+ *		Stop keeping p: what this instance owns stays open (its restore
+ *		goes on from the standby's checkpoint), the rest is closed, its
+ *		files kept as a released partition's are.
+ */
+static void
+drop(int p)
+{
+	IqPart	   *part = &iq_w->parts[p];
+
+	kept[p] = false;
+	__atomic_store_n(&watched[p], false, __ATOMIC_RELAXED);
+	part->stats.standby = false;
+	if (iq_store_is_standby(p))
+	{
+		iq_store_set_standby(p, false);
+		if (!part->assigned)
+		{
+			iq_step(IQ_STEP_CLOSING, p);
+			iq_store_close(p);
+		}
+	}
+}
+
+/*
+ * iq_standby_stop
+ *		Drop every standby, the thread and the consumer.
+ */
+void
+iq_standby_stop(void)
+{
+	if (ends_running)
+	{
+		pthread_mutex_lock(&ends_mutex);
+		ends_stop = true;
+		pthread_cond_signal(&ends_cond);
+		pthread_mutex_unlock(&ends_mutex);
+		pthread_join(ends_thread, NULL);
+		ends_running = false;
+	}
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		if (kept[p])
+			drop(p);
+	if (queue != NULL)
+	{
+		rd_kafka_queue_destroy(queue);
+		queue = NULL;
+	}
+	if (msgs != NULL)
+	{
+		pfree(msgs);
+		msgs = NULL;
+	}
+	if (iq_w->standby == NULL)
+		return;
+	rd_kafka_assign(iq_w->standby, NULL);
+	iq_log_detach(IQ_H_STANDBY);
+	rd_kafka_destroy_flags(iq_w->standby, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	iq_w->standby = NULL;
+}
+
+/*
+ * reassign
+ *		Point the consumer at every standby's changelog and customer
+ *		partitions, from their checkpoints; false after iq_fail().
+ */
+static bool
+reassign(void)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(8);
+	rd_kafka_resp_err_t err;
+
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		if (!kept[p])
+			continue;
+		rd_kafka_topic_partition_list_add(list, iq_w->cfg.changelog_topic, p)->offset =
+			positions[p].changelog_next >= 0 ? positions[p].changelog_next : RD_KAFKA_OFFSET_BEGINNING;
+		rd_kafka_topic_partition_list_add(list, iq_w->cfg.customer_topic, p)->offset =
+			positions[p].customer_next >= 0 ? positions[p].customer_next : RD_KAFKA_OFFSET_BEGINNING;
+	}
+	err = rd_kafka_assign(iq_w->standby, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		iq_fail("could not read the changelog for standby replicas: %s", rd_kafka_err2str(err));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * iq_standby_release
+ *		Partition p is assigned to this instance: its standby, if kept,
+ *		becomes the owner's store (rebalance.c restores what it lacks).
+ */
+void
+iq_standby_release(int p)
+{
+	if (p < 0 || p >= IQ_MAX_PARTITIONS || !kept[p])
+		return;
+	drop(p);
+	ereport(LOG,
+			(errmsg("iq_fdw worker: partition %d is assigned to this instance, which kept its standby replica up to changelog offset %lld",
+					p, (long long) positions[p].changelog_next)));
+	if (iq_w->standby != NULL)
+		reassign();
+}
+
+/* iq_standby_kept: whether p is a standby replica here (main thread) */
+bool
+iq_standby_kept(int p)
+{
+	return p >= 0 && p < IQ_MAX_PARTITIONS && kept[p];
+}
+
+/*
+ * keep
+ *		Open p's store as a standby, from its checkpoint; false after
+ *		iq_fail().
+ */
+static bool
+keep(int p)
+{
+	IqPart	   *part = &iq_w->parts[p];
+	bool		existed = false;
+
+	iq_step(IQ_STEP_OPENING, p);
+	if (!iq_restore_open(p, &positions[p], &existed))
+		return false;
+	if (!existed)
+	{
+		positions[p].changelog_next = -1;
+		positions[p].customer_next = -1;
+		positions[p].order_next = -1;
+	}
+	mark_end[p] = -1;
+	iq_store_set_standby(p, true);
+	iq_store_set_position(p, positions[p].order_next, -1);
+	kept[p] = true;
+	__atomic_store_n(&order_end[p], -1, __ATOMIC_RELAXED);
+	__atomic_store_n(&watched[p], true, __ATOMIC_RELAXED);
+	part->stats.standby = true;
+	part->stats.order_offset = positions[p].order_next;
+	part->stats.order_end = -1;
+	part->stats.changelog_offset = positions[p].changelog_next - 1;
+	part->stats.customer_offset = positions[p].customer_next;
+	return true;
+}
+
+/*
+ * place
+ *		Keep what the ownership places here, drop what it no longer does.
+ *		While the group moves partitions its ownership can be partial: then
+ *		standbys are added, never dropped (they are what answers meanwhile).
+ */
+static void
+place(void)
+{
+	IqOwnership *o = palloc(sizeof(IqOwnership));
+	bool		want[IQ_MAX_PARTITIONS];
+	bool		complete;
+	bool		changed = false;
+
+	iq_ownership_snapshot(o);
+	if (o->generation == placed_generation)
+	{
+		pfree(o);
+		return;
+	}
+	complete = o->partition_count > 0 && o->partition_count == iq_w->partition_count;
+	memset(want, 0, sizeof(want));
+	for (int p = 0; p < o->partition_count && p < IQ_MAX_PARTITIONS; p++)
+	{
+		if (o->owner[p] < 0)
+			complete = false;
+		else if (o->self >= 0 && o->owner[p] != o->self && !iq_w->parts[p].assigned)
+			want[p] = iq_standby_is_member(o->members, o->nmembers, o->owner,
+										   o->partition_count, p,
+										   iq_w->cfg.standby_replicas, o->self);
+	}
+	for (int p = 0; p < IQ_MAX_PARTITIONS && !iq_w->failed; p++)
+	{
+		if (want[p] && !kept[p] && !iq_w->parts[p].assigned)
+		{
+			if (!keep(p))
+				break;
+			changed = true;
+		}
+		else if (!want[p] && kept[p] && (complete || iq_w->parts[p].assigned))
+		{
+			drop(p);
+			changed = true;
+		}
+	}
+	if (!iq_w->failed)
+		placed_generation = o->generation;
+	pfree(o);
+	if (changed && !iq_w->failed && reassign())
+		iq_stats_publish();
+}
+
+/*
+ * take_mark
+ *		The order position a flush's last record carries.
+ */
+static void
+take_mark(int p, const rd_kafka_message_t *m)
+{
+	rd_kafka_headers_t *hdrs = NULL;
+	const void *val = NULL;
+	size_t		size = 0;
+
+	if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+		rd_kafka_header_get_last(hdrs, IQ_POSITION_HEADER, &val, &size) !=
+		RD_KAFKA_RESP_ERR_NO_ERROR || val == NULL || size != 16)
+		return;
+	positions[p].order_next = iq_decode_int64(val);
+	mark_end[p] = iq_decode_int64((const unsigned char *) val + 8);
+}
+
+/*
+ * apply
+ *		n records into one write batch per partition, each with the
+ *		checkpoint it reached; false after iq_fail().
+ */
+static bool
+apply(int n)
+{
+	IqStoreBatch *batch[IQ_MAX_PARTITIONS] = {0};
+	bool		ok = true;
+
+	for (int i = 0; i < n; i++)
+	{
+		rd_kafka_message_t *m = msgs[i];
+		int			p = m->partition;
+		bool		changelog;
+		IqStoreId	store;
+
+		if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR || p < 0 || p >= IQ_MAX_PARTITIONS ||
+			!kept[p])
+		{
+			/* an error is librdkafka's to retry; a dropped standby's leftovers */
+			rd_kafka_message_destroy(m);
+			continue;
+		}
+		changelog = strcmp(rd_kafka_topic_name(m->rkt), iq_w->cfg.changelog_topic) == 0;
+		store = changelog ? IQ_STORE_ORDER_COUNT : IQ_STORE_CUSTOMER;
+		if (batch[p] == NULL)
+			batch[p] = iq_store_batch_begin(p);
+		if (m->key == NULL)
+			;					/* dropped, as the stream drops it */
+		else if (m->payload == NULL)
+			iq_store_batch_delete(batch[p], store, m->key, m->key_len);
+		else if (changelog && m->len != 8)
+			iq_w->parts[p].stats.dropped_malformed++;
+		else
+			iq_store_batch_put(batch[p], store, m->key, m->key_len, m->payload, m->len);
+		if (changelog)
+		{
+			positions[p].changelog_next = m->offset + 1;
+			take_mark(p, m);
+		}
+		else
+			positions[p].customer_next = m->offset + 1;
+		iq_w->parts[p].stats.standby_applied++;
+		rd_kafka_message_destroy(m);
+	}
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		char	   *err = NULL;
+		IqPart	   *part = &iq_w->parts[p];
+
+		if (batch[p] == NULL)
+			continue;
+		iq_store_batch_checkpoint(batch[p], &positions[p]);
+		if (ok && !iq_store_batch_commit(batch[p], &err))
+		{
+			iq_fail("could not write the standby replica of partition %d under iq_fdw.state_dir: %s",
+					p, err ? err : "?");
+			free(err);
+			ok = false;
+		}
+		part->stats.order_offset = positions[p].order_next;
+		part->stats.changelog_offset = positions[p].changelog_next - 1;
+		part->stats.customer_offset = positions[p].customer_next;
+	}
+	return ok;
+}
+
+/*
+ * publish_positions
+ *		What readers and iq_stats see of each standby: the input it covers
+ *		and the end of that input, the later of the mark's and the broker's.
+ */
+static void
+publish_positions(void)
+{
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+	{
+		int64		end;
+
+		if (!kept[p])
+			continue;
+		end = Max(mark_end[p], __atomic_load_n(&order_end[p], __ATOMIC_RELAXED));
+		iq_store_set_position(p, positions[p].order_next, end);
+		iq_w->parts[p].stats.order_end = end;
+	}
+}
+
+/*
+ * iq_standby_tick
+ *		Main loop: place the standbys, then apply what came for them, a few
+ *		batches at most so that the stream's own polls keep their pace.
+ */
+void
+iq_standby_tick(void)
+{
+	if (iq_w->standby == NULL || iq_w->failed)
+		return;
+	place();
+	for (int round = 0; round < ROUND_BATCHES && !iq_w->failed; round++)
+	{
+		ssize_t		n = rd_kafka_consume_batch_queue(queue, 0, msgs, batch_size);
+
+		if (n <= 0)
+			break;
+		if (!apply((int) n))
+			break;
+		if (n < batch_size)
+			break;
+	}
+	publish_positions();
+}
