@@ -60,11 +60,14 @@ ask_anew(IqFetch *f, IqOwnerView *o, const bool *needed)
 	int			ntargets;
 	IqTarget   *targets = iq_ownership_targets(o, needed, &ntargets);
 	IqFetchSource *sources;
+	int			capacity = Max(ntargets, 1);
 
+	if (f->view)
+		capacity += o->partition_count;
 	ereport(DEBUG1,
 			(errmsg_internal("ownership generation " UINT64_FORMAT " (was " UINT64_FORMAT "): asking again",
 							 o->generation, f->generation)));
-	sources = calloc(Max(ntargets, 1), sizeof(IqFetchSource));
+	sources = calloc(capacity, sizeof(IqFetchSource));
 	if (sources == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
 						errmsg("out of memory asking an iq_fdw read again")));
@@ -72,9 +75,12 @@ ask_anew(IqFetch *f, IqOwnerView *o, const bool *needed)
 		iq_fetch_drop_source(&f->sources[i]);
 	free(f->sources);
 	f->sources = sources;
+	f->capacity = capacity;
 	f->nsources = 0;
 	f->last = NULL;
 	f->generation = o->generation;
+	if (f->view)
+		iq_fetch_standby_forget(f, o);
 	iq_fetch_add_sources(f, targets, ntargets, o->partition_count);
 	iq_fetch_start_sources(f);
 }

@@ -273,7 +273,9 @@ iq_store_position(int partition, IqPartitionPosition *pos)
 
 /*
  * iq_store_standby_position
- *		How far a standby replica kept here has read.
+ *		How far a standby replica kept here has read; false too while that
+ *		is not known (no flush's mark read yet, or no end of its input), as
+ *		a lag that cannot be told must not pass for none.
  */
 bool
 iq_store_standby_position(int partition, IqPartitionPosition *pos)
@@ -291,5 +293,5 @@ iq_store_standby_position(int partition, IqPartitionPosition *pos)
 	pos->partition = partition;
 	pos->consumed_offset = __atomic_load_n(&ps->consumed_offset, __ATOMIC_RELAXED);
 	pos->end_offset = __atomic_load_n(&ps->end_offset, __ATOMIC_RELAXED);
-	return true;
+	return pos->consumed_offset >= 0 && pos->end_offset >= 0;
 }

@@ -38,10 +38,14 @@ iq_restorer_start(char **err)
 
 	/* librdkafka wants a group for its consumer queue; it never joins it */
 	snprintf(group, sizeof(group), "%s-restore", iq_w->cfg.app_id);
-	/* large fetches make a fast restore, within the restore's share */
-	conf = iq_consumer_conf_new(group, RESTORE_FETCH_WAIT_MS, iq_w->mem.restore_queue_kbytes,
-								 iq_w->mem.restore_queue_messages,
-								 iq_w->mem.restore_fetch_bytes, err);
+	/*
+	 * Large fetches make a fast restore, within the restore's share; half
+	 * of it when standby replicas have the other half (standby.c).
+	 */
+	conf = iq_consumer_conf_new(group, RESTORE_FETCH_WAIT_MS,
+								iq_restore_share(iq_w->mem.restore_queue_kbytes, 256),
+								iq_restore_share(iq_w->mem.restore_queue_messages, 1000),
+								iq_restore_share(iq_w->mem.restore_fetch_bytes, 16 * 1024), err);
 	if (conf == NULL)
 		return false;
 	/* the end of a partition ends its restore */

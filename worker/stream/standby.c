@@ -107,6 +107,18 @@ ends_main(void *arg)
 }
 
 /*
+ * iq_restore_share
+ *		What the restore consumer, and the standby consumer, may queue of a
+ *		bound of the restore's share of the budget: all of it without
+ *		standbys, half each with them; never below floor.
+ */
+int
+iq_restore_share(int whole, int floor)
+{
+	return Max(iq_w->cfg.standby_replicas == 0 ? whole : whole / 2, floor);
+}
+
+/*
  * iq_standby_start
  *		The standby consumer and the ends' thread, when standbys are asked
  *		for; false with *err.
@@ -127,9 +139,9 @@ iq_standby_start(char **err)
 	snprintf(group, sizeof(group), "%s-standby", iq_w->cfg.app_id);
 	/* half of the restore's share (memory.c): the two may read at once */
 	conf = iq_consumer_conf_new(group, STANDBY_FETCH_WAIT_MS,
-								Max(iq_w->mem.restore_queue_kbytes / 2, 256),
-								Max(iq_w->mem.restore_queue_messages / 2, 1000),
-								Max(iq_w->mem.restore_fetch_bytes / 2, 16 * 1024), err);
+								iq_restore_share(iq_w->mem.restore_queue_kbytes, 256),
+								iq_restore_share(iq_w->mem.restore_queue_messages, 1000),
+								iq_restore_share(iq_w->mem.restore_fetch_bytes, 16 * 1024), err);
 	if (conf == NULL)
 		return false;
 	iq_w->standby = iq_kafka_new(RD_KAFKA_CONSUMER, conf, IQ_H_STANDBY, err);

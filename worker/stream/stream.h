@@ -41,6 +41,7 @@ extern bool iq_flush_now(void);
 extern void iq_flush_discard(void);
 
 /* in standby.c */
+extern int	iq_restore_share(int whole, int floor);
 extern bool iq_standby_start(char **err);
 extern void iq_standby_stop(void);
 extern void iq_standby_tick(void);
