@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, Session, assignment, create_topic, freeze,
-                      import_stores_sql, java_partition, psql, settled, thaw, unique, wait_until)
+                      import_stores_sql, java_partition, psql, PsqlError, settled, thaw, unique, wait_until)
 
 SCHEMA = "stbtest"
 PARTITIONS = 3
@@ -291,6 +291,9 @@ def test_standbys_appear_catch_up_and_answer_nearest(pipeline):
         try:
             out = psql(standby, "SET iq_fdw.read_from = 'nearest'; SET statement_timeout = '5s';\n"
                        + counts_sql(keys), timeout=30)
+        except PsqlError as e:
+            raise AssertionError(f"partition {p} read with nearest on its standby's instance {standby}, "
+                                 f"its owner {owner} frozen: {e.stderr.strip()[:400]}") from None
         finally:
             thaw(pid)
         assert counts_of(out) == want, \
@@ -388,63 +391,91 @@ def test_owner_lost_reads_go_to_the_standby_and_failover_restores_little(pipelin
             loop.start()
         wait_until(lambda: all(len([r for r in loop.reads if r.ok()]) >= 5 for loop in loops.values()),
                    timeout=60, message="both loops answering before the stop")
+        engine = assignment(victim)[2]
         t_stop = time.monotonic()
         stop_immediate(victim)
         stopped = True
-        first = wait_until(lambda: loops["owner_or_standby"].first_ok_after(t_stop), timeout=30,
+        # the engine outlives pg_ctl by a moment (it notices its supervisor's
+        # end): answers before it is gone are the owner's
+        wait_until(lambda: not os.path.exists(f"/proc/{engine}"), timeout=30, interval=0.01,
+                   message=f"the stopped owner's engine (pid {engine}) gone")
+        t_gone = time.monotonic()
+        first = wait_until(lambda: loops["owner_or_standby"].first_ok_after(t_gone), timeout=30,
                            interval=0.05, message="a standby answer after the owner's stop")
-        waited = first.answered - t_stop
-        source = psql(asker, "SET iq_fdw.read_from = 'owner_or_standby';\n"
-                      f"SELECT source FROM iq_freshness() WHERE partition = {p}").splitlines()[-1:]
+        waited = first.answered - t_gone
+        errors = [r for r in loops["owner_or_standby"].reads if r.asked >= t_gone and not r.ok()]
+        try:
+            source = psql(asker, "SET iq_fdw.read_from = 'owner_or_standby';\n"
+                          f"SELECT source FROM iq_freshness() WHERE partition = {p}").splitlines()[-1:]
+        except PsqlError as e:
+            source = e.stderr.strip()[:300]
         in_window = time.monotonic() - t_stop < 8
         after = wait_until(lambda: settled([i for i in INSTANCES if i != victim], partitions=PARTITIONS),
                            timeout=90, interval=0.2, message="the stopped owner's partitions moved")
         t_moved = time.monotonic()
-        owner_first = wait_until(lambda: loops["owner"].first_ok_after(t_stop), timeout=90,
+        owner_first = wait_until(lambda: loops["owner"].first_ok_after(t_gone), timeout=90,
                                  message="an owner read after the move")
         producer.stop()
         for loop in loops.values():
             loop.stop()
-        print(f"\nowner of partition {p} (instance {victim}) stopped -m immediate: first answer with "
-              f"owner_or_standby after {waited:.2f} s, with owner after "
-              f"{owner_first.answered - t_stop:.2f} s; the group moved it after {t_moved - t_stop:.1f} s")
+        print(f"\nowner of partition {p} (instance {victim}) stopped -m immediate, its engine gone "
+              f"{t_gone - t_stop:.2f} s after: first answer with owner_or_standby after {waited:.2f} s, "
+              f"with owner after {owner_first.answered - t_gone:.2f} s; the group moved it after "
+              f"{t_moved - t_gone:.1f} s; owner_or_standby errors meanwhile: {len(errors)}, the first: "
+              f"{errors[0].out[:300] if errors else None}")
 
+        for m, loop in loops.items():
+            print(f"{m} reads after the stop (asked, answered, answer):",
+                  [(round(r.asked - t_gone, 2), round(r.answered - t_gone, 2), r.out[:70])
+                   for r in loop.reads if r.asked >= t_gone - 0.3][:8])
+        # every check below is kept and reported together: one run says all
+        problems = []
         # every standby-mode answer equals the truth within MAX_LAG
         for r in loops["owner_or_standby"].reads:
             if r.ok():
                 lo, hi = ledger.bounds(key, r.asked, r.answered)
                 got = int(r.out) if r.out.strip() else 0
-                assert lo <= got <= hi, f"{got} is not the truth within {MAX_LAG} records ({lo}..{hi}): {r}"
-        assert waited < 5.0, f"the first answer from the standby came {waited:.1f} s after the stop"
-        if in_window:
-            assert source == ["standby"], \
-                f"iq_freshness() source of partition {p} while its owner is down: {source}"
+                if not lo <= got <= hi:
+                    problems.append(f"{got} is not the truth within {MAX_LAG} records ({lo}..{hi}): {r}")
+        if waited >= 5.0:
+            problems.append(f"owner_or_standby: the first answer came {waited:.1f} s after the owner's "
+                            f"engine was gone, after {len(errors)} errors, the first: "
+                            f"{errors[0].out[:300] if errors else None}")
         # as today with read_from = owner: no answer until the group moved the partition
-        early = [r for r in loops["owner"].reads if r.asked >= t_stop and r.answered < t_stop + 5]
-        assert early and not any(r.ok() for r in early), \
-            f"read_from = owner answered while the owner was down: {early[:3]}"
-        assert any("ERROR" in r.out for r in early), early[:3]
+        early = [r for r in loops["owner"].reads if r.asked >= t_gone and r.answered < t_gone + 5]
+        if not early or any(r.ok() for r in early) or not any("ERROR" in r.out for r in early):
+            problems.append(f"read_from = owner answered while the owner was down: {early[:3]}")
 
         # the new owner held the standby and restored only what it had not read
         new_owner = after[p]
-        assert new_owner == standby, f"partition {p} went to instance {new_owner}, its standby was {standby}"
+        if new_owner != standby:
+            problems.append(f"partition {p} went to instance {new_owner}, its standby was {standby}")
         row = wait_until(lambda: next((r for r in stat_rows(new_owner) if r["partition"] == p
                                        and r["role"] == "owner" and r["state"] != "restoring"), None),
                          timeout=60, message=f"partition {p} restored on instance {new_owner}")
         size = changelog_end(pipeline.app, p)
         assert size >= FILLER_PER_PARTITION, size
-        assert row["restored_records"] < 0.05 * size, \
-            f"the new owner restored {row['restored_records']} of {size} changelog records: {row}"
+        if row["restored_records"] >= 0.05 * size:
+            problems.append(f"the new owner restored {row['restored_records']} of {size} changelog records: {row}")
         log = server_log(new_owner).read_bytes()[log_from:].decode(errors="replace")
+        # the adoption is logged; a restore logs its records only when it read some
+        if not re.search(rf"partition {p} is assigned to this instance, which kept its standby replica", log):
+            problems.append(f"no line of instance {new_owner} saying it kept partition {p}'s standby")
         lines = re.findall(rf'restored partition {p} of "[^"]*": (\d+) records', log)
-        assert lines, f"no restore line for partition {p} in instance {new_owner}'s log"
-        assert int(lines[-1]) < 0.05 * size, (lines, size)
+        if lines and int(lines[-1]) >= 0.05 * size:
+            problems.append(f"restore lines of partition {p} on instance {new_owner}: {lines} "
+                            f"(changelog {size} records)")
         print(f"the new owner restored {row['restored_records']} of {size} changelog records of "
-              f"partition {p}")
+              f"partition {p} (log: {lines})")
+
+        # iq_freshness() names the standby while the owner is down
+        if in_window and source != ["standby"]:
+            problems.append(f"iq_freshness() source of partition {p} while its owner is down: {source}")
 
         # exact at the end
         every_key = list(pipeline.tracked.values()) + [k for ks in pipeline.filler.values() for k in ks]
         wait_owner_counts(asker, ledger, every_key)
+        assert not problems, "\n".join(problems)
     finally:
         producer.halt.set()
         for loop in loops.values():
