@@ -400,16 +400,16 @@ def test_owner_lost_reads_go_to_the_standby_and_failover_restores_little(pipelin
         wait_until(lambda: not os.path.exists(f"/proc/{engine}"), timeout=30, interval=0.01,
                    message=f"the stopped owner's engine (pid {engine}) gone")
         t_gone = time.monotonic()
-        first = wait_until(lambda: loops["owner_or_standby"].first_ok_after(t_gone), timeout=30,
-                           interval=0.05, message="a standby answer after the owner's stop")
-        waited = first.answered - t_gone
-        errors = [r for r in loops["owner_or_standby"].reads if r.asked >= t_gone and not r.ok()]
         try:
             source = psql(asker, "SET iq_fdw.read_from = 'owner_or_standby';\n"
                           f"SELECT source FROM iq_freshness() WHERE partition = {p}").splitlines()[-1:]
         except PsqlError as e:
             source = e.stderr.strip()[:300]
-        in_window = time.monotonic() - t_stop < 8
+        in_window = time.monotonic() - t_stop < 8  # the group has not moved it yet
+        first = wait_until(lambda: loops["owner_or_standby"].first_ok_after(t_gone), timeout=30,
+                           interval=0.05, message="a standby answer after the owner's stop")
+        waited = first.answered - t_gone
+        errors = [r for r in loops["owner_or_standby"].reads if r.asked >= t_gone and not r.ok()]
         after = wait_until(lambda: settled([i for i in INSTANCES if i != victim], partitions=PARTITIONS),
                            timeout=90, interval=0.2, message="the stopped owner's partitions moved")
         t_moved = time.monotonic()
