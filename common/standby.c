@@ -13,6 +13,8 @@
 #include "common/settings.h"
 #include "common/standby.h"
 
+StaticAssertDecl(IQ_STANDBY_MAX_MEMBERS == IQ_MAX_MEMBERS, "one bound of members");
+
 /* a member's place in the range assignor's order: its group.instance.id */
 typedef struct Ranked
 {
@@ -28,9 +30,9 @@ typedef struct Ranked
  *		application id before it, so this orders them as the assignor does.
  */
 static void
-instance_id_key(const IqMember *m, char *out, size_t len)
+instance_id_key(const char *host, int port, char *out, size_t len)
 {
-	snprintf(out, len, "%s:%d", m->host, m->port);
+	snprintf(out, len, "%s:%d", host, port);
 	for (char *c = out; *c; c++)
 		if (!isalnum((unsigned char) *c) && *c != '.' && *c != '_' && *c != '-')
 			*c = '_';
@@ -68,11 +70,11 @@ range_owner(const Ranked *ranked, int n, int partition_count, int p)
 }
 
 int
-iq_standby_members(const IqMember *members, int nmembers,
-				   const int16_t *owner, int partition_count,
-				   int p, int want, int *out)
+iq_standby_place(const char *const *hosts, const int *ports, int nmembers,
+				 const int16_t *owner, int partition_count,
+				 int p, int want, int *out)
 {
-	Ranked		ranked[IQ_MAX_MEMBERS];
+	Ranked	   *ranked;
 	int			n = 0;
 	int			found = 0;
 
@@ -81,10 +83,14 @@ iq_standby_members(const IqMember *members, int nmembers,
 		return 0;
 	if (want == IQ_STANDBY_ALL || want > nmembers - 1)
 		want = nmembers - 1;
+	/* malloc: the HTTP server's threads call it too, on small stacks */
+	ranked = malloc(sizeof(Ranked) * (nmembers > 0 ? nmembers : 1));
+	if (ranked == NULL)
+		return 0;
 	for (int i = 0; i < nmembers; i++)
 		if (i != owner[p])
 		{
-			instance_id_key(&members[i], ranked[n].id, sizeof(ranked[n].id));
+			instance_id_key(hosts[i], ports[i], ranked[n].id, sizeof(ranked[n].id));
 			ranked[n].index = i;
 			n++;
 		}
@@ -99,7 +105,26 @@ iq_standby_members(const IqMember *members, int nmembers,
 		memmove(&ranked[next], &ranked[next + 1], sizeof(Ranked) * (n - next - 1));
 		n--;
 	}
+	free(ranked);
 	return found;
+}
+
+int
+iq_standby_members(const IqMember *members, int nmembers,
+				   const int16_t *owner, int partition_count,
+				   int p, int want, int *out)
+{
+	const char *hosts[IQ_MAX_MEMBERS];
+	int			ports[IQ_MAX_MEMBERS];
+
+	if (nmembers > IQ_MAX_MEMBERS)
+		return 0;
+	for (int i = 0; i < nmembers; i++)
+	{
+		hosts[i] = members[i].host;
+		ports[i] = members[i].port;
+	}
+	return iq_standby_place(hosts, ports, nmembers, owner, partition_count, p, want, out);
 }
 
 bool

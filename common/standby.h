@@ -13,7 +13,8 @@
  * whose store is warm: the failover restores only what the standby had
  * not read yet.  A join moves partitions to the newcomer, which has none.
  *
- * Plain C, no PostgreSQL call: the engine's threads use it too.
+ * Plain C, no PostgreSQL call: the engine's threads use it too, the
+ * HTTP server's through iq_standby_place, without PostgreSQL's headers.
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_STANDBY_H
@@ -22,6 +23,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* the most members iq_standby_place ranks (IQ_MAX_MEMBERS) */
+#define IQ_STANDBY_MAX_MEMBERS	64
+
+/*
+ * The placement over members given by endpoint (hosts[i], ports[i]); as
+ * iq_standby_members below.
+ */
+extern int	iq_standby_place(const char *const *hosts, const int *ports, int nmembers,
+							 const int16_t *owner, int partition_count,
+							 int p, int want, int *out);
+
+#ifdef PG_VERSION_NUM			/* with PostgreSQL's headers */
 #include "common/shmem.h"
 
 /*
@@ -38,5 +51,7 @@ extern int	iq_standby_members(const IqMember *members, int nmembers,
 extern bool iq_standby_is_member(const IqMember *members, int nmembers,
 								 const int16_t *owner, int partition_count,
 								 int p, int want, int self);
+
+#endif							/* PG_VERSION_NUM */
 
 #endif							/* IQ_STANDBY_H */

@@ -100,6 +100,7 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	int			partition_count;
 	uint64		generation;
 	uint32		seq;
+	IqOwnerView *view = NULL;
 
 	if (!callbacks_registered)
 	{
@@ -114,6 +115,18 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 		partition_count = iq_shared->partition_count;
 		generation = iq_shared->generation;
 	} while (!iq_shared_read_ok(seq));
+
+	/* with read_from: the view standbys are placed by, gaps filled as the caller's */
+	if (iq_read_from != IQ_READ_FROM_OWNER)
+	{
+		view = palloc(sizeof(IqOwnerView));
+		iq_ownership_read(view);
+		if (iq_ownership_fill_missing(view))
+		{
+			partition_count = view->partition_count;
+			generation = view->generation;
+		}
+	}
 
 	f = calloc(1, sizeof(IqFetch));
 	if (f)
@@ -155,12 +168,7 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	f->req = iq_fetch_copy_request(f->reqcxt, req);
 	f->generation = generation;
 	if (f->view)
-	{
-		IqOwnerView *o = palloc(sizeof(IqOwnerView));
-
-		iq_ownership_read(o);
-		iq_fetch_standby_forget(f, o);
-	}
+		iq_fetch_standby_forget(f, view);
 	iq_fetch_add_sources(f, targets, ntargets, partition_count);
 	iq_fetch_start_sources(f);
 	return f;

@@ -234,6 +234,7 @@ iq_fetch_prime(IqFetch *f)
 	}
 	collect_positions(f);
 	for (i = 0; i < f->nsources; i++)
-		iq_fetch_advance(f, &f->sources[i]);
+		if (!f->sources[i].unused)
+			iq_fetch_advance(f, &f->sources[i]);
 	f->primed = true;
 }

@@ -329,8 +329,9 @@ iq_fetch_fail_standby(IqFetch *f, IqFetchSource *src)
 			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 			 errmsg("could not read %s: its owner cannot answer and no standby replica qualifies",
 					what),
-			 errdetail("Standbys tried: %s. The owner did not answer within iq_fdw.ownership_wait = %d ms.",
-					   notes, iq_ownership_wait_ms),
+			 errdetail("Standbys tried: %s%s The owner did not answer within iq_fdw.ownership_wait = %d ms.",
+					   notes, notes[0] && notes[strlen(notes) - 1] != '.' ? "." : "",
+					   iq_ownership_wait_ms),
 			 errhint("Retry later, or raise iq_fdw.standby_max_lag (or iq_fdw.max_lag).")));
 }
 

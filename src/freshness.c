@@ -44,6 +44,8 @@ iq_freshness(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	iq_ownership_read(o);
+	(void) iq_ownership_fill_missing(o);
 	iq_ownership_wait(o, NULL, false, "order-count", "the positions of all partitions");
 	targets = iq_ownership_targets(o, NULL, &ntargets);
 

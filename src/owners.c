@@ -15,6 +15,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "common/partitioner.h"
@@ -26,6 +27,12 @@
 
 static int	first_missing(const IqOwnerView *o, const bool *needed,
 						  bool count_only);
+
+/*
+ * The last ownership this backend read with every partition owned; kept
+ * only with iq_fdw.read_from not owner (iq_ownership_fill_missing).
+ */
+static IqOwnerView *last_complete = NULL;
 
 /*
  * iq_ownership_read
@@ -51,6 +58,39 @@ iq_ownership_read(IqOwnerView *o)
 	o->message[IQ_MESSAGE_LEN - 1] = '\0';
 	for (int m = 0; m < o->nmembers; m++)
 		o->members[m].host[IQ_HOST_LEN - 1] = '\0';
+
+	if (iq_read_from != IQ_READ_FROM_OWNER && first_missing(o, NULL, false) < 0)
+	{
+		if (last_complete == NULL)
+			last_complete = MemoryContextAlloc(TopMemoryContext, sizeof(IqOwnerView));
+		memcpy(last_complete, o, sizeof(IqOwnerView));
+	}
+}
+
+/*
+ * iq_ownership_fill_missing
+ *		With iq_fdw.read_from not owner, a view in which some partition has
+ *		no owner (a rebalance under way, or this instance's engine
+ *		restarting and knowing none) is replaced by the last complete one
+ *		this backend saw: its owners are asked, and those that cannot
+ *		answer have their standbys asked (fetch_standby.c), where waiting
+ *		for an owner would take iq_fdw.ownership_wait.  True if replaced.
+ */
+bool
+iq_ownership_fill_missing(IqOwnerView *o)
+{
+	if (iq_read_from == IQ_READ_FROM_OWNER || last_complete == NULL ||
+		first_missing(o, NULL, false) < 0)
+		return false;
+	/* topics are not repartitioned under a running application */
+	if (o->partition_count > 0 &&
+		o->partition_count != last_complete->partition_count)
+		return false;
+	ereport(DEBUG1,
+			(errmsg_internal("ownership generation " UINT64_FORMAT " leaves a partition without an owner; routing by generation " UINT64_FORMAT " for iq_fdw.read_from",
+							 o->generation, last_complete->generation)));
+	memcpy(o, last_complete, sizeof(IqOwnerView));
+	return true;
 }
 
 /*

@@ -26,6 +26,12 @@ typedef struct IqOwnerView
 extern void iq_ownership_read(IqOwnerView *o);
 
 /*
+ * iq_fdw.read_from not owner: a view with a partition unowned replaced by
+ * the last complete one this backend read; true if so.
+ */
+extern bool iq_ownership_fill_missing(IqOwnerView *o);
+
+/*
  * Wait (up to iq_fdw.ownership_wait) until the partition count is known
  * and every needed partition has an owner; needed == NULL means all.  The
  * error names the store and what was read ("key '2'", "a full scan").

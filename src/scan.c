@@ -198,6 +198,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 
 	o = palloc(sizeof(IqOwnerView));
 	iq_ownership_read(o);
+	(void) iq_ownership_fill_missing(o);
 	if (s->kind == IQ_SCAN_POINT && !ask.scan_all)
 	{
 		iq_ownership_wait(o, NULL, true, s->store->name, what);

@@ -69,6 +69,9 @@ servers_start(char **err)
 	}
 	sc.threads = iq_w->cfg.http_threads;
 	sc.peer_timeout_ms = iq_peer_timeout_ms;
+	/* the seed's gets fall back to standbys within the server's own bound */
+	sc.standby_replicas = iq_w->cfg.standby_replicas;
+	sc.standby_max_lag = iq_max_lag >= 0 ? iq_max_lag : iq_standby_max_lag;
 	/* in the data directory, our working directory (local_server.c) */
 	snprintf(sc.socket_path, sizeof(sc.socket_path), "iq_fdw.sock");
 	iq_servers_apply_settings();

@@ -35,6 +35,8 @@ typedef struct IqServerConfig
 									 * data directory (see local_server.c) */
 	int			partitioner;	/* iq_fdw.partitioner (IqPartitioner); 0 =
 								 * murmur2 */
+	int			standby_replicas;	/* iq_fdw.standby_replicas */
+	int			standby_max_lag;	/* iq_fdw.max_lag, or standby_max_lag if -1 */
 	IqTls		tls;			/* iq_fdw.ssl_*_file's bytes: HTTPS and the
 								 * calls to peers; the caller's, kept until
 								 * the HTTP server is stopped */

@@ -249,11 +249,12 @@ iq_store_approximate_count(IqStoreId store, const int *partitions, int npartitio
 }
 
 /*
- * iq_store_position
- *		The freshness of a held partition (restoring or not).
+ * position_of
+ *		A partition's freshness, if it is open in the role asked for: held
+ *		(restoring or not), or kept as a standby.
  */
-bool
-iq_store_position(int partition, IqPartitionPosition *pos)
+static bool
+position_of(int partition, bool standby, IqPartitionPosition *pos)
 {
 	PartStore  *ps = iq_store_slot(partition);
 	bool		ok;
@@ -261,7 +262,7 @@ iq_store_position(int partition, IqPartitionPosition *pos)
 	if (ps == NULL)
 		return false;
 	pthread_rwlock_rdlock(&ps->lock);
-	ok = ps->db != NULL && ps->held;
+	ok = ps->db != NULL && (standby ? ps->standby : ps->held);
 	pthread_rwlock_unlock(&ps->lock);
 	if (!ok)
 		return false;
@@ -269,6 +270,16 @@ iq_store_position(int partition, IqPartitionPosition *pos)
 	pos->consumed_offset = __atomic_load_n(&ps->consumed_offset, __ATOMIC_RELAXED);
 	pos->end_offset = __atomic_load_n(&ps->end_offset, __ATOMIC_RELAXED);
 	return true;
+}
+
+/*
+ * iq_store_position
+ *		The freshness of a held partition (restoring or not).
+ */
+bool
+iq_store_position(int partition, IqPartitionPosition *pos)
+{
+	return position_of(partition, false, pos);
 }
 
 /*
@@ -280,18 +291,6 @@ iq_store_position(int partition, IqPartitionPosition *pos)
 bool
 iq_store_standby_position(int partition, IqPartitionPosition *pos)
 {
-	PartStore  *ps = iq_store_slot(partition);
-	bool		ok;
-
-	if (ps == NULL)
-		return false;
-	pthread_rwlock_rdlock(&ps->lock);
-	ok = ps->db != NULL && ps->standby;
-	pthread_rwlock_unlock(&ps->lock);
-	if (!ok)
-		return false;
-	pos->partition = partition;
-	pos->consumed_offset = __atomic_load_n(&ps->consumed_offset, __ATOMIC_RELAXED);
-	pos->end_offset = __atomic_load_n(&ps->end_offset, __ATOMIC_RELAXED);
-	return pos->consumed_offset >= 0 && pos->end_offset >= 0;
+	return position_of(partition, true, pos) &&
+		pos->consumed_offset >= 0 && pos->end_offset >= 0;
 }

@@ -450,26 +450,21 @@ iq_changelog_produce(int partition, const char *key, size_t key_len, int64 count
 			headers = rd_kafka_headers_new(1);
 			rd_kafka_header_add(headers, IQ_POSITION_HEADER, -1, position, sizeof(position));
 		}
-		/* a non-NULL pointer keeps an empty key a key, not a null key */
-		if (headers != NULL)
-			err = rd_kafka_producev(iq_w->producer,
-									RD_KAFKA_V_RKT(changelog_rkt),
-									RD_KAFKA_V_PARTITION(partition),
-									RD_KAFKA_V_KEY(key_len ? key : "", key_len),
-									RD_KAFKA_V_VALUE(value, 8),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_HEADERS(headers),
-									RD_KAFKA_V_END);
-		else
-			err = rd_kafka_producev(iq_w->producer,
-									RD_KAFKA_V_RKT(changelog_rkt),
-									RD_KAFKA_V_PARTITION(partition),
-									RD_KAFKA_V_KEY(key_len ? key : "", key_len),
-									RD_KAFKA_V_VALUE(value, 8),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_END);
+		/*
+		 * A non-NULL pointer keeps an empty key a key, not a null key; NULL
+		 * headers are none.
+		 */
+		err = rd_kafka_producev(iq_w->producer,
+								RD_KAFKA_V_RKT(changelog_rkt),
+								RD_KAFKA_V_PARTITION(partition),
+								RD_KAFKA_V_KEY(key_len ? key : "", key_len),
+								RD_KAFKA_V_VALUE(value, 8),
+								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								RD_KAFKA_V_HEADERS(headers),
+								RD_KAFKA_V_END);
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
+			/* the message owns its headers now */
 			if (deadline != 0)
 				iq_progress();	/* the queue had room again: deliveries go on */
 			return true;

@@ -43,7 +43,7 @@
 #define STANDBY_FETCH_WAIT_MS	50
 /* how often the ends' thread asks for the order partitions' ends */
 #define ENDS_INTERVAL_MS		500
-#define ENDS_TIMEOUT_MS			2000
+#define ENDS_TIMEOUT_MS			1000
 /* the most records one round applies, in batches of the restore's size */
 #define ROUND_BATCHES			4
 
@@ -165,12 +165,13 @@ iq_standby_start(char **err)
 
 /*
  * drop
- *		Stop keeping p: what this instance owns stays open (its restore
- *		goes on from the standby's checkpoint), the rest is closed, its
- *		files kept as a released partition's are.
+ *		Stop keeping p.  close: it is not becoming this instance's own, so
+ *		its database is closed, its files kept as a released partition's
+ *		are; otherwise it stays open for the owner's restore, which goes on
+ *		from the standby's checkpoint.
  */
 static void
-drop(int p)
+drop(int p, bool close)
 {
 	IqPart	   *part = &iq_w->parts[p];
 
@@ -180,7 +181,7 @@ drop(int p)
 	if (iq_store_is_standby(p))
 	{
 		iq_store_set_standby(p, false);
-		if (!part->assigned)
+		if (close && !part->assigned)
 		{
 			iq_step(IQ_STEP_CLOSING, p);
 			iq_store_close(p);
@@ -206,7 +207,7 @@ iq_standby_stop(void)
 	}
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		if (kept[p])
-			drop(p);
+			drop(p, true);
 	if (queue != NULL)
 	{
 		rd_kafka_queue_destroy(queue);
@@ -265,7 +266,7 @@ iq_standby_release(int p)
 {
 	if (p < 0 || p >= IQ_MAX_PARTITIONS || !kept[p])
 		return;
-	drop(p);
+	drop(p, false);
 	ereport(LOG,
 			(errmsg("iq_fdw worker: partition %d is assigned to this instance, which kept its standby replica up to changelog offset %lld",
 					p, (long long) positions[p].changelog_next)));
@@ -355,7 +356,7 @@ place(void)
 		}
 		else if (!want[p] && kept[p] && (complete || iq_w->parts[p].assigned))
 		{
-			drop(p);
+			drop(p, !iq_w->parts[p].assigned);
 			changed = true;
 		}
 	}

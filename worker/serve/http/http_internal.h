@@ -100,6 +100,11 @@ typedef struct IqGetCtx
 	IqForwardJob *job;			/* a forward in flight or done */
 	char		owner[IQ_HTTP_HOST_LEN + 16];	/* host:port it went to */
 	int			partition;
+	/* for a standby's answer when the owner cannot give one (routes.c) */
+	const struct IqStoreInfo *store;
+	char	   *key;			/* malloc'd; freed with the request */
+	size_t		key_len;
+	bool		to_standby;		/* job went to a standby */
 } IqGetCtx;
 
 /* in routes.c */

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/partitioner.h"
+#include "common/standby.h"
 #include "worker/serve/http/gather.h"
 #include "worker/serve/http/http_internal.h"
 #include "worker/store/store.h"
@@ -176,12 +177,168 @@ forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owne
 	return MHD_YES;
 }
 
+/*
+ * send_store_read: the answer of a get read here (owned or standby)
+ */
+static enum MHD_Result
+send_store_read(struct MHD_Connection *conn, IqReadStatus st, const IqStoreInfo *store,
+				int p, char *value, size_t value_len, char *err)
+{
+	enum MHD_Result ret;
+
+	switch (st)
+	{
+		case IQ_READ_OK:
+			ret = iq_http_send_get(conn, store->id, value, value_len);
+			break;
+		case IQ_READ_NOT_FOUND:
+			ret = iq_http_send_get(conn, store->id, NULL, 0);
+			break;
+		case IQ_READ_RESTORING:
+			ret = iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+									 "partition %d is still restoring", p);
+			break;
+		case IQ_READ_NOT_HELD:
+			ret = iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+									 "partition %d is being handed over", p);
+			break;
+		default:
+			ret = iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+									 "reading partition %d failed: %s", p,
+									 err ? err : "unknown error");
+			break;
+	}
+	free(value);
+	free(err);
+	return ret;
+}
+
+/*
+ * standby_here: whether this instance keeps a standby replica of p within
+ * the server's lag bound; *lag says how far behind it is.
+ */
+static bool
+standby_here(int p, int64_t *lag)
+{
+	IqPartitionPosition pos;
+
+	if (iq_http_config.standby_replicas == 0 || !iq_store_standby_position(p, &pos))
+		return false;
+	*lag = pos.end_offset - pos.consumed_offset;
+	if (*lag < 0)
+		*lag = 0;
+	return *lag <= iq_http_config.standby_max_lag;
+}
+
+/*
+ * read_standby: a get answered by the standby replica kept here
+ */
+static enum MHD_Result
+read_standby(struct MHD_Connection *conn, const IqStoreInfo *store, int p,
+			 const char *key, size_t len)
+{
+	char	   *value = NULL;
+	size_t		value_len = 0;
+	char	   *err = NULL;
+	IqReadStatus st = iq_store_get_as(store->id, p, key, len, true, &value, &value_len, &err);
+
+	return send_store_read(conn, st, store, p, value, value_len, err);
+}
+
+/*
+ * first_standby: the first instance other than this one that the
+ * placement gives a standby of p (common/standby.c); -1 if none.
+ */
+static int
+first_standby(const IqHttpOwnership *o, int p)
+{
+	const char *hosts[IQ_STANDBY_MAX_MEMBERS];
+	int			ports[IQ_STANDBY_MAX_MEMBERS];
+	int			out[IQ_STANDBY_MAX_MEMBERS];
+	int			n;
+
+	if (o->nmembers > IQ_STANDBY_MAX_MEMBERS)
+		return -1;
+	for (int i = 0; i < o->nmembers; i++)
+	{
+		hosts[i] = o->members[i].host;
+		ports[i] = o->members[i].port;
+	}
+	n = iq_standby_place(hosts, ports, o->nmembers, o->owner, o->partition_count, p,
+						 iq_http_config.standby_replicas, out);
+	for (int i = 0; i < n; i++)
+		if (out[i] != o->self)
+			return out[i];
+	return -1;
+}
+
+/*
+ * ask_standby
+ *		The owner of a get's key cannot answer: a standby can, the one kept
+ *		here when it is within the bound, else the first one elsewhere,
+ *		asked with ?from=standby.  MHD_NO-or-answer in *ret when it did;
+ *		false when there is none to ask.
+ */
+static bool
+ask_standby(struct MHD_Connection *conn, IqGetCtx *ctx, enum MHD_Result *ret)
+{
+	static __thread IqHttpOwnership o;
+	int64_t		lag;
+	int			s;
+	IqBuf		url;
+	char		base[IQ_PEER_URL_LEN];
+
+	if (ctx->to_standby || ctx->key == NULL || iq_http_config.standby_replicas == 0 ||
+		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, IQ_PEER_FORWARDED_HEADER))
+		return false;
+	if (standby_here(ctx->partition, &lag))
+	{
+		*ret = read_standby(conn, ctx->store, ctx->partition, ctx->key, ctx->key_len);
+		return true;
+	}
+	iq_http_ownership(&o);
+	s = first_standby(&o, ctx->partition);
+	if (s < 0)
+		return false;
+	(void) iq_peer_url(base, sizeof(base), iq_http_config.tls.on, o.members[s].host,
+					   o.members[s].port, "/stores/");
+	iq_buf_init(&url);
+	iq_buf_append(&url, base, strlen(base));
+	iq_url_encode(&url, ctx->store->name, strlen(ctx->store->name));
+	iq_buf_append(&url, "/get/", 5);
+	iq_url_encode(&url, ctx->key, ctx->key_len);
+	iq_buf_append(&url, "?from=standby", 13);
+	iq_buf_u8(&url, 0);
+	if (url.oom)
+	{
+		iq_buf_free(&url);
+		return false;
+	}
+	iq_forward_job_free(ctx->job);
+	ctx->to_standby = true;
+	snprintf(ctx->owner, sizeof(ctx->owner), "%s:%d", o.members[s].host, o.members[s].port);
+	ctx->job = iq_forward_submit(conn, url.data);
+	iq_buf_free(&url);
+	if (ctx->job == NULL)
+		*ret = iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
+								  "cannot forward to the standby of partition %d now (server stopping?)",
+								  ctx->partition);
+	else
+		*ret = MHD_YES;
+	return true;
+}
+
 /* iq_http_forward_answer: the owner's answer to a forwarded get, as it came */
 enum MHD_Result
 iq_http_forward_answer(struct MHD_Connection *conn, IqGetCtx *ctx)
 {
 	IqForwardResult *res = iq_forward_job_result(ctx->job);
+	enum MHD_Result ret;
 
+	/* an owner down, cut off or handing over: a standby answers if it can */
+	if ((res->status == 0 || res->status == MHD_HTTP_SERVICE_UNAVAILABLE) &&
+		ask_standby(conn, ctx, &ret))
+		return ret;
 	if (res->status == 0)
 	{
 		/*
@@ -211,6 +368,8 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 	size_t		value_len = 0;
 	char	   *err = NULL;
 	IqReadStatus st;
+	const char *s;
+	bool		from_standby;
 
 	iq_http_ownership(&o);
 	p = key_partition(&o, key, len);
@@ -221,38 +380,33 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
 								  "no instance owns partition %d yet (rebalance or startup in progress)", p);
 	owner = o.owner[p];
+	from_standby = (s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from")) != NULL &&
+		strcmp(s, "standby") == 0;
 	if (owner != o.self)
+	{
+		int64_t		lag;
+
+		/* asked for its standby by an instance whose owner did not answer */
+		if (from_standby)
+		{
+			if (standby_here(p, &lag))
+				return read_standby(conn, store, p, key, len);
+			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+									  "no standby replica of partition %d here within %d records of its input",
+									  p, iq_http_config.standby_max_lag);
+		}
+		/* kept for a standby's answer, should the owner not give one */
+		if (iq_http_config.standby_replicas != 0 && (ctx->key = malloc(len + 1)) != NULL)
+		{
+			memcpy(ctx->key, key, len);
+			ctx->key_len = len;
+			ctx->store = store;
+		}
 		return forward_get(conn, ctx, &o.members[owner], store->name, key, len, p);
+	}
 
 	st = iq_store_get(store->id, p, key, len, &value, &value_len, &err);
-	switch (st)
-	{
-		case IQ_READ_OK:
-			{
-				enum MHD_Result ret = iq_http_send_get(conn, store->id, value, value_len);
-
-				free(value);
-				return ret;
-			}
-		case IQ_READ_NOT_FOUND:
-			return iq_http_send_get(conn, store->id, NULL, 0);
-		case IQ_READ_RESTORING:
-			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
-									  "partition %d is still restoring", p);
-		case IQ_READ_NOT_HELD:
-			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
-									  "partition %d is being handed over", p);
-		default:
-			{
-				enum MHD_Result ret;
-
-				ret = iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
-										 "reading partition %d failed: %s", p,
-										 err ? err : "unknown error");
-				free(err);
-				return ret;
-			}
-	}
+	return send_store_read(conn, st, store, p, value, value_len, err);
 }
 
 /* stream_fill: the next rows of a streamed result as JSON text */

@@ -79,6 +79,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (ctx)
 	{
 		iq_forward_job_free(ctx->get.job);
+		free(ctx->get.key);
 		iq_buf_free(&ctx->body);
 		iq_request_memory_release(ctx->reserved);
 		free(ctx);
