@@ -117,7 +117,9 @@ def placed_and_caught_up():
         return None
     for p, [(i, r)] in rows.items():
         assert i != owners[p], f"partition {p}'s standby is on its owner, instance {i}: {r}"
-        if r["lag"] != 0:
+        # caught up: its end known (iq_stats shows lag 0 for an unknown end
+        # too, -1) and its order offset there
+        if r["lag"] != 0 or r["order_end_offset"] < 0 or r["order_offset"] != r["order_end_offset"]:
             return None
     return {p: v[0][0] for p, v in rows.items()}
 
@@ -292,8 +294,10 @@ def test_standbys_appear_catch_up_and_answer_nearest(pipeline):
             out = psql(standby, "SET iq_fdw.read_from = 'nearest'; SET statement_timeout = '5s';\n"
                        + counts_sql(keys), timeout=30)
         except PsqlError as e:
+            row = [r for r in stat_rows(standby) if r["partition"] == p]
             raise AssertionError(f"partition {p} read with nearest on its standby's instance {standby}, "
-                                 f"its owner {owner} frozen: {e.stderr.strip()[:400]}") from None
+                                 f"its owner {owner} frozen: {e.stderr.strip()[:400]}; its iq_stats "
+                                 f"row after: {row}") from None
         finally:
             thaw(pid)
         assert counts_of(out) == want, \
