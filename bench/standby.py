@@ -288,7 +288,7 @@ def main():
          "first_owner_or_standby_s", "{:.2f}"),
         ("same, read_from = owner (s)", "first_owner_s", "{:.2f}"),
         ("the stopped owner's engine gone after pg_ctl returned (s)", "engine_gone_s", "{:.2f}"),
-        ("group moved the partition after (s)", "moved_s", "{:.1f}"),
+        ("the group moved the partition, from the engine's end (s)", "moved_s", "{:.1f}"),
         ("records restored by the new owner", "restored", "{:,}"),
         ("changelog of the partition (records)", "changelog", "{:,}"),
         ("restore log line", "restore_log", "{}"),
