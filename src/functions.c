@@ -214,10 +214,14 @@ iq_stats(PG_FUNCTION_ARGS)
 		/*
 		 * An offset of -1 means nothing consumed yet: all of the partition
 		 * is lag.  A standby's is its order offset's, the bound reads from it
-		 * are held to (its customer topic is read to its end first).
+		 * are held to (its customer topic is read to its end first), and
+		 * unknown (NULL) until it has read a flush's mark and learnt its
+		 * input's end: such a standby is not read either.
 		 */
-		if (standby)
-			values[i++] = Int64GetDatum(Max(ps->order_end - Max(ps->order_offset, 0), 0));
+		if (standby && (ps->order_end < 0 || ps->order_offset < 0))
+			nulls[i++] = true;
+		else if (standby)
+			values[i++] = Int64GetDatum(Max(ps->order_end - ps->order_offset, 0));
 		else
 			values[i++] = Int64GetDatum(Max(ps->order_end - Max(ps->order_offset, 0), 0) +
 										Max(ps->customer_end - Max(ps->customer_offset, 0), 0));
@@ -228,7 +232,8 @@ iq_stats(PG_FUNCTION_ARGS)
 		values[i++] = Int64GetDatum(ps->dropped_malformed);
 		values[i++] = Int64GetDatum(ps->dropped_unprocessable);
 		values[i++] = Int64GetDatum(ps->wrong_partition);
-		values[i++] = Int64GetDatum(ps->restored_records);
+		/* a standby's: the records it has applied since the engine started */
+		values[i++] = Int64GetDatum(standby ? ps->standby_applied : ps->restored_records);
 		values[i++] = Int64GetDatum(ps->restore_total);
 		values[i++] = Int64GetDatum(ps->changelog_offset);
 		/* state_rebuilds came with a later script: a 0.1 database lacks it */

@@ -117,9 +117,12 @@ def placed_and_caught_up():
         return None
     for p, [(i, r)] in rows.items():
         assert i != owners[p], f"partition {p}'s standby is on its owner, instance {i}: {r}"
-        # caught up: its end known (iq_stats shows lag 0 for an unknown end
-        # too, -1) and its order offset there
-        if r["lag"] != 0 or r["order_end_offset"] < 0 or r["order_offset"] != r["order_end_offset"]:
+        # caught up: its lag known (NULL until its end and a flush's mark
+        # are) and nothing left
+        if r["lag"] is None:
+            assert r["order_end_offset"] < 0 or r["order_offset"] < 0, r
+            return None
+        if r["lag"] != 0 or r["order_offset"] != r["order_end_offset"]:
             return None
     return {p: v[0][0] for p, v in rows.items()}
 
