@@ -28,3 +28,17 @@ ALTER SYSTEM SET iq_fdw.state_dir = 'relative/path';
 ALTER SYSTEM SET iq_fdw.state_dir = '/proc/iq_fdw';
 ALTER SYSTEM SET iq_fdw.application_id = 'has space';
 ALTER SYSTEM SET iq_fdw.processing_guarantee = 'twice';
+
+-- Standby replicas (issue 18): where a read may be answered from, per
+-- session; how many standbys each partition has, for the whole server.
+SHOW iq_fdw.read_from;
+SET iq_fdw.read_from = 'owner_or_standby';
+SET iq_fdw.read_from = 'nearest';
+SET iq_fdw.read_from = 'anywhere';
+SHOW iq_fdw.read_from;
+SHOW iq_fdw.standby_max_lag;
+SET iq_fdw.standby_max_lag = -1;
+SHOW iq_fdw.standby_replicas;
+SET iq_fdw.standby_replicas = 1;
+ALTER SYSTEM SET iq_fdw.standby_replicas = 'two';
+ALTER SYSTEM SET iq_fdw.standby_replicas = '64';

@@ -58,6 +58,13 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 		ExplainPropertyText("Instances Asked", s->instances.data, es);
 	if (es->analyze && s != NULL && s->cache_hits > 0)
 		ExplainPropertyInteger("Value Cache Hits", NULL, s->cache_hits, es);
+	/* iq_fdw.read_from: answers a standby gave, when an owner could not */
+	if (es->analyze && s != NULL && s->standby_reads > 0)
+		ExplainPropertyText("Standby Reads",
+							s->standby_reads == 1 ? s->standby_last :
+							psprintf("%lld reads, the last: %s",
+									 (long long) s->standby_reads, s->standby_last),
+							es);
 }
 
 /*

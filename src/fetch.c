@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "utils/memutils.h"
 
+#include "common/settings.h"
 #include "common/shmem.h"
 #include "src/fetch_internal.h"
 
@@ -39,6 +40,7 @@ free_fetch(IqFetch *f)
 		f->next->prev = f->prev;
 	free(f->sources);
 	free(f->positions);
+	free(f->view);
 	free(f);
 }
 
@@ -115,11 +117,25 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 
 	f = calloc(1, sizeof(IqFetch));
 	if (f)
-		f->sources = calloc(Max(ntargets, 1), sizeof(IqFetchSource));
-	if (f == NULL || f->sources == NULL)
+	{
+		/* a standby per partition may take a slot of its own */
+		f->capacity = Max(ntargets, 1);
+		if (iq_read_from != IQ_READ_FROM_OWNER)
+		{
+			f->capacity += Max(partition_count, 0);
+			f->view = malloc(sizeof(IqOwnerView));
+		}
+		f->sources = calloc(f->capacity, sizeof(IqFetchSource));
+	}
+	if (f == NULL || f->sources == NULL ||
+		(iq_read_from != IQ_READ_FROM_OWNER && f->view == NULL))
 	{
 		if (f)
+		{
+			free(f->sources);
+			free(f->view);
 			free(f);
+		}
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
 						errmsg("out of memory starting an iq_fdw read")));
 	}
@@ -138,6 +154,13 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 									  ALLOCSET_SMALL_SIZES);
 	f->req = iq_fetch_copy_request(f->reqcxt, req);
 	f->generation = generation;
+	if (f->view)
+	{
+		IqOwnerView *o = palloc(sizeof(IqOwnerView));
+
+		iq_ownership_read(o);
+		iq_fetch_standby_forget(f, o);
+	}
 	iq_fetch_add_sources(f, targets, ntargets, partition_count);
 	iq_fetch_start_sources(f);
 	return f;

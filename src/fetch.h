@@ -28,6 +28,7 @@ typedef struct IqTarget
 	char		host[IQ_HOST_LEN];
 	int			port;
 	bool		is_local;		/* use the local socket */
+	bool		standby;		/* a standby replica it keeps: IQ_FLAG_STANDBY */
 	int			npartitions;
 	uint16		partitions[IQ_MAX_PARTITIONS];
 } IqTarget;
@@ -58,6 +59,16 @@ extern bool iq_fetch_next(IqFetch *fetch, IqFetchRow *row);
 extern int	iq_fetch_positions(IqFetch *fetch, const IqWirePosition **positions);
 
 extern void iq_fetch_end(IqFetch *fetch);
+
+/*
+ * Where partition p's answer came from (valid once the first row or end is
+ * seen): the target, standby set when it was a standby replica, with its
+ * lag in *lag; NULL if no source answered for p.
+ */
+extern const IqTarget *iq_fetch_partition_source(IqFetch *fetch, int p, int64 *lag);
+
+/* "partition 2 from localhost:5402, lag 0, ..." of the answers standbys gave; NULL if none */
+extern char *iq_fetch_standby_summary(IqFetch *fetch);
 
 /* Abort hook: frees transfers of a fetch interrupted by an error. */
 extern void iq_fetch_cleanup_on_abort(void);

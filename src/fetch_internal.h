@@ -8,6 +8,8 @@
  *	 fetch.c		  the API: start, the merge of sorted rows, end, abort
  *	 fetch_prime.c	  headers first: lag policy, restoring wait, re-asking
  *	 fetch_reask.c	  asking the new owners after a partition moved or its owner went
+ *	 fetch_standby.c  asking standby replicas when an owner cannot answer
+ *					  (iq_fdw.read_from)
  *	 fetch_request.c  one request per target (a get: only its keys)
  *	 fetch_read.c	  a source's next event, waiting per iq_fdw.peer_timeout
  *	 fetch_report.c   errors naming the instance and what it was asked
@@ -26,6 +28,7 @@
 
 #include "src/channel.h"
 #include "src/fetch.h"
+#include "src/owners.h"
 
 typedef struct IqFetchSource
 {
@@ -44,6 +47,10 @@ typedef struct IqFetchSource
 	bool		header_seen;
 	bool		has_row;
 	bool		ended;			/* read to its end */
+
+	/* a slot whose source was dropped: replaced by standbys, or refused */
+	bool		unused;
+	int64		lag;			/* a standby's, when it was accepted */
 } IqFetchSource;
 
 struct IqFetch
@@ -61,12 +68,18 @@ struct IqFetch
 	uint8		op;
 	uint8		store;
 	int			nsources;
+	int			capacity;		/* slots in sources: standbys take free ones */
 	IqFetchSource *sources;
 	IqFetchSource *last;		/* gave the previous row; advance it next */
 	bool		primed;
 	bool		released;
 	int			npositions;
 	IqWirePosition *positions;
+
+	/* standby replicas (fetch_standby.c), with iq_fdw.read_from not owner */
+	IqOwnerView *view;			/* the ownership the standbys are placed by */
+	uint64		tried[IQ_MAX_PARTITIONS];	/* members asked for a standby of p */
+	char		notes[1024];	/* why standbys tried were refused */
 };
 
 /* in fetch_prime.c */
@@ -76,8 +89,17 @@ extern void iq_fetch_prime(IqFetch *f);
 extern bool iq_fetch_reask(IqFetch *f, IqFetchSource *moved);
 extern bool iq_fetch_await_owner(IqFetch *f, IqFetchSource *gone);
 
+/* in fetch_standby.c */
+extern bool iq_fetch_owner_cannot_answer(IqFetchSource *src, IqWireEvent ev);
+extern bool iq_fetch_standby_accept(IqFetch *f, IqFetchSource *src, IqWireEvent ev);
+extern bool iq_fetch_try_standbys(IqFetch *f, IqFetchSource *failed);
+extern void iq_fetch_standby_forget(IqFetch *f, const IqOwnerView *o);
+extern void iq_fetch_fail_standby(IqFetch *f, IqFetchSource *src) pg_attribute_noreturn();
+
 /* in fetch_request.c */
 extern IqWireRequest *iq_fetch_copy_request(MemoryContext cxt, const IqWireRequest *req);
+extern bool iq_fetch_init_source(IqFetch *f, IqFetchSource *src, const IqTarget *t,
+								 int partition_count, bool *asked);
 extern void iq_fetch_add_sources(IqFetch *f, const IqTarget *targets, int ntargets,
 								 int partition_count);
 
@@ -94,6 +116,7 @@ extern void iq_fetch_fail_unreachable(IqFetch *f, IqFetchSource *src) pg_attribu
 
 /* in fetch_source.c */
 extern void iq_fetch_start_sources(IqFetch *f);
+extern void iq_fetch_start_source(IqFetchSource *src);
 extern void iq_fetch_restart(IqFetch *f);
 extern void iq_fetch_drop_source(IqFetchSource *src);
 extern void iq_fetch_release(IqFetch *f);

@@ -103,7 +103,35 @@ read_headers(IqFetch *f, int64 restore_deadline)
 	for (i = 0; i < f->nsources; i++)
 	{
 		IqFetchSource *src = &f->sources[i];
-		IqWireEvent ev = iq_fetch_next_event(f, src);
+		IqWireEvent ev;
+
+		/* a free slot, or a standby whose header fetch_standby.c read */
+		if (src->unused || src->header_seen)
+			continue;
+		ev = iq_fetch_next_event(f, src);
+
+		/*
+		 * A standby asked again (the read restarted) is held to its bound
+		 * again; refused, the next standby of its partition is asked, and
+		 * when none qualifies the owners are, as after a refusal.
+		 */
+		if (src->target.standby)
+		{
+			if (iq_fetch_standby_accept(f, src, ev))
+			{
+				src->header_seen = true;
+				continue;
+			}
+			if (iq_fetch_try_standbys(f, src))
+				continue;
+			if (iq_fetch_await_owner(f, src))
+				return HEADERS_REASKED;
+			iq_fetch_fail_standby(f, src);
+		}
+
+		/* iq_fdw.read_from: the owner cannot answer: its standbys, at once */
+		if (iq_fetch_owner_cannot_answer(src, ev) && iq_fetch_try_standbys(f, src))
+			continue;
 
 		/* its owner is gone: wait for its partitions to move */
 		if (ev == IQ_EV_ERROR && src->chan.failed && src->chan.unreachable)
@@ -123,6 +151,9 @@ read_headers(IqFetch *f, int64 restore_deadline)
 		if (ev == IQ_EV_ERROR && src->reader.status == IQ_WIRE_NOT_HELD &&
 			iq_fetch_reask(f, src))
 			return HEADERS_REASKED;
+		/* a transport failure read_from let through to here */
+		if (ev == IQ_EV_ERROR && src->chan.failed)
+			iq_fetch_fail_transport(f, src);
 		if (ev == IQ_EV_ERROR)
 			iq_fetch_fail_answer(f, src);
 		if (ev != IQ_EV_HEADER)
@@ -203,6 +234,7 @@ iq_fetch_prime(IqFetch *f)
 	}
 	collect_positions(f);
 	for (i = 0; i < f->nsources; i++)
-		iq_fetch_advance(f, &f->sources[i]);
+		if (!f->sources[i].unused)
+			iq_fetch_advance(f, &f->sources[i]);
 	f->primed = true;
 }

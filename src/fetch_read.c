@@ -131,14 +131,21 @@ iq_fetch_next_event(IqFetch *f, IqFetchSource *src)
 		}
 		if (src->chan.done)
 		{
-			/* before a header: fetch_prime.c waits for its partitions to move */
-			if (src->chan.failed && src->chan.unreachable && !f->primed && !src->header_seen)
-				return IQ_EV_ERROR;
 			if (!src->chan.failed)
 			{
 				strlcpy(src->chan.error, "The answer ended early.", sizeof(src->chan.error));
 				src->chan.failed = true;
 			}
+
+			/*
+			 * Before a header: fetch_prime.c waits for an unreachable
+			 * owner's partitions to move; with iq_fdw.read_from not owner
+			 * it asks standbys first, whatever stopped the answer.
+			 */
+			if (!f->primed && !src->header_seen &&
+				(src->chan.unreachable || src->target.standby ||
+				 iq_read_from != IQ_READ_FROM_OWNER))
+				return IQ_EV_ERROR;
 			iq_fetch_fail_transport(f, src);
 		}
 		wait_for(src);

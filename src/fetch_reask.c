@@ -32,17 +32,25 @@
 
 /*
  * needed_partitions
- *		What every source was asked for: into asked[] and needed[].
+ *		What every source was asked for: into needed[], and the owners
+ *		asked into asked[] (a standby is not one: the owner it stood in for
+ *		is, its slot kept); returns how many.
  */
-static void
+static int
 needed_partitions(IqFetch *f, IqTarget *asked, bool *needed)
 {
+	int			nasked = 0;
+
 	for (int i = 0; i < f->nsources; i++)
 	{
-		asked[i] = f->sources[i].target;
-		for (int k = 0; k < asked[i].npartitions; k++)
-			needed[asked[i].partitions[k]] = true;
+		const IqTarget *t = &f->sources[i].target;
+
+		for (int k = 0; k < t->npartitions; k++)
+			needed[t->partitions[k]] = true;
+		if (!t->standby)
+			asked[nasked++] = *t;
 	}
+	return nasked;
 }
 
 /*
@@ -60,11 +68,14 @@ ask_anew(IqFetch *f, IqOwnerView *o, const bool *needed)
 	int			ntargets;
 	IqTarget   *targets = iq_ownership_targets(o, needed, &ntargets);
 	IqFetchSource *sources;
+	int			capacity = Max(ntargets, 1);
 
+	if (f->view)
+		capacity += o->partition_count;
 	ereport(DEBUG1,
 			(errmsg_internal("ownership generation " UINT64_FORMAT " (was " UINT64_FORMAT "): asking again",
 							 o->generation, f->generation)));
-	sources = calloc(Max(ntargets, 1), sizeof(IqFetchSource));
+	sources = calloc(capacity, sizeof(IqFetchSource));
 	if (sources == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
 						errmsg("out of memory asking an iq_fdw read again")));
@@ -72,9 +83,12 @@ ask_anew(IqFetch *f, IqOwnerView *o, const bool *needed)
 		iq_fetch_drop_source(&f->sources[i]);
 	free(f->sources);
 	f->sources = sources;
+	f->capacity = capacity;
 	f->nsources = 0;
 	f->last = NULL;
 	f->generation = o->generation;
+	if (f->view)
+		iq_fetch_standby_forget(f, o);
 	iq_fetch_add_sources(f, targets, ntargets, o->partition_count);
 	iq_fetch_start_sources(f);
 }
@@ -108,7 +122,7 @@ wait_left(IqFetch *f)
  * its restore, and the ownership this backend sees never changes.
  */
 static bool
-ask_when_settled(IqFetch *f, const bool *needed, const IqTarget *asked)
+ask_when_settled(IqFetch *f, const bool *needed, const IqTarget *asked, int nasked)
 {
 	IqOwnerView *o = palloc(sizeof(IqOwnerView));
 
@@ -120,7 +134,7 @@ ask_when_settled(IqFetch *f, const bool *needed, const IqTarget *asked)
 			return false;
 		iq_ownership_read(o);
 		if (iq_ownership_wait_change(o, f->generation, Min(left, RETRY_MS),
-									 needed, asked, f->nsources) ||
+									 needed, asked, nasked) ||
 			iq_ownership_complete(o, needed))
 			break;
 	}
@@ -141,12 +155,12 @@ iq_fetch_reask(IqFetch *f, IqFetchSource *moved)
 {
 	IqTarget   *asked = palloc(sizeof(IqTarget) * Max(f->nsources, 1));
 	bool		needed[IQ_MAX_PARTITIONS] = {0};
+	int			nasked = needed_partitions(f, asked, needed);
 
-	needed_partitions(f, asked, needed);
 	ereport(DEBUG1,
 			(errmsg_internal("instance %s answered \"%s\"; waiting up to iq_fdw.ownership_wait = %d ms for the new owner",
 							 iq_fetch_instance(moved), moved->reader.message, iq_ownership_wait_ms)));
-	if (!ask_when_settled(f, needed, asked))
+	if (!ask_when_settled(f, needed, asked, nasked))
 		return false;
 	f->reasked = true;
 	return true;
@@ -167,6 +181,5 @@ iq_fetch_await_owner(IqFetch *f, IqFetchSource *gone)
 	ereport(DEBUG1,
 			(errmsg_internal("instance %s cannot be reached (%s); waiting up to iq_fdw.ownership_wait = %d ms for its partitions to move",
 							 iq_fetch_instance(gone), gone->chan.error, iq_ownership_wait_ms)));
-	needed_partitions(f, asked, needed);
-	return ask_when_settled(f, needed, asked);
+	return ask_when_settled(f, needed, asked, needed_partitions(f, asked, needed));
 }

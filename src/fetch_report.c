@@ -176,6 +176,11 @@ release_for_report(IqFetch *f, IqFetchSource *src, const char *text)
 	r.what = iq_fetch_describe(f, src);
 	r.who = iq_fetch_instance(src);
 	r.text = peer_text(text);
+	/* iq_fdw.read_from: the standbys asked instead, and why none served */
+	if (f->notes[0] != '\0')
+		r.text = psprintf("%s%s Standbys tried: %s%s", r.text,
+						  r.text[0] && r.text[strlen(r.text) - 1] != '.' ? "." : "",
+						  f->notes, f->notes[strlen(f->notes) - 1] != '.' ? "." : "");
 	iq_fetch_release(f);
 	return r;
 }

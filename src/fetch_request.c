@@ -22,6 +22,8 @@ target_request(const IqWireRequest *req, const IqTarget *t, int partition_count,
 	uint32_t   *lens = NULL;
 	int			i;
 
+	if (t->standby)
+		r.flags |= IQ_FLAG_STANDBY;
 	r.npartitions = t->npartitions;
 	for (i = 0; i < t->npartitions; i++)
 		parts[i] = t->partitions[i];
@@ -111,6 +113,27 @@ iq_fetch_copy_request(MemoryContext cxt, const IqWireRequest *req)
 }
 
 /*
+ * iq_fetch_init_source: src (a free slot) set up to ask target t, its
+ * request encoded (not sent); false, with the slot free again, if t has
+ * nothing to ask.  asked[k] is set for each key of a get t is asked for.
+ */
+bool
+iq_fetch_init_source(IqFetch *f, IqFetchSource *src, const IqTarget *t,
+					 int partition_count, bool *asked)
+{
+	memset(src, 0, sizeof(IqFetchSource));
+	iq_chan_init(&src->chan);
+	iq_wire_reader_init(&src->reader);
+	memcpy(&src->target, t, sizeof(IqTarget));
+	if (!target_request(f->req, t, partition_count, &src->request, asked))
+	{
+		iq_wire_reader_free(&src->reader);
+		return false;
+	}
+	return true;
+}
+
+/*
  * iq_fetch_add_sources: one source per target that has something to ask, its
  * request encoded (not sent).  Every key of a get must find its target.
  */
@@ -125,17 +148,9 @@ iq_fetch_add_sources(IqFetch *f, const IqTarget *targets, int ntargets, int part
 		asked = palloc0(sizeof(bool) * Max(req->nkeys, 1));
 	for (i = 0; i < ntargets; i++)
 	{
-		IqFetchSource *src = &f->sources[f->nsources];
-
-		iq_chan_init(&src->chan);
-		iq_wire_reader_init(&src->reader);
-		memcpy(&src->target, &targets[i], sizeof(IqTarget));
-		if (!target_request(req, &targets[i], partition_count, &src->request, asked))
-		{
-			iq_wire_reader_free(&src->reader);
-			continue;
-		}
-		f->nsources++;
+		if (iq_fetch_init_source(f, &f->sources[f->nsources], &targets[i],
+								 partition_count, asked))
+			f->nsources++;
 	}
 	if (asked)
 	{

@@ -20,27 +20,34 @@ iq_fetch_start_sources(IqFetch *f)
 
 	/* the TLS material first: a file that cannot be used fails the read */
 	for (i = 0; i < f->nsources; i++)
-		if (!f->sources[i].target.is_local)
+		if (!f->sources[i].unused && !f->sources[i].target.is_local)
 		{
 			iq_chan_tls_prepare();
 			break;
 		}
 	for (i = 0; i < f->nsources; i++)
-	{
-		IqFetchSource *src = &f->sources[i];
+		if (!f->sources[i].unused)
+			iq_fetch_start_source(&f->sources[i]);
+}
 
-		iq_wire_reader_free(&src->reader);
-		iq_wire_reader_init(&src->reader);
-		src->header_seen = src->has_row = src->ended = false;
-		src->call_started = iq_chan_now_us();
-		src->answering = false;
-		src->stalled_us = 0;
-		src->partial = 0;
-		/* connecting and sending are part of the call's first peer_timeout */
-		iq_chan_start(&src->chan, src->target.host, src->target.port,
-					  src->target.is_local, &src->request,
-					  src->call_started + (int64) iq_peer_timeout_ms * 1000);
-	}
+/*
+ * iq_fetch_start_source: send one source's request (the caller has
+ * prepared the TLS material if it is remote)
+ */
+void
+iq_fetch_start_source(IqFetchSource *src)
+{
+	iq_wire_reader_free(&src->reader);
+	iq_wire_reader_init(&src->reader);
+	src->header_seen = src->has_row = src->ended = false;
+	src->call_started = iq_chan_now_us();
+	src->answering = false;
+	src->stalled_us = 0;
+	src->partial = 0;
+	/* connecting and sending are part of the call's first peer_timeout */
+	iq_chan_start(&src->chan, src->target.host, src->target.port,
+				  src->target.is_local, &src->request,
+				  src->call_started + (int64) iq_peer_timeout_ms * 1000);
 }
 
 /* iq_fetch_restart: drop every answer in flight and ask again */
@@ -50,7 +57,8 @@ iq_fetch_restart(IqFetch *f)
 	int			i;
 
 	for (i = 0; i < f->nsources; i++)
-		iq_chan_finish(&f->sources[i].chan, f->sources[i].ended);
+		if (!f->sources[i].unused)
+			iq_chan_finish(&f->sources[i].chan, f->sources[i].ended);
 	iq_fetch_start_sources(f);
 }
 

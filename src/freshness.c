@@ -23,7 +23,10 @@ PG_FUNCTION_INFO_V1(iq_freshness);
 
 /*
  * iq_freshness
- *		One row per partition: owner, consumed offset, end offset, lag.
+ *		One row per partition: owner, consumed offset, end offset, lag; and
+ *		(0.4) the source: with iq_fdw.read_from not owner, a partition
+ *		whose owner cannot answer has its standby's row.  Filled to the
+ *		width the SQL declaration has: a 0.3 database has no source.
  */
 Datum
 iq_freshness(PG_FUNCTION_ARGS)
@@ -59,10 +62,19 @@ iq_freshness(PG_FUNCTION_ARGS)
 		{
 			const IqWirePosition *p = &positions[i];
 			int			m = p->partition < IQ_MAX_PARTITIONS ? o->owner[p->partition] : -1;
-			Datum		values[6];
-			bool		nulls[6] = {0};
+			Datum		values[7];
+			bool		nulls[7] = {0};
+			int64		standby_lag;
+			const IqTarget *from = iq_fetch_partition_source(fetch, p->partition,
+															 &standby_lag);
 
-			if (m >= 0 && m < o->nmembers)
+			/* a standby's row names the standby (iq_fdw.read_from) */
+			if (from != NULL && from->standby)
+			{
+				values[0] = CStringGetTextDatum(from->host);
+				values[1] = Int32GetDatum(from->port);
+			}
+			else if (m >= 0 && m < o->nmembers)
 			{
 				values[0] = CStringGetTextDatum(o->members[m].host);
 				values[1] = Int32GetDatum(o->members[m].port);
@@ -75,6 +87,8 @@ iq_freshness(PG_FUNCTION_ARGS)
 			nulls[4] = p->end < 0;
 			values[5] = Int64GetDatum(p->end >= 0 ? Max(p->end - Max(p->consumed, 0), 0) : 0);
 			nulls[5] = p->end < 0;
+			/* source came with 0.4, last: the width the declaration has */
+			values[6] = CStringGetTextDatum(from != NULL && from->standby ? "standby" : "owner");
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		iq_fetch_end(fetch);

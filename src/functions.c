@@ -29,6 +29,9 @@ PG_FUNCTION_INFO_V1(iq_stats);
 PG_FUNCTION_INFO_V1(iq_instances);
 PG_FUNCTION_INFO_V1(iq_key_owner);
 
+/* iq_stats' columns as iq_fdw--0.4.sql declares them, role last */
+#define IQ_STATS_COLUMNS_0_4	19
+
 static ArrayType *
 int_array(const int *values, int n)
 {
@@ -166,28 +169,34 @@ iq_worker(PG_FUNCTION_ARGS)
 
 /*
  * iq_stats
- *		One row per partition this instance holds.
+ *		One row per partition this instance holds, and (since 0.4, whose
+ *		declaration ends with role) one per standby replica it keeps.
  *
  * Filled to the width the SQL declaration asks for, so that a database
  * created before state_rebuilds was added keeps working with this library.
+ * A declaration without role gets no standby rows: they would read as
+ * partitions held here.
  */
 Datum
 iq_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	IqShared   *s = iq_shared_copy();
+	bool		with_role;
 
 	InitMaterializedSRF(fcinfo, 0);
+	with_role = rsinfo->setDesc->natts >= IQ_STATS_COLUMNS_0_4;
 
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
 		IqPartitionStats *ps = &s->partitions[p];
-		Datum		values[18];
-		bool		nulls[18] = {0};
+		Datum		values[IQ_STATS_COLUMNS_0_4];
+		bool		nulls[IQ_STATS_COLUMNS_0_4] = {0};
 		int			i = 0;
 		const char *state;
+		bool		standby = ps->standby && !ps->assigned;
 
-		if (!ps->assigned)
+		if (!ps->assigned && !(standby && with_role))
 			continue;
 		if (ps->restoring)
 			state = "restoring";
@@ -202,9 +211,16 @@ iq_stats(PG_FUNCTION_ARGS)
 		values[i++] = Int64GetDatum(ps->customer_end);
 		values[i++] = Int64GetDatum(ps->order_offset);
 		values[i++] = Int64GetDatum(ps->order_end);
-		/* an offset of -1 means nothing consumed yet: all of the partition is lag */
-		values[i++] = Int64GetDatum(Max(ps->order_end - Max(ps->order_offset, 0), 0) +
-									Max(ps->customer_end - Max(ps->customer_offset, 0), 0));
+		/*
+		 * An offset of -1 means nothing consumed yet: all of the partition
+		 * is lag.  A standby's is its order offset's, the bound reads from it
+		 * are held to (its customer topic is read to its end first).
+		 */
+		if (standby)
+			values[i++] = Int64GetDatum(Max(ps->order_end - Max(ps->order_offset, 0), 0));
+		else
+			values[i++] = Int64GetDatum(Max(ps->order_end - Max(ps->order_offset, 0), 0) +
+										Max(ps->customer_end - Max(ps->customer_offset, 0), 0));
 		values[i++] = Int64GetDatum(ps->records_processed);
 		values[i++] = Int64GetDatum(ps->orders_joined);
 		values[i++] = Int64GetDatum(ps->orders_without_customer);
@@ -218,6 +234,9 @@ iq_stats(PG_FUNCTION_ARGS)
 		/* state_rebuilds came with a later script: a 0.1 database lacks it */
 		if (rsinfo->setDesc->natts > i)
 			values[i++] = Int64GetDatum(ps->state_rebuilds);
+		/* role came with 0.4, last */
+		if (with_role)
+			values[i++] = CStringGetTextDatum(standby ? "standby" : "owner");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -265,3 +265,83 @@ iq_ownership_targets(const IqOwnerView *o, const bool *needed, int *ntargets)
 	*ntargets = n;
 	return targets;
 }
+
+/*
+ * local_standbys
+ *		Which partitions this instance's engine keeps a standby of whose
+ *		order lag is within bound, as its shared statistics say now.
+ */
+static void
+local_standbys(int partition_count, int64 bound, bool *out)
+{
+	uint32		seq;
+
+	do
+	{
+		seq = iq_shared_read_begin();
+		for (int p = 0; p < partition_count; p++)
+		{
+			const IqPartitionStats *ps = &iq_shared->partitions[p];
+
+			out[p] = ps->standby && !ps->assigned && ps->order_end >= 0 &&
+				ps->order_end - Max(ps->order_offset, 0) <= bound;
+		}
+	} while (!iq_shared_read_ok(seq));
+}
+
+/*
+ * iq_ownership_nearest
+ *		Read a partition from this instance's own standby when it has one
+ *		within the bound: no network hop.  Should it answer otherwise after
+ *		all, fetch_standby.c asks the partition's other standbys, then the
+ *		owners.
+ */
+IqTarget *
+iq_ownership_nearest(const IqOwnerView *o, IqTarget *targets, int *ntargets)
+{
+	bool		here[IQ_MAX_PARTITIONS] = {0};
+	IqTarget   *out;
+	IqTarget   *mine;
+	int			self = -1;
+	int			n = 0;
+
+	if (iq_read_from != IQ_READ_FROM_NEAREST)
+		return targets;
+	for (int m = 0; m < o->nmembers; m++)
+		if (o->members[m].is_self)
+			self = m;
+	if (self < 0)
+		return targets;
+	local_standbys(o->partition_count,
+				   iq_max_lag >= 0 ? iq_max_lag : iq_standby_max_lag, here);
+
+	out = palloc0(sizeof(IqTarget) * (*ntargets + 1));
+	mine = &out[0];
+	strlcpy(mine->host, o->members[self].host, IQ_HOST_LEN);
+	mine->port = o->members[self].port;
+	mine->is_local = true;
+	mine->standby = true;
+	n = 1;
+	for (int t = 0; t < *ntargets; t++)
+	{
+		IqTarget   *copy = &out[n];
+
+		*copy = targets[t];
+		copy->npartitions = 0;
+		for (int i = 0; i < targets[t].npartitions; i++)
+		{
+			int			p = targets[t].partitions[i];
+
+			if (!targets[t].is_local && here[p])
+				mine->partitions[mine->npartitions++] = (uint16) p;
+			else
+				copy->partitions[copy->npartitions++] = (uint16) p;
+		}
+		if (copy->npartitions > 0)
+			n++;
+	}
+	if (mine->npartitions == 0)
+		return targets;
+	*ntargets = n;
+	return out;
+}

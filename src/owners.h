@@ -55,4 +55,12 @@ extern int	iq_ownership_partition(const IqOwnerView *o, const char *key, int len
 extern IqTarget *iq_ownership_targets(const IqOwnerView *o, const bool *needed,
 									  int *ntargets);
 
+/*
+ * iq_fdw.read_from = nearest: the partitions of targets this instance
+ * keeps a standby of within the bound, moved to one target of its own
+ * (the local socket, IQ_FLAG_STANDBY).  The targets as they were otherwise.
+ */
+extern IqTarget *iq_ownership_nearest(const IqOwnerView *o, IqTarget *targets,
+									  int *ntargets);
+
 #endif							/* IQ_OWNERS_H */

@@ -28,6 +28,7 @@
 
 static void start_read(ForeignScanState *node, IqScanState *s);
 static bool read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets);
+static void note_standby_reads(IqScanState *s);
 static Datum key_datum(IqScanState *s, IqFetchRow *row);
 static Datum value_datum(IqScanState *s, IqFetchRow *row);
 static Datum bytes_datum(const char *data, int len);
@@ -89,9 +90,11 @@ iqIterateForeignScan(ForeignScanState *node)
 	}
 	else if (s->fetch == NULL || s->at_end || !iq_fetch_next(s->fetch, &row))
 	{
+		note_standby_reads(s);
 		s->at_end = true;
 		return slot;
 	}
+	note_standby_reads(s);
 
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	if (s->key_attno != InvalidAttrNumber)
@@ -179,6 +182,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 	s->started = true;
 	s->at_end = false;
 	s->cached_row = false;
+	s->standby_noted = false;
 	s->reads++;
 	iq_ask_evaluate(node->ss.ps.ps_ExprContext, s->kind, s->expr_states,
 					s->roles,
@@ -210,6 +214,7 @@ start_read(ForeignScanState *node, IqScanState *s)
 	}
 	iq_ownership_wait(o, needed, false, s->store->name, what);
 	targets = iq_ownership_targets(o, needed, &ntargets);
+	targets = iq_ownership_nearest(o, targets, &ntargets);
 	if (s->kind == IQ_SCAN_POINT && !ask.scan_all &&
 		read_cached(s, &ask, targets, ntargets))
 	{
@@ -226,7 +231,8 @@ start_read(ForeignScanState *node, IqScanState *s)
 		for (int i = 0; i < targets[t].npartitions; i++)
 			appendStringInfo(&s->instances, "%s%d", i ? ", " : " ",
 							 targets[t].partitions[i]);
-		appendStringInfoString(&s->instances, targets[t].is_local ? ", local)" : ")");
+		appendStringInfoString(&s->instances, targets[t].is_local ?
+							   (targets[t].standby ? ", local standby)" : ", local)") : ")");
 	}
 
 	req = palloc0(sizeof(IqWireRequest));
@@ -263,6 +269,26 @@ start_read(ForeignScanState *node, IqScanState *s)
 }
 
 /*
+ * note_standby_reads
+ *		Once the read's answers have begun (its first row or end: every
+ *		header is read then), what standbys answered, for EXPLAIN ANALYZE.
+ */
+static void
+note_standby_reads(IqScanState *s)
+{
+	char	   *summary;
+
+	if (s->standby_noted || s->fetch == NULL)
+		return;
+	s->standby_noted = true;
+	summary = iq_fetch_standby_summary(s->fetch);
+	if (summary == NULL)
+		return;
+	s->standby_reads++;
+	s->standby_last = MemoryContextStrdup(GetMemoryChunkContext(s), summary);
+}
+
+/*
  * read_cached
  *		A lookup of one key of this instance, answered from the value cache
  *		when it is there; true if so.  Not with max_lag set: the cache does
@@ -274,7 +300,7 @@ read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets)
 	IqVcResult	r;
 
 	if (iq_value_cache == NULL || iq_max_lag >= 0 || ask->nkeys != 1 ||
-		ntargets != 1 || !targets[0].is_local ||
+		ntargets != 1 || !targets[0].is_local || targets[0].standby ||
 		targets[0].npartitions != 1)
 		return false;
 	r = iq_vc_lookup(iq_value_cache, s->store->id, targets[0].partitions[0],

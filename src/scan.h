@@ -45,6 +45,9 @@ typedef struct IqScanState
 	int64		empty_reads;	/* reads that needed no instance */
 	int64		cache_hits;		/* reads answered from the value cache */
 	StringInfoData instances;	/* the targets of the last read */
+	bool		standby_noted;	/* the current read's standbys counted */
+	int64		standby_reads;	/* reads some standby answered for */
+	char	   *standby_last;	/* the last such: iq_fetch_standby_summary */
 } IqScanState;
 
 #endif							/* IQ_SCAN_H */
