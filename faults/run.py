@@ -164,7 +164,8 @@ def run_scenario(cl, sc, out, a):
         "sessions_cut": sum(1 for x in answers if x.get("cut")),
         "longest_fail_victim_s": round(runs[True], 1), "longest_fail_others_s": round(runs[False], 1),
         "fault_s": round(fault_end - fault_start, 1), "owners_before": owners, "notes": ctx.notes,
-        "engine_only": sc.engine_only, **plain})
+        "engine_only": sc.engine_only, **plain,
+        **verify.victim_queries(answers, on_victim, stayed if victims else [])})
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 

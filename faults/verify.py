@@ -23,6 +23,7 @@ scan) and missing while that lower bound is above 0 is silently partial.
     positions(log) -> where each partition's end was when, each key's offsets
     check_answers(answers, truth, guarantee[, positions, max_lag]) -> wrong [(why, answer)]
     error_kinds(answers) -> {kind: n};  failed_runs(...) -> longest failed run
+    victim_queries(...) -> the failed host's keys' queries, failures, slowest answer
     plain_check(records, epochs) -> the plain-SQL load's errors, cuts and restarts
 """
 
@@ -224,6 +225,18 @@ def failed_runs(answers, on_victim, instances):
             else:
                 start[side] = None
     return longest
+
+
+def victim_queries(answers, on_victim, instances):
+    """Of the loops on instances, the queries on_victim(answer) says touch
+    the failed host's keys: how many, how many failed, and the slowest
+    that succeeded (s): a standby that answers after iq_fdw.peer_timeout
+    fails nothing yet keeps its user waiting (issue 18)."""
+    mine = [a for a in answers if a["i"] in instances and a["q"] != "connect" and on_victim(a)]
+    return {"queries_victim": len(mine),
+            "errors_victim": sum(1 for a in mine if a["rows"] is None),
+            "slowest_ok_victim_s": round(max((a["e"] - a["s"] for a in mine
+                                              if a["rows"] is not None), default=0.0), 2)}
 
 
 def plain_check(records, epochs):
