@@ -1,6 +1,6 @@
 """faults/pipeline.py: a fresh pipeline per scenario, so that scenarios stay
 independent: new topics, a new application_id (group and changelog), the
-processing guarantee, set as a user would (ALTER SYSTEM + reload: each
+processing guarantee and the standby replicas (issue 18), set as a user would (ALTER SYSTEM + reload: each
 worker restarts itself with them), and the foreign tables imported.
 
 Run as a program it is the Kafka admin step, spawned where the broker is
@@ -17,6 +17,8 @@ from cluster import wait_until
 SCHEMA = "faults"
 SETTINGS = ("iq_fdw.application_id", "iq_fdw.customer_topic", "iq_fdw.order_topic",
             "iq_fdw.processing_guarantee")
+# issue 18: set with the others by switch (a run.py --standby N), reset with them
+STANDBY = "iq_fdw.standby_replicas"
 
 
 def create_topics(bootstrap, partitions, names):
@@ -51,15 +53,27 @@ def settled(cluster, instances, partitions):
     return owner if sorted(owner) == list(range(partitions)) else None
 
 
-def switch(cluster, instances, name, guarantee, partitions):
-    """Point instances at a new pipeline called name; return its settings."""
+def has_setting(cluster, i, name):
+    """Whether instance i's build knows the setting (a build before issue 18
+    knows no standby_replicas, and refuses an unknown iq_fdw.* in ALTER SYSTEM)."""
+    return bool(cluster.sql(i, "SELECT 1 FROM pg_settings WHERE name = %s", (name,)))
+
+
+def switch(cluster, instances, name, guarantee, partitions, standby=0):
+    """Point instances at a new pipeline called name, with standby standby
+    replicas of each partition (0: the setting reset, so that a scenario run
+    without standbys after one with them has none); return its settings."""
     customer, order = f"{name}_customer", f"{name}_order"
     make_topics(cluster, partitions, [customer, order])
     settings = dict(zip(SETTINGS, (name, customer, order, guarantee)))
+    if standby:
+        settings[STANDBY] = str(standby)
     pids = {i: cluster.worker_pid(i) for i in instances}
     for i in instances:
         for k, v in settings.items():
             cluster.sql(i, f"ALTER SYSTEM SET {k} = %s", (v,))
+        if not standby and has_setting(cluster, i, STANDBY):
+            cluster.sql(i, f"ALTER SYSTEM RESET {STANDBY}")
         cluster.sql(i, "SELECT pg_reload_conf()")
     time.sleep(1)
     wait_until(lambda: all(cluster.worker_pid(i) not in (None, pids[i]) for i in instances)
@@ -75,7 +89,7 @@ def reset(cluster, instances):
     RESET), once every worker restarted and owns its share again."""
     pids = {i: cluster.worker_pid(i) for i in instances}
     for i in instances:
-        for k in SETTINGS:
+        for k in SETTINGS + ((STANDBY,) if has_setting(cluster, i, STANDBY) else ()):
             cluster.sql(i, f"ALTER SYSTEM RESET {k}")
         cluster.sql(i, "SELECT pg_reload_conf()")
     time.sleep(1)

@@ -1,6 +1,8 @@
 """faults/query_loop.py: one user's queries on one instance, each answer recorded.
 
-A session (one psycopg2 connection, settings left at their defaults) runs,
+A session (one psycopg2 connection, settings left at their defaults; with
+--read-from, iq_fdw.read_from and iq_fdw.max_lag set at each connection,
+issue 18) runs,
 in turn: point lookups, IN lists, key BETWEEN ranges, full scans of
 order_count, and customer lookups and scans. When the session is cut it
 reconnects and counts the cut. Every answer is a JSON line:
@@ -9,7 +11,7 @@ reconnects and counts the cut. Every answer is a JSON line:
      "keys": [...] | "lo"/"hi", "rows": {key: value} | null,
      "err": text | null, "code": SQLSTATE | null}
 
-    query_loop.py DSN INSTANCE SCHEMA OUT [--keys N] [--seed S]
+    query_loop.py DSN INSTANCE SCHEMA OUT [--keys N] [--seed S] [--read-from MODE --max-lag L]
 
 Runs until SIGTERM.
 """
@@ -58,6 +60,8 @@ def main():
     ap.add_argument("--keys", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pause", type=float, default=0.05)
+    ap.add_argument("--read-from", help="iq_fdw.read_from of the session (default: not set)")
+    ap.add_argument("--max-lag", type=int, default=300, help="iq_fdw.max_lag with --read-from")
     a = ap.parse_args()
     stop = stop_flag()
     rnd = random.Random(a.seed * 1000 + a.instance)
@@ -73,6 +77,10 @@ def main():
             try:
                 conn = psycopg2.connect(a.dsn, connect_timeout=5)
                 conn.autocommit = True
+                if a.read_from:
+                    with conn.cursor() as cur:
+                        cur.execute("SET iq_fdw.read_from = %s", (a.read_from,))
+                        cur.execute("SET iq_fdw.max_lag = %s", (str(a.max_lag),))
                 session += 1
             except psycopg2.Error as e:
                 conn = None

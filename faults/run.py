@@ -10,7 +10,16 @@ result.json}, OUT/results.json and OUT/table.md; exits 1 when anything was
 lost or wrong, or when a fault of the engine alone reached PostgreSQL (a
 plain-SQL error, an instance restarted).
 
-    run.py --adapter loopback|hosts --out DIR [--quick] [SCENARIO...]
+    run.py --adapter loopback|hosts --out DIR [--quick]
+           [--standby N] [--read-from MODE] [--max-lag L] [SCENARIO...]
+
+--standby N: iq_fdw.standby_replicas = N on every instance with the
+pipeline's settings (issue 18); --read-from MODE: every query loop's
+session sets iq_fdw.read_from = MODE and iq_fdw.max_lag = L (default 300
+records: at 200 orders/s over 6 partitions, ~9 s of one partition's
+input), and the verifier, when MODE is not 'owner', checks each count
+against the truth of max_lag records back (verify.py) instead of against
+the session's earlier answers.
 """
 
 import argparse
@@ -45,9 +54,11 @@ def max_lag(cluster, instances, partitions):
     """The largest order lag of any partition, once each is owned once; else None."""
     if not pipeline.settled(cluster, instances, partitions):
         return None
+    # iq_stats 0.4 lists the standbys kept too (role 'standby'): owners' rows only
     lags = [r[0] for i in instances for r in cluster.sql(
         i, "SELECT greatest(order_end_offset - order_offset, 0)"
-           " + greatest(customer_end_offset - customer_offset, 0) FROM iq_stats()")]
+           " + greatest(customer_end_offset - customer_offset, 0) FROM iq_stats() s"
+           " WHERE coalesce(to_jsonb(s) ->> 'role', 'owner') = 'owner'")]
     return max(lags) if len(lags) == partitions else None
 
 
@@ -59,7 +70,7 @@ def run_scenario(cl, sc, out, a):
     ctx = Context(cl, a.duration, a.partitions)
     out.mkdir(parents=True, exist_ok=True)
     name = f"fx_{sc.name.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
-    pipeline.switch(cl, ctx.instances, name, sc.guarantee, a.partitions)
+    pipeline.switch(cl, ctx.instances, name, sc.guarantee, a.partitions, a.standby)
     if sc.setup:
         sc.setup(ctx)
     loops_on = list(sc.loops or ctx.instances)
@@ -69,12 +80,14 @@ def run_scenario(cl, sc, out, a):
                         stderr=open(out / "producer.log", "w"))
     epochs = {i: [cl.epoch(i)] for i in loops_on}
     loops = [cl.spawn([sys.executable, HERE / "query_loop.py", cl.loop_dsn(i), i, pipeline.SCHEMA,
-                       out / f"answers-{i}.jsonl", "--keys", a.keys],
+                       out / f"answers-{i}.jsonl", "--keys", a.keys, *read_args(a)],
                       stderr=open(out / f"loop-{i}.log", "w")) for i in loops_on]
     plains = [cl.spawn([sys.executable, HERE / "plain_load.py", cl.loop_dsn(i), i,
                         out / f"plain-{i}.jsonl"], stderr=open(out / f"plain-{i}.log", "w"))
               for i in loops_on]
-    result = {"scenario": sc.name, "what": sc.what, "guarantee": sc.guarantee}
+    result = {"scenario": sc.name, "what": what(sc, a), "guarantee": sc.guarantee,
+              "standby": a.standby, "read_from": a.read_from or "owner",
+              "max_lag": a.max_lag if a.read_from else None}
     recovered = False
     try:
         time.sleep(a.warmup)
@@ -119,7 +132,9 @@ def run_scenario(cl, sc, out, a):
                                                       for i in up}
     lost, excess, problems = verify.final_check(t, finals, sc.guarantee)
     answers = [x for i in loops_on for x in verify.read_lines(out / f"answers-{i}.jsonl")]
-    wrong = verify.check_answers(answers, t, sc.guarantee)
+    bounded = a.read_from not in (None, "owner")
+    wrong = verify.check_answers(answers, t, sc.guarantee,
+                                 verify.positions(log) if bounded else None, a.max_lag)
     victims = set(sc.victims)
     victim_parts = {p for p, i in owners.items() if i in victims}
 
@@ -149,9 +164,22 @@ def run_scenario(cl, sc, out, a):
         "sessions_cut": sum(1 for x in answers if x.get("cut")),
         "longest_fail_victim_s": round(runs[True], 1), "longest_fail_others_s": round(runs[False], 1),
         "fault_s": round(fault_end - fault_start, 1), "owners_before": owners, "notes": ctx.notes,
-        "engine_only": sc.engine_only, **plain})
+        "engine_only": sc.engine_only, **plain,
+        **verify.victim_queries(answers, on_victim, stayed if victims else [])})
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def read_args(a):
+    """The query loops' arguments for read_from and max_lag (none by default)."""
+    return ["--read-from", a.read_from, "--max-lag", a.max_lag] if a.read_from else []
+
+
+def what(sc, a):
+    """The scenario's name in the table, with the standby settings when set."""
+    if not a.standby and not a.read_from:
+        return sc.what
+    return f"{sc.what} [standby {a.standby}, {a.read_from or 'owner'}]"
 
 
 def _finals_if_equal(cl, up, t, guarantee):
@@ -186,6 +214,12 @@ def main():
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--keys", type=int, default=3000)
+    ap.add_argument("--standby", type=int, default=0,
+                    help="iq_fdw.standby_replicas on every instance (issue 18)")
+    ap.add_argument("--read-from", choices=["owner", "owner_or_standby", "nearest"],
+                    help="iq_fdw.read_from of every query loop (default: not set)")
+    ap.add_argument("--max-lag", type=int, default=300,
+                    help="iq_fdw.max_lag of every query loop with --read-from (records)")
     ap.add_argument("--reset", action="store_true",
                     help="at the end, the pipeline settings reset (a cluster that lives on)")
     a = ap.parse_args()
@@ -200,9 +234,9 @@ def main():
         try:
             r = run_scenario(cl, sc, a.out / n, a)
         except clusters.Unsupported as e:
-            r = {"scenario": n, "what": sc.what, "skipped": str(e)}
+            r = {"scenario": n, "what": what(sc, a), "skipped": str(e)}
         except Exception as e:  # noqa: BLE001 -- the scenario failed; the others still run
-            r = {"scenario": n, "what": sc.what, "failed": f"{type(e).__name__}: {e}"}
+            r = {"scenario": n, "what": what(sc, a), "failed": f"{type(e).__name__}: {e}"}
         results.append(r)
         bad |= bool(r.get("failed") or r.get("lost") or r.get("wrong") or r.get("postgres_hit"))
         print(table.row(r), flush=True)

@@ -8,13 +8,26 @@ exactly_once, never lower than an earlier answer for the same key in the
 same session (a key missing from a scan or range after the session saw it
 is "silently partial"), customers only values that were produced.
 
+With standby replicas read (run.py --read-from owner_or_standby|nearest,
+issue 18) an answer may come from a standby, older than one the session
+saw before; there the rule is the issue's: a count of key k (partition p)
+answered at time t is right for a point no further back than max_lag L:
+at least the truth of k counting only p's orders with offset < (end of p
+at t) - L, the end at t being what the producer's delivery log says was
+delivered by the answer's start (the broker had it no later), and never
+above the final truth (exactly_once). A key asked for (by key, range or
+scan) and missing while that lower bound is above 0 is silently partial.
+
     truth(log) -> (orders {key: n}, customers {key: value}, values {key: set}, produced)
     final_check(truth, finals, guarantee) -> (lost, excess, problems)
-    check_answers(answers, truth, guarantee) -> wrong [(why, answer)]
+    positions(log) -> where each partition's end was when, each key's offsets
+    check_answers(answers, truth, guarantee[, positions, max_lag]) -> wrong [(why, answer)]
     error_kinds(answers) -> {kind: n};  failed_runs(...) -> longest failed run
+    victim_queries(...) -> the failed host's keys' queries, failures, slowest answer
     plain_check(records, epochs) -> the plain-SQL load's errors, cuts and restarts
 """
 
+import bisect
 import json
 import re
 import time
@@ -46,6 +59,42 @@ def truth(log):
     return dict(orders), customers, values, n
 
 
+def positions(log):
+    """(ends, keys) of the order topic from the delivery log: ends {partition:
+    (times, ends)}, the end (highest offset delivered + 1) of the partition
+    from each delivery's time on, times ascending; keys {key: (partition,
+    sorted offsets of its orders)}."""
+    deliveries, keys = {}, {}
+    for r in read_lines(log):
+        if r["t"] == "o":
+            deliveries.setdefault(r["p"], []).append((r["ts"], r["o"]))
+            keys.setdefault(r["k"], (r["p"], []))[1].append(r["o"])
+    ends = {}
+    for p, ds in deliveries.items():
+        times, highest, end = [], [], 0
+        for ts, o in sorted(ds):
+            end = max(end, o + 1)
+            times.append(ts)
+            highest.append(end)
+        ends[p] = (times, highest)
+    for _, offsets in keys.values():
+        offsets.sort()
+    return ends, keys
+
+
+def lower_bound(pos, key, t, max_lag):
+    """The fewest orders of key a count answered at time t may show: those of
+    its partition with offset < (end of the partition at t) - max_lag."""
+    ends, keys = pos
+    if key not in keys:
+        return 0
+    p, offsets = keys[key]
+    times, highest = ends[p]
+    j = bisect.bisect_right(times, t)
+    end = highest[j - 1] if j else 0
+    return bisect.bisect_left(offsets, end - max_lag)
+
+
 def final_check(t, finals, guarantee):
     """finals: {instance: (order_count {key: n}, customer {key: value})}.
     Records lost (worst instance), excess counted, and what differs."""
@@ -72,9 +121,13 @@ def _asked(a, key):
     return True
 
 
-def check_answers(answers, t, guarantee):
-    """[(why, answer)] of the answers that are wrong."""
+def check_answers(answers, t, guarantee, pos=None, max_lag=None):
+    """[(why, answer)] of the answers that are wrong. pos (positions()) and
+    max_lag: the counts are checked by the bound max_lag records back
+    (standby reads), not against the session's earlier answers."""
     orders, _, values, _ = t
+    if pos is not None:
+        return _check_bounded(answers, orders, values, guarantee, pos, max_lag)
     wrong = []
     seen = {}   # (instance, session, store) -> {key: highest count / seen}
     for a in sorted(answers, key=lambda a: a["s"]):
@@ -109,6 +162,39 @@ def check_answers(answers, t, guarantee):
     return wrong
 
 
+def _check_bounded(answers, orders, values, guarantee, pos, max_lag):
+    """check_answers with the bound of max_lag records back (issue 18)."""
+    wrong = []
+    for a in sorted(answers, key=lambda a: a["s"]):
+        if a["q"] == "connect":
+            continue
+        if a["rows"] is None:
+            if not a.get("err"):
+                wrong.append(("error without a message", a))
+            continue
+        customer = a["q"] in ("cpoint", "cscan")
+        for k, v in a["rows"].items():
+            if not _asked(a, k):
+                wrong.append((f"row {k} not asked for", a))
+            elif customer:
+                if v not in values.get(k, ()):
+                    wrong.append((f"customer {k} = {v!r} was never produced", a))
+            elif k not in orders:
+                wrong.append((f"key {k} was never produced", a))
+            elif guarantee == "exactly_once" and v > orders[k]:
+                wrong.append((f"{k} = {v} above the final truth {orders[k]}", a))
+            elif v < (low := lower_bound(pos, k, a["s"], max_lag)):
+                wrong.append((f"{k} = {v} below {low}, the truth {max_lag} records back", a))
+        if customer:
+            continue
+        asked = a["keys"] if "keys" in a else [k for k in orders if _asked(a, k)]
+        for k in asked:
+            if k not in a["rows"] and (low := lower_bound(pos, k, a["s"], max_lag)) > 0:
+                wrong.append((f"{k} missing, while {low} of its orders are more than "
+                              f"{max_lag} records back (silently partial)", a))
+    return wrong
+
+
 def error_kind(a):
     """A short class of an error: SQLSTATE and the message's first line,
     numbers and quoted names made general."""
@@ -139,6 +225,18 @@ def failed_runs(answers, on_victim, instances):
             else:
                 start[side] = None
     return longest
+
+
+def victim_queries(answers, on_victim, instances):
+    """Of the loops on instances, the queries on_victim(answer) says touch
+    the failed host's keys: how many, how many failed, and the slowest
+    that succeeded (s): a standby that answers after iq_fdw.peer_timeout
+    fails nothing yet keeps its user waiting (issue 18)."""
+    mine = [a for a in answers if a["i"] in instances and a["q"] != "connect" and on_victim(a)]
+    return {"queries_victim": len(mine),
+            "errors_victim": sum(1 for a in mine if a["rows"] is None),
+            "slowest_ok_victim_s": round(max((a["e"] - a["s"] for a in mine
+                                              if a["rows"] is not None), default=0.0), 2)}
 
 
 def plain_check(records, epochs):
