@@ -83,7 +83,7 @@ held_status(int partition, const int *held, int nheld, bool standby)
 	for (i = 0; i < nheld; i++)
 		if (held[i] == partition)
 			return IQ_READ_OK;
-	if (standby && iq_store_standby_position(partition, &pos))
+	if (standby && iq_store_standby_readable(partition))
 		return IQ_READ_OK;
 	/* held but not readable yet means it is restoring */
 	if (iq_store_position(partition, &pos))

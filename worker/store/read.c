@@ -282,15 +282,43 @@ iq_store_position(int partition, IqPartitionPosition *pos)
 	return position_of(partition, false, pos);
 }
 
+static IqStandbyEndFn standby_end_fn;
+
+void
+iq_store_set_standby_end_fn(IqStandbyEndFn fn)
+{
+	__atomic_store_n(&standby_end_fn, fn, __ATOMIC_RELEASE);
+}
+
+/* iq_store_standby_readable: a standby kept here whose position is known */
+bool
+iq_store_standby_readable(int partition)
+{
+	IqPartitionPosition pos;
+
+	return position_of(partition, true, &pos) &&
+		pos.consumed_offset >= 0 && pos.end_offset >= 0;
+}
+
 /*
  * iq_store_standby_position
- *		How far a standby replica kept here has read; false too while that
- *		is not known (no flush's mark read yet, or no end of its input), as
- *		a lag that cannot be told must not pass for none.
+ *		How far a standby replica kept here has read, against the end of its
+ *		input now; false while that is not known (no flush's mark read yet,
+ *		no end of its input, the broker not answering in time), as a lag
+ *		that cannot be told must not pass for none.
  */
 bool
 iq_store_standby_position(int partition, IqPartitionPosition *pos)
 {
-	return position_of(partition, true, pos) &&
-		pos->consumed_offset >= 0 && pos->end_offset >= 0;
+	IqStandbyEndFn fn = __atomic_load_n(&standby_end_fn, __ATOMIC_ACQUIRE);
+	int64_t		end;
+
+	if (!position_of(partition, true, pos) || pos->consumed_offset < 0 ||
+		pos->end_offset < 0)
+		return false;
+	if (fn == NULL || !fn(partition, &end))
+		return false;
+	if (end > pos->end_offset)
+		pos->end_offset = end;
+	return true;
 }

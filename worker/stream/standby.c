@@ -44,6 +44,8 @@
 /* how often the ends' thread asks for the order partitions' ends */
 #define ENDS_INTERVAL_MS		500
 #define ENDS_TIMEOUT_MS			1000
+/* the longest a read waits for its standby's input end (iq_store_standby_position) */
+#define FRESH_END_TIMEOUT_MS	1000
 /* the most records one round applies, in batches of the restore's size */
 #define ROUND_BATCHES			4
 
@@ -64,6 +66,34 @@ static pthread_cond_t ends_cond = PTHREAD_COND_INITIALIZER;
 static bool watched[IQ_MAX_PARTITIONS];
 static int64 order_end[IQ_MAX_PARTITIONS];
 static char ends_topic[NAMEDATALEN * 4];
+/* the handle readers ask for fresh ends; taken away (write lock) before it goes */
+static pthread_rwlock_t fresh_lock = PTHREAD_RWLOCK_INITIALIZER;
+static rd_kafka_t *fresh_rk;
+
+/*
+ * fresh_end
+ *		The end of order partition p now, for a reader of its standby (any
+ *		thread: librdkafka only).
+ */
+static bool
+fresh_end(int p, int64_t *end)
+{
+	int64_t		lo;
+	bool		ok = false;
+
+	pthread_rwlock_rdlock(&fresh_lock);
+	if (fresh_rk != NULL && p >= 0 && p < IQ_MAX_PARTITIONS &&
+		rd_kafka_query_watermark_offsets(fresh_rk, ends_topic, p, &lo, end,
+										 FRESH_END_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		ok = true;
+		/* the next round's publish starts from it */
+		if (*end > __atomic_load_n(&order_end[p], __ATOMIC_RELAXED))
+			__atomic_store_n(&order_end[p], *end, __ATOMIC_RELAXED);
+	}
+	pthread_rwlock_unlock(&fresh_lock);
+	return ok;
+}
 
 /*
  * ends_main
@@ -160,6 +190,10 @@ iq_standby_start(char **err)
 		return false;
 	}
 	ends_running = true;
+	pthread_rwlock_wrlock(&fresh_lock);
+	fresh_rk = iq_w->standby;
+	pthread_rwlock_unlock(&fresh_lock);
+	iq_store_set_standby_end_fn(fresh_end);
 	return true;
 }
 
@@ -196,6 +230,11 @@ drop(int p, bool close)
 void
 iq_standby_stop(void)
 {
+	/* no reader asks the broker through the consumer about to go */
+	iq_store_set_standby_end_fn(NULL);
+	pthread_rwlock_wrlock(&fresh_lock);
+	fresh_rk = NULL;
+	pthread_rwlock_unlock(&fresh_lock);
 	if (ends_running)
 	{
 		pthread_mutex_lock(&ends_mutex);
