@@ -441,19 +441,20 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
  *		the next assignment tells whether we keep them.  unassign: tell
  *		librdkafka too (not for a consumer about to be dropped).
  */
+/*
+ * write_before_revoke
+ *		What is counted but not written goes before partitions do, unless
+ *		they are gone already (session timed out, group fenced): another
+ *		member may be restoring them now, and whatever we wrote to their
+ *		changelog would land after its restore.  Their records are counted
+ *		again from the last commit, by whoever owns them.
+ */
 static void
-on_revoke(rd_kafka_t *rk, bool unassign)
+write_before_revoke(rd_kafka_t *rk)
 {
 	bool		any = false;
 	bool		lost = rd_kafka_assignment_lost(rk);
 
-	/*
-	 * What is counted but not written goes before the partitions do, unless
-	 * they are gone already (session timed out, group fenced): another
-	 * member may be restoring them now, and whatever we wrote to their
-	 * changelog would land after its restore.  Their records are counted
-	 * again from the last commit, by whoever owns them.
-	 */
 	if (lost)
 		ereport(LOG,
 				(errmsg("iq_fdw worker: the partitions of group \"%s\" were lost before they were revoked; what was counted since the last commit is dropped",
@@ -467,6 +468,12 @@ on_revoke(rd_kafka_t *rk, bool unassign)
 		any |= iq_w->parts[p].assigned;
 	if (any && !iq_w->failed && !lost)
 		iq_consumer_commit(true);
+}
+
+static void
+on_revoke(rd_kafka_t *rk, bool unassign)
+{
+	write_before_revoke(rk);
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
 		IqPart	   *part = &iq_w->parts[p];
@@ -552,24 +559,10 @@ on_assign_incremental(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 static void
 on_revoke_incremental(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 {
-	bool		lost = rd_kafka_assignment_lost(rk);
 	bool		any = false;
 	rd_kafka_error_t *error;
 
-	if (lost)
-		ereport(LOG,
-				(errmsg("iq_fdw worker: partitions of group \"%s\" were lost before they were revoked; what was counted since the last commit is dropped",
-						iq_w->cfg.app_id),
-				 errhint("Their new owner counts those records again.  A worker that stalls longer than the group's session or poll timeout loses its partitions this way.")));
-	if (!iq_w->failed && !lost)
-		iq_flush_now();
-	iq_cache_clear();
-	iq_flush_discard();
-	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
-		any |= iq_w->parts[p].assigned;
-	if (any && !iq_w->failed && !lost)
-		iq_consumer_commit(true);
-	any = false;
+	write_before_revoke(rk);
 	for (int i = 0; i < list->cnt; i++)
 	{
 		int			p = list->elems[i].partition;
