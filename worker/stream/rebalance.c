@@ -436,12 +436,6 @@ on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
 }
 
 /*
- * on_revoke
- *		Commit what was processed and stop reading; stores stay open until
- *		the next assignment tells whether we keep them.  unassign: tell
- *		librdkafka too (not for a consumer about to be dropped).
- */
-/*
  * write_before_revoke
  *		What is counted but not written goes before partitions do, unless
  *		they are gone already (session timed out, group fenced): another
@@ -470,6 +464,12 @@ write_before_revoke(rd_kafka_t *rk)
 		iq_consumer_commit(true);
 }
 
+/*
+ * on_revoke
+ *		Commit what was processed and stop reading; stores stay open until
+ *		the next assignment tells whether we keep them.  unassign: tell
+ *		librdkafka too (not for a consumer about to be dropped).
+ */
 static void
 on_revoke(rd_kafka_t *rk, bool unassign)
 {
