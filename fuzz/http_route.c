@@ -247,6 +247,37 @@ iq_store_get(IqStoreId store, int partition, const char *key, size_t key_len,
 	return IQ_READ_OK;
 }
 
+/* iq_store_get_as: a standby's answer is read as an owner's */
+IqReadStatus
+iq_store_get_as(IqStoreId store, int partition, const char *key, size_t key_len,
+				bool standby_ok, char **value, size_t *value_len, char **err)
+{
+	return iq_store_get(store, partition, key, key_len, value, value_len, err);
+}
+
+/* iq_store_standby_position: partitions 0 and 3 kept here, one behind by many */
+bool
+iq_store_standby_position(int partition, IqPartitionPosition *pos)
+{
+	if (partition != 0 && partition != 3)
+		return false;
+	pos->partition = partition;
+	pos->consumed_offset = 100;
+	pos->end_offset = partition == 0 ? 100 : 1000000;
+	return true;
+}
+
+/* iq_standby_place: the member after the owner */
+int
+iq_standby_place(const char *const *hosts, const int *ports, int nmembers,
+				 const int16_t *owner, int partition_count, int p, int want, int *out)
+{
+	if (nmembers < 2 || p < 0 || p >= partition_count || owner[p] < 0)
+		return 0;
+	out[0] = (owner[p] + 1) % nmembers;
+	return 1;
+}
+
 struct IqStoreCursor
 {
 	char	   *keys[3];
@@ -320,6 +351,8 @@ static size_t expected_len;
 static bool expect_forward;
 static IqForwardResult forward_result;
 static int	forward_job;
+static bool owner_down;			/* the first forward fails: a standby is asked */
+static int	forwards;
 
 /* iq_forward_submit: the URL must name the key asked for, escaped */
 IqForwardJob *
@@ -334,6 +367,15 @@ iq_forward_submit(struct MHD_Connection *conn, const char *url)
 	key = strdup(get + 5);
 	if (key == NULL)
 		abort();
+	/* the second forward goes to a standby, and says so */
+	if (forwards > 0)
+	{
+		char	   *q = strrchr(key, '?');
+
+		if (q == NULL || strcmp(q, "?from=standby") != 0)
+			abort();
+		*q = '\0';
+	}
 	n = iq_url_decode(key, false);
 	if (n != expected_len || memcmp(key, expected_key, n) != 0)
 		abort();
@@ -341,12 +383,21 @@ iq_forward_submit(struct MHD_Connection *conn, const char *url)
 	return (IqForwardJob *) &forward_job;
 }
 
+/* iq_forward_job_free: the job is static, its answer's body is not */
+void
+iq_forward_job_free(IqForwardJob *job)
+{
+	if (job != NULL)
+		iq_buf_free(&forward_result.body);
+}
+
 IqForwardResult *
 iq_forward_job_result(IqForwardJob *job)
 {
 	static const char body[] = "{\"response\":\"from the owner\"}";
 
-	forward_result.status = 200;
+	forward_result.status = (owner_down && forwards++ == 0) ? 0 : 200;
+	forward_result.refused = forward_result.status == 0;
 	iq_buf_init(&forward_result.body);
 	iq_buf_append(&forward_result.body, body, sizeof(body) - 1);
 	return &forward_result;
@@ -392,6 +443,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	iq_http_config.partitioner = (data[0] >> 1) & 1;
 	self_member = ((data[0] >> 2) & 3) == 3 ? -1 : ((data[0] >> 2) & 3) % 2;
 	npartitions = (data[0] >> 4) & 7;
+	owner_down = (data[0] >> 7) & 1;
+	iq_http_config.standby_replicas = owner_down;
+	iq_http_config.standby_max_lag = 1000;
+	forwards = 0;
 
 	url = malloc(size);
 	if (url == NULL)
@@ -426,10 +481,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		if (ret != MHD_YES || conn.queued != 0)
 			abort();
-		iq_http_forward_answer(&conn, &ctx);
+		ret = iq_http_forward_answer(&conn, &ctx);
+		/* asked again of a standby: its answer */
+		if (conn.queued == 0 && ret == MHD_YES)
+			iq_http_forward_answer(&conn, &ctx);
+		ret = MHD_YES;
 	}
 	if (ret == MHD_YES && conn.queued != 1)
 		abort();
+	/* as request_completed does */
+	iq_forward_job_free(ctx.job);
+	free(ctx.key);
 	free(url);
 	return 0;
 }

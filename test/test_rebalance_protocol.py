@@ -22,10 +22,9 @@ import subprocess
 import threading
 import time
 
-import psycopg2
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, SCRIPTS, create_topic, import_stores_sql, pg_port, psql,
+from conftest import (BOOTSTRAP, INSTANCES, SCRIPTS, Session, create_topic, import_stores_sql, psql,
                       settled, unique, wait_until)
 
 PARTITIONS = 6
@@ -106,21 +105,20 @@ class Sampler:
         self.thread = threading.Thread(target=self.run)
 
     def run(self):
-        conns = {i: psycopg2.connect(host="127.0.0.1", port=pg_port(i), user="postgres",
-                                     dbname="postgres", connect_timeout=5) for i in self.who}
+        # one psql session per instance, kept: a sample is one round trip
+        sessions = {i: Session(i) for i in self.who}
         try:
-            for c in conns.values():
-                c.autocommit = True
             while not self.stop.is_set():
-                for i, c in conns.items():
-                    with c.cursor() as cur:
-                        cur.execute("SELECT state, assigned_partitions FROM iq_worker()")
-                        state, parts = cur.fetchone()
-                    self.samples.append((self.phase, i, state, frozenset(parts or ())))
+                for i, s in sessions.items():
+                    out = s.run("SELECT state, coalesce(array_to_string(assigned_partitions, ','), '') "
+                                "FROM iq_worker()", timeout=30)
+                    state, _, parts = out.partition("|")
+                    self.samples.append((self.phase, i, state,
+                                         frozenset(int(p) for p in parts.split(",") if p)))
                 time.sleep(0.01)
         finally:
-            for c in conns.values():
-                c.close()
+            for s in sessions.values():
+                s.close()
 
     def __enter__(self):
         self.thread.start()
