@@ -213,12 +213,14 @@ iq_fetch_try_standbys(IqFetch *f, IqFetchSource *failed)
 	int			npending = 0;
 	int			mine[IQ_MAX_PARTITIONS];	/* slots of accepted standbys */
 	int			nmine = 0;
-	int			self = member_of(f, &failed->target);
-	bool	   *asked = palloc0(sizeof(bool) * Max(f->req->nkeys, 1));
+	int			self;
+	bool	   *asked;
 	bool		ok = true;
 
 	if (f->view == NULL || iq_read_from == IQ_READ_FROM_OWNER)
 		return false;
+	self = member_of(f, &failed->target);
+	asked = palloc0(sizeof(bool) * Max(f->req->nkeys, 1));
 	for (int i = 0; i < failed->target.npartitions; i++)
 	{
 		int			p = failed->target.partitions[i];
@@ -234,6 +236,17 @@ iq_fetch_try_standbys(IqFetch *f, IqFetchSource *failed)
 		int			nround = npending;
 		bool		remote = false;
 
+		/*
+		 * Every entry -1 before any is taken: when a partition has no
+		 * standby left the loop below stops early, and the slots taken so
+		 * far are freed by scanning all of round.  An entry left as the
+		 * stack had it named an arbitrary slot there: freeing a source
+		 * still in flight (its partitions then silently missing from the
+		 * result, or lost from a read asked again), or far out of the array.
+		 */
+		for (int i = 0; i < nround; i++)
+			round[i] = -1;
+
 		/* the next standby of every partition still pending, all at once */
 		for (int i = 0; i < nround; i++)
 		{
@@ -241,7 +254,6 @@ iq_fetch_try_standbys(IqFetch *f, IqFetchSource *failed)
 			int			m = next_standby(f, p);
 			IqTarget	t;
 
-			round[i] = -1;
 			if (m < 0 || (round[i] = take_slot(f)) < 0)
 			{
 				ok = false;
