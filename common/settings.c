@@ -45,6 +45,7 @@ int			iq_lag_policy;
 int			iq_max_lag_wait_ms;
 int			iq_read_from;
 int			iq_standby_max_lag;
+int			iq_standby_after_ms;
 int			iq_standby_replicas;
 int			iq_rebalance_protocol;
 static char *standby_replicas_text;
@@ -496,6 +497,12 @@ iq_define_settings(void)
 							 &iq_read_from, IQ_READ_FROM_OWNER,
 							 read_from_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.standby_after",
+							"With iq_fdw.read_from other than owner, how long a read waits for an owner's first byte before it asks the partition's standbys.",
+							"An owner that stalls (a host cut off, an engine frozen) is then left after this rather than iq_fdw.peer_timeout; "
+							"one that refuses or answers that it cannot is left at once.",
+							&iq_standby_after_ms, 1000, 1, 3600 * 1000,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.standby_max_lag",
 							"Largest lag, in records, of a standby replica a read may use when iq_fdw.max_lag is -1.",
 							"A standby is never read without a bound on its lag.",

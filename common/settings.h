@@ -90,6 +90,7 @@ extern int	iq_lag_policy;
 extern int	iq_max_lag_wait_ms;
 extern int	iq_read_from;
 extern int	iq_standby_max_lag;
+extern int	iq_standby_after_ms;
 extern int	iq_standby_replicas;	/* IQ_STANDBY_ALL or 0.. */
 extern int	iq_rebalance_protocol;	/* IqRebalanceProtocol */
 

@@ -52,7 +52,17 @@ static void
 wait_for(IqFetchSource *src)
 {
 	int64		timeout = (int64) iq_peer_timeout_ms * 1000;
+	int64		first_byte = timeout;
 	int64		entered = iq_chan_now_us();
+
+	/*
+	 * An owner whose partitions standbys can answer is left sooner when it
+	 * stalls: a timed-out owner's partitions go to their standbys
+	 * (fetch_standby.c).
+	 */
+	if (iq_read_from != IQ_READ_FROM_OWNER && iq_standby_replicas != 0 &&
+		!src->target.standby)
+		first_byte = Min(timeout, (int64) iq_standby_after_ms * 1000);
 
 	for (;;)
 	{
@@ -68,7 +78,7 @@ wait_for(IqFetchSource *src)
 		}
 
 		if (!src->answering)
-			left = src->call_started + timeout - now;
+			left = src->call_started + first_byte - now;
 		else
 			left = timeout - (src->stalled_us + (now - entered));
 		if (left <= 0)

@@ -224,6 +224,15 @@ iq_fetch_fail_transport(IqFetch *f, IqFetchSource *src)
 	if (tls_failed || status == 401 || status == 403)
 		fail_access(&r, tls_failed, status);
 
+	/* no first byte, with standbys to ask: left after standby_after (fetch_read.c) */
+	if (timed_out && !answering && iq_read_from != IQ_READ_FROM_OWNER &&
+		iq_standby_replicas != 0 && iq_standby_after_ms < iq_peer_timeout_ms)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("instance %s did not answer within iq_fdw.standby_after when asked for %s, and no standby could",
+						r.who, r.what),
+				 errdetail("%s iq_fdw.standby_after is %d ms.", r.text, iq_standby_after_ms),
+				 errhint("Check that the instance is running; raise iq_fdw.standby_after (up to iq_fdw.peer_timeout) for slow networks, or iq_fdw.max_lag for lagging standbys.")));
 	/* no first byte: perhaps never connected; after it: the answer stalled */
 	if (timed_out)
 		ereport(ERROR,

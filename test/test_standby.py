@@ -312,6 +312,36 @@ def test_standbys_appear_catch_up_and_answer_nearest(pipeline):
             f"partition {p} read on its standby's instance {standby} with nearest: {out[:300]}"
 
 
+@pytest.mark.restarts_cluster
+def test_a_stalled_owner_is_left_after_standby_after(pipeline):
+    """An owner that stalls (its engine frozen, as a host cut off from its
+    peers looks) is left after iq_fdw.standby_after for its standby, where
+    read_from = owner waits iq_fdw.peer_timeout and fails (2 s here: the
+    engine stays frozen well within the group's session timeout)."""
+    ensure_standby_replicas(1)
+    owners = wait_until(lambda: settled(partitions=PARTITIONS), timeout=120, interval=0.5,
+                        message="every partition held once")
+    standby_of = wait_until(placed_and_caught_up, timeout=120, interval=0.5,
+                            message="one standby per partition, on another instance, with lag 0")
+    p = 0
+    owner, standby = owners[p], standby_of[p]
+    asker = next(i for i in INSTANCES if i not in (owner, standby))
+    keys = [pipeline.tracked[p]] + pipeline.filler[p]
+    want = truth(pipeline.ledger, keys)
+    pid = assignment(owner)[2]
+    freeze(pid)
+    try:
+        # within the bound a read of owner_or_standby gets, well short of peer_timeout
+        out = psql(asker, "SET iq_fdw.read_from = 'owner_or_standby'; SET iq_fdw.standby_after = '500ms';\n"
+                   "SET statement_timeout = '4s';\n" + counts_sql(keys), timeout=30)
+        with pytest.raises(PsqlError) as owner_only:
+            psql(asker, "SET iq_fdw.peer_timeout = '2s';\n" + counts_sql(keys), timeout=60)
+    finally:
+        thaw(pid)
+    assert counts_of(out) == want, f"partition {p} read on instance {asker}, its owner {owner} frozen: {out[:300]}"
+    assert "peer_timeout" in owner_only.value.stderr, owner_only.value.stderr[:400]
+
+
 # ---- b: owner lost -------------------------------------------------------------------------
 
 @dataclass
