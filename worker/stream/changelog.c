@@ -605,3 +605,25 @@ iq_changelog_abort(void)
 		rd_kafka_error_destroy(error);
 	iq_w->txn_open = false;
 }
+
+/*
+ * iq_changelog_mark
+ *		The order position the last record of a flush carries
+ *		(iq_changelog_produce): the next order offset and the partition's
+ *		end then.
+ */
+bool
+iq_changelog_mark(const rd_kafka_message_t *m, int64 *order_next, int64 *order_end)
+{
+	rd_kafka_headers_t *hdrs = NULL;
+	const void *val = NULL;
+	size_t		size = 0;
+
+	if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+		rd_kafka_header_get_last(hdrs, IQ_POSITION_HEADER, &val, &size) !=
+		RD_KAFKA_RESP_ERR_NO_ERROR || val == NULL || size != 16)
+		return false;
+	*order_next = iq_decode_int64(val);
+	*order_end = iq_decode_int64((const unsigned char *) val + 8);
+	return true;
+}

@@ -238,7 +238,7 @@ typedef struct Restore
 	const char *topic;
 	int			p;
 	IqStoreId	store;
-	const IqCheckpoint *ck;
+	IqCheckpoint *ck;			/* its order_next follows the flushes' marks */
 	int64_t    *next;			/* after the last record written */
 	int64_t		start;			/* the first offset read */
 	int64_t		hi;				/* the end it reads up to */
@@ -351,6 +351,23 @@ restore_take(Restore *r)
 }
 
 /*
+ * take_mark
+ *		A flush's mark (changelog.c): the checkpoint records the order
+ *		offset the restored counts cover, as the owner's own flush does, so
+ *		that a standby kept from this store knows its lag, and an owner
+ *		under at_least_once resumes after what the changelog holds.
+ */
+static void
+take_mark(Restore *r, const rd_kafka_message_t *m)
+{
+	int64		next;
+	int64		end;
+
+	if (iq_changelog_mark(m, &next, &end) && next > r->ck->order_next)
+		r->ck->order_next = next;
+}
+
+/*
  * restore_apply
  *		Take n records into the chunk, each destroyed; the end of the
  *		partition marks the restore done.  A record with no key is dropped
@@ -375,6 +392,8 @@ restore_apply(Restore *r, ssize_t n)
 		else if (m->offset >= r->start && m->offset > r->last)
 		{
 			r->last = m->offset;
+			if (r->store == IQ_STORE_ORDER_COUNT)
+				take_mark(r, m);
 			if (m->key == NULL)
 				r->part->stats.dropped_null_key++;
 			else if (m->payload != NULL && r->store == IQ_STORE_ORDER_COUNT && m->len != 8)

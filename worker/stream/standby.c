@@ -413,16 +413,13 @@ place(void)
 static void
 take_mark(int p, const rd_kafka_message_t *m)
 {
-	rd_kafka_headers_t *hdrs = NULL;
-	const void *val = NULL;
-	size_t		size = 0;
+	int64		next;
+	int64		end;
 
-	if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-		rd_kafka_header_get_last(hdrs, IQ_POSITION_HEADER, &val, &size) !=
-		RD_KAFKA_RESP_ERR_NO_ERROR || val == NULL || size != 16)
+	if (!iq_changelog_mark(m, &next, &end))
 		return;
-	positions[p].order_next = iq_decode_int64(val);
-	mark_end[p] = iq_decode_int64((const unsigned char *) val + 8);
+	positions[p].order_next = next;
+	mark_end[p] = end;
 }
 
 /*
@@ -498,6 +495,11 @@ apply(int n)
  * publish_positions
  *		What readers and iq_stats see of each standby: the input it covers
  *		and the end of that input, the later of the mark's and the broker's.
+ *		A standby that has read no mark yet (a partition its owner has not
+ *		flushed since: no order at all, or none since the checkpoint it
+ *		started from) claims to cover offset 0: whatever counts it holds are
+ *		true for some later point, so its lag is the whole partition at
+ *		most, never less than the truth.
  */
 static void
 publish_positions(void)
@@ -505,11 +507,13 @@ publish_positions(void)
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 	{
 		int64		end;
+		int64		covered = Max(positions[p].order_next, 0);
 
 		if (!kept[p])
 			continue;
 		end = Max(mark_end[p], __atomic_load_n(&order_end[p], __ATOMIC_RELAXED));
-		iq_store_set_position(p, positions[p].order_next, end);
+		iq_store_set_position(p, covered, end);
+		iq_w->parts[p].stats.order_offset = covered;
 		iq_w->parts[p].stats.order_end = end;
 	}
 }

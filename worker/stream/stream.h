@@ -72,6 +72,9 @@ extern bool iq_changelog_produce(int partition, const char *key, size_t key_len,
  * reading the changelog knows which input its state covers.
  */
 #define IQ_POSITION_HEADER	"iq.position"
+/* The position a changelog record's mark carries; false if it has none. */
+extern bool iq_changelog_mark(const rd_kafka_message_t *m, int64 *order_next,
+							  int64 *order_end);
 
 extern bool iq_changelog_begin(void);
 extern bool iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets);
