@@ -39,6 +39,8 @@ bound(const char **setting)
 }
 
 /* note: why a standby was refused, for the error's detail (once each) */
+static void note(IqFetch *f, const char *fmt,...) pg_attribute_printf(2, 3);
+
 static void
 note(IqFetch *f, const char *fmt,...)
 {
