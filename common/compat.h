@@ -30,4 +30,15 @@
 							(pathkeys), (required_outer), (outerpath), (private))
 #endif
 
+/*
+ * The memory of a GUC check hook's "extra": PostgreSQL 16 moved GUC memory
+ * into a context of its own (guc_malloc, freed with pfree), before it was
+ * malloc'd and free()d.
+ */
+#if PG_VERSION_NUM >= 160000
+#define iq_guc_malloc(size) guc_malloc(LOG, (size))
+#else
+#define iq_guc_malloc(size) malloc(size)
+#endif
+
 #endif							/* IQ_COMPAT_H */

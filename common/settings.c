@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "common/compat.h"
 #include "common/settings.h"
 #include "common/shmem.h"
 
@@ -108,8 +109,7 @@ standby_replicas_check(char **newval, void **extra, GucSource source)
 			return false;
 		}
 	}
-	/* GUC frees extra with free() */
-	parsed = malloc(sizeof(int));
+	parsed = iq_guc_malloc(sizeof(int));
 	if (parsed == NULL)
 		return false;
 	*parsed = (int) n;
