@@ -363,17 +363,16 @@ keep(int p)
 static void
 place(void)
 {
-	IqOwnership *o = palloc(sizeof(IqOwnership));
+	IqOwnership *o;
 	bool		want[IQ_MAX_PARTITIONS];
 	bool		complete;
 	bool		changed = false;
 
-	iq_ownership_snapshot(o);
-	if (o->generation == placed_generation)
-	{
-		pfree(o);
+	/* every main-loop turn: no copy of the ownership unless it moved */
+	if (iq_ownership_generation() == placed_generation)
 		return;
-	}
+	o = palloc(sizeof(IqOwnership));
+	iq_ownership_snapshot(o);
 	complete = o->partition_count > 0 && o->partition_count == iq_w->partition_count;
 	memset(want, 0, sizeof(want));
 	for (int p = 0; p < o->partition_count && p < IQ_MAX_PARTITIONS; p++)
@@ -484,7 +483,7 @@ apply(int n)
 			free(err);
 			ok = false;
 		}
-		part->stats.order_offset = positions[p].order_next;
+		/* the order offset is publish_positions' */
 		part->stats.changelog_offset = positions[p].changelog_next - 1;
 		part->stats.customer_offset = positions[p].customer_next;
 	}
