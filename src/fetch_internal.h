@@ -106,6 +106,7 @@ extern void iq_fetch_add_sources(IqFetch *f, const IqTarget *targets, int ntarge
 /* in fetch_read.c */
 extern IqWireEvent iq_fetch_next_event(IqFetch *f, IqFetchSource *src);
 extern void iq_fetch_advance(IqFetch *f, IqFetchSource *src);
+extern int64 iq_fetch_first_byte_us(const IqFetchSource *src);
 
 /* in fetch_report.c */
 extern char *iq_fetch_describe(IqFetch *f, IqFetchSource *src);

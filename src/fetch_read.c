@@ -37,6 +37,25 @@ timed_out(IqFetchSource *src)
 }
 
 /*
+ * iq_fetch_first_byte_us
+ *		How long src may wait for the first byte of its answer, connecting
+ *		and sending included (a TLS handshake with a stalled owner blocks
+ *		the send): iq_fdw.peer_timeout, or sooner iq_fdw.standby_after for an
+ *		owner whose partitions standbys can answer, since a timed-out
+ *		owner's partitions go to their standbys (fetch_standby.c).
+ */
+int64
+iq_fetch_first_byte_us(const IqFetchSource *src)
+{
+	int64		timeout = (int64) iq_peer_timeout_ms * 1000;
+
+	if (iq_read_from != IQ_READ_FROM_OWNER && iq_standby_replicas != 0 &&
+		!src->target.standby)
+		return Min(timeout, (int64) iq_standby_after_ms * 1000);
+	return timeout;
+}
+
+/*
  * wait_for: until src has new bytes, is done, or timed out; cancellable.
  *
  * iq_fdw.peer_timeout bounds two things.  Until the first byte of the
@@ -52,17 +71,8 @@ static void
 wait_for(IqFetchSource *src)
 {
 	int64		timeout = (int64) iq_peer_timeout_ms * 1000;
-	int64		first_byte = timeout;
+	int64		first_byte = iq_fetch_first_byte_us(src);
 	int64		entered = iq_chan_now_us();
-
-	/*
-	 * An owner whose partitions standbys can answer is left sooner when it
-	 * stalls: a timed-out owner's partitions go to their standbys
-	 * (fetch_standby.c).
-	 */
-	if (iq_read_from != IQ_READ_FROM_OWNER && iq_standby_replicas != 0 &&
-		!src->target.standby)
-		first_byte = Min(timeout, (int64) iq_standby_after_ms * 1000);
 
 	for (;;)
 	{

@@ -44,10 +44,10 @@ iq_fetch_start_source(IqFetchSource *src)
 	src->answering = false;
 	src->stalled_us = 0;
 	src->partial = 0;
-	/* connecting and sending are part of the call's first peer_timeout */
+	/* connecting and sending are part of the wait for the first byte */
 	iq_chan_start(&src->chan, src->target.host, src->target.port,
 				  src->target.is_local, &src->request,
-				  src->call_started + (int64) iq_peer_timeout_ms * 1000);
+				  src->call_started + iq_fetch_first_byte_us(src));
 }
 
 /* iq_fetch_restart: drop every answer in flight and ask again */
