@@ -569,7 +569,8 @@ def test_reads_of_the_instance_that_was_alone_survive_a_scale_out_and_back(pipel
     Its backends' view of the group has one member in the rebalances, so a
     partition NOT_HELD or RESTORING there has no standby to ask: the standby
     round stops at its first partition (fetch_standby.c).  Every answer must
-    be the whole count, never an error, and no backend may die (the
+    be the whole count or, for a scan whose partition moved after some of its
+    rows were returned, the error that says so; no backend may die (the
     uninitialised slots of that round once freed a slot far out of the
     array, SIGSEGV, or a source in flight: partitions silently missing)."""
     ensure_standby_replicas(1)
@@ -618,7 +619,14 @@ def test_reads_of_the_instance_that_was_alone_survive_a_scale_out_and_back(pipel
                        message=f"instances {members} holding every partition")
             time.sleep(2)
         loop.stop()
-        wrong = [(n, out) for n, out in loop.answers if out != want[n]]
+        # A scan whose partition moves after some of its rows were returned
+        # ends in the error that says so (they cannot be taken back): honest,
+        # the documented limit of a scan across a rebalance.  A count other
+        # than the whole one, or any other error, is wrong.
+        moved = [(n, out) for n, out in loop.answers
+                 if "no longer holds what was asked" in out and "cannot be taken back" in out]
+        wrong = [(n, out) for n, out in loop.answers if out != want[n] and (n, out) not in moved]
+        assert len(moved) <= len(loop.answers) // 10, f"{len(moved)} of {len(loop.answers)}: {moved[:3]}"
         log = server_log(1).read_bytes()[log_from:].decode(errors="replace")
         crashes = re.findall(r".*terminated by signal.*", log)
         print(f"\n{len(loop.answers)} answers on instance 1, {len(wrong)} wrong; first: {wrong[:3]}")
