@@ -498,7 +498,7 @@ iq_define_settings(void)
 							 read_from_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.standby_after",
-							"With iq_fdw.read_from other than owner, how long a read waits for an owner's first byte before it asks the partition's standbys.",
+							"With iq_fdw.read_from other than owner, how long a read waits for an owner's first byte (connecting included) before it asks the partition's standbys.",
 							"An owner that stalls (a host cut off, an engine frozen) is then left after this rather than iq_fdw.peer_timeout; "
 							"one that refuses or answers that it cannot is left at once.",
 							&iq_standby_after_ms, 1000, 1, 3600 * 1000,
