@@ -718,7 +718,25 @@ def cluster_running():
     if down:
         pytest.exit(f"cluster not running ({', '.join(down)}): start it with "
                     f"IQ_PORT_OFFSET={OFFSET} scripts/cluster up, or run scripts/test", returncode=3)
+    # A cluster just started may still be joining its group or restoring: the
+    # first test would meet a 503 that says so, not what it tests.
+    wait_until(readable_everywhere, timeout=240, interval=0.5,
+               message="every partition owned once and readable on its owner")
     yield
+
+
+def readable_everywhere():
+    """True once every partition has one owner that answers reads of it: a
+    local count on each instance needs every partition it holds restored."""
+    if settled() is None:
+        return False
+    for i in INSTANCES:
+        for store in ("order-count", "customer-v1-changelog"):
+            status, body = http_get(i, f"/stores/{store}/approximate-num-entries")
+            if status != 200:
+                # raised, not returned: wait_until keeps it as the last reason
+                raise AssertionError(f"instance {i}, {store}: {status} {body[:200]}")
+    return True
 
 
 @pytest.fixture(params=INSTANCES, ids=lambda i: f"instance{i}")
