@@ -29,13 +29,14 @@
 #define RESTORE_REPORT_MS	10000
 
 /*
- * report_interval_ms
+ * iq_restore_report_ms
+ *		How often a restore, or a standby's catch-up, logs its progress:
  *		RESTORE_REPORT_MS, or the environment's IQ_TEST_RESTORE_REPORT_MS: a
  *		hidden hook for the test, which cannot afford a restore of ten
  *		seconds (a million records a second here) on a shared machine.
  */
-static int64
-report_interval_ms(void)
+int64
+iq_restore_report_ms(void)
 {
 	static int64 interval = -1;
 
@@ -491,7 +492,7 @@ restore_progress(Restore *r)
 	char		left[64] = "no record read yet";
 
 	iq_w->restore.records = done;
-	if (now - r->reported < report_interval_ms())
+	if (now - r->reported < iq_restore_report_ms())
 		return;
 	r->reported = now;
 	if (rate > 0)
