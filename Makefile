@@ -3,7 +3,7 @@
 MODULE_big = iq_fdw
 EXTENSION = iq_fdw
 DATA = iq_fdw--0.1.sql iq_fdw--0.1--0.2.sql iq_fdw--0.2.sql iq_fdw--0.2--0.3.sql iq_fdw--0.3.sql \
-	iq_fdw--0.3--0.4.sql iq_fdw--0.4.sql
+	iq_fdw--0.3--0.4.sql iq_fdw--0.4.sql iq_fdw--0.4--0.5.sql iq_fdw--0.5.sql
 PGFILEDESC = "iq_fdw - queryable Kafka stream state"
 
 # common/: what backends and the worker both use; src/: the foreign data

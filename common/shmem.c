@@ -212,6 +212,7 @@ iq_shared_copy(void)
 	} while (!iq_shared_read_ok(seq));
 	copy->message[IQ_MESSAGE_LEN - 1] = '\0';
 	copy->local_socket[IQ_SOCKET_PATH_LEN - 1] = '\0';
+	copy->restore.topic[IQ_TOPIC_LEN - 1] = '\0';
 	copy->nmembers = Max(0, Min(copy->nmembers, IQ_MAX_MEMBERS));
 	copy->partition_count = Max(0, Min(copy->partition_count, IQ_MAX_PARTITIONS));
 	for (int m = 0; m < copy->nmembers; m++)

@@ -95,6 +95,24 @@ typedef struct IqPartitionStats
 	int64		standby_applied;	/* records a standby replica applied */
 } IqPartitionStats;
 
+/*
+ * The restore under way, if any (worker/stream/restore.c), for
+ * iq_worker(): one partition's topic at a time.  records and total are
+ * offsets of the topic's partition (read so far, to read), so control
+ * records count as read; started_ms is CLOCK_MONOTONIC (iq_monotonic_ms).
+ */
+#define IQ_TOPIC_LEN		250
+
+typedef struct IqRestoreProgress
+{
+	bool		running;
+	int			partition;
+	char		topic[IQ_TOPIC_LEN];
+	int64		started_ms;
+	int64		records;
+	int64		total;
+} IqRestoreProgress;
+
 /* A member of the consumer group that holds partitions. */
 typedef struct IqMember
 {
@@ -132,6 +150,7 @@ typedef struct IqShared
 	int16		owner[IQ_MAX_PARTITIONS];	/* member index, -1 if none */
 
 	IqPartitionStats partitions[IQ_MAX_PARTITIONS];
+	IqRestoreProgress restore;
 } IqShared;
 
 #define IQ_EXIT_LEN			128

@@ -28,7 +28,46 @@ IQ_PG_USER=iqfdw
 umask 022
 
 msg() { printf '%s: %s\n' "$IQ_PROG" "$*" >&2; }
-die() { msg "error: $*"; exit 1; }
+die() { progress_end; msg "error: $*"; exit 1; }
+
+# ---- progress while waiting -----------------------------------------------
+# progress TEXT: what a wait is waiting for and how far it is, on stdout: one
+# line rewritten in place when stdout is a terminal; otherwise (CI logs) a
+# line at the first call and then every IQ_PROGRESS_EVERY (5) seconds.
+# progress_end [TEXT]: the wait is over: clear the line in place, then print
+# TEXT if given.
+IQ_PROGRESS_NEXT=0
+IQ_PROGRESS_SHOWN=
+progress() {
+	if [[ -t 1 ]]; then
+		# cut to the terminal's width: a line that wraps is not rewritten
+		local line="$IQ_PROG: $*" cols
+		cols=$(tput cols 2>/dev/null) || cols=0
+		((cols > 1 && ${#line} >= cols)) && line=${line:0:cols-1}
+		printf '\r\033[K%s' "$line"
+		IQ_PROGRESS_SHOWN=1
+	elif ((SECONDS >= IQ_PROGRESS_NEXT)); then
+		printf '%s: %s\n' "$IQ_PROG" "$*"
+		IQ_PROGRESS_NEXT=$((SECONDS + ${IQ_PROGRESS_EVERY:-5}))
+	fi
+}
+progress_end() {
+	if [[ -n $IQ_PROGRESS_SHOWN ]]; then
+		printf '\r\033[K'
+		IQ_PROGRESS_SHOWN=
+	fi
+	IQ_PROGRESS_NEXT=0
+	(($# == 0)) || printf '%s: %s\n' "$IQ_PROG" "$*"
+}
+# thousands N: 12000 as 12,000
+thousands() {
+	local n=$1 out=
+	while ((${#n} > 3)); do
+		out=,${n: -3}$out
+		n=${n:0:${#n}-3}
+	done
+	echo "$n$out"
+}
 
 # ---- versions: what this Debian release ships ----------------------------
 

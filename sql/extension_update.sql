@@ -35,6 +35,15 @@ WHERE name = 'iq_fdw' ORDER BY version;
 CREATE TEMP TABLE fresh AS TABLE iq_objects;
 SELECT object, comment IS NOT NULL AS has_comment FROM fresh ORDER BY object;
 
+-- the library fills as many columns of iq_worker() as its version declares
+SELECT state IS NOT NULL AS answers,
+       restore_partition IS NULL OR restore_total >= 0 AS restore_shown
+FROM iq_worker();
+
+DROP EXTENSION iq_fdw;
+CREATE EXTENSION iq_fdw VERSION '0.4';
+SELECT state IS NOT NULL AS answers, engine_restarts >= 0 AS last_column FROM iq_worker();
+
 DROP EXTENSION iq_fdw;
 CREATE EXTENSION iq_fdw VERSION '0.1';
 SELECT extversion FROM pg_extension WHERE extname = 'iq_fdw';

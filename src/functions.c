@@ -31,6 +31,9 @@ PG_FUNCTION_INFO_V1(iq_key_owner);
 
 /* iq_stats' columns as iq_fdw--0.4.sql declares them, role last */
 #define IQ_STATS_COLUMNS_0_4	19
+/* iq_worker's columns as iq_fdw--0.5.sql declares them, the restore's last */
+#define IQ_WORKER_COLUMNS_0_4	13
+#define IQ_WORKER_COLUMNS_0_5	19
 
 static ArrayType *
 int_array(const int *values, int n)
@@ -84,6 +87,33 @@ has_backlog(const IqShared *s)
 }
 
 /*
+ * restore_columns
+ *		The restore under way, all NULL when none: partition, topic,
+ *		offsets read and to read, the rate since it began (records/s) and
+ *		the seconds left at that rate (NULL until a record was read).
+ */
+static void
+restore_columns(const IqShared *s, Datum *values, bool *nulls)
+{
+	const IqRestoreProgress *r = &s->restore;
+	double		secs = Max(iq_monotonic_ms() - r->started_ms, 1) / 1000.0;
+	double		rate = r->records / secs;
+
+	if (!r->running)
+	{
+		memset(nulls, true, sizeof(bool) * (IQ_WORKER_COLUMNS_0_5 - IQ_WORKER_COLUMNS_0_4));
+		return;
+	}
+	values[0] = Int32GetDatum(r->partition);
+	values[1] = CStringGetTextDatum(r->topic);
+	values[2] = Int64GetDatum(r->records);
+	values[3] = Int64GetDatum(r->total);
+	values[4] = Float8GetDatum(rate);
+	values[5] = Float8GetDatum(rate > 0 ? (r->total - r->records) / rate : 0);
+	nulls[5] = rate <= 0;
+}
+
+/*
  * iq_worker
  *		The worker's state, last message and assigned partitions, and the
  *		watchdog: what its main thread does now and when it last made
@@ -93,7 +123,8 @@ has_backlog(const IqShared *s)
  * the backend decides: no progress for iq_fdw.stall_timeout while there is
  * work, a step of its own (anything but waiting for records or to retry) or
  * a backlog, is "stalled", with the step and the state it was in.  Filled
- * to the width the SQL declaration asks for, as iq_stats.
+ * to the width the SQL declaration asks for, as iq_stats: the restore
+ * under way (since 0.5) only when the declaration has its columns.
  */
 Datum
 iq_worker(PG_FUNCTION_ARGS)
@@ -101,8 +132,8 @@ iq_worker(PG_FUNCTION_ARGS)
 	IqShared   *s = iq_shared_copy();
 	TupleDesc	desc = result_desc(fcinfo);
 	IqSupervisorShared sup;
-	Datum		values[13];
-	bool		nulls[13] = {0};
+	Datum		values[IQ_WORKER_COLUMNS_0_5];
+	bool		nulls[IQ_WORKER_COLUMNS_0_5] = {0};
 	int			assigned[IQ_MAX_PARTITIONS];
 	int			n = 0;
 	uint32		step;
@@ -163,6 +194,8 @@ iq_worker(PG_FUNCTION_ARGS)
 	nulls[11] = sup.last_exit[0] == '\0';
 	values[12] = TimestampTzGetDatum(sup.last_exit_at);
 	nulls[12] = sup.last_exit_at == 0;
+	if (desc->natts >= IQ_WORKER_COLUMNS_0_5)
+		restore_columns(s, values + IQ_WORKER_COLUMNS_0_4, nulls + IQ_WORKER_COLUMNS_0_4);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

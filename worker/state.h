@@ -78,6 +78,7 @@ typedef struct IqWorker
 
 	int			partition_count;
 	IqPart		parts[IQ_MAX_PARTITIONS];
+	IqRestoreProgress restore;	/* published with the stats */
 
 	/* set by callbacks, acted on by the main loop */
 	bool		failed;			/* tear the pipeline down and retry */

@@ -21,7 +21,8 @@
 
 /*
  * iq_stats_publish
- *		Copy every partition's counters into iq_shared.
+ *		Copy every partition's counters, and the restore under way, into
+ *		iq_shared.
  */
 void
 iq_stats_publish(void)
@@ -37,6 +38,7 @@ iq_stats_publish(void)
 		else
 			memset(&iq_shared->partitions[p], 0, sizeof(IqPartitionStats));
 	}
+	iq_shared->restore = iq_w->restore;
 	iq_shared_write_end();
 }
 
@@ -80,5 +82,7 @@ iq_stats_clear(void)
 		iq_shared->partitions[p].restoring = false;
 		iq_shared->partitions[p].standby = false;
 	}
+	iq_w->restore.running = false;
+	iq_shared->restore.running = false;
 	iq_shared_write_end();
 }

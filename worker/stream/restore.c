@@ -25,6 +25,30 @@
 #define WATERMARKS_TIMEOUT_MS	15000
 /* fetch.wait.max.ms of the restore consumer */
 #define RESTORE_FETCH_WAIT_MS	20
+/* a restore longer than this logs its progress this often */
+#define RESTORE_REPORT_MS	10000
+
+/*
+ * iq_restore_report_ms
+ *		How often a restore, or a standby's catch-up, logs its progress:
+ *		RESTORE_REPORT_MS, or the environment's IQ_TEST_RESTORE_REPORT_MS: a
+ *		hidden hook for the test, which cannot afford a restore of ten
+ *		seconds (a million records a second here) on a shared machine.
+ */
+int64
+iq_restore_report_ms(void)
+{
+	static int64 interval = -1;
+
+	if (interval < 0)
+	{
+		const char *hook = getenv("IQ_TEST_RESTORE_REPORT_MS");
+		long		ms = hook != NULL ? strtol(hook, NULL, 10) : 0;
+
+		interval = ms > 0 ? ms : RESTORE_REPORT_MS;
+	}
+	return interval;
+}
 
 /*
  * iq_restorer_start
@@ -249,6 +273,7 @@ typedef struct Restore
 	Chunk		chunk;
 	int64		stalled_since;	/* when records last came */
 	int64		began;
+	int64		reported;		/* when progress was last logged */
 	int64		writing_ms;		/* of which sorting and writing chunks */
 	int64		records;
 	bool		done;
@@ -295,8 +320,15 @@ restore_begin(Restore *r)
 	rd_kafka_resp_err_t err;
 
 	r->began = iq_now_ms();
+	r->reported = r->began;
 	r->part->stats.restoring = true;
 	r->part->stats.restore_total += r->hi - r->start;
+	memset(&iq_w->restore, 0, sizeof(iq_w->restore));
+	iq_w->restore.running = true;
+	iq_w->restore.partition = r->p;
+	strlcpy(iq_w->restore.topic, r->topic, sizeof(iq_w->restore.topic));
+	iq_w->restore.started_ms = r->began;
+	iq_w->restore.total = r->hi - r->start;
 	iq_set_worker_state(IQ_WORKER_RESTORING, "restoring partition %d of \"%s\" (%lld records)",
 						r->p, r->topic, (long long) (r->hi - r->start));
 	iq_stats_publish();
@@ -307,6 +339,7 @@ restore_begin(Restore *r)
 	rd_kafka_topic_partition_list_destroy(list);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
+		iq_w->restore.running = false;
 		iq_fail("could not read \"%s\" partition %d to restore: %s", r->topic, r->p,
 				rd_kafka_err2str(err));
 		return false;
@@ -442,6 +475,37 @@ restore_write(Restore *r)
 }
 
 /*
+ * restore_progress
+ *		Show how far the restore is in iq_worker() (published with the
+ *		stats) and, every RESTORE_REPORT_MS, in the log: offsets read of
+ *		those to read, the rate since the start and the time left at that
+ *		rate.  Nothing is logged for a restore shorter than one interval.
+ */
+static void
+restore_progress(Restore *r)
+{
+	int64		now = iq_now_ms();
+	int64		done = r->last >= 0 ? r->last + 1 - r->start : 0;
+	int64		total = r->hi - r->start;
+	double		secs = Max(now - r->began, 1) / 1000.0;
+	double		rate = done / secs;
+	char		left[64] = "no record read yet";
+
+	iq_w->restore.records = done;
+	if (now - r->reported < iq_restore_report_ms())
+		return;
+	r->reported = now;
+	if (rate > 0)
+		snprintf(left, sizeof(left), "about %.0f s left", (total - done) / rate);
+	ereport(LOG,
+			(errmsg("iq_fdw worker: restoring partition %d of \"%s\": %lld of %lld records (%.0f %%), %.0f records/s, %s",
+					r->p, r->topic, (long long) done, (long long) total,
+					total > 0 ? done * 100.0 / total : 100.0, rate, left),
+			 errdetail("%.1f s since the restore began, %.1f s of it sorting and writing the state.",
+					   secs, r->writing_ms / 1000.0)));
+}
+
+/*
  * restore_end
  *		Let go of the partition and the memory; after a restore that wrote
  *		records, log its rate.
@@ -454,6 +518,7 @@ restore_end(Restore *r)
 	pfree(r->msgs);
 	rd_kafka_assign(r->rk, NULL);
 	rd_kafka_queue_destroy(r->q);
+	iq_w->restore.running = false;
 	if (r->result == 1 && *r->next < r->hi)
 		*r->next = r->hi;		/* only control records were left */
 	if (r->result == 1 && r->records > 0)
@@ -521,6 +586,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 			break;
 		}
 		n = restore_take(&r);
+		restore_progress(&r);
 		if (n <= 0)
 		{
 			if (iq_now_ms() - r.stalled_since > RESTORE_STALL_MS)
@@ -538,6 +604,7 @@ restore_topic(const char *topic, int p, IqStoreId store, IqCheckpoint *ck,
 		restore_apply(&r, n);
 		if (r.result != 1)
 			break;
+		restore_progress(&r);
 		if (r.last >= r.hi - 1)
 			r.done = true;
 		if ((r.done || r.chunk.n >= iq_w->mem.restore_chunk_records ||

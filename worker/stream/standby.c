@@ -210,6 +210,7 @@ drop(int p, bool close)
 	IqPart	   *part = &iq_w->parts[p];
 
 	kept[p] = false;
+	iq_catch_up_end(p);
 	__atomic_store_n(&watched[p], false, __ATOMIC_RELAXED);
 	part->stats.standby = false;
 	if (iq_store_is_standby(p))
@@ -341,6 +342,7 @@ keep(int p)
 		positions[p].order_next = -1;
 	}
 	mark_end[p] = -1;
+	iq_catch_up_begin(p, positions[p].changelog_next, positions[p].customer_next);
 	iq_store_set_standby(p, true);
 	iq_store_set_position(p, positions[p].order_next, -1);
 	kept[p] = true;
@@ -493,7 +495,8 @@ apply(int n)
 /*
  * publish_positions
  *		What readers and iq_stats see of each standby: the input it covers
- *		and the end of that input, the later of the mark's and the broker's.
+ *		and the end of that input, the later of the mark's and the broker's;
+ *		and, in the log, how far a standby is in catching up (catch_up.c).
  *		A standby that has read no mark yet (a partition its owner has not
  *		flushed since: no order at all, or none since the checkpoint it
  *		started from) claims to cover offset 0: whatever counts it holds are
@@ -514,6 +517,8 @@ publish_positions(void)
 		iq_store_set_position(p, covered, end);
 		iq_w->parts[p].stats.order_offset = covered;
 		iq_w->parts[p].stats.order_end = end;
+		iq_catch_up_tick(iq_w->standby, p, positions[p].changelog_next,
+						 positions[p].customer_next);
 	}
 }
 

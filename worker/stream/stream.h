@@ -52,6 +52,11 @@ extern void iq_flush_discard(void);
 
 /* in standby.c */
 extern int	iq_restore_share(int whole, int floor);
+
+/* in catch_up.c: a standby's catch-up of its backlog, in the log */
+extern void iq_catch_up_begin(int partition, int64 changelog_next, int64 customer_next);
+extern void iq_catch_up_tick(rd_kafka_t *rk, int partition, int64 changelog_next, int64 customer_next);
+extern void iq_catch_up_end(int partition);
 extern bool iq_standby_start(char **err);
 extern void iq_standby_stop(void);
 extern void iq_standby_tick(void);
@@ -81,6 +86,7 @@ extern bool iq_changelog_finish(rd_kafka_topic_partition_list_t *offsets);
 extern void iq_changelog_abort(void);
 
 /* in restore.c */
+extern int64 iq_restore_report_ms(void);
 extern bool iq_restorer_start(char **err);
 extern void iq_restorer_stop(void);
 extern bool iq_restore_open(int partition, IqCheckpoint *ck, bool *existed);
