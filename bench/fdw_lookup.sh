@@ -12,7 +12,11 @@
 #      cache bypassed (iq_fdw.max_lag set), so every lookup asks the worker
 #   2. the same on the heap table                     (same keys)
 #   3. the same for keys owned by other instances, and on the heap table
-#   4. a full scan of the store vs a sequential scan of the heap table (rows/s)
+#   4. ranges: WHERE key >= :k ORDER BY key LIMIT 1000 (and LIMIT 10), from
+#      200 start keys spread over the bench keys, on the store (a table with
+#      invalid_utf8 'error', so that the bound, order and limit are pushed
+#      down) and on the heap
+#   5. a full scan of the store vs a sequential scan of the heap table (rows/s)
 # The key is picked by pgbench from a constant array of 200 keys, so both
 # sides pay the same for choosing it.  Prints a markdown table.
 #
@@ -23,6 +27,7 @@
 # fdw_remote_socket heap_scan fdw_scan (a *_socket run bypasses the value
 # cache; the table needs the default, every run but fdw_remote_socket), and
 # BENCH_RESULTS, a file each run's figure is added to ("run value").
+# At the end, for bench/run, one line per run: "RESULT <run> <median> <unit>".
 #
 # On a cluster started with --tls (scripts/cluster up --tls) the lookups of
 # other instances' keys go over TLS; the table's title says which it was.
@@ -52,6 +57,11 @@ sql <<-'EOF'
 	END $$;
 	DROP FOREIGN TABLE IF EXISTS bench.order_count, bench.customer;
 	IMPORT FOREIGN SCHEMA stores FROM SERVER iq_bench INTO bench;
+	-- ranges: invalid_utf8 'error' lets the store answer lower bounds,
+	-- ORDER BY key and LIMIT (README, "Keys and values that are not UTF-8")
+	DROP FOREIGN TABLE IF EXISTS bench.order_count_ordered;
+	CREATE FOREIGN TABLE bench.order_count_ordered (key text COLLATE "C", count bigint)
+	  SERVER iq_bench OPTIONS (store 'order-count', invalid_utf8 'error');
 EOF
 
 have=$(sql -c "SELECT count(*) FROM bench.order_count WHERE key >= 'b:' AND key < 'b;'")
@@ -95,6 +105,18 @@ script fdw_local bench.order_count "$local_keys"
 script heap_local bench.heap "$local_keys"
 script fdw_remote bench.order_count "$remote_keys"
 script heap_remote bench.heap "$remote_keys"
+# ranges: start keys spread over the bench keys, each with 1,000 after it
+starts=$(sql -c "SELECT string_agg(quote_literal(key), ',') FROM (
+          SELECT key FROM bench.heap WHERE key >= 'b:' AND key < 'b:' || lpad(greatest($ROWS - 1000, 1)::text, 7, '0')
+           ORDER BY md5(key) LIMIT 200) s")
+range_script() { # range_script NAME TABLE LIMIT
+	printf '\\set r random(1, %d)\nSELECT key, count FROM %s WHERE key >= (ARRAY[%s])[:r] ORDER BY key LIMIT %d;\n' \
+		"$(tr -cd , <<<"$starts," | wc -c)" "$2" "$starts" "$3" >"$WORK/$1.sql"
+}
+range_script fdw_range bench.order_count_ordered 1000
+range_script heap_range bench.heap 1000
+range_script fdw_range10 bench.order_count_ordered 10
+range_script heap_range10 bench.heap 10
 printf 'SELECT count(*) FROM bench.order_count;\n' >"$WORK/fdw_scan.sql"
 printf 'SELECT count(*) FROM bench.heap;\n' >"$WORK/heap_scan.sql"
 
@@ -110,7 +132,7 @@ tps() { # tps SCRIPT CLIENTS SECONDS [PGOPTIONS...]
 # both sides of a ratio alike; the median ratio of the rounds is reported.
 declare -A R
 ROUNDS=${BENCH_ROUNDS:-3}
-ALL_RUNS="heap_local fdw_local fdw_local_socket heap_remote fdw_remote heap_scan fdw_scan"
+ALL_RUNS="heap_local fdw_local fdw_local_socket heap_remote fdw_remote heap_range fdw_range heap_range10 fdw_range10 heap_scan fdw_scan"
 RUNS=${BENCH_RUNS:-$ALL_RUNS}
 for ((round = 1; round <= ROUNDS; round++)); do
 	for s in $RUNS; do
@@ -147,5 +169,13 @@ cat <<EOF
 | key = :k, keys owned by this instance | $(tps_m fdw_local) tps | $(tps_m heap_local) tps | $(median_ratio "${R[fdw_local]}" "${R[heap_local]}") | >= 0.67 |
 | the same, value cache bypassed (every lookup asks the worker) | $(tps_m fdw_local_socket) tps | $(tps_m heap_local) tps | $(median_ratio "${R[fdw_local_socket]}" "${R[heap_local]}") | (reported) |
 | key = :k, keys owned by other instances | $(tps_m fdw_remote) tps | $(tps_m heap_remote) tps | $(median_ratio "${R[fdw_remote]}" "${R[heap_remote]}") | >= 0.33 |
-| count(*) of all $total rows | $(rows_s "$(median "${R[fdw_scan]}")") rows/s | $(rows_s "$(median "${R[heap_scan]}")") rows/s | $(median_ratio "${R[fdw_scan]}" "${R[heap_scan]}") | (reported) |
+| key >= :k ORDER BY key LIMIT 1000 | $(tps_m fdw_range) tps | $(tps_m heap_range) tps | $(median_ratio "${R[fdw_range]}" "${R[heap_range]}") | >= 0.33 |
+| key >= :k ORDER BY key LIMIT 10 | $(tps_m fdw_range10) tps | $(tps_m heap_range10) tps | $(median_ratio "${R[fdw_range10]}" "${R[heap_range10]}") | >= 0.5 |
+| count(*) of all $total rows | $(rows_s "$(median "${R[fdw_scan]}")") rows/s | $(rows_s "$(median "${R[heap_scan]}")") rows/s | $(median_ratio "${R[fdw_scan]}" "${R[heap_scan]}") | >= 0.33 |
 EOF
+for s in $RUNS; do
+	case $s in
+	*_scan) echo "RESULT $s $(rows_s "$(median "${R[$s]}")") rows/s" ;;
+	*) echo "RESULT $s $(tps_m "$s") tps" ;;
+	esac
+done

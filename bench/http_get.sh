@@ -14,6 +14,8 @@
 # required): wrk's connections are kept alive, so what TLS costs here is
 # mostly its records, a handshake once per connection; forwarded gets go to
 # the owner over TLS too. Each result line says which it was.
+# For bench/run it also prints "RESULT http_local|http_remote <req/s> requests/s"
+# and "RESULT http_local_p99|http_remote_p99 <ms> ms".
 #
 # Measured 2026-11-25 on the 2-CPU development box, wrk on the same box,
 # 64 connections, the 3-instance development cluster (load average 3.3):
@@ -77,5 +79,10 @@ msg "$(wc -l <"$WORK/local") keys owned by instance 1, $(wc -l <"$WORK/remote") 
 for kind in local remote; do
 	out=$(KEYFILE="$WORK/$kind" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency \
 		"${AUTH[@]}" -s "$HERE/http_get.lua" "$BASE")
-	echo "$kind ($MODE): $(grep RESULT <<<"$out" | sed 's/^RESULT //')"
+	line=$(grep RESULT <<<"$out" | sed 's/^RESULT //')
+	echo "$kind ($MODE): $line"
+	# for bench/run: requests/s and p99 of this kind
+	read -r _ rps _ _ _ _ p99 _ <<<"$line"
+	echo "RESULT http_$kind $rps requests/s"
+	echo "RESULT http_${kind}_p99 $p99 ms"
 done

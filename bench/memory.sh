@@ -14,7 +14,9 @@
 # 2. instance 1 stopped, the topics filled, instance 1 started: the worker
 #    restores the customers and counts the orders, its RSS sampled every
 #    two seconds (ps -o rss) with the keys counted so far.
-# Prints the samples as "seconds rss_MB orders_counted" and a summary.
+# Prints the samples as "seconds rss_MB orders_counted" and a summary, and
+# for bench/run "RESULT memory_<what> <MB> MB" lines (baseline_rss,
+# peak_rss, above_baseline, budget).
 # It restarts instance 1: export the IQ_LIB_DIR the cluster was started with,
 # or the restarted instance loads the installed library instead of the build.
 set -euo pipefail
@@ -35,6 +37,7 @@ sleep 2
 until [[ $(q "select state = 'running' and cardinality(assigned_partitions) > 0 from iq_worker()" 2>/dev/null) == t ]]; do sleep 0.5; done
 sleep 3
 pid=$(worker_pid)
+base_rss=$(rss_mb "$pid")
 echo "baseline: worker $pid with no keys, iq_fdw.memory_budget = ${BUDGET}MB: RSS $(rss_mb "$pid") MB"
 
 "$HERE/instance" stop $I >/dev/null
@@ -66,3 +69,8 @@ while :; do
 done
 t1=$(date +%s)
 echo "summary: $ORDERS orders over $(q "select sum(restore_total) from iq_stats()") restored customer records, counted in $((t1 - t0)) s ($((ORDERS / (t1 - t0 > 0 ? t1 - t0 : 1))) orders/s including restore); peak RSS $peak MB, final $(rss_mb "$(worker_pid)") MB, budget ${BUDGET} MB"
+# for bench/run: what the keys took above the baseline, against the budget
+echo "RESULT memory_baseline_rss $base_rss MB"
+echo "RESULT memory_peak_rss $peak MB"
+echo "RESULT memory_above_baseline $((peak - base_rss)) MB"
+echo "RESULT memory_budget $BUDGET MB"

@@ -41,3 +41,14 @@ reset_settings() {
 	done
 	q "select pg_reload_conf()" >/dev/null
 }
+
+# build_baseline_consumer: prints the path of bench/baseline_consumer.c's
+# binary, compiled into bench/.build when missing or older than its source
+build_baseline_consumer() {
+	local src=$IQ_REPO/bench/baseline_consumer.c bin=$IQ_REPO/bench/.build/baseline_consumer
+	if [[ ! -x $bin || $src -nt $bin ]]; then
+		mkdir -p "${bin%/*}"
+		cc -O2 -Wall -Wextra "$src" -o "$bin" -lrdkafka >&2 || die "could not build $src (librdkafka-dev)"
+	fi
+	echo "$bin"
+}

@@ -236,6 +236,9 @@ set_packages() {
 	IQ_RUN_PACKAGES=("postgresql-$1" kcat "$IQ_JAVA_PACKAGE" maven curl openssl)
 	# clang and its runtimes: the fuzz targets (make fuzz, fuzz/run); wrk: bench/
 	IQ_TEST_PACKAGES=(wrk clang "libclang-rt-$3-dev" tcpdump)
+	# bench/run: gnuplot draws its chart, wrk the HTTP gets, pgbench (in
+	# postgresql) the lookups, kcat and librdkafka-dev (build) the baselines
+	IQ_BENCH_PACKAGES=(gnuplot-nox wrk kcat librdkafka-dev)
 	# scripts/hosts: namespaces and veths, the fault rules, the fault proxy;
 	# faults/ (scripts/faults, test/test_faults.py): its producer and query loops
 	IQ_HOSTS_PACKAGES=(iproute2 nftables python3 python3-psycopg2 python3-confluent-kafka)
