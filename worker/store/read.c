@@ -249,6 +249,39 @@ iq_store_approximate_count(IqStoreId store, const int *partitions, int npartitio
 }
 
 /*
+ * iq_store_sizes
+ *		RocksDB's sizes of a store in a partition, read under the
+ *		partition's lock like a get, so a rebalance cannot close its DB
+ *		meanwhile.
+ */
+bool
+iq_store_sizes(IqStoreId store, int partition, IqStoreSizes *out)
+{
+	PartStore  *ps;
+	bool		ok = false;
+
+	memset(out, 0, sizeof(*out));
+	if (!iq_store_initialized || store < 0 || store >= IQ_NUM_STORES ||
+		(ps = iq_store_slot(partition)) == NULL)
+		return false;
+	pthread_rwlock_rdlock(&ps->lock);
+	if (ps->db != NULL && (ps->held || ps->standby))
+	{
+		rocksdb_column_family_handle_t *cf = ps->cf[CF_OF(store)];
+
+		(void) rocksdb_property_int_cf(ps->db, cf, "rocksdb.cur-size-all-mem-tables",
+									   &out->memtables);
+		(void) rocksdb_property_int_cf(ps->db, cf, "rocksdb.total-sst-files-size",
+									   &out->sst_files);
+		(void) rocksdb_property_int_cf(ps->db, cf, "rocksdb.estimate-pending-compaction-bytes",
+									   &out->pending_compaction);
+		ok = true;
+	}
+	pthread_rwlock_unlock(&ps->lock);
+	return ok;
+}
+
+/*
  * position_of
  *		A partition's freshness, if it is open in the role asked for: held
  *		(restoring or not), or kept as a standby.
