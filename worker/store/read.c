@@ -281,6 +281,49 @@ iq_store_sizes(IqStoreId store, int partition, IqStoreSizes *out)
 	return ok;
 }
 
+/* ticker: the COUNT of name in RocksDB's statistics text ("name COUNT : n") */
+static uint64_t
+ticker(const char *text, const char *name)
+{
+	size_t		len = strlen(name);
+
+	for (const char *p = text; (p = strstr(p, name)) != NULL; p += len)
+	{
+		/* the whole name at a line's start: not a longer name it begins */
+		if ((p == text || p[-1] == '\n') && strncmp(p + len, " COUNT : ", 9) == 0)
+			return strtoull(p + len + 9, NULL, 10);
+	}
+	return 0;
+}
+
+/*
+ * iq_store_statistics
+ *		The tickers GET /metrics shows, from the statistics of a partition's
+ *		database, under its lock (a close frees them).  The C API of RocksDB
+ *		7.8 has no ticker getter: the statistics come as one text.
+ */
+bool
+iq_store_statistics(int partition, IqStoreStatistics *out)
+{
+	PartStore  *ps;
+	char	   *text = NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (!iq_store_initialized || (ps = iq_store_slot(partition)) == NULL)
+		return false;
+	pthread_rwlock_rdlock(&ps->lock);
+	if (ps->db != NULL && ps->stats_opts != NULL)
+		text = rocksdb_options_statistics_get_string(ps->stats_opts);
+	pthread_rwlock_unlock(&ps->lock);
+	if (text == NULL)
+		return false;
+	out->block_cache_hits = ticker(text, "rocksdb.block.cache.hit");
+	out->block_cache_misses = ticker(text, "rocksdb.block.cache.miss");
+	out->stall_micros = ticker(text, "rocksdb.stall.micros");
+	rocksdb_free(text);
+	return true;
+}
+
 /*
  * position_of
  *		A partition's freshness, if it is open in the role asked for: held

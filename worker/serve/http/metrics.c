@@ -14,7 +14,9 @@
  *	  by peer (worker/counters.c);
  *	- the value cache's hits and misses (common/value_cache.c);
  *	- RocksDB's memtable, SST and pending compaction sizes per partition
- *	  and store, read under the partition's lock (worker/store/read.c);
+ *	  and store, read under the partition's lock (worker/store/read.c),
+ *	  and with iq_fdw.rocksdb_statistics its block cache hits and misses
+ *	  and write stalls per partition;
  *	- the process's resident memory and iq_fdw.memory_budget.
  * Everything is read with atomic loads or the seqlock, never a PostgreSQL
  * call: this runs in a server thread.  Label values are fixed names,
@@ -345,6 +347,43 @@ rocksdb_sizes(IqBuf *out, const IqHttpWorkerView *v)
 	free(open);
 }
 
+/* rocksdb_statistics: per partition, when iq_fdw.rocksdb_statistics keeps them */
+static void
+rocksdb_statistics(IqBuf *out, const IqHttpWorkerView *v)
+{
+	static const char *const names[] = {"iq_rocksdb_block_cache_hits_total",
+		"iq_rocksdb_block_cache_misses_total", "iq_rocksdb_write_stall_seconds_total"};
+	static const char *const helps[] = {
+		"Reads the block cache answered (rocksdb.block.cache.hit).",
+		"Reads the block cache missed (rocksdb.block.cache.miss).",
+		"Time writes were delayed or stopped by RocksDB (rocksdb.stall.micros)."};
+	IqStoreStatistics *st = calloc((size_t) v->npartitions + 1, sizeof(IqStoreStatistics));
+	bool	   *kept = calloc((size_t) v->npartitions + 1, sizeof(bool));
+	bool		any = false;
+
+	for (int i = 0; st && kept && i < v->npartitions; i++)
+		any |= kept[i] = iq_store_statistics(v->partitions[i].partition, &st[i]);
+	for (int m = 0; any && m < 3; m++)
+	{
+		family(out, names[m], "counter", helps[m]);
+		for (int i = 0; i < v->npartitions; i++)
+		{
+			if (!kept[i])
+				continue;
+			if (m < 2)
+				put(out, "%s{" PART_LABELS "} %llu\n", names[m], v->partitions[i].partition,
+					ROLE(&v->partitions[i]),
+					(unsigned long long) (m == 0 ? st[i].block_cache_hits :
+										  st[i].block_cache_misses));
+			else
+				put(out, "%s{" PART_LABELS "} %.6f\n", names[m], v->partitions[i].partition,
+					ROLE(&v->partitions[i]), st[i].stall_micros / 1e6);
+		}
+	}
+	free(st);
+	free(kept);
+}
+
 /* resident_bytes: the process's resident set, from /proc/self/statm; -1 if unknown */
 static long long
 resident_bytes(void)
@@ -393,6 +432,7 @@ iq_http_metrics(struct MHD_Connection *conn)
 	http_requests(&out);
 	value_cache(&out, &view);
 	rocksdb_sizes(&out, &view);
+	rocksdb_statistics(&out, &view);
 	memory(&out, &view);
 	if (out.oom)
 	{
