@@ -281,3 +281,23 @@ def test_access_rules_apply():
             assert r.status == 401
         finally:
             conn.close()
+
+
+def test_rocksdb_numbers(instance):
+    """RocksDB's sizes for every partition and store held; its statistics
+    exactly when iq_fdw.rocksdb_statistics keeps them."""
+    owners()
+    samples, types = scrape(instance)
+    held = set(owned(samples, "iq_records_processed_total"))
+    for name in ("iq_rocksdb_memtable_bytes", "iq_rocksdb_sst_files_bytes",
+                 "iq_rocksdb_pending_compaction_bytes"):
+        seen = {(int(lab["partition"]), lab["store"]) for lab, v in samples[name] if lab["role"] == "owner"}
+        assert seen == {(p, s) for p in held for s in ("customer-v1-changelog", "order-count")}, name
+    # what the state holds is somewhere: in a memtable or in SST files
+    assert sum(v for _, v in samples["iq_rocksdb_memtable_bytes"] + samples["iq_rocksdb_sst_files_bytes"]) > 0
+    on = psql(instance, "SHOW iq_fdw.rocksdb_statistics") == "on"
+    assert ("iq_rocksdb_block_cache_hits_total" in samples) == on, on
+    if on:
+        assert {int(lab["partition"]) for lab, _ in samples["iq_rocksdb_block_cache_hits_total"]
+                if lab["role"] == "owner"} == held
+        assert types["iq_rocksdb_write_stall_seconds"] == "counter"

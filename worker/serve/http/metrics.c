@@ -231,6 +231,28 @@ flushes(IqBuf *out)
 											 __ATOMIC_RELAXED));
 }
 
+/* peers: one family of the per-peer counts; the last slot is "other", shown if used */
+static void
+peers(IqBuf *out, int npeers, const char *name, const char *help, bool errors)
+{
+	family(out, name, "counter", help);
+	for (int i = 0; i <= IQ_PEERS_MAX; i++)
+	{
+		const IqPeerCounters *pc = &iq_counters.peers[i];
+		char		peer[2 * IQ_PEER_NAME_LEN];
+		uint64_t	n;
+
+		if (i >= npeers && i < IQ_PEERS_MAX)
+			continue;
+		if (i == IQ_PEERS_MAX && __atomic_load_n(&pc->forwarded, __ATOMIC_RELAXED) == 0 &&
+			__atomic_load_n(&pc->errors, __ATOMIC_RELAXED) == 0)
+			continue;
+		n = __atomic_load_n(errors ? &pc->errors : &pc->forwarded, __ATOMIC_RELAXED);
+		label_escape(i < IQ_PEERS_MAX ? pc->name : "other", peer, sizeof(peer));
+		put(out, "%s{peer=\"%s\"} %llu\n", name, peer, (unsigned long long) n);
+	}
+}
+
 static void
 http_requests(IqBuf *out)
 {
@@ -263,30 +285,10 @@ http_requests(IqBuf *out)
 	}
 
 	npeers = __atomic_load_n(&iq_counters.npeers, __ATOMIC_ACQUIRE);
-	family(out, "iq_http_forwarded_gets_total", "counter",
-		   "Gets forwarded to the partition's owner, by peer.");
-	family(out, "iq_http_peer_errors_total", "counter",
-		   "Forwarded gets whose transfer failed (unreachable, timed out), by peer.");
-	for (int i = 0; i <= IQ_PEERS_MAX; i++)
-	{
-		const IqPeerCounters *pc = &iq_counters.peers[i];
-		char		peer[2 * IQ_PEER_NAME_LEN];
-		uint64_t	fwd;
-		uint64_t	err;
-
-		if (i >= npeers && i < IQ_PEERS_MAX)
-			continue;
-		label_escape(i < IQ_PEERS_MAX ? pc->name : "other", peer, sizeof(peer));
-		fwd = __atomic_load_n(&pc->forwarded, __ATOMIC_RELAXED);
-		err = __atomic_load_n(&pc->errors, __ATOMIC_RELAXED);
-
-		if (i == IQ_PEERS_MAX && fwd == 0 && err == 0)
-			continue;
-		put(out, "iq_http_forwarded_gets_total{peer=\"%s\"} %llu\n", peer,
-			(unsigned long long) fwd);
-		put(out, "iq_http_peer_errors_total{peer=\"%s\"} %llu\n", peer,
-			(unsigned long long) err);
-	}
+	peers(out, npeers, "iq_http_forwarded_gets_total",
+		  "Gets forwarded to the partition's owner, by peer.", false);
+	peers(out, npeers, "iq_http_peer_errors_total",
+		  "Forwarded gets whose transfer failed (unreachable, timed out), by peer.", true);
 }
 
 static void
