@@ -15,8 +15,8 @@ import json
 import math
 import subprocess
 
-from conftest import (INSTANCES, http_connection, http_get, http_port, java_partition, produce, psql,
-                      settled, ssl_context, tls_on, topics, unique, wait_until)
+from conftest import (INSTANCES, http_connection, http_get, http_port, import_stores_sql, java_partition,
+                      produce, psql, settled, ssl_context, tls_on, topics, unique, wait_until)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -301,3 +301,23 @@ def test_rocksdb_numbers(instance):
         assert {int(lab["partition"]) for lab, _ in samples["iq_rocksdb_block_cache_hits_total"]
                 if lab["role"] == "owner"} == held
         assert types["iq_rocksdb_write_stall_seconds"] == "counter"
+
+
+def test_value_cache_hits_and_misses_are_counted():
+    """A local key looked up twice from SQL: the first asks the worker (a
+    miss, which fills the cache with "absent"), the second is a hit."""
+    owner = owners()
+    i = INSTANCES[0]
+    if psql(i, "SHOW iq_fdw.value_cache") in ("0", "0kB"):
+        return  # no cache on this cluster: the metrics are rightly absent
+    parts = topics()["order"]
+    key = next(k for k in (unique("vc") for _ in range(1000)) if owner[java_partition(k, parts)] == i)
+    lookup = f"SELECT count FROM metrics_vc.order_count WHERE key = '{key}';"
+    psql(i, import_stores_sql("metrics_vc", "iq_metrics"))
+    before, _ = scrape(i)
+    assert psql(i, lookup) == ""
+    assert psql(i, lookup) == ""
+    after, _ = scrape(i)
+    hits = value(after, "iq_value_cache_hits_total") - value(before, "iq_value_cache_hits_total")
+    misses = value(after, "iq_value_cache_misses_total") - value(before, "iq_value_cache_misses_total")
+    assert hits >= 1 and misses >= 1, (hits, misses)
