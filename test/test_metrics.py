@@ -32,7 +32,7 @@ json.dump(out, sys.stdout)
 
 STAT_COLS = ["partition", "records_processed", "orders_joined", "orders_without_customer",
              "dropped_null_key", "dropped_malformed", "dropped_unprocessable", "wrong_partition",
-             "changelog_offset", "state_rebuilds"]
+             "changelog_offset", "state_rebuilds", "restored_records", "restore_total"]
 
 
 def parse(text):
@@ -205,7 +205,9 @@ def test_partition_numbers_are_iq_stats_numbers(instance):
     owners()
     cols = {"records_processed": "iq_records_processed_total", "orders_joined": "iq_orders_joined_total",
             "orders_without_customer": "iq_orders_without_customer_total",
-            "changelog_offset": "iq_changelog_offset", "state_rebuilds": "iq_state_rebuilds_total"}
+            "changelog_offset": "iq_changelog_offset", "state_rebuilds": "iq_state_rebuilds_total",
+            # gauges of the last restore, still while no partition moves (owners() above)
+            "restored_records": "iq_restore_records", "restore_total": "iq_restore_total_records"}
     kinds = {"dropped_null_key": "null_key", "dropped_malformed": "malformed",
              "dropped_unprocessable": "unprocessable", "wrong_partition": "wrong_partition"}
     first = scrape(instance)[0]

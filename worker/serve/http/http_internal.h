@@ -88,7 +88,6 @@ typedef struct IqHttpPartitionStats
 
 typedef struct IqHttpWorkerView
 {
-	bool		consistent;		/* false: the engine kept writing; numbers may mix */
 	int			state;			/* IqWorkerState */
 	const char *state_names[IQ_HTTP_STATES];
 	double		state_since;	/* Unix time, seconds */

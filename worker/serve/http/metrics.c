@@ -364,7 +364,10 @@ rocksdb_statistics(IqBuf *out, const IqHttpWorkerView *v)
 	bool		any = false;
 
 	for (int i = 0; st && kept && i < v->npartitions; i++)
-		any |= kept[i] = iq_store_statistics(v->partitions[i].partition, &st[i]);
+	{
+		kept[i] = iq_store_statistics(v->partitions[i].partition, &st[i]);
+		any = any || kept[i];
+	}
 	for (int m = 0; any && m < 3; m++)
 	{
 		family(out, names[m], "counter", helps[m]);

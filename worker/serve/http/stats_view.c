@@ -8,8 +8,9 @@
  * the seqlock of IqShared as its readers do, but without
  * iq_shared_read_begin's wait, which may check for interrupts: a server
  * thread spins, yields, and after a bounded number of tries keeps the
- * last copy, flagged as not consistent (the engine's main thread writes
- * for microseconds at a time; a frozen one must not freeze the scrape).
+ * last copy, whose partitions may mix two moments (the engine's main
+ * thread writes for microseconds at a time; a frozen one must not freeze
+ * the scrape).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -28,8 +29,8 @@ StaticAssertDecl(IQ_HTTP_STATES == IQ_WORKER_RESTARTING + 1, "worker states diff
 /* TimestampTz counts microseconds from 2000-01-01; Unix time from 1970 */
 #define PG_EPOCH_UNIX	946684800.0
 
-/* copy_partitions: the partitions iq_stats() shows (assigned or standby), and the state */
-static bool
+/* copy_shared: the partitions iq_stats() shows (assigned or standby), and the state */
+static void
 copy_shared(IqHttpWorkerView *out)
 {
 	static __thread IqPartitionStats parts[IQ_MAX_PARTITIONS];
@@ -53,6 +54,7 @@ copy_shared(IqHttpWorkerView *out)
 		pg_read_barrier();
 		ok = pg_atomic_read_u32(&iq_shared->seq) == seq;
 	}
+	/* not ok: the engine wrote all along; the last copy is shown anyway */
 	out->state = state;
 	out->state_since = since / 1000000.0 + PG_EPOCH_UNIX;
 	out->npartitions = 0;
@@ -85,14 +87,13 @@ copy_shared(IqHttpWorkerView *out)
 		o->state_rebuilds = ps->state_rebuilds;
 		o->standby_applied = ps->standby_applied;
 	}
-	return ok;
 }
 
 /* iq_http_worker_view: what GET /metrics shows of shared memory and settings */
 void
 iq_http_worker_view(IqHttpWorkerView *out)
 {
-	out->consistent = copy_shared(out);
+	copy_shared(out);
 	for (int s = 0; s < IQ_HTTP_STATES; s++)
 		out->state_names[s] = iq_worker_state_name((IqWorkerState) s);
 	out->value_cache = iq_value_cache != NULL;
