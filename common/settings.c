@@ -38,6 +38,7 @@ int			iq_request_timeout_ms;
 int			iq_stream_idle_timeout_ms;
 int			iq_http_connections_per_client;
 int			iq_request_memory_mb;
+bool		iq_rocksdb_statistics;
 
 int			iq_peer_timeout_ms;
 int			iq_ownership_wait_ms;
@@ -406,6 +407,11 @@ iq_define_settings(void)
 							NULL,
 							&iq_memory_budget_mb, 256, 16, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomBoolVariable("iq_fdw.rocksdb_statistics",
+							 "Keep RocksDB's statistics (block cache hits, write stalls) for GET /metrics.",
+							 "They cost the ingest a few percent (README, \"Metrics\"); off, /metrics shows RocksDB's sizes only.",
+							 &iq_rocksdb_statistics, false,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.value_cache",
 							"Shared memory caching point-lookup answers for this instance's backends; 0 turns it off.",
 							NULL,

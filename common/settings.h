@@ -72,6 +72,7 @@ extern char *iq_advertised_endpoint;	/* "" means http_listen */
 extern int	iq_partitioner;
 extern int	iq_processing_guarantee;
 extern int	iq_memory_budget_mb;
+extern bool iq_rocksdb_statistics;
 extern int	iq_value_cache_mb;
 extern int	iq_http_threads;
 extern int	iq_commit_interval_ms;

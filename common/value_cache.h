@@ -52,6 +52,9 @@ extern IqVcResult iq_vc_lookup(IqValueCache *vc, int store, int partition,
 							   const char *key, size_t key_len,
 							   char *value, size_t *value_len);
 
+/* lookups answered (found or absent) and missed since the cache was made */
+extern void iq_vc_counts(IqValueCache *vc, uint64_t *hits, uint64_t *misses);
+
 /* ---- the worker (any of its threads; writers serialise inside) ---- */
 
 /* What a fill must still find after its read. */

@@ -240,8 +240,12 @@ set_packages() {
 	# postgresql) the lookups, kcat and librdkafka-dev (build) the baselines
 	IQ_BENCH_PACKAGES=(gnuplot-nox wrk kcat librdkafka-dev)
 	# scripts/hosts: namespaces and veths, the fault rules, the fault proxy;
-	# faults/ (scripts/faults, test/test_faults.py): its producer and query loops
-	IQ_HOSTS_PACKAGES=(iproute2 nftables python3 python3-psycopg2 python3-confluent-kafka)
+	# faults/ (scripts/faults, test/test_faults.py): its producer and query loops;
+	# test/test_metrics.py: Prometheus' text parser (with /usr/bin/python3 when
+	# pytest's python lacks it); scripts/test installs these always, and the
+	# root's list below takes them too
+	IQ_HOSTS_PACKAGES=(iproute2 nftables python3 python3-psycopg2 python3-confluent-kafka
+		python3-prometheus-client)
 	# a root of scripts/root: building, running and the suite but the fuzz
 	# targets (they run on the host: the codec is the same everywhere)
 	IQ_ROOT_PACKAGES=("${IQ_BUILD_PACKAGES[@]}" "${IQ_RUN_PACKAGES[@]}" python3 python3-pytest

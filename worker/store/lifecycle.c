@@ -29,6 +29,7 @@
 
 #include <rocksdb/c.h>
 
+#include "common/settings.h"
 #include "common/shmem.h"
 #include "common/value_cache.h"
 #include "worker/store/store_internal.h"
@@ -191,10 +192,17 @@ open_db(PartStore *ps, int partition, const char *path, char **err)
 
 	for (int i = 0; i < NUM_CF; i++)
 		cf_opts[i] = opts;
+	/* the statistics live in the options' object: kept while db is open */
+	if (iq_rocksdb_statistics)
+		rocksdb_options_enable_statistics(opts);
 	db = rocksdb_open_column_families(opts, path, NUM_CF,
 									  (const char *const *) cf_names,
 									  cf_opts, handles, &e);
-	rocksdb_options_destroy(opts);
+	if (e != NULL || !iq_rocksdb_statistics)
+	{
+		rocksdb_options_destroy(opts);
+		opts = NULL;
+	}
 	if (e != NULL)
 	{
 		iq_store_set_err(err, "could not open RocksDB at \"%s\": %s", path, e);
@@ -203,6 +211,7 @@ open_db(PartStore *ps, int partition, const char *path, char **err)
 	}
 	pthread_rwlock_wrlock(&ps->lock);
 	ps->db = db;
+	ps->stats_opts = opts;
 	ps->generation++;
 	if (partition + 1 > __atomic_load_n(&iq_store_parts_limit, __ATOMIC_RELAXED))
 		__atomic_store_n(&iq_store_parts_limit, partition + 1, __ATOMIC_RELEASE);
@@ -337,6 +346,9 @@ close_locked(PartStore *ps)
 	}
 	rocksdb_close(ps->db);
 	ps->db = NULL;
+	if (ps->stats_opts)
+		rocksdb_options_destroy(ps->stats_opts);
+	ps->stats_opts = NULL;
 	ps->generation++;
 	ps->held = false;
 	ps->standby = false;

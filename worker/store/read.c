@@ -249,6 +249,82 @@ iq_store_approximate_count(IqStoreId store, const int *partitions, int npartitio
 }
 
 /*
+ * iq_store_sizes
+ *		RocksDB's sizes of a store in a partition, read under the
+ *		partition's lock like a get, so a rebalance cannot close its DB
+ *		meanwhile.
+ */
+bool
+iq_store_sizes(IqStoreId store, int partition, IqStoreSizes *out)
+{
+	PartStore  *ps;
+	bool		ok = false;
+
+	memset(out, 0, sizeof(*out));
+	if (!iq_store_initialized || store < 0 || store >= IQ_NUM_STORES ||
+		(ps = iq_store_slot(partition)) == NULL)
+		return false;
+	pthread_rwlock_rdlock(&ps->lock);
+	if (ps->db != NULL && (ps->held || ps->standby))
+	{
+		rocksdb_column_family_handle_t *cf = ps->cf[CF_OF(store)];
+
+		(void) rocksdb_property_int_cf(ps->db, cf, "rocksdb.cur-size-all-mem-tables",
+									   &out->memtables);
+		(void) rocksdb_property_int_cf(ps->db, cf, "rocksdb.total-sst-files-size",
+									   &out->sst_files);
+		(void) rocksdb_property_int_cf(ps->db, cf, "rocksdb.estimate-pending-compaction-bytes",
+									   &out->pending_compaction);
+		ok = true;
+	}
+	pthread_rwlock_unlock(&ps->lock);
+	return ok;
+}
+
+/* ticker: the COUNT of name in RocksDB's statistics text ("name COUNT : n") */
+static uint64_t
+ticker(const char *text, const char *name)
+{
+	size_t		len = strlen(name);
+
+	for (const char *p = text; (p = strstr(p, name)) != NULL; p += len)
+	{
+		/* the whole name at a line's start: not a longer name it begins */
+		if ((p == text || p[-1] == '\n') && strncmp(p + len, " COUNT : ", 9) == 0)
+			return strtoull(p + len + 9, NULL, 10);
+	}
+	return 0;
+}
+
+/*
+ * iq_store_statistics
+ *		The tickers GET /metrics shows, from the statistics of a partition's
+ *		database, under its lock (a close frees them).  The C API of RocksDB
+ *		7.8 has no ticker getter: the statistics come as one text.
+ */
+bool
+iq_store_statistics(int partition, IqStoreStatistics *out)
+{
+	PartStore  *ps;
+	char	   *text = NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (!iq_store_initialized || (ps = iq_store_slot(partition)) == NULL)
+		return false;
+	pthread_rwlock_rdlock(&ps->lock);
+	if (ps->db != NULL && ps->stats_opts != NULL)
+		text = rocksdb_options_statistics_get_string(ps->stats_opts);
+	pthread_rwlock_unlock(&ps->lock);
+	if (text == NULL)
+		return false;
+	out->block_cache_hits = ticker(text, "rocksdb.block.cache.hit");
+	out->block_cache_misses = ticker(text, "rocksdb.block.cache.miss");
+	out->stall_micros = ticker(text, "rocksdb.stall.micros");
+	rocksdb_free(text);
+	return true;
+}
+
+/*
  * position_of
  *		A partition's freshness, if it is open in the role asked for: held
  *		(restoring or not), or kept as a standby.

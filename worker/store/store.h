@@ -105,6 +105,28 @@ extern IqReadStatus iq_store_cursor_close(IqStoreCursor *cursor, char **err);
 extern uint64_t iq_store_approximate_count(IqStoreId store,
 										   const int *partitions, int npartitions);
 
+/* RocksDB's sizes of one store's column family in a partition (GET /metrics). */
+typedef struct IqStoreSizes
+{
+	uint64_t	memtables;		/* rocksdb.cur-size-all-mem-tables */
+	uint64_t	sst_files;		/* rocksdb.total-sst-files-size */
+	uint64_t	pending_compaction; /* rocksdb.estimate-pending-compaction-bytes */
+} IqStoreSizes;
+
+/* false if the partition is not open here (held or standby) */
+extern bool iq_store_sizes(IqStoreId store, int partition, IqStoreSizes *out);
+
+/* RocksDB's statistics of a partition's database (iq_fdw.rocksdb_statistics). */
+typedef struct IqStoreStatistics
+{
+	uint64_t	block_cache_hits;	/* rocksdb.block.cache.hit */
+	uint64_t	block_cache_misses; /* rocksdb.block.cache.miss */
+	uint64_t	stall_micros;	/* rocksdb.stall.micros: writes delayed or stopped */
+} IqStoreStatistics;
+
+/* false if the partition is not open here or keeps no statistics */
+extern bool iq_store_statistics(int partition, IqStoreStatistics *out);
+
 /* Position of a held partition; false if not held. */
 extern bool iq_store_position(int partition, IqPartitionPosition *pos);
 

@@ -53,6 +53,8 @@ typedef struct PartStore
 	bool		restoring;
 	bool		standby;		/* a standby replica, readable when asked for one */
 	uint64_t	generation;		/* changes when db is opened or closed */
+	rocksdb_options_t *stats_opts;	/* db's options, kept for its statistics
+									 * (iq_fdw.rocksdb_statistics); else NULL */
 	int64_t		consumed_offset;	/* atomics: read without the lock */
 	int64_t		end_offset;
 } PartStore;

@@ -14,6 +14,7 @@
  */
 #include "postgres.h"
 
+#include "worker/counters.h"
 #include "worker/state.h"
 #include "worker/stream/key_cache.h"
 #include "worker/stream/key_order.h"
@@ -239,7 +240,7 @@ write_partition(int p, const WritePlan *plan, Table *t)
  *		The new count of every key the flush writes.
  */
 static bool
-produce_changelog(Table *t)
+produce_changelog(Table *t, uint64 *produced)
 {
 	size_t		ndirty = iq_cache_dirty_count();
 	/* the last record of each partition, which carries its position */
@@ -266,15 +267,18 @@ produce_changelog(Table *t)
 		if (!iq_changelog_produce(ce->partition, iq_cache_entry_key(ce), ce->key_len,
 								  ce->count, mark))
 			return false;
+		(*produced)++;
 	}
 	for (int i = 0; t != NULL && i < t->size; i++)
 	{
 		Entry	   *e = &t->slots[i];
 
-		if (e->hash != 0 && e->through && e->is_order &&
-			!iq_changelog_produce(e->partition, e->key, e->key_len, e->count,
+		if (e->hash == 0 || !e->through || !e->is_order)
+			continue;
+		if (!iq_changelog_produce(e->partition, e->key, e->key_len, e->count,
 								  last_slot[e->partition] == i))
 			return false;
+		(*produced)++;
 	}
 	return true;
 }
@@ -296,6 +300,8 @@ flush(Table *t)
 	rd_kafka_topic_partition_list_t *positions = NULL;
 	WritePlan	plan = {0};
 	bool		ok = false;
+	uint64		produced = 0;
+	double		started = iq_counters_now();
 
 	if (!any_pending)
 		return true;
@@ -314,7 +320,7 @@ flush(Table *t)
 
 	/* 1. the changelog (and offsets, in one transaction under exactly_once) */
 	iq_step(IQ_STEP_PRODUCING, -1);
-	if (!iq_changelog_begin() || !produce_changelog(t))
+	if (!iq_changelog_begin() || !produce_changelog(t, &produced))
 		goto done;
 	positions = iq_consumer_positions();
 
@@ -350,6 +356,8 @@ flush(Table *t)
 	}
 	iq_flush_discard();
 	ok = true;
+	/* for GET /metrics: only flushes that made their records durable */
+	iq_count_flush(iq_counters_now() - started, produced);
 
 done:
 	free_plan(&plan);

@@ -56,6 +56,55 @@ typedef struct IqHttpOwnership
 /* in ownership_view.c */
 extern void iq_http_ownership(IqHttpOwnership *out);
 
+/*
+ * What GET /metrics shows of shared memory (common/shmem.h), the same
+ * numbers iq_stats() reads, in plain C: copied by stats_view.c.
+ */
+typedef struct IqHttpPartitionStats
+{
+	int			partition;
+	bool		assigned;
+	bool		restoring;
+	bool		standby;
+	int64_t		customer_offset;
+	int64_t		customer_end;
+	int64_t		order_offset;
+	int64_t		order_end;
+	int64_t		changelog_offset;
+	int64_t		records_processed;
+	int64_t		orders_joined;
+	int64_t		orders_without_customer;
+	int64_t		dropped_null_key;
+	int64_t		dropped_malformed;
+	int64_t		dropped_unprocessable;
+	int64_t		wrong_partition;
+	int64_t		restored_records;
+	int64_t		restore_total;
+	int64_t		state_rebuilds;
+	int64_t		standby_applied;
+} IqHttpPartitionStats;
+
+#define IQ_HTTP_STATES			7	/* IqWorkerState's values */
+
+typedef struct IqHttpWorkerView
+{
+	int			state;			/* IqWorkerState */
+	const char *state_names[IQ_HTTP_STATES];
+	double		state_since;	/* Unix time, seconds */
+	int			npartitions;	/* entries of partitions[] used */
+	IqHttpPartitionStats partitions[IQ_HTTP_MAX_PARTITIONS];
+	bool		value_cache;	/* iq_fdw.value_cache > 0 */
+	uint64_t	value_cache_hits;
+	uint64_t	value_cache_misses;
+	int64_t		memory_budget;	/* iq_fdw.memory_budget, bytes */
+} IqHttpWorkerView;
+
+/* in stats_view.c */
+extern void iq_http_worker_view(IqHttpWorkerView *out);
+
+/* in metrics.c: GET /metrics */
+extern enum MHD_Result iq_http_metrics(struct MHD_Connection *conn);
+
 /* The running server's settings (copied at start; read-only afterwards). */
 extern IqServerConfig iq_http_config;
 

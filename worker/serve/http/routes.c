@@ -2,6 +2,7 @@
  * routes.c
  *	  The seed's JSON endpoints:
  *		GET /metadata
+ *		GET /metrics (metrics.c)
  *		GET /metadata/stores/:store
  *		GET /metadata/stores/:store/key/:k
  *		GET /stores/:store/get/:k
@@ -24,6 +25,7 @@
 
 #include "common/partitioner.h"
 #include "common/standby.h"
+#include "worker/counters.h"
 #include "worker/serve/http/gather.h"
 #include "worker/serve/http/http_internal.h"
 #include "worker/store/store.h"
@@ -170,6 +172,8 @@ forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owne
 	}
 	ctx->job = iq_forward_submit(conn, url.data);
 	iq_buf_free(&url);
+	if (ctx->job != NULL)
+		iq_count_forward(ctx->owner, false);
 	if (ctx->job == NULL)
 		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
 								  "cannot forward to the owner of partition %d now (server stopping?)",
@@ -335,6 +339,8 @@ iq_http_forward_answer(struct MHD_Connection *conn, IqGetCtx *ctx)
 	IqForwardResult *res = iq_forward_job_result(ctx->job);
 	enum MHD_Result ret;
 
+	if (res->status == 0)
+		iq_count_forward(ctx->owner, true);
 	/* an owner down, cut off or handing over: a standby answers if it can */
 	if ((res->status == 0 || res->status == MHD_HTTP_SERVICE_UNAVAILABLE) &&
 		ask_standby(conn, ctx, &ret))
@@ -693,6 +699,8 @@ iq_http_route_get(struct MHD_Connection *conn, const char *url, IqGetCtx *ctx)
 
 	if (strcmp(url, "/metadata") == 0 || strcmp(url, "/metadata/") == 0)
 		return route_metadata(conn);
+	if (strcmp(url, "/metrics") == 0)
+		return iq_http_metrics(conn);
 
 	if (strncmp(url, "/metadata/stores/", 17) == 0)
 	{

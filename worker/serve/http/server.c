@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "worker/counters.h"
 #include "worker/serve/conn_limits.h"
 #include "worker/serve/http/http_internal.h"
 #include "worker/serve/read_handler.h"
@@ -48,6 +49,8 @@ typedef struct RequestCtx
 	IqBuf		body;			/* POST /iq/v1/read */
 	size_t		reserved;		/* of iq_fdw.request_memory, for the body */
 	IqGetCtx	get;			/* a GET's forward */
+	IqEndpoint	endpoint;		/* what GET /metrics counts it under */
+	double		started;		/* its request line, monotonic seconds */
 } RequestCtx;
 
 /* no_unescape: keep MHD from decoding the URL; the routes do it per segment */
@@ -65,8 +68,25 @@ request_started(void *cls, const char *uri, struct MHD_Connection *conn)
 
 	iq_http_conn_request_line(conn);
 	if (ctx)
+	{
 		iq_buf_init(&ctx->body);
+		ctx->started = iq_counters_now();
+	}
 	return ctx;					/* the access handler's *con_cls */
+}
+
+/*
+ * count_request: a request that ended, by route and the status it was
+ * answered with (none: it ended before an answer, counted as "other")
+ */
+static void
+count_request(struct MHD_Connection *conn, const RequestCtx *ctx)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+
+	iq_count_request(ctx->endpoint, info ? info->http_status : 0,
+					 iq_counters_now() - ctx->started);
 }
 
 /* request_completed: free what a request allocated, however it ended */
@@ -78,6 +98,8 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (ctx)
 	{
+		if (ctx->seen)
+			count_request(conn, ctx);
 		iq_forward_job_free(ctx->get.job);
 		free(ctx->get.key);
 		iq_buf_free(&ctx->body);
@@ -153,12 +175,14 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		if (ctx == NULL)
 			return MHD_NO;
 		iq_buf_init(&ctx->body);
+		ctx->started = iq_counters_now();
 		*con_cls = ctx;
 	}
 	if (!ctx->seen)
 	{
 		ctx->seen = true;
 		first = true;
+		ctx->endpoint = iq_endpoint_of(method, url);
 	}
 
 	if (strlen(url) > IQ_HTTP_MAX_URL)
