@@ -23,6 +23,13 @@
  */
 #define IQ_REQUEST_SMALL	(64 * 1024)
 
+/*
+ * A server that stops (a clean stop of the instance, a restart for new
+ * settings) lets the answers under way finish for up to this long before it
+ * hangs up on them, and begins no new one: a rolling restart cuts no read.
+ */
+#define IQ_SERVE_DRAIN_MS	2000
+
 typedef struct IqConnLimits
 {
 	int			request_timeout_ms; /* iq_fdw.request_timeout */

@@ -46,6 +46,7 @@
 #include "common/wire.h"
 #include "worker/serve/read_handler.h"
 #include "worker/serve/servers.h"
+#include "worker/serve/conn_limits.h"
 #include "worker/serve/wire_conn.h"
 #include "worker/thread.h"
 
@@ -263,7 +264,7 @@ iq_local_server_stop(void)
 	close(wake_pipe[1]);
 	wake_pipe[0] = wake_pipe[1] = -1;
 
-	iq_wire_conn_stop(&conns);
+	iq_wire_conn_stop(&conns, IQ_SERVE_DRAIN_MS);
 	running = false;
 }
 

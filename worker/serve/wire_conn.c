@@ -41,6 +41,7 @@
 #define WIRE_CHUNK				(64 * 1024)
 #define WIRE_STACK_SIZE			(512 * 1024)
 #define WIRE_WAIT_SLICE_MS		1000	/* an idle wait looks at the setting again */
+#define DRAIN_POLL_US			10000	/* how often a stop looks for answers ended */
 
 /* send_all: write everything or fail (the client went away or stalled) */
 static bool
@@ -169,10 +170,11 @@ send_error(int fd, IqWireStatus status, const char *message)
 	iq_buf_free(&out);
 }
 
-/* serve: one client's connection, request after request */
+/* serve: one client's connection, request after request, until the set stops */
 static void
-serve(int fd, IqBuf *in)
+serve(IqWireConn *c, IqBuf *in)
 {
+	int			fd = c->fd;
 	IqBuf		out;
 
 	iq_buf_init(&out);
@@ -213,9 +215,14 @@ serve(int fd, IqBuf *in)
 		while (ok && in->len < whole)
 			ok = recv_more(fd, in, whole - in->len, deadline);
 		if (ok)
+		{
+			__atomic_store_n(&c->answering, 1, __ATOMIC_SEQ_CST);
 			ok = answer(fd, in->data + 4, need, &out);
+			__atomic_store_n(&c->answering, 0, __ATOMIC_SEQ_CST);
+		}
 		iq_request_memory_release(need);
-		if (!ok)
+		/* stopping: the answer under way was let finish, no other begins */
+		if (!ok || __atomic_load_n(&c->set->stopping, __ATOMIC_SEQ_CST))
 			goto done;
 		/* keep bytes of a request sent right behind this one */
 		memmove(in->data, in->data + whole, in->len - whole);
@@ -255,7 +262,7 @@ conn_main(void *arg)
 	free(c->early);
 	c->early = NULL;
 	if (!in.oom)
-		serve(fd, &in);
+		serve(c, &in);
 	iq_buf_free(&in);
 	pthread_mutex_lock(&set->lock);
 	c->fd = -1;					/* stop must no longer shut this fd down */
@@ -354,17 +361,50 @@ iq_wire_conn_serve(IqWireConnSet *set, int fd, void *close_arg,
 	pthread_mutex_unlock(&set->lock);
 }
 
-/* iq_wire_conn_stop: hang up on every connection and wait for its thread */
-void
-iq_wire_conn_stop(IqWireConnSet *set)
+/*
+ * hang_up: shut down the connections of set (its lock held), all of them or
+ * only those not answering a request; how many answer still
+ */
+static int
+hang_up(IqWireConnSet *set, bool all)
 {
+	int			answering = 0;
 	int			i;
 
-	pthread_mutex_lock(&set->lock);
-	set->stopping = true;
 	for (i = 0; i < IQ_WIRE_CONN_MAX; i++)
-		if (set->conns[i].fd >= 0)
-			shutdown(set->conns[i].fd, SHUT_RDWR);	/* wakes recv() and send() */
+	{
+		IqWireConn *c = &set->conns[i];
+
+		if (c->fd < 0)
+			continue;
+		if (!all && __atomic_load_n(&c->answering, __ATOMIC_SEQ_CST))
+			answering++;
+		else
+			shutdown(c->fd, SHUT_RDWR); /* wakes recv() and send() */
+	}
+	return answering;
+}
+
+/*
+ * iq_wire_conn_stop: hang up on every connection and wait for its thread.
+ * An answer under way may finish within drain_ms: a clean stop (a rolling
+ * restart) then cuts no read in flight, and a client whose next request
+ * finds the connection gone asks again (src/channel.c).
+ */
+void
+iq_wire_conn_stop(IqWireConnSet *set, int drain_ms)
+{
+	long long	deadline = iq_conn_now_ms() + drain_ms;
+
+	pthread_mutex_lock(&set->lock);
+	__atomic_store_n(&set->stopping, true, __ATOMIC_SEQ_CST);
+	while (hang_up(set, false) > 0 && iq_conn_now_ms() < deadline)
+	{
+		pthread_mutex_unlock(&set->lock);
+		usleep(DRAIN_POLL_US);
+		pthread_mutex_lock(&set->lock);
+	}
+	hang_up(set, true);
 	while (set->nthreads > 0)
 		pthread_cond_wait(&set->gone, &set->lock);
 	pthread_mutex_unlock(&set->lock);

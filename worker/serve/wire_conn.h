@@ -31,6 +31,7 @@ typedef void (*IqWireConnClose) (int fd, void *arg);
 typedef struct IqWireConn
 {
 	int			fd;				/* -1 when the slot is free */
+	int			answering;		/* a request is being answered (atomic) */
 	void	   *close_arg;
 	char	   *early;			/* bytes read before the thread started */
 	size_t		early_len;
@@ -65,7 +66,11 @@ extern void iq_wire_conn_open(IqWireConnSet *set);
 extern void iq_wire_conn_serve(IqWireConnSet *set, int fd, void *close_arg,
 							   const char *early, size_t early_len);
 
-/* Refuse new connections, hang up on every one, wait for their threads. */
-extern void iq_wire_conn_stop(IqWireConnSet *set);
+/*
+ * Refuse new connections, hang up on every one, wait for their threads:
+ * idle ones at once, those answering a request once their answer is sent or
+ * drain_ms has passed, whichever comes first.
+ */
+extern void iq_wire_conn_stop(IqWireConnSet *set, int drain_ms);
 
 #endif							/* IQ_WIRE_CONN_H */

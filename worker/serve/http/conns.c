@@ -328,6 +328,21 @@ watchdog_main(void *arg)
 	return NULL;
 }
 
+/* iq_http_conns_answering: how many connections are answering a request */
+int
+iq_http_conns_answering(void)
+{
+	int			n = 0;
+	HttpConn   *c;
+
+	pthread_mutex_lock(&lock);
+	for (c = conns; c != NULL; c = c->next)
+		if (__atomic_load_n(&c->phase, __ATOMIC_RELAXED) == PHASE_ANSWER)
+			n++;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
 /* iq_http_conns_start: start the watchdog (before MHD starts); false with errno */
 bool
 iq_http_conns_start(void)

@@ -169,6 +169,7 @@ extern enum MHD_Result iq_http_peer_read(struct MHD_Connection *conn,
 /* in conns.c: per-client caps and whole-request deadlines */
 extern bool iq_http_conns_start(void);
 extern void iq_http_conns_stop(void);
+extern int	iq_http_conns_answering(void);
 extern enum MHD_Result iq_http_conn_admit(void *cls, const struct sockaddr *addr,
 										  socklen_t addrlen);
 extern void iq_http_conn_notify(void *cls, struct MHD_Connection *conn,

@@ -439,17 +439,40 @@ iq_http_start(const IqServerConfig *config, char **err)
 	return true;
 }
 
+/*
+ * drain: stop accepting connections and let the answers under way finish,
+ * for up to IQ_SERVE_DRAIN_MS (a clean stop, a rolling restart, cuts no
+ * read in flight); the listening socket, now ours to close, or
+ * MHD_INVALID_SOCKET
+ */
+static MHD_socket
+drain(void)
+{
+	long long	deadline = iq_conn_now_ms() + IQ_SERVE_DRAIN_MS;
+	MHD_socket	listen = MHD_quiesce_daemon(http_daemon);
+
+	/* the upgraded streams drain meanwhile, within the same bound */
+	iq_http_stream_stop();
+	while (iq_http_conns_answering() > 0 && iq_conn_now_ms() < deadline)
+		usleep(10 * 1000);
+	return listen;
+}
+
 /* iq_http_stop: stop accepting, finish or drop connections, join threads */
 void
 iq_http_stop(void)
 {
+	MHD_socket	listen;
+
 	if (http_daemon == NULL)
 		return;
-	/* first answer every suspended (forwarding) connection */
+	/* MHD must not stop with upgraded connections still open: drain closes them */
+	listen = drain();
+	/* then answer every suspended (forwarding) connection still waiting */
 	iq_forwarder_stop();
-	/* MHD must not stop with upgraded connections still open */
-	iq_http_stream_stop();
-	MHD_stop_daemon(http_daemon);	/* closes the listening socket */
+	MHD_stop_daemon(http_daemon);	/* closes the listening socket, unless quiesced */
+	if (listen != MHD_INVALID_SOCKET)
+		close(listen);
 	http_daemon = NULL;
 	iq_http_conns_stop();		/* MHD closed every connection: no records left */
 	iq_http_peer_shutdown();

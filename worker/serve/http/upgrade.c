@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "worker/serve/http/http_internal.h"
+#include "worker/serve/conn_limits.h"
 #include "worker/serve/wire_conn.h"
 
 /* an idle pooled connection whose client host vanished is found in ~90 s */
@@ -145,9 +146,12 @@ iq_http_stream_open(void)
 	iq_wire_conn_open(&conns);
 }
 
-/* iq_http_stream_stop: hang up on every upgraded connection (before MHD stops) */
+/*
+ * iq_http_stream_stop: hang up on every upgraded connection (before MHD
+ * stops), those answering once their answer is sent or the drain is over
+ */
 void
 iq_http_stream_stop(void)
 {
-	iq_wire_conn_stop(&conns);
+	iq_wire_conn_stop(&conns, IQ_SERVE_DRAIN_MS);
 }
