@@ -694,10 +694,14 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "restarts_cluster: stops and starts instances or the whole cluster; "
                    "runs after every other test, so that no other test meets a rejoining group")
+    config.addinivalue_line(
+        "markers", "grows_state: leaves millions of records in the cluster's topics, which "
+                   "every later restart restores; runs last, so that no other test pays for them")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: item.get_closest_marker("restarts_cluster") is not None)
+    items.sort(key=lambda item: (item.get_closest_marker("restarts_cluster") is not None,
+                                 item.get_closest_marker("grows_state") is not None))
 
 
 # ---- fixtures ---------------------------------------------------------------

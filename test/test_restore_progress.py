@@ -2,7 +2,8 @@
 million customers of distinct keys) is restored into an instance whose
 state directory was wiped; while it runs, iq_worker() shows the restore
 under way (partition, topic, records read of the total, rate, seconds
-left), its records growing, and the server log has the progress lines.
+left), its records growing, GET /metrics shows it too (scraped and parsed
+by prometheus_client's parser), and the server log has the progress lines.
 
 The log interval is 10 s in production; a restore of that length takes
 ten million records here (a million a second), too much for a shared
@@ -21,6 +22,7 @@ import time
 import pytest
 
 from conftest import BOOTSTRAP, IQ_HOME, SCRIPTS, psql, settled, unique, wait_until
+from test_metrics import owned, scrape
 
 # over the 3 partitions, murmur2 as Kafka's producers: a million in each
 RECORDS = 3_000_000
@@ -59,6 +61,7 @@ def customer_caught_up(i, p):
 
 
 @pytest.mark.restarts_cluster
+@pytest.mark.grows_state
 def test_restore_shows_its_progress_in_iq_worker_and_the_log():
     owners = wait_until(settled, timeout=120, message="a settled cluster")
     p = 0
@@ -83,11 +86,20 @@ def test_restore_shows_its_progress_in_iq_worker_and_the_log():
         instance_script("start", str(victim),
                         env=dict(os.environ, IQ_TEST_RESTORE_REPORT_MS="300"))
         samples = []
+        scrapes = []            # GET /metrics while partition p restores
         started = time.monotonic()
         while time.monotonic() < started + 300:
             row = restore_row(victim)
             if row["restore_partition"] is not None:
                 samples.append(row)
+                if row["restore_partition"] == p and len(scrapes) < 20:
+                    try:
+                        metrics, _ = scrape(victim)
+                    except (AssertionError, OSError):
+                        metrics = None      # the HTTP server not listening yet
+                    if metrics and owned(metrics, "iq_partition_restoring").get(p) == 1:
+                        scrapes.append((owned(metrics, "iq_restore_records")[p],
+                                        owned(metrics, "iq_restore_total_records")[p]))
             elif row["state"] == "running" and (
                     any(s["restore_topic"] == "customer" for s in samples)
                     or time.monotonic() > started + 60):
@@ -103,6 +115,12 @@ def test_restore_shows_its_progress_in_iq_worker_and_the_log():
         moving = [s for s in customer if s["restored_records"] > 0]
         assert moving and all(s["restore_rate"] > 0 and s["restore_seconds_left"] is not None
                               for s in moving), moving[:3]
+        # /metrics shows the same restore, its records moving within its total
+        # (its changelog comes first: a scrape then sees that small total)
+        assert any(total >= PER_PARTITION for _, total in scrapes), \
+            f"no scrape of /metrics showed the restore of partition {p}'s customers: {scrapes}"
+        assert all(0 <= done <= total for done, total in scrapes), scrapes
+        assert [d for d, _ in scrapes] == sorted(d for d, _ in scrapes), scrapes
         # the log has the progress, in the form of the other restore lines
         wait_until(lambda: restore_row(victim)["state"] == "running", timeout=120,
                    message=f"instance {victim} running again")
