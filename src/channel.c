@@ -6,8 +6,10 @@
  *
  * Connections are kept per backend and reused across queries (connecting
  * costs more than a point get).  A connection is reused only after an
- * answer was read to its end; one abandoned midway (LIMIT, error, cancel)
- * still has the rest of its answer in flight, so it is closed.  Two fetches
+ * answer was read to its end; the end of a fetch reads the short rest of
+ * an answer it stopped early (a LIMIT met: fetch_read.c, iq_fetch_drain)
+ * so that it can be; one abandoned midway with more in flight (an error, a
+ * cancel, a long remainder) is closed.  Two fetches
  * may be open at once (a nested loop), so idle connections are a small
  * pool per endpoint, not a single socket.  A reused connection that fails
  * before the first byte of the answer means the worker restarted: the

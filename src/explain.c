@@ -58,6 +58,15 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 		ExplainPropertyText("Instances Asked", s->instances.data, es);
 	if (es->analyze && s != NULL && s->cache_hits > 0)
 		ExplainPropertyInteger("Value Cache Hits", NULL, s->cache_hits, es);
+	/* a source whose share of the LIMIT ran out was asked for more */
+	if (es->analyze && s != NULL)
+	{
+		int64		batches = s->next_batches +
+			(s->fetch ? iq_fetch_next_batches(s->fetch) : 0);
+
+		if (batches > 0)
+			ExplainPropertyInteger("Next Batches", NULL, batches, es);
+	}
 	/* iq_fdw.read_from: answers a standby gave, when an owner could not */
 	if (es->analyze && s != NULL && s->standby_reads > 0)
 		ExplainPropertyText("Standby Reads",

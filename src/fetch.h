@@ -70,6 +70,9 @@ extern const IqTarget *iq_fetch_partition_source(IqFetch *fetch, int p, int64 *l
 /* "partition 2 from localhost:5402, lag 0, ..." of the answers standbys gave; NULL if none */
 extern char *iq_fetch_standby_summary(IqFetch *fetch);
 
+/* Next batches asked of sources whose share of a LIMIT ran out (fetch_request.c) */
+extern int64 iq_fetch_next_batches(IqFetch *fetch);
+
 /* Abort hook: frees transfers of a fetch interrupted by an error. */
 extern void iq_fetch_cleanup_on_abort(void);
 

@@ -48,6 +48,19 @@ typedef struct IqFetchSource
 	bool		has_row;
 	bool		ended;			/* read to its end */
 
+	/*
+	 * A scan with a LIMIT asks each source for its share of it
+	 * (fetch_request.c) and, when a source returns all of its share while
+	 * the merge still wants its rows, asks it for the next batch past its
+	 * last key (iq_fetch_continue).
+	 */
+	uint32		limit;			/* rows this request asked for; 0: no limit */
+	uint32		rows;			/* rows of this request read so far */
+	uint64		rows_total;		/* rows of all its requests */
+	char	   *last_key;		/* malloc'd: the key of the share's last row */
+	uint32		last_key_len;
+	bool		continued;		/* asked past its first share */
+
 	/* a slot whose source was dropped: replaced by standbys, or refused */
 	bool		unused;
 	int64		lag;			/* a standby's, when it was accepted */
@@ -63,6 +76,7 @@ struct IqFetch
 	IqWireRequest *req;			/* as the caller made it, all targets' */
 	uint64		generation;		/* of the ownership when first asked */
 	bool		reasked;		/* asked again after an answer NOT_HELD */
+	int64		next_batches;	/* iq_fetch_continue's, for EXPLAIN ANALYZE */
 	int64		moving_since;	/* µs: a partition first moved, or an owner
 								 * could not be reached; 0 before */
 	uint8		op;
@@ -102,11 +116,14 @@ extern bool iq_fetch_init_source(IqFetch *f, IqFetchSource *src, const IqTarget 
 								 int partition_count, bool *asked);
 extern void iq_fetch_add_sources(IqFetch *f, const IqTarget *targets, int ntargets,
 								 int partition_count);
+extern bool iq_fetch_wants_more(IqFetch *f, IqFetchSource *src);
+extern void iq_fetch_continue(IqFetch *f, IqFetchSource *src);
 
 /* in fetch_read.c */
 extern IqWireEvent iq_fetch_next_event(IqFetch *f, IqFetchSource *src);
 extern void iq_fetch_advance(IqFetch *f, IqFetchSource *src);
 extern int64 iq_fetch_first_byte_us(const IqFetchSource *src);
+extern bool iq_fetch_drain(IqFetchSource *src, size_t max_bytes, int64 deadline);
 
 /* in fetch_report.c */
 extern char *iq_fetch_describe(IqFetch *f, IqFetchSource *src);

@@ -131,6 +131,25 @@ feed(IqFetchSource *src)
 	inbox->len = 0;
 }
 
+/* count_row: src gave a row; keep the key that ends its share (fetch_request.c) */
+static void
+count_row(IqFetchSource *src)
+{
+	src->rows++;
+	src->rows_total++;
+	if (src->limit > 0 && src->rows == src->limit)
+	{
+		free(src->last_key);
+		src->last_key = malloc(Max(src->reader.key_len, 1));
+		if (src->last_key == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory reading an iq_fdw scan")));
+		memcpy(src->last_key, src->reader.key, src->reader.key_len);
+		src->last_key_len = src->reader.key_len;
+	}
+}
+
 /* iq_fetch_next_event: src's next complete event, waiting for bytes as needed */
 IqWireEvent
 iq_fetch_next_event(IqFetch *f, IqFetchSource *src)
@@ -142,6 +161,8 @@ iq_fetch_next_event(IqFetch *f, IqFetchSource *src)
 		if (ev != IQ_EV_NEED_MORE)
 		{
 			progress(src);
+			if (ev == IQ_EV_ROW)
+				count_row(src);
 			return ev;
 		}
 		if (src->chan.inbox.len > 0)
@@ -178,6 +199,16 @@ iq_fetch_advance(IqFetch *f, IqFetchSource *src)
 {
 	IqWireEvent ev = iq_fetch_next_event(f, src);
 
+	while (ev == IQ_EV_END && iq_fetch_wants_more(f, src))
+	{
+		iq_fetch_continue(f, src);
+		ev = iq_fetch_next_event(f, src);
+		if (ev == IQ_EV_HEADER)
+		{
+			src->header_seen = true;
+			ev = iq_fetch_next_event(f, src);
+		}
+	}
 	src->has_row = (ev == IQ_EV_ROW);
 	if (ev == IQ_EV_END)
 		src->ended = true;
@@ -195,3 +226,56 @@ iq_fetch_advance(IqFetch *f, IqFetchSource *src)
 		iq_fetch_fail_transport(f, src);
 	}
 }
+
+/*
+ * iq_fetch_drain
+ *		Read the rest of an answer the caller stopped reading early (a
+ *		LIMIT met, a merge that needed fewer rows of this source), so that
+ *		its connection can go back to the pool: the next query would
+ *		otherwise connect again, which costs more than a short remainder
+ *		(a TCP connect and upgrade, a server thread started).  Only what
+ *		arrives by deadline and at most max_bytes is read; a longer
+ *		remainder (a scan without a limit) is left, and the connection
+ *		closed as before.  Never raises: it runs at the end of a scan.
+ *		True when the answer was read to its end.
+ */
+bool
+iq_fetch_drain(IqFetchSource *src, size_t max_bytes, int64 deadline)
+{
+	IqBuf	   *inbox = &src->chan.inbox;
+	size_t		taken = 0;
+
+	if (src->unused || src->ended || !src->header_seen || src->chan.failed)
+		return src->ended;
+	for (;;)
+	{
+		IqWireEvent ev = iq_wire_reader_next(&src->reader);
+		int64		left;
+
+		if (ev == IQ_EV_ROW)
+			continue;
+		if (ev == IQ_EV_END)
+		{
+			src->ended = true;
+			src->has_row = false;
+			return true;
+		}
+		if (ev != IQ_EV_NEED_MORE)
+			return false;
+		if (inbox->len > 0)
+		{
+			taken += inbox->len;
+			if (taken > max_bytes)
+				return false;
+			iq_wire_reader_feed(&src->reader, inbox->data, inbox->len);
+			inbox->len = 0;
+			continue;
+		}
+		left = deadline - iq_chan_now_us();
+		if (src->chan.done || left <= 0)
+			return false;
+		iq_chan_wait(&src->chan, (int) (left / 1000 + 1));
+		iq_chan_receive(&src->chan);
+	}
+}
+

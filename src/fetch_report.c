@@ -292,7 +292,8 @@ iq_fetch_fail_answer(IqFetch *f, IqFetchSource *src)
 {
 	IqWireStatus status = src->reader.status;
 	bool		corrupt = src->reader.corrupt;
-	bool		header_seen = src->header_seen;
+	/* a next batch (fetch_request.c) comes after rows were returned */
+	bool		header_seen = src->header_seen || src->continued;
 	Report		r = release_for_report(f, src, src->reader.message);
 
 	if (corrupt)

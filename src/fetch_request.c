@@ -113,6 +113,29 @@ iq_fetch_copy_request(MemoryContext cxt, const IqWireRequest *req)
 }
 
 /*
+ * scan_share: how many rows of a scan's LIMIT to ask of a target holding
+ * npartitions of partition_count.  Keys spread over the partitions by
+ * hash, so the first LIMIT keys of a range fall on a target in proportion
+ * to its partitions; it is asked for that share and a margin (a quarter,
+ * and 16 rows for small limits), which the merge rarely exceeds, instead of
+ * the whole LIMIT, most of which every instance would read and send for
+ * nothing.  A target whose share runs out while the merge still wants its
+ * rows is asked for the next batch (iq_fetch_continue).
+ */
+static uint32
+scan_share(const IqWireRequest *req, int npartitions, int partition_count)
+{
+	uint64		share;
+
+	if (req->op != IQ_OP_SCAN || req->limit == 0 ||
+		npartitions <= 0 || partition_count <= npartitions)
+		return req->limit;
+	share = ((uint64) req->limit * npartitions + partition_count - 1) / partition_count;
+	share += share / 4 + 16;
+	return (uint32) Min(share, (uint64) req->limit);
+}
+
+/*
  * iq_fetch_init_source: src (a free slot) set up to ask target t, its
  * request encoded (not sent); false, with the slot free again, if t has
  * nothing to ask.  asked[k] is set for each key of a get t is asked for.
@@ -121,16 +144,60 @@ bool
 iq_fetch_init_source(IqFetch *f, IqFetchSource *src, const IqTarget *t,
 					 int partition_count, bool *asked)
 {
+	IqWireRequest r = *f->req;
+
 	memset(src, 0, sizeof(IqFetchSource));
 	iq_chan_init(&src->chan);
 	iq_wire_reader_init(&src->reader);
 	memcpy(&src->target, t, sizeof(IqTarget));
-	if (!target_request(f->req, t, partition_count, &src->request, asked))
+	r.limit = scan_share(&r, t->npartitions, partition_count);
+	if (!target_request(&r, t, partition_count, &src->request, asked))
 	{
 		iq_wire_reader_free(&src->reader);
 		return false;
 	}
+	src->limit = r.limit;
 	return true;
+}
+
+/*
+ * iq_fetch_wants_more: whether src, whose answer just ended, may hold
+ * rows past its share that the query's LIMIT can still take
+ */
+bool
+iq_fetch_wants_more(IqFetch *f, IqFetchSource *src)
+{
+	return src->limit > 0 && src->rows == src->limit && src->last_key != NULL &&
+		src->rows_total < f->req->limit;
+}
+
+/*
+ * iq_fetch_continue: ask src, whose share ran out (iq_fetch_wants_more),
+ * for the next batch: the same range past its last key, twice the rows,
+ * over the same connection (the answer was read to its end, so it is
+ * pooled and taken again).  Rows stay in key order and none comes twice;
+ * the batch reads the store as it is now, as a longer answer would have
+ * read it a moment later.
+ */
+void
+iq_fetch_continue(IqFetch *f, IqFetchSource *src)
+{
+	IqWireRequest r = *f->req;
+	uint64		left = f->req->limit - src->rows_total;
+
+	r.lower = src->last_key;
+	r.lower_len = src->last_key_len;
+	r.flags = (r.flags | IQ_FLAG_LOWER) & ~IQ_FLAG_LOWER_INCL;
+	r.limit = (uint32) Min(left, (uint64) src->limit * 2);
+	iq_chan_finish(&src->chan, true);
+	iq_buf_free(&src->request);
+	(void) target_request(&r, &src->target, 0, &src->request, NULL);
+	free(src->last_key);
+	src->last_key = NULL;
+	src->limit = r.limit;
+	src->continued = true;
+	f->next_batches++;
+	iq_fetch_start_source(src);
 }
 
 /*

@@ -3,7 +3,8 @@
  *	  A fetch's sources and their channels: sending every target's request,
  *	  stopping, freeing.
  *
- * A source's channel is pooled when its answer was read to the end, else
+ * A source's channel is pooled when its answer was read to the end (at
+ * the end of a fetch, a short rest is read for that: iq_fetch_drain), else
  * closed (the rest of the answer would still be in flight).
  *-------------------------------------------------------------------------
  */
@@ -40,6 +41,7 @@ iq_fetch_start_source(IqFetchSource *src)
 	iq_wire_reader_free(&src->reader);
 	iq_wire_reader_init(&src->reader);
 	src->header_seen = src->has_row = src->ended = false;
+	src->rows = 0;
 	src->call_started = iq_chan_now_us();
 	src->answering = false;
 	src->stalled_us = 0;
@@ -68,6 +70,8 @@ iq_fetch_drop_source(IqFetchSource *src)
 {
 	iq_chan_finish(&src->chan, src->ended);
 	iq_chan_free(&src->chan);
+	free(src->last_key);
+	src->last_key = NULL;
 	iq_wire_reader_free(&src->reader);
 	iq_buf_free(&src->request);
 }

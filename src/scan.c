@@ -127,6 +127,17 @@ iqIterateForeignScan(ForeignScanState *node)
 	return ExecStoreVirtualTuple(slot);
 }
 
+/* end_read: end the read under way, keeping its figures for EXPLAIN ANALYZE */
+static void
+end_read(IqScanState *s)
+{
+	if (s->fetch == NULL)
+		return;
+	s->next_batches += iq_fetch_next_batches(s->fetch);
+	iq_fetch_end(s->fetch);
+	s->fetch = NULL;
+}
+
 /*
  * iqReScanForeignScan
  *		End the current read; the next row starts one with the parameters
@@ -137,9 +148,7 @@ iqReScanForeignScan(ForeignScanState *node)
 {
 	IqScanState *s = (IqScanState *) node->fdw_state;
 
-	if (s->fetch)
-		iq_fetch_end(s->fetch);
-	s->fetch = NULL;
+	end_read(s);
 	MemoryContextReset(s->batch_cxt);
 	s->started = false;
 	s->cached_row = false;
@@ -156,9 +165,7 @@ iqEndForeignScan(ForeignScanState *node)
 
 	if (s == NULL)
 		return;
-	if (s->fetch)
-		iq_fetch_end(s->fetch);
-	s->fetch = NULL;
+	end_read(s);
 }
 
 /*

@@ -47,6 +47,7 @@ typedef struct IqScanState
 	StringInfoData instances;	/* the targets of the last read */
 	bool		standby_noted;	/* the current read's standbys counted */
 	int64		standby_reads;	/* reads some standby answered for */
+	int64		next_batches;	/* of reads ended: iq_fetch_next_batches */
 	char	   *standby_last;	/* the last such: iq_fetch_standby_summary */
 } IqScanState;
 

@@ -473,6 +473,8 @@ start_scan(IqReadStream *s, const int *parts, int nparts)
 		free(err);
 		return;
 	}
+	if (r->limit > 0)
+		iq_store_cursor_expect(s->cursor, r->limit);
 	header_for(&s->pending, parts, nparts);
 }
 

@@ -581,6 +581,21 @@ iq_store_cursor_open_as(IqStoreId store, const int *partitions, int npartitions,
 }
 
 /*
+ * iq_store_cursor_expect
+ *		The caller will take at most rows (a LIMIT): read them in one batch
+ *		when they fit one, rather than in batches growing from
+ *		IQ_STORE_BATCH_FIRST_ROWS, each of which creates its iterators and
+ *		seeks again (most of a short range's cost), nor read more rows than
+ *		will be taken.
+ */
+void
+iq_store_cursor_expect(IqStoreCursor *c, uint64_t rows)
+{
+	if (rows > 0 && c->nrows == 0 && c->next == 0)
+		c->batch_rows = rows < IQ_STORE_BATCH_ROWS ? (int) rows : IQ_STORE_BATCH_ROWS;
+}
+
+/*
  * iq_store_cursor_next
  *		The next row of the batch in hand, reading a batch when it is used up.
  */

@@ -93,6 +93,7 @@ extern IqStoreCursor *iq_store_cursor_open(IqStoreId store,
 										   const char *upper, size_t upper_len, bool upper_incl,
 										   IqReadStatus *status, char **err);
 /* The next row, valid until the next call; false at the end or on failure. */
+extern void iq_store_cursor_expect(IqStoreCursor *cursor, uint64_t rows);
 extern bool iq_store_cursor_next(IqStoreCursor *cursor, IqStoreRow *row);
 
 /*
