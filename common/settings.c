@@ -441,7 +441,7 @@ iq_define_settings(void)
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.commit_interval",
 							"Longest time a counted record waits, under a backlog, before its state is written and its offset committed.",
-							"-1 takes Kafka Streams' commit.interval.ms: 30 s under at_least_once, 100 ms under exactly_once.",
+							"-1: 30 s under at_least_once (Kafka Streams' commit.interval.ms), 1 s under exactly_once (worker/config.c says why not Kafka Streams' 100 ms).",
 							&iq_commit_interval_ms, -1, -1, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("iq_fdw.request_timeout",
