@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/http_get.sh: wrk against GET /stores/order-count/get/:k on instance 1,
 # for keys it owns (answered from its RocksDB) and for keys another instance
-# owns (forwarded over a reused connection), requests/s and p99.
+# owns (forwarded over a peer stream, or a reused HTTPS connection with TLS
+# on), requests/s and p99.
 #
 #   IQ_PORT_OFFSET=... bench/http_get.sh [seconds] [connections] [keys]
 #
@@ -25,6 +26,9 @@
 #   forwarded gets  10,351 to 11,713 req/s, p99 12 to 37 ms (one reused
 #                   connection per transfer slot, no new TCP connection
 #                   per request)
+# 2026-12-07, forwarded gets over pooled iq-wire/1 streams (no TLS): 26,477
+# and 25,923 req/s against 13,254 and 14,626 with a curl transfer each,
+# local gets 58,005 to 67,075 in the same session (bench/README.md).
 # With 4 server threads instead of one per CPU (the default before), the
 # same box gave a fifth fewer local gets (56,649 and 46,767 against 66,869
 # and 55,223 with 2, alternated in one session).  Earlier builds copied the

@@ -179,6 +179,16 @@ def test_get_every_key_from_every_instance_gives_the_same_value(data):
             assert body == {"response": customers[k]}, (i, k)
 
 
+def test_forwarded_get_answers_byte_for_byte_as_the_owner(data):
+    """Without TLS the asking instance renders a forwarded get's JSON itself
+    from the owner's stream answer (forward_stream.c): the bytes and status
+    must be the owner's own, found or not, for every kind of key."""
+    for k in ["1", "2", "7"] + ODD_KEYS + BULK_KEYS[:40] + [f"{RUN}-missing-{n}" for n in range(20)]:
+        for store in ("customer-v1-changelog", "order-count"):
+            answers = {http_get(i, f"/stores/{store}/get/{url_key(k)}") for i in INSTANCES}
+            assert len(answers) == 1, (store, k, answers)
+
+
 def test_key_metadata_agrees_everywhere_and_with_the_partition_produced_to(data):
     _, parts = data
     owners_of_partition = {}

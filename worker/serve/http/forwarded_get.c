@@ -31,20 +31,11 @@
 
 #include <curl/curl.h>
 
-#include "worker/serve/http/http_internal.h"
+#include "common/bigendian.h"
+#include "common/wire.h"
+#include "worker/serve/http/forward_internal.h"
 #include "worker/thread.h"
 
-struct IqForwardJob
-{
-	IqForwardJob *next;			/* in the queue, then in the in-flight list */
-	struct MHD_Connection *conn;
-	char	   *url;
-	CURL	   *easy;
-	struct curl_slist *headers;
-	char		errbuf[CURL_ERROR_SIZE];
-	bool		done;			/* under fwd_lock */
-	IqForwardResult result;
-};
 
 static pthread_mutex_t fwd_lock = PTHREAD_MUTEX_INITIALIZER;
 static IqForwardJob *queue = NULL;
@@ -56,6 +47,8 @@ static IqForwardJob *flying = NULL;	/* transfers added to fwd_multi */
 static int	epoll_fd = -1;
 static int	wake_fd = -1;		/* eventfd: new jobs, or stop */
 static long long timer_deadline = -1;	/* ms (monotonic) curl wants a call, -1 none */
+
+static IqForwardJob *enqueue(struct MHD_Connection *conn, IqForwardJob *job);
 
 /* Connections to one peer at most, and kept open in all (iq_forwarder_start) */
 #define FWD_PER_PEER 64
@@ -116,6 +109,13 @@ complete(IqForwardJob *job, CURLcode rc)
 	}
 	curl_slist_free_all(job->headers);
 	job->headers = NULL;
+	iq_forward_finish(job);
+}
+
+/* iq_forward_finish: the job's outcome is set; wake the waiting connection */
+void
+iq_forward_finish(IqForwardJob *job)
+{
 	pthread_mutex_lock(&fwd_lock);
 	job->done = true;
 	pthread_mutex_unlock(&fwd_lock);
@@ -197,6 +197,19 @@ collect(void)
 	}
 }
 
+/* wait_for: ms until the earlier of two deadlines (-1: none), at most 1 s */
+static int
+wait_for(long long a, long long b)
+{
+	long long	next = (a < 0 || (b >= 0 && b < a)) ? b : a;
+	long long	left;
+
+	if (next < 0)
+		return 1000;
+	left = next - iq_http_now_ms();
+	return left <= 0 ? 0 : (left > 1000 ? 1000 : (int) left);
+}
+
 /* forwarder_main: the forwarder thread's loop */
 static void *
 forwarder_main(void *arg)
@@ -224,6 +237,8 @@ forwarder_main(void *arg)
 
 			if (stopping)
 				complete(jobs, CURLE_ABORTED_BY_CALLBACK);
+			else if (jobs->url == NULL)
+				iq_fstream_submit(jobs);
 			else
 				launch(jobs);
 			jobs = next;
@@ -233,22 +248,23 @@ forwarder_main(void *arg)
 			/* answer whatever is still in flight as failed, then go */
 			while (flying)
 				complete(flying, CURLE_ABORTED_BY_CALLBACK);
+			iq_fstream_shutdown();
 			break;
 		}
+		/* what was queued goes out in one send per stream */
+		iq_fstream_flush();
 
-		if (timer_deadline < 0)
-			wait_ms = 1000;
-		else
-		{
-			long long	left = timer_deadline - iq_http_now_ms();
-
-			wait_ms = left <= 0 ? 0 : (left > 1000 ? 1000 : (int) left);
-		}
+		wait_ms = wait_for(timer_deadline, iq_fstream_next_deadline());
 		n = epoll_wait(epoll_fd, evs, 64, wait_ms);
 		for (i = 0; i < n; i++)
 		{
 			int			flags = 0;
 
+			if (evs[i].data.u64 & IQ_FSTREAM_TAG)
+			{
+				iq_fstream_event(evs[i].data.u64, evs[i].events);
+				continue;
+			}
 			if (evs[i].data.fd == wake_fd)
 			{
 				uint64_t	count;
@@ -271,6 +287,7 @@ forwarder_main(void *arg)
 			curl_multi_socket_action(fwd_multi, CURL_SOCKET_TIMEOUT, 0, &running);
 		}
 		collect();
+		iq_fstream_tick();
 	}
 	return NULL;
 }
@@ -336,6 +353,7 @@ iq_forwarder_start(char **err)
 		ev.data.fd = wake_fd;
 		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
 	}
+	iq_fstream_init(epoll_fd);
 	fwd_stopping = false;
 	rc = iq_thread_create(&fwd_thread, NULL, forwarder_main, NULL);
 	if (rc != 0)
@@ -398,6 +416,13 @@ iq_forward_submit(struct MHD_Connection *conn, const char *url)
 		free(job);
 		return NULL;
 	}
+	return enqueue(conn, job);
+}
+
+/* enqueue: suspend conn and queue job for the forwarder (NULL: stopping) */
+static IqForwardJob *
+enqueue(struct MHD_Connection *conn, IqForwardJob *job)
+{
 	job->conn = conn;
 	iq_buf_init(&job->result.body);
 	MHD_suspend_connection(conn);
@@ -406,6 +431,7 @@ iq_forward_submit(struct MHD_Connection *conn, const char *url)
 	{
 		pthread_mutex_unlock(&fwd_lock);
 		MHD_resume_connection(conn);
+		iq_buf_free(&job->request);
 		free(job->url);
 		free(job);
 		return NULL;
@@ -443,6 +469,51 @@ iq_forward_job_free(IqForwardJob *job)
 	if (job == NULL)
 		return;
 	iq_buf_free(&job->result.body);
+	iq_buf_free(&job->request);
 	free(job->url);
 	free(job);
+}
+
+/*
+ * iq_forward_submit_get: suspend conn and ask the owner at host:port for
+ * key of store over a peer stream (forward_stream.c); the answer is the
+ * wire's (IqForwardResult.wire).  TLS on: NULL, the stream is plain only.
+ */
+IqForwardJob *
+iq_forward_submit_get(struct MHD_Connection *conn, const char *host, int port,
+					  int store, const char *key, size_t len)
+{
+	IqForwardJob *job;
+	IqWireRequest req;
+	const char *keys[1] = {key};
+	uint32_t	lens[1] = {(uint32_t) len};
+	size_t		at;
+
+	if (!fwd_running || iq_http_config.tls.on || len > IQ_WIRE_MAX_REQUEST / 2)
+		return NULL;
+	job = calloc(1, sizeof(IqForwardJob));
+	if (job == NULL)
+		return NULL;
+	snprintf(job->host, sizeof(job->host), "%s", host);
+	job->port = port;
+	job->deadline = iq_http_now_ms() + iq_http_config.peer_timeout_ms;
+	memset(&req, 0, sizeof(req));
+	req.op = IQ_OP_GET;
+	req.store = (uint8_t) store;
+	req.nkeys = 1;
+	req.keys = keys;
+	req.key_lens = lens;
+	/* the request framed as on a stream: its u32 length first */
+	iq_buf_init(&job->request);
+	iq_buf_u32(&job->request, 0);
+	at = job->request.len;
+	iq_wire_encode_request(&req, &job->request);
+	if (job->request.oom)
+	{
+		iq_buf_free(&job->request);
+		free(job);
+		return NULL;
+	}
+	iq_be32_put((unsigned char *) job->request.data, (uint32_t) (job->request.len - at));
+	return enqueue(conn, job);
 }

@@ -139,6 +139,8 @@ typedef struct IqForwardResult IqForwardResult;
 extern bool iq_forwarder_start(char **err);
 extern void iq_forwarder_stop(void);
 extern IqForwardJob *iq_forward_submit(struct MHD_Connection *conn, const char *url);
+extern IqForwardJob *iq_forward_submit_get(struct MHD_Connection *conn, const char *host,
+										   int port, int store, const char *key, size_t len);
 extern bool iq_forward_job_done(IqForwardJob *job);
 extern IqForwardResult *iq_forward_job_result(IqForwardJob *job);
 extern void iq_forward_job_free(IqForwardJob *job);
@@ -207,8 +209,16 @@ struct IqForwardResult
 	long		status;			/* HTTP status, 0 if the transfer failed */
 	bool		timed_out;
 	bool		refused;		/* nothing listens there: the owner stops or stopped */
-	char		error[256];		/* curl's text when status == 0 */
-	IqBuf		body;
+	char		error[256];		/* curl's text when status == 0; a wire error's message */
+	IqBuf		body;			/* the owner's JSON; over a stream the value found */
+	/*
+	 * Over a peer stream (iq_forward_submit_get): the owner's wire status
+	 * when status != 0, and whether the key was found; the JSON is then
+	 * rendered here as the owner would (routes.c)
+	 */
+	bool		wire;
+	int			wire_status;	/* IqWireStatus */
+	bool		found;
 };
 
 /* in tls_server.c: HTTPS with the material of iq_http_config.tls (check: servers.h) */

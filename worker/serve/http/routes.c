@@ -143,7 +143,7 @@ send_passthrough(struct MHD_Connection *conn, IqForwardResult *res)
  */
 static enum MHD_Result
 forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owner,
-			const char *store_name, const char *key, size_t len, int partition)
+			const IqStoreInfo *store, const char *key, size_t len, int partition)
 {
 	IqBuf		url;
 	char		base[IQ_PEER_URL_LEN];
@@ -156,12 +156,24 @@ forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owne
 								  "partition %d moved while the request was forwarded",
 								  partition);
 
+	/* plain: over a pooled peer stream, the JSON rendered here (forward_stream.c) */
+	if (!iq_http_config.tls.on)
+	{
+		ctx->job = iq_forward_submit_get(conn, owner->host, owner->port, store->id, key, len);
+		if (ctx->job == NULL)
+			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
+									  "cannot forward to the owner of partition %d now (server stopping?)",
+									  partition);
+		iq_count_forward(ctx->owner, false);
+		return MHD_YES;
+	}
+
 	/* hosts are shorter than IQ_HTTP_HOST_LEN = 256 bytes: the base fits */
 	(void) iq_peer_url(base, sizeof(base), iq_http_config.tls.on, owner->host, owner->port,
 					   "/stores/");
 	iq_buf_init(&url);
 	iq_buf_append(&url, base, strlen(base));
-	iq_url_encode(&url, store_name, strlen(store_name));
+	iq_url_encode(&url, store->name, strlen(store->name));
 	iq_buf_append(&url, "/get/", 5);
 	iq_url_encode(&url, key, len);
 	iq_buf_u8(&url, 0);
@@ -332,6 +344,34 @@ ask_standby(struct MHD_Connection *conn, IqGetCtx *ctx, enum MHD_Result *ret)
 	return true;
 }
 
+/*
+ * send_wire_answer: the owner's answer over a peer stream, as the owner's
+ * JSON get would have given it (send_store_read; a partition it no longer
+ * holds as forward_get's refusal of a forward)
+ */
+static enum MHD_Result
+send_wire_answer(struct MHD_Connection *conn, IqGetCtx *ctx, IqForwardResult *res)
+{
+	switch (res->wire_status)
+	{
+		case IQ_WIRE_OK:
+			return iq_http_send_get(conn, ctx->store->id,
+									res->found ? res->body.data : NULL,
+									res->found ? res->body.len : 0);
+		case IQ_WIRE_NOT_HELD:
+			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
+									  "partition %d moved while the request was forwarded",
+									  ctx->partition);
+		case IQ_WIRE_RESTORING:
+			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+									  "partition %d is still restoring", ctx->partition);
+		default:
+			return iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+									  "reading partition %d failed: %s", ctx->partition,
+									  res->error);
+	}
+}
+
 /* iq_http_forward_answer: the owner's answer to a forwarded get, as it came */
 enum MHD_Result
 iq_http_forward_answer(struct MHD_Connection *conn, IqGetCtx *ctx)
@@ -359,6 +399,8 @@ iq_http_forward_answer(struct MHD_Connection *conn, IqGetCtx *ctx)
 								  res->timed_out ? "did not answer in time" : "is unreachable",
 								  res->error);
 	}
+	if (res->wire)
+		return send_wire_answer(conn, ctx, res);
 	return send_passthrough(conn, res);
 }
 
@@ -406,9 +448,9 @@ route_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
 		{
 			memcpy(ctx->key, key, len);
 			ctx->key_len = len;
-			ctx->store = store;
 		}
-		return forward_get(conn, ctx, &o.members[owner], store->name, key, len, p);
+		ctx->store = store;
+		return forward_get(conn, ctx, &o.members[owner], store, key, len, p);
 	}
 
 	st = iq_store_get(store->id, p, key, len, &value, &value_len, &err);
