@@ -33,7 +33,11 @@ typedef struct IqTarget
 	uint16		partitions[IQ_MAX_PARTITIONS];
 } IqTarget;
 
-/* A row, palloc'd in the fetch's row context (reset on every next). */
+/*
+ * A row: its bytes lie in the fetch's receive buffer, valid until the next
+ * iq_fetch_next or iq_fetch_end (copy what must outlive that); not
+ * NUL-terminated.
+ */
 typedef struct IqFetchRow
 {
 	char	   *key;

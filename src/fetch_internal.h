@@ -58,7 +58,6 @@ struct IqFetch
 	IqFetch    *next;			/* in active_fetches (fetch.c) */
 	IqFetch    *prev;
 	SubTransactionId subid;		/* where it was started */
-	MemoryContext rowcxt;		/* the caller's rows; never touched on abort */
 	MemoryContext reqcxt;		/* req, to ask again; never touched on abort */
 	IqWireRequest *req;			/* as the caller made it, all targets' */
 	uint64		generation;		/* of the ownership when first asked */
