@@ -59,6 +59,12 @@ extern IqFetch *iq_fetch_start(const IqWireRequest *req,
 /* Next row in key order over all targets; false at the end. */
 extern bool iq_fetch_next(IqFetch *fetch, IqFetchRow *row);
 
+/*
+ * The caller needs no order (a scan whose plan promised none): rows are
+ * handed out a source at a time, without comparing keys.
+ */
+extern void iq_fetch_any_order(IqFetch *fetch);
+
 /* Positions reported by all targets (valid once the first row or end is seen). */
 extern int	iq_fetch_positions(IqFetch *fetch, const IqWirePosition **positions);
 

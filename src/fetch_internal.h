@@ -72,6 +72,7 @@ struct IqFetch
 	IqFetchSource *last;		/* gave the previous row; advance it next */
 	bool		primed;
 	bool		released;
+	bool		any_order;		/* iq_fetch_any_order: no merge by key */
 	int			npositions;
 	IqWirePosition *positions;
 

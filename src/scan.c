@@ -57,6 +57,7 @@ iqBeginForeignScan(ForeignScanState *node, int eflags)
 	s->value_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_VALUE_TYPE));
 	s->key_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_KEY_TYPE));
 	s->invalid_utf8 = intVal(list_nth(plan->fdw_private, IQ_PRIV_INVALID_UTF8));
+	s->ordered = intVal(list_nth(plan->fdw_private, IQ_PRIV_ORDERED)) != 0;
 	s->expr_states = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
 	s->batch_cxt = AllocSetContextCreate(node->ss.ps.state->es_query_cxt,
 										 "iq_fdw read", ALLOCSET_DEFAULT_SIZES);
@@ -267,6 +268,8 @@ start_read(ForeignScanState *node, IqScanState *s)
 
 	s->rows_left = (req->op == IQ_OP_GET) ? ask.nkeys : -1;
 	s->fetch = iq_fetch_start(req, targets, ntargets);
+	if (!s->ordered)
+		iq_fetch_any_order(s->fetch);
 	MemoryContextSwitchTo(old);
 }
 

@@ -39,6 +39,7 @@ typedef struct IqScanState
 	Oid			key_type;
 	Oid			value_type;
 	IqInvalidUtf8 invalid_utf8;	/* for text columns */
+	bool		ordered;		/* the plan relies on rows in key order */
 
 	MemoryContext batch_cxt;	/* one read: keys, targets, the fetch */
 	IqDatumBuf	key_buf;		/* the current row's key datum */
