@@ -16,7 +16,10 @@
 #      200 start keys spread over the bench keys, on the store (a table with
 #      invalid_utf8 'error', so that the bound, order and limit are pushed
 #      down) and on the heap
-#   5. a full scan of the store vs a sequential scan of the heap table (rows/s)
+#   5. a full scan of the store vs a sequential scan of the heap table (rows/s):
+#      SELECT * FROM t OFFSET <rows>, so that PostgreSQL itself sees every
+#      row (count(*) would let a scan skip making tuples; no aggregate is
+#      pushed down either way)
 # The key is picked by pgbench from a constant array of 200 keys, so both
 # sides pay the same for choosing it.  Prints a markdown table.
 #
@@ -117,8 +120,10 @@ range_script fdw_range bench.order_count_ordered 1000
 range_script heap_range bench.heap 1000
 range_script fdw_range10 bench.order_count_ordered 10
 range_script heap_range10 bench.heap 10
-printf 'SELECT count(*) FROM bench.order_count;\n' >"$WORK/fdw_scan.sql"
-printf 'SELECT count(*) FROM bench.heap;\n' >"$WORK/heap_scan.sql"
+# every row reaches the executor and is thrown away by OFFSET: the same
+# work for both sides, and no aggregate to push down
+printf 'SELECT * FROM bench.order_count OFFSET %d;\n' "$total" >"$WORK/fdw_scan.sql"
+printf 'SELECT * FROM bench.heap OFFSET %d;\n' "$total" >"$WORK/heap_scan.sql"
 
 tps() { # tps SCRIPT CLIENTS SECONDS [PGOPTIONS...]
 	# the store is read by one backend: so is the heap table
@@ -171,7 +176,7 @@ cat <<EOF
 | key = :k, keys owned by other instances | $(tps_m fdw_remote) tps | $(tps_m heap_remote) tps | $(median_ratio "${R[fdw_remote]}" "${R[heap_remote]}") | >= 0.33 |
 | key >= :k ORDER BY key LIMIT 1000 | $(tps_m fdw_range) tps | $(tps_m heap_range) tps | $(median_ratio "${R[fdw_range]}" "${R[heap_range]}") | >= 0.33 |
 | key >= :k ORDER BY key LIMIT 10 | $(tps_m fdw_range10) tps | $(tps_m heap_range10) tps | $(median_ratio "${R[fdw_range10]}" "${R[heap_range10]}") | >= 0.5 |
-| count(*) of all $total rows | $(rows_s "$(median "${R[fdw_scan]}")") rows/s | $(rows_s "$(median "${R[heap_scan]}")") rows/s | $(median_ratio "${R[fdw_scan]}" "${R[heap_scan]}") | >= 0.33 |
+| SELECT * OFFSET $total: all $total rows | $(rows_s "$(median "${R[fdw_scan]}")") rows/s | $(rows_s "$(median "${R[heap_scan]}")") rows/s | $(median_ratio "${R[fdw_scan]}" "${R[heap_scan]}") | >= 0.33 |
 EOF
 for s in $RUNS; do
 	case $s in

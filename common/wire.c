@@ -447,17 +447,33 @@ iq_wire_response_header(IqBuf *out, int npositions,
 	}
 }
 
-/* iq_wire_response_row: one row frame; value_len -1 means null */
+/*
+ * iq_wire_response_row: one row frame; value_len -1 means null.  Room for
+ * the whole frame is made once and the frame written in place: a scan
+ * writes one per row, and five appends, each checking for room, were a
+ * twentieth of a full scan's CPU.
+ */
 void
 iq_wire_response_row(IqBuf *out, const char *key, uint32_t key_len,
 					 const char *value, int32_t value_len)
 {
-	iq_buf_u8(out, 'R');
-	iq_buf_u32(out, key_len);
-	iq_buf_append(out, key, key_len);
-	iq_buf_u32(out, (uint32_t) value_len);
-	if (value_len > 0)
-		iq_buf_append(out, value, (size_t) value_len);
+	size_t		vlen = value_len > 0 ? (size_t) value_len : 0;
+	unsigned char *p;
+
+	if (!iq_buf_reserve(out, 1 + 4 + (size_t) key_len + 4 + vlen))
+		return;
+	p = (unsigned char *) out->data + out->len;
+	*p++ = 'R';
+	iq_be32_put(p, key_len);
+	p += 4;
+	if (key_len > 0)
+		memcpy(p, key, key_len);
+	p += key_len;
+	iq_be32_put(p, (uint32_t) value_len);
+	p += 4;
+	if (vlen > 0)
+		memcpy(p, value, vlen);
+	out->len += 1 + 4 + (size_t) key_len + 4 + vlen;
 }
 
 /* iq_wire_response_end: the end frame; a non-OK status fails the stream late */

@@ -35,7 +35,7 @@
 static IqFetch *active_fetches = NULL;
 static bool callbacks_registered = false;
 
-/* free_fetch: release and forget a fetch (its row context is the caller's) */
+/* free_fetch: release and forget a fetch (its request context is the caller's) */
 static void
 free_fetch(IqFetch *f)
 {
@@ -163,8 +163,6 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	f->subid = GetCurrentSubTransactionId();
 	f->op = req->op;
 	f->store = req->store;
-	f->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "iq_fdw fetch rows",
-									  ALLOCSET_SMALL_SIZES);
 	/* listed before anything is allocated for it: an error frees it all */
 	f->next = active_fetches;
 	if (active_fetches)
@@ -182,13 +180,60 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	return f;
 }
 
-/* iq_fetch_next: the smallest head row of all sources */
+/* iq_fetch_any_order: hand rows out without the merge (fetch.h) */
+void
+iq_fetch_any_order(IqFetch *f)
+{
+	f->any_order = true;
+}
+
+/*
+ * next_source
+ *		The source whose head row goes next: the smallest key of all, or,
+ *		with any_order, the next source after the previous row's that has a
+ *		row (the key comparisons of the merge were a fifth of a full scan's
+ *		CPU in the backend, for an order nobody asked for).  Taking the
+ *		sources in turn, rather than one to its end, keeps every answer
+ *		flowing: a worker whose socket is full stops producing.  NULL at
+ *		the end.
+ */
+static IqFetchSource *
+next_source(IqFetch *f, IqFetchSource *prev)
+{
+	IqFetchSource *best = NULL;
+
+	if (f->any_order)
+	{
+		int			i = prev ? (int) (prev - f->sources) : -1;
+
+		/* wrapped by hand: a division per row showed in the profile */
+		for (int k = 0; k < f->nsources; k++)
+		{
+			if (++i >= f->nsources)
+				i = 0;
+			if (f->sources[i].has_row)
+				return &f->sources[i];
+		}
+		return NULL;
+	}
+	for (int i = 0; i < f->nsources; i++)
+	{
+		IqFetchSource *src = &f->sources[i];
+
+		if (src->has_row &&
+			(best == NULL || key_cmp(src->reader.key, src->reader.key_len,
+									 best->reader.key, best->reader.key_len) < 0))
+			best = src;
+	}
+	return best;
+}
+
+/* iq_fetch_next: the smallest head row of all sources (or any, see above) */
 bool
 iq_fetch_next(IqFetch *f, IqFetchRow *row)
 {
-	IqFetchSource *best = NULL;
-	MemoryContext old;
-	int			i;
+	IqFetchSource *best;
+	IqFetchSource *prev = f->last;
 
 	if (f->released)
 		return false;
@@ -198,15 +243,7 @@ iq_fetch_next(IqFetch *f, IqFetchRow *row)
 		iq_fetch_advance(f, f->last);
 	f->last = NULL;
 
-	for (i = 0; i < f->nsources; i++)
-	{
-		IqFetchSource *src = &f->sources[i];
-
-		if (src->has_row &&
-			(best == NULL || key_cmp(src->reader.key, src->reader.key_len,
-									 best->reader.key, best->reader.key_len) < 0))
-			best = src;
-	}
+	best = next_source(f, prev);
 	if (best == NULL)
 	{
 		/* every answer read to its end: pool the local connection now */
@@ -214,22 +251,15 @@ iq_fetch_next(IqFetch *f, IqFetchRow *row)
 		return false;
 	}
 
-	MemoryContextReset(f->rowcxt);
-	old = MemoryContextSwitchTo(f->rowcxt);
+	/*
+	 * The row points into best's reader, which keeps those bytes until best
+	 * is advanced at the next call: no copy here, the caller makes its
+	 * datums from them (one copy per row instead of two).
+	 */
 	row->key_len = (int) best->reader.key_len;
-	row->key = palloc(row->key_len + 1);
-	memcpy(row->key, best->reader.key, row->key_len);
-	row->key[row->key_len] = '\0';
+	row->key = (char *) best->reader.key;
 	row->value_len = best->reader.value_len;
-	if (row->value_len >= 0)
-	{
-		row->value = palloc(row->value_len + 1);
-		memcpy(row->value, best->reader.value, row->value_len);
-		row->value[row->value_len] = '\0';
-	}
-	else
-		row->value = NULL;
-	MemoryContextSwitchTo(old);
+	row->value = row->value_len >= 0 ? (char *) best->reader.value : NULL;
 	f->last = best;
 	return true;
 }
@@ -266,7 +296,6 @@ iq_fetch_end(IqFetch *f)
 	deadline = iq_chan_now_us() + DRAIN_MAX_US;
 	for (i = 0; i < f->nsources && !f->released; i++)
 		(void) iq_fetch_drain(&f->sources[i], DRAIN_MAX_BYTES, deadline);
-	MemoryContextDelete(f->rowcxt);
 	MemoryContextDelete(f->reqcxt);
 	free_fetch(f);
 }

@@ -33,7 +33,11 @@ typedef struct IqTarget
 	uint16		partitions[IQ_MAX_PARTITIONS];
 } IqTarget;
 
-/* A row, palloc'd in the fetch's row context (reset on every next). */
+/*
+ * A row: its bytes lie in the fetch's receive buffer, valid until the next
+ * iq_fetch_next or iq_fetch_end (copy what must outlive that); not
+ * NUL-terminated.
+ */
 typedef struct IqFetchRow
 {
 	char	   *key;
@@ -54,6 +58,12 @@ extern IqFetch *iq_fetch_start(const IqWireRequest *req,
 
 /* Next row in key order over all targets; false at the end. */
 extern bool iq_fetch_next(IqFetch *fetch, IqFetchRow *row);
+
+/*
+ * The caller needs no order (a scan whose plan promised none): rows are
+ * handed out a source at a time, without comparing keys.
+ */
+extern void iq_fetch_any_order(IqFetch *fetch);
 
 /* Positions reported by all targets (valid once the first row or end is seen). */
 extern int	iq_fetch_positions(IqFetch *fetch, const IqWirePosition **positions);

@@ -71,7 +71,6 @@ struct IqFetch
 	IqFetch    *next;			/* in active_fetches (fetch.c) */
 	IqFetch    *prev;
 	SubTransactionId subid;		/* where it was started */
-	MemoryContext rowcxt;		/* the caller's rows; never touched on abort */
 	MemoryContext reqcxt;		/* req, to ask again; never touched on abort */
 	IqWireRequest *req;			/* as the caller made it, all targets' */
 	uint64		generation;		/* of the ownership when first asked */
@@ -87,6 +86,7 @@ struct IqFetch
 	IqFetchSource *last;		/* gave the previous row; advance it next */
 	bool		primed;
 	bool		released;
+	bool		any_order;		/* iq_fetch_any_order: no merge by key */
 	int			npositions;
 	IqWirePosition *positions;
 

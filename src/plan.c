@@ -340,6 +340,8 @@ iqGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	fdw_private = lappend(fdw_private, iq_const_keys(&q));
 	fdw_private = lappend(fdw_private, makeInteger(ri->table.key_type));
 	fdw_private = lappend(fdw_private, makeInteger(ri->table.invalid_utf8));
+	/* without pathkeys nothing above relies on key order: no merge needed */
+	fdw_private = lappend(fdw_private, makeInteger(best_path->path.pathkeys != NIL));
 	Assert(list_length(fdw_private) == IQ_PRIV_COUNT);
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid, fdw_exprs,

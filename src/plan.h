@@ -20,6 +20,7 @@ typedef enum IqPrivateIndex
 	IQ_PRIV_CONST_KEYS,			/* List of String: constant point keys, or NIL */
 	IQ_PRIV_KEY_TYPE,			/* Integer: type Oid of the key column */
 	IQ_PRIV_INVALID_UTF8,		/* Integer: IqInvalidUtf8 of the table */
+	IQ_PRIV_ORDERED,			/* Integer: 1 if the plan relies on key order */
 	IQ_PRIV_COUNT
 } IqPrivateIndex;
 

@@ -31,7 +31,7 @@ static bool read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntarg
 static void note_standby_reads(IqScanState *s);
 static Datum key_datum(IqScanState *s, IqFetchRow *row);
 static Datum value_datum(IqScanState *s, IqFetchRow *row);
-static Datum bytes_datum(const char *data, int len);
+static Datum bytes_datum(IqDatumBuf *buf, const char *data, int len);
 static text *text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key);
 
 
@@ -57,9 +57,11 @@ iqBeginForeignScan(ForeignScanState *node, int eflags)
 	s->value_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_VALUE_TYPE));
 	s->key_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_KEY_TYPE));
 	s->invalid_utf8 = intVal(list_nth(plan->fdw_private, IQ_PRIV_INVALID_UTF8));
+	s->ordered = intVal(list_nth(plan->fdw_private, IQ_PRIV_ORDERED)) != 0;
 	s->expr_states = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
 	s->batch_cxt = AllocSetContextCreate(node->ss.ps.state->es_query_cxt,
 										 "iq_fdw read", ALLOCSET_DEFAULT_SIZES);
+	s->key_buf.cxt = s->value_buf.cxt = CurrentMemoryContext;
 	initStringInfo(&s->instances);
 	node->fdw_state = s;
 }
@@ -273,6 +275,8 @@ start_read(ForeignScanState *node, IqScanState *s)
 
 	s->rows_left = (req->op == IQ_OP_GET) ? ask.nkeys : -1;
 	s->fetch = iq_fetch_start(req, targets, ntargets);
+	if (!s->ordered)
+		iq_fetch_any_order(s->fetch);
 	MemoryContextSwitchTo(old);
 }
 
@@ -336,7 +340,7 @@ static Datum
 key_datum(IqScanState *s, IqFetchRow *row)
 {
 	if (s->key_type == BYTEAOID)
-		return bytes_datum(row->key, row->key_len);
+		return bytes_datum(&s->key_buf, row->key, row->key_len);
 	return PointerGetDatum(text_or_replaced(s, row, true));
 }
 
@@ -372,22 +376,36 @@ value_datum(IqScanState *s, IqFetchRow *row)
 	}
 
 	if (s->value_type == BYTEAOID)
-		return bytes_datum(row->value, row->value_len);
+		return bytes_datum(&s->value_buf, row->value, row->value_len);
 	return PointerGetDatum(text_or_replaced(s, row, false));
 }
 
 /*
  * bytes_datum
- *		A varlena of the bytes as they are.
+ *		A varlena of the bytes as they are, in buf (see IqDatumBuf): valid
+ *		until the next row.  The buffer grows in the scan's own context.
  */
 static Datum
-bytes_datum(const char *data, int len)
+bytes_datum(IqDatumBuf *buf, const char *data, int len)
 {
-	bytea	   *b = palloc(VARHDRSZ + len);
+	Size		need = VARHDRSZ + (Size) len;
+	struct varlena *v;
 
-	SET_VARSIZE(b, VARHDRSZ + len);
-	memcpy(VARDATA(b), data, len);
-	return PointerGetDatum(b);
+	if (need > buf->cap)
+	{
+		Size		cap = Max(buf->cap * 2, 64);
+
+		while (cap < need)
+			cap *= 2;
+		if (buf->data)
+			pfree(buf->data);
+		buf->data = MemoryContextAlloc(buf->cxt, cap);
+		buf->cap = cap;
+	}
+	v = (struct varlena *) buf->data;
+	SET_VARSIZE(v, need);
+	memcpy(VARDATA(v), data, len);
+	return PointerGetDatum(v);
 }
 
 /*
@@ -408,7 +426,8 @@ text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key)
 	size_t		fixed_len;
 
 	if (pg_verifymbstr(data, len, true))
-		return cstring_to_text_with_len(data, len);
+		return (text *) DatumGetPointer(bytes_datum(is_key ? &s->key_buf : &s->value_buf,
+													data, len));
 
 	if (s->invalid_utf8 == IQ_INVALID_UTF8_ERROR ||
 		GetDatabaseEncoding() != PG_UTF8)

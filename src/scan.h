@@ -15,6 +15,19 @@
 #include "src/option.h"
 #include "src/quals.h"
 
+/*
+ * A varlena the scan rewrites for every row: a row's datums live until the
+ * next row is asked for (the per-tuple context's lifetime, which ExecScan
+ * resets at each call), so one buffer per column serves every row without
+ * a palloc each.
+ */
+typedef struct IqDatumBuf
+{
+	MemoryContext cxt;			/* the query's: where data grows */
+	char	   *data;
+	Size		cap;
+} IqDatumBuf;
+
 typedef struct IqScanState
 {
 	const IqStoreInfo *store;
@@ -26,8 +39,11 @@ typedef struct IqScanState
 	Oid			key_type;
 	Oid			value_type;
 	IqInvalidUtf8 invalid_utf8;	/* for text columns */
+	bool		ordered;		/* the plan relies on rows in key order */
 
 	MemoryContext batch_cxt;	/* one read: keys, targets, the fetch */
+	IqDatumBuf	key_buf;		/* the current row's key datum */
+	IqDatumBuf	value_buf;		/* the current row's value datum */
 	IqFetch    *fetch;			/* NULL before the first row or if empty */
 	bool		started;
 	bool		at_end;			/* the answer was read to its end */

@@ -355,6 +355,25 @@ unlock_all(IqStoreCursor *c)
 }
 
 /*
+ * grow_batch
+ *		Let the next batch take twice as many rows, up to the bound; the
+ *		row slots grow with it, so that a short range never allocates room
+ *		for a full batch.  Out of memory, the batches stay as they are.
+ */
+static void
+grow_batch(IqStoreCursor *c)
+{
+	int			n = c->batch_rows * 2 < IQ_STORE_BATCH_ROWS ?
+		c->batch_rows * 2 : IQ_STORE_BATCH_ROWS;
+	BatchRow   *rows = realloc(c->rows, sizeof(BatchRow) * n);
+
+	if (rows == NULL)
+		return;
+	c->rows = rows;
+	c->batch_rows = n;
+}
+
+/*
  * cursor_fill
  *		Read the next batch under the read locks of the partitions not yet
  *		done, and release them; the batch after it may be twice as long.
@@ -377,8 +396,7 @@ cursor_fill(IqStoreCursor *c)
 	if (c->status != IQ_READ_OK)
 		c->nrows = 0;
 	if (c->batch_rows < IQ_STORE_BATCH_ROWS)
-		c->batch_rows = c->batch_rows * 2 < IQ_STORE_BATCH_ROWS ?
-			c->batch_rows * 2 : IQ_STORE_BATCH_ROWS;
+		grow_batch(c);
 }
 
 /* ---- open, next, close ---- */
@@ -421,7 +439,7 @@ cursor_alloc(IqStoreId store, int npartitions)
 	c->cp = calloc(alloc, sizeof(CursorPart));
 	c->iters = calloc(alloc, sizeof(rocksdb_iterator_t *));
 	c->heap = malloc(sizeof(int) * alloc);
-	c->rows = malloc(sizeof(BatchRow) * IQ_STORE_BATCH_ROWS);
+	c->rows = malloc(sizeof(BatchRow) * IQ_STORE_BATCH_FIRST_ROWS);
 	if (!c->cp || !c->iters || !c->heap || !c->rows)
 	{
 		cursor_free(c);
