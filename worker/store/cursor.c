@@ -609,8 +609,21 @@ iq_store_cursor_open_as(IqStoreId store, const int *partitions, int npartitions,
 void
 iq_store_cursor_expect(IqStoreCursor *c, uint64_t rows)
 {
-	if (rows > 0 && c->nrows == 0 && c->next == 0)
-		c->batch_rows = rows < IQ_STORE_BATCH_ROWS ? (int) rows : IQ_STORE_BATCH_ROWS;
+	int			n = rows < IQ_STORE_BATCH_ROWS ? (int) rows : IQ_STORE_BATCH_ROWS;
+	BatchRow   *slots;
+
+	if (n <= c->batch_rows || c->nrows != 0 || c->next != 0)
+	{
+		if (n > 0 && c->nrows == 0 && c->next == 0)
+			c->batch_rows = n;	/* fewer rows than a first batch: fewer slots used */
+		return;
+	}
+	/* the row slots grow with the batch (grow_batch); out of memory, it stays */
+	slots = realloc(c->rows, sizeof(BatchRow) * n);
+	if (slots == NULL)
+		return;
+	c->rows = slots;
+	c->batch_rows = n;
 }
 
 /*
