@@ -31,19 +31,7 @@ msg "topics $CT and $OT (3 partitions), $ORDERS orders over $KEYS keys, $ROUNDS 
 create_run_topics
 "$HERE/instance" stop $I >/dev/null
 "$HERE/instance" start $I >/dev/null
-python3 - "$ORDERS" "$KEYS" "$WORK" <<'EOF'
-import random, sys
-n, k, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-rnd = random.Random(7)
-with open(f"{d}/orders", "w") as f:
-    for i in range(n):
-        f.write(f"u{rnd.randrange(k)}--dish{i % 97}\n")
-with open(f"{d}/customers", "w") as f:
-    for i in range(0, k, 10):
-        f.write(f"u{i}--name{i}\n")
-EOF
-kp "$CT" <"$WORK/customers"
-kp "$OT" <"$WORK/orders"
+fill_run_topics "$ORDERS" "$KEYS" "$WORK"
 
 # ingest TAG: one ingest of the whole order topic under the application id
 # $RUN-TAG, set by the caller (use_run_settings, in this shell so that

@@ -24,6 +24,25 @@ create_run_topics() {
 	"$HERE/kafka" create-topic "$OT" 3
 }
 
+# fill_run_topics ORDERS KEYS DIR: ORDERS orders over KEYS keys ("uN"), the
+# same every run (seeded), and a customer for every tenth key, produced to
+# the run's topics (their files written in DIR)
+fill_run_topics() {
+	python3 - "$1" "$2" "$3" <<'EOF'
+import random, sys
+n, k, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+rnd = random.Random(7)
+with open(f"{d}/orders", "w") as f:
+    for i in range(n):
+        f.write(f"u{rnd.randrange(k)}--dish{i % 97}\n")
+with open(f"{d}/customers", "w") as f:
+    for i in range(0, k, 10):
+        f.write(f"u{i}--name{i}\n")
+EOF
+	kp "$CT" <"$3/customers"
+	kp "$OT" <"$3/orders"
+}
+
 # use_run_settings [SETTING=VALUE...]: this run's topics and group, and any
 # other iq_fdw setting; they take effect on the caller's pg_reload_conf()
 use_run_settings() {

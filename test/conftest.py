@@ -95,6 +95,15 @@ def wait_until(predicate, timeout=30.0, interval=0.2, message="condition"):
         time.sleep(interval)
 
 
+def wait_for_counts(query, table, prefix, expect, what):
+    """Until every instance's table holds expect ("rows|sum of count") in
+    the keys under prefix; query(i, sql) runs sql on instance i."""
+    for i in INSTANCES:
+        wait_until(lambda: query(i, f"SELECT count(*), sum(count) FROM {table} "
+                                    f"WHERE key >= '{prefix}' AND key < '{prefix}~'") == expect,
+                   timeout=300, interval=1, message=f"instance {i} to hold {what}")
+
+
 def freeze(pid):
     """SIGSTOP pid and return once every one of its threads is stopped.
 

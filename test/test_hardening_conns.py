@@ -42,7 +42,7 @@ import pytest
 
 from conftest import (INSTANCES, IQ_HOME, PG_BIN, SCRIPTS, Session, base_url, connect_http,
                       http_get_at, http_port, import_stores_sql, java_partition, pg_port, produce,
-                      psql, recv_now, tls_on, unique, wait_until)
+                      psql, recv_now, tls_on, unique, wait_for_counts, wait_until)
 
 PREFIX = unique("conns") + ":"
 N_KEYS = 300
@@ -83,10 +83,7 @@ def stores():
         _produced.update(counts)
     counts = dict(_produced)
     want = f"{N_KEYS}|{N_ORDERS}"
-    for i in INSTANCES:
-        wait_until(lambda: q(i, f"SELECT count(*), sum(count) FROM order_count "
-                                f"WHERE key >= '{PREFIX}' AND key < '{PREFIX}~'") == want,
-                   timeout=300, interval=1, message=f"instance {i} to hold the counts")
+    wait_for_counts(q, "order_count", PREFIX, want, "the counts")
     return counts
 
 

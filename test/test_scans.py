@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import (INSTANCES, Session, http_get, import_stores_sql, java_partition,
-                      produce, psql, tls_on, wait_until)
+                      produce, psql, tls_on, wait_for_counts, wait_until)
 
 PREFIX = f"scan{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 PARTITIONS = 3
@@ -58,10 +58,7 @@ def truth():
     counts = {k: 1 + n % 3 for n, k in enumerate(keys)}
     produce("order", (f"{k}--food" for k, c in counts.items() for _ in range(c)))
     expect = f"{len(counts)}|{sum(counts.values())}"
-    for i in INSTANCES:
-        wait_until(lambda: q(i, f"SELECT count(*), sum(count) FROM order_count_exact "
-                                f"WHERE key >= '{PREFIX}' AND key < '{PREFIX}~'") == expect,
-                   timeout=300, interval=1, message=f"instance {i} to hold the skewed counts")
+    wait_for_counts(q, "order_count_exact", PREFIX, expect, "the skewed counts")
     return counts
 
 
