@@ -354,6 +354,22 @@ static IqForwardResult forward_result;
 static int	forward_job;
 static bool owner_down;			/* the first forward fails: a standby is asked */
 static int	forwards;
+static int	wire_store = -1;	/* the store of a get forwarded over a peer stream */
+
+/*
+ * iq_forward_submit_get: a get forwarded over a peer stream (TLS off) names
+ * the key asked for, as the route decoded it
+ */
+IqForwardJob *
+iq_forward_submit_get(struct MHD_Connection *conn, const char *host, int port,
+					  int store, const char *key, size_t len)
+{
+	if (!expect_forward || host == NULL || port <= 0 ||
+		len != expected_len || memcmp(key, expected_key, len) != 0)
+		abort();
+	wire_store = store;
+	return (IqForwardJob *) &forward_job;
+}
 
 /* iq_forward_submit: the URL must name the key asked for, escaped */
 IqForwardJob *
@@ -397,10 +413,29 @@ iq_forward_job_result(IqForwardJob *job)
 {
 	static const char body[] = "{\"response\":\"from the owner\"}";
 
+	memset(&forward_result, 0, sizeof(forward_result));
 	forward_result.status = (owner_down && forwards++ == 0) ? 0 : 200;
 	forward_result.refused = forward_result.status == 0;
 	iq_buf_init(&forward_result.body);
-	iq_buf_append(&forward_result.body, body, sizeof(body) - 1);
+	if (wire_store >= 0 && forward_result.status != 0)
+	{
+		unsigned char count[8];
+
+		/* the owner's value, which the asking instance renders as JSON */
+		forward_result.wire = true;
+		forward_result.wire_status = IQ_WIRE_OK;
+		forward_result.found = true;
+		if (wire_store == IQ_STORE_ORDER_COUNT)
+		{
+			iq_encode_int64((long long) expected_len, count);
+			iq_buf_append(&forward_result.body, count, sizeof(count));
+		}
+		else
+			iq_buf_append(&forward_result.body, expected_key, expected_len);
+	}
+	else
+		iq_buf_append(&forward_result.body, body, sizeof(body) - 1);
+	wire_store = -1;			/* a standby is asked by URL */
 	return &forward_result;
 }
 
@@ -463,6 +498,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	iq_http_config.standby_replicas = owner_down;
 	iq_http_config.standby_max_lag = 1000;
 	forwards = 0;
+	wire_store = -1;
 
 	url = malloc(size);
 	if (url == NULL)
