@@ -77,6 +77,7 @@ struct IqStoreCursor
 	int			batch_rows;		/* rows the next batch may take */
 	/* while a batch is read (locks held) */
 	rocksdb_iterator_t **iters;
+	IqIterStamp *stamps;		/* what each iterator saw (iter_pool.c) */
 	int		   *heap;			/* indexes into iters, min-heap by key */
 	int			heap_len;
 	bool		standby_ok;		/* standby replicas may answer */
@@ -297,13 +298,7 @@ lock_and_seek(IqStoreCursor *c)
 						cp->partition);
 			return;
 		}
-		/*
-		 * the shared read options: a cursor's own (created and destroyed
-		 * per request) showed in a LIMIT 10's profile; they are freed only
-		 * after every partition closed, which this read lock holds off
-		 */
-		c->iters[i] = rocksdb_create_iterator_cf(ps->db, iq_store_read_opts,
-												 ps->cf[CF_OF(c->store)]);
+		c->iters[i] = iq_store_iter_take(ps, CF_OF(c->store), &c->stamps[i]);
 		seek_past(c, c->iters[i], cp);
 		if (iter_usable(c, i))
 			c->heap[c->heap_len++] = i;
@@ -351,7 +346,8 @@ unlock_all(IqStoreCursor *c)
 	for (int i = 0; i < c->nparts; i++)
 	{
 		if (c->iters[i])
-			rocksdb_iter_destroy(c->iters[i]);
+			iq_store_iter_give(&iq_store_parts[c->cp[i].partition],
+							   CF_OF(c->store), c->iters[i], c->stamps[i]);
 		c->iters[i] = NULL;
 		if (c->cp[i].locked)
 			pthread_rwlock_unlock(&iq_store_parts[c->cp[i].partition].lock);
@@ -415,6 +411,7 @@ cursor_free(IqStoreCursor *c)
 			free(c->cp[i].pos);
 	free(c->cp);
 	free(c->iters);
+	free(c->stamps);
 	free(c->heap);
 	free(c->rows);
 	free(c->data);
@@ -441,9 +438,10 @@ cursor_alloc(IqStoreId store, int npartitions)
 	c->batch_rows = IQ_STORE_BATCH_FIRST_ROWS;
 	c->cp = calloc(alloc, sizeof(CursorPart));
 	c->iters = calloc(alloc, sizeof(rocksdb_iterator_t *));
+	c->stamps = calloc(alloc, sizeof(IqIterStamp));
 	c->heap = malloc(sizeof(int) * alloc);
 	c->rows = malloc(sizeof(BatchRow) * IQ_STORE_BATCH_FIRST_ROWS);
-	if (!c->cp || !c->iters || !c->heap || !c->rows)
+	if (!c->cp || !c->iters || !c->stamps || !c->heap || !c->rows)
 	{
 		cursor_free(c);
 		return NULL;
