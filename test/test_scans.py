@@ -124,3 +124,24 @@ def test_queries_stopped_by_a_limit_reuse_their_connections(truth):
                message="the session's streams to end")
     for i in others:
         assert stream_count(i) - before[i] <= 2, (i, before[i], stream_count(i))
+
+
+def test_a_range_asked_again_sees_each_write(truth):
+    """A worker takes a batch's iterators again for the next request only
+    while nothing was written since they were made (worker/store/iter_pool.c):
+    the same LIMIT range, asked again and again over pooled connections
+    (its iterators left idle each time), sees each round of writes to its
+    keys, and nothing older once it has."""
+    prefix = f"{PREFIX[:-1]}w:"  # past PREFIX's keys: the truth stays as it is
+    keys = [f"{prefix}{n:03d}" for n in range(30)]
+    sql = (f"SELECT key, count FROM order_count_exact WHERE key >= '{prefix}' "
+           f"AND key < '{prefix}~' ORDER BY key LIMIT 10")
+    with Session(1) as s:
+        s.run("SET search_path = scantest, public")
+        for rnd in range(1, 4):
+            produce("order", (f"{k}--food" for k in keys))
+            want = "\n".join(f"{k}|{rnd}" for k in keys[:10])
+            wait_until(lambda: s.run(sql) == want, timeout=120,
+                       message=f"round {rnd} of writes in the range")
+            for _ in range(10):
+                assert s.run(sql) == want, rnd

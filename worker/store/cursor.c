@@ -77,9 +77,9 @@ struct IqStoreCursor
 	int			batch_rows;		/* rows the next batch may take */
 	/* while a batch is read (locks held) */
 	rocksdb_iterator_t **iters;
+	IqIterStamp *stamps;		/* what each iterator saw (iter_pool.c) */
 	int		   *heap;			/* indexes into iters, min-heap by key */
 	int			heap_len;
-	rocksdb_readoptions_t *ropts;
 	bool		standby_ok;		/* standby replicas may answer */
 	IqReadStatus status;		/* IQ_READ_OK, _MOVED or _ERROR */
 	char	   *error;			/* why, when not OK */
@@ -298,7 +298,7 @@ lock_and_seek(IqStoreCursor *c)
 						cp->partition);
 			return;
 		}
-		c->iters[i] = rocksdb_create_iterator_cf(ps->db, c->ropts, ps->cf[CF_OF(c->store)]);
+		c->iters[i] = iq_store_iter_take(ps, CF_OF(c->store), &c->stamps[i]);
 		seek_past(c, c->iters[i], cp);
 		if (iter_usable(c, i))
 			c->heap[c->heap_len++] = i;
@@ -346,7 +346,8 @@ unlock_all(IqStoreCursor *c)
 	for (int i = 0; i < c->nparts; i++)
 	{
 		if (c->iters[i])
-			rocksdb_iter_destroy(c->iters[i]);
+			iq_store_iter_give(&iq_store_parts[c->cp[i].partition],
+							   CF_OF(c->store), c->iters[i], c->stamps[i]);
 		c->iters[i] = NULL;
 		if (c->cp[i].locked)
 			pthread_rwlock_unlock(&iq_store_parts[c->cp[i].partition].lock);
@@ -408,10 +409,9 @@ cursor_free(IqStoreCursor *c)
 	if (c->cp)
 		for (int i = 0; i < c->nparts; i++)
 			free(c->cp[i].pos);
-	if (c->ropts)
-		rocksdb_readoptions_destroy(c->ropts);
 	free(c->cp);
 	free(c->iters);
+	free(c->stamps);
 	free(c->heap);
 	free(c->rows);
 	free(c->data);
@@ -438,14 +438,14 @@ cursor_alloc(IqStoreId store, int npartitions)
 	c->batch_rows = IQ_STORE_BATCH_FIRST_ROWS;
 	c->cp = calloc(alloc, sizeof(CursorPart));
 	c->iters = calloc(alloc, sizeof(rocksdb_iterator_t *));
+	c->stamps = calloc(alloc, sizeof(IqIterStamp));
 	c->heap = malloc(sizeof(int) * alloc);
 	c->rows = malloc(sizeof(BatchRow) * IQ_STORE_BATCH_FIRST_ROWS);
-	if (!c->cp || !c->iters || !c->heap || !c->rows)
+	if (!c->cp || !c->iters || !c->stamps || !c->heap || !c->rows)
 	{
 		cursor_free(c);
 		return NULL;
 	}
-	c->ropts = rocksdb_readoptions_create();
 	return c;
 }
 

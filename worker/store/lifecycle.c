@@ -111,6 +111,7 @@ init_parts(void)
 	{
 		memset(&iq_store_parts[i], 0, sizeof(PartStore));
 		pthread_rwlock_init(&iq_store_parts[i].lock, &attr);
+		pthread_mutex_init(&iq_store_parts[i].idle_lock, NULL);
 		iq_store_parts[i].consumed_offset = -1;
 		iq_store_parts[i].end_offset = -1;
 	}
@@ -339,6 +340,8 @@ close_locked(PartStore *ps)
 {
 	if (ps->db == NULL)
 		return;
+	/* an iterator must go before its database */
+	iq_store_iter_drop_all(ps);
 	for (int i = 0; i < NUM_CF; i++)
 	{
 		rocksdb_column_family_handle_destroy(ps->cf[i]);

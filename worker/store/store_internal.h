@@ -14,6 +14,7 @@
  *					recorded when the database is made
  *	  read.c		point reads, held partitions, counts, positions
  *	  cursor.c		the merged scan, a bounded batch at a time
+ *	  iter_pool.c	idle iterators, reused while nothing was written
  *	  write.c		write batches and the bulk load of restores
  *	  message.c		error messages as malloc'd strings
  *
@@ -40,6 +41,24 @@
 #define NUM_CF			(IQ_NUM_STORES + 2)
 #define CF_CHECKPOINT_NAME	"checkpoint"
 
+/* What an idle iterator saw (iter_pool.c): reused only while unchanged */
+typedef struct IqIterStamp
+{
+	uint64_t	seq;			/* the database's latest sequence number */
+	uint64_t	ingest_epoch;	/* odd while a file is ingested */
+	bool		ok;				/* false: made during an ingest, never pooled */
+} IqIterStamp;
+
+typedef struct IqIdleIter
+{
+	rocksdb_iterator_t *it;
+	int			cf;
+	IqIterStamp stamp;
+} IqIdleIter;
+
+/* idle iterators kept per partition: a few cursors at once take them */
+#define IQ_IDLE_ITERS	4
+
 /*
  * One partition's database.  Readers hold lock shared while they use db;
  * open and close take it exclusively (store.h).
@@ -57,6 +76,11 @@ typedef struct PartStore
 									 * (iq_fdw.rocksdb_statistics); else NULL */
 	int64_t		consumed_offset;	/* atomics: read without the lock */
 	int64_t		end_offset;
+	/* idle iterators (iter_pool.c) */
+	pthread_mutex_t idle_lock;
+	IqIdleIter	idle[IQ_IDLE_ITERS];
+	int			nidle;
+	uint64_t	ingest_epoch;	/* atomic */
 } PartStore;
 
 /* in lifecycle.c */
@@ -65,6 +89,15 @@ extern int	iq_store_parts_limit;	/* atomic: one past the highest opened */
 extern bool iq_store_initialized;
 extern PartStore *iq_store_slot(int partition);
 extern void iq_store_partition_path(int partition, char *out, size_t outlen);
+
+/* in iter_pool.c */
+extern rocksdb_iterator_t *iq_store_iter_take(PartStore *ps, int cf, IqIterStamp *stamp);
+extern void iq_store_iter_give(PartStore *ps, int cf, rocksdb_iterator_t *it,
+							   IqIterStamp stamp);
+extern void iq_store_iter_drop_all(PartStore *ps);
+extern void iq_store_iter_written(PartStore *ps);
+extern void iq_store_iter_ingest_begin(PartStore *ps);
+extern void iq_store_iter_ingest_end(PartStore *ps);
 
 /* in message.c */
 extern void iq_store_set_err(char **err, const char *fmt,...)

@@ -116,6 +116,7 @@ iq_store_batch_commit(IqStoreBatch *b, char **err)
 	else if (rocksdb_writebatch_count(b->wb) > 0)
 	{
 		rocksdb_write(ps->db, iq_store_write_opts, b->wb, &e);
+		iq_store_iter_written(ps);
 		if (e != NULL)
 		{
 			iq_store_set_err(err, "RocksDB write failed: %s", e);
@@ -169,7 +170,9 @@ ingest_sst(PartStore *ps, int partition, IqStoreId store, const char *path, char
 
 	rocksdb_ingestexternalfileoptions_set_move_files(iopts, 1);
 	iq_vc_write_begin(iq_value_cache, partition);
+	iq_store_iter_ingest_begin(ps);
 	rocksdb_ingest_external_file_cf(ps->db, ps->cf[CF_OF(store)], files, 1, iopts, e);
+	iq_store_iter_ingest_end(ps);
 	iq_vc_new_generation(iq_value_cache, partition);
 	iq_vc_write_end(iq_value_cache, partition);
 	rocksdb_ingestexternalfileoptions_destroy(iopts);
