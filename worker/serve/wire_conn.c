@@ -87,37 +87,45 @@ wait_readable(int fd, long long deadline)
 }
 
 /*
+ * recv_ready: append what bytes have already arrived (up to max) to buf,
+ * without waiting; 1 some came, 0 none yet, -1 hang-up or error.  Tried
+ * before poll(): a pipelining client's next request is usually there, and
+ * a poll() before each recv() cost a syscall per request.
+ */
+static int
+recv_ready(int fd, IqBuf *buf, size_t max)
+{
+	ssize_t		r;
+
+	if (!iq_buf_reserve(buf, max))
+		return -1;
+	do
+		r = recv(fd, buf->data + buf->len, max, MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	if (r <= 0)
+		return -1;
+	buf->len += (size_t) r;
+	return 1;
+}
+
+/*
  * recv_more: append up to max bytes that arrive before the deadline to
  * buf; false on timeout, hang-up or error
  */
 static bool
 recv_more(int fd, IqBuf *buf, size_t max, long long deadline)
 {
-	ssize_t		r;
+	int			got = recv_ready(fd, buf, max);
 
-	if (!iq_buf_reserve(buf, max))
-		return false;
-
-	/*
-	 * Bytes already there are taken without a poll: a request's first
-	 * bytes have just woken wait_idle, and a second poll per request
-	 * showed in a LIMIT 10's profile.  Only when none are there, wait.
-	 */
-	do
-		r = recv(fd, buf->data + buf->len, max, MSG_DONTWAIT);
-	while (r < 0 && errno == EINTR);
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	while (got == 0)
 	{
 		if (wait_readable(fd, deadline) <= 0)
 			return false;
-		do
-			r = recv(fd, buf->data + buf->len, max, 0);
-		while (r < 0 && errno == EINTR);
+		got = recv_ready(fd, buf, max);
 	}
-	if (r <= 0)
-		return false;
-	buf->len += (size_t) r;
-	return true;
+	return got > 0;
 }
 
 /*
@@ -144,9 +152,14 @@ wait_idle(int fd)
 	}
 }
 
-/* answer: produce and send the whole response for one request */
+/*
+ * answer: produce the whole response for one request and send it; with
+ * defer, an answer that fits a chunk stays in out for the next one's send
+ * (the caller's flush_out): a client pipelining gets then has one send,
+ * and one wakeup, for the answers to what it sent at once, not one each
+ */
 static bool
-answer(int fd, const char *req, size_t len, IqBuf *out)
+answer(int fd, const char *req, size_t len, IqBuf *out, bool defer)
 {
 	IqReadStream *s = iq_read_begin(req, len);
 	bool		more = true;
@@ -156,17 +169,39 @@ answer(int fd, const char *req, size_t len, IqBuf *out)
 		return false;
 	while (more && ok)
 	{
-		out->len = 0;
 		more = iq_read_produce(s, out, WIRE_CHUNK);
 		if (out->oom)
 		{
 			ok = false;
 			break;
 		}
+		if (!more && defer && out->len < WIRE_CHUNK)
+			break;
 		ok = send_all(fd, out->data, out->len);
+		out->len = 0;
 	}
 	iq_read_finish(s);
 	return ok;
+}
+
+/* flush_out: the answers deferred in out, sent */
+static bool
+flush_out(int fd, IqBuf *out)
+{
+	bool		ok = send_all(fd, out->data, out->len);
+
+	out->len = 0;
+	return ok;
+}
+
+/* next_is_whole: the request after the first used bytes of in arrived whole */
+static bool
+next_is_whole(const IqBuf *in, size_t used)
+{
+	size_t		left = in->len - used;
+
+	return left >= 4 &&
+		left - 4 >= iq_be32_get((const unsigned char *) in->data + used);
 }
 
 /* send_error: one wire error answer (before hanging up) */
@@ -199,8 +234,13 @@ serve(IqWireConn *c, IqBuf *in)
 		bool		ok;
 
 		/* idle between queries, up to iq_fdw.stream_idle_timeout */
-		if (in->len == 0 && !wait_idle(fd))
-			goto done;
+		if (in->len == 0)
+		{
+			int			got = recv_ready(fd, in, WIRE_CHUNK);
+
+			if (got < 0 || (got == 0 && !wait_idle(fd)))
+				goto done;
+		}
 		/* from its first byte, the request has iq_fdw.request_timeout */
 		deadline = iq_conn_now_ms() + iq_conn_request_timeout_ms();
 		while (in->len < 4)
@@ -211,11 +251,15 @@ serve(IqWireConn *c, IqBuf *in)
 		if (need > IQ_WIRE_MAX_REQUEST)
 		{
 			/* the stream cannot be resynchronised: answer and hang up */
+			if (out.len > 0 && !flush_out(fd, &out))
+				goto done;
 			send_error(fd, IQ_WIRE_BAD_REQUEST, "request too large");
 			goto done;
 		}
 		if (!iq_request_memory_reserve(need))
 		{
+			if (out.len > 0 && !flush_out(fd, &out))
+				goto done;
 			send_error(fd, IQ_WIRE_INTERNAL,
 					   "the worker is receiving too many large requests at once "
 					   "(iq_fdw.request_memory): retry later");
@@ -228,14 +272,26 @@ serve(IqWireConn *c, IqBuf *in)
 			ok = recv_more(fd, in, whole - in->len, deadline);
 		if (ok)
 		{
+			/* answering until the deferred answers are sent too */
+			bool		defer = next_is_whole(in, whole);
+
 			__atomic_store_n(&c->answering, 1, __ATOMIC_SEQ_CST);
-			ok = answer(fd, in->data + 4, need, &out);
-			__atomic_store_n(&c->answering, 0, __ATOMIC_SEQ_CST);
+			ok = answer(fd, in->data + 4, need, &out, defer);
+			if (ok && out.len > 0 && !defer)
+				ok = flush_out(fd, &out);
+			if (out.len == 0)
+				__atomic_store_n(&c->answering, 0, __ATOMIC_SEQ_CST);
 		}
 		iq_request_memory_release(need);
-		/* stopping: the answer under way was let finish, no other begins */
-		if (!ok || __atomic_load_n(&c->set->stopping, __ATOMIC_SEQ_CST))
+		if (!ok)
 			goto done;
+		/* stopping: the answers under way were let finish, no other begins */
+		if (__atomic_load_n(&c->set->stopping, __ATOMIC_SEQ_CST))
+		{
+			if (out.len > 0)
+				flush_out(fd, &out);
+			goto done;
+		}
 		/* keep bytes of a request sent right behind this one */
 		memmove(in->data, in->data + whole, in->len - whole);
 		in->len -= whole;
@@ -251,7 +307,7 @@ serve(IqWireConn *c, IqBuf *in)
 			if (in->oom)
 				goto done;
 		}
-		if (out.cap > 4 * WIRE_CHUNK)
+		if (out.len == 0 && out.cap > 4 * WIRE_CHUNK)
 			iq_buf_free(&out);
 	}
 done:

@@ -2,7 +2,7 @@
  * forward_internal.h
  *	  What forwarded_get.c (the forwarder thread, curl's transfers) and
  *	  forward_stream.c (its pooled iq-wire/1 streams to peers) share.
- *	  Forwarder thread only, but for the job's done flag (fwd_lock).
+ *	  Forwarder thread only, but for the job's done flag (atomic).
  *-------------------------------------------------------------------------
  */
 #ifndef IQ_FORWARD_INTERNAL_H
@@ -26,7 +26,7 @@ struct IqForwardJob
 	IqBuf		request;		/* u32 length and the wire request */
 	long long	deadline;		/* monotonic ms: iq_fdw.peer_timeout from submit */
 	bool		resent;			/* sent again once, after a stream broke */
-	bool		done;			/* under fwd_lock */
+	bool		done;			/* atomic: set by the forwarder, read by MHD's thread */
 	IqForwardResult result;
 };
 

@@ -112,13 +112,16 @@ complete(IqForwardJob *job, CURLcode rc)
 	iq_forward_finish(job);
 }
 
-/* iq_forward_finish: the job's outcome is set; wake the waiting connection */
+/*
+ * iq_forward_finish: the job's outcome is set; wake the waiting connection.
+ * The release store publishes the outcome to the server thread's acquire
+ * load (iq_forward_job_done): no lock that server threads queueing gets
+ * would contend for.
+ */
 void
 iq_forward_finish(IqForwardJob *job)
 {
-	pthread_mutex_lock(&fwd_lock);
-	job->done = true;
-	pthread_mutex_unlock(&fwd_lock);
+	__atomic_store_n(&job->done, true, __ATOMIC_RELEASE);
 	/* the job belongs to the request again from here on */
 	MHD_resume_connection(job->conn);
 }
@@ -436,9 +439,15 @@ enqueue(struct MHD_Connection *conn, IqForwardJob *job)
 		free(job);
 		return NULL;
 	}
+	/*
+	 * A queue not empty was signalled when its first job came and not yet
+	 * taken (the forwarder takes it whole after it wakes): one write per
+	 * burst of gets, not one each.
+	 */
+	if (queue == NULL)
+		wake();					/* under the lock: stop closes wake_fd after it */
 	job->next = queue;
 	queue = job;
-	wake();						/* under the lock: stop closes wake_fd after it */
 	pthread_mutex_unlock(&fwd_lock);
 	return job;
 }
@@ -447,12 +456,7 @@ enqueue(struct MHD_Connection *conn, IqForwardJob *job)
 bool
 iq_forward_job_done(IqForwardJob *job)
 {
-	bool		done;
-
-	pthread_mutex_lock(&fwd_lock);
-	done = job->done;
-	pthread_mutex_unlock(&fwd_lock);
-	return done;
+	return __atomic_load_n(&job->done, __ATOMIC_ACQUIRE);
 }
 
 /* iq_forward_job_result: the outcome of a done job (body may be taken) */
