@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, cluster_script, consume,
-                      create_topic, http_json, http_port, java_partition, kafka_port,
-                      our_processes, pg_port, port_busy, produce, psql, psql_error, topic_config,
+from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, SCRIPTS, cluster_script, console_produce,
+                      consume, create_topic, http_json, http_port, java_partition, kafka_port,
+                      our_processes, pg_port, port_busy, psql, psql_error, topic_config,
                       topics, unique, wait_until)
 
 
@@ -47,7 +47,7 @@ def test_console_producer_partitions_keys_like_the_java_client():
     name = unique("murmur")
     create_topic(name, 3)
     keys = [str(k) for k in range(1, 41)] + ["john", "order-17", "ü"]
-    produce(name, [f"{k}--v{k}" for k in keys])
+    console_produce(name, [f"{k}--v{k}" for k in keys])
     recs = wait_until(lambda: (r := consume(name)) and len(r) == len(keys) and r,
                       message=f"{len(keys)} records in {name}")
     for part, key, value in recs:
@@ -75,7 +75,7 @@ def test_console_producer_is_fast_on_500k_lines():
     create_topic(name, 3)
     n = 500_000
     start = time.monotonic()
-    produce(name, (f"{i % 1000}--food{i}" for i in range(n)))
+    console_produce(name, (f"{i % 1000}--food{i}" for i in range(n)))
     took = time.monotonic() - start
     assert took < 60, f"{n} lines took {took:.1f}s"
     r = subprocess.run(f"kcat -b {BOOTSTRAP} -C -t {name} -o beginning -e -q -f 'x\\n' | wc -l",
