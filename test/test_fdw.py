@@ -17,6 +17,7 @@ known exactly whatever other tests produced; whole-store checks compare
 with the truth read back from the topics.
 """
 
+import functools
 import os
 import random
 import signal
@@ -88,7 +89,23 @@ def topic_truth():
 
 
 class Truth:
-    pass
+    """What the module's records make, and (asked first, then kept) what the
+    whole topics make: reading every topic takes a while, and the module's
+    second setup (for its restarts_cluster test, after every other module)
+    does not need it."""
+
+    @functools.cached_property
+    def _whole(self):
+        return wait_until(_topics_settled, timeout=120, interval=2,
+                          message="the whole stores to match the topics")
+
+    @property
+    def all_customers(self):
+        return self._whole[0]
+
+    @property
+    def all_counts(self):
+        return self._whole[1]
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +141,6 @@ def data():
         wait_until(lambda: q(i, f"SELECT count(*) FROM customer "
                                 f"WHERE key >= '{PREFIX}' AND key < '{PREFIX}~'") == str(N_CUSTOMERS),
                    timeout=300, interval=1, message=f"instance {i} to hold the generated customers")
-
-    t.all_customers, t.all_counts = wait_until(_topics_settled, timeout=120, interval=2,
-                                               message="the whole stores to match the topics")
     return t
 
 
