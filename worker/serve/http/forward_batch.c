@@ -10,14 +10,18 @@
  * many keys in one POST /iq/v1/read, the endpoint backends read over TLS
  * with (same peer certificate check on the owner), and the owner's rows
  * are handed to the gets by key.  No get waits for a batch to fill: what
- * is queued when the forwarder wakes goes out at once, so batches grow
- * only while the forwarder is busy, as under load.
+ * is queued goes out at once while fewer than FBATCH_FLYING POSTs to its
+ * owner and store are in flight; beyond that gets wait for one of them to
+ * end, then go together.  So batches grow with the load and a lone get
+ * goes alone: a batch a wake-up gave POSTs of ~2 gets (the forwarder
+ * wakes at once), hardly cheaper than a transfer each.
  *
  * The owner answers a get of many keys only if it holds every key's
  * partition; when it refuses a batch (a partition moving), each get is
  * asked again alone, so only the gets whose partition moved get the
- * error, as they would have one at a time.  Each POST has
- * iq_fdw.peer_timeout (forwarded_get.c sets curl's timeout).
+ * error, as they would have one at a time.  Every get keeps
+ * iq_fdw.peer_timeout from its submission, asked alone again included: a
+ * POST's timeout is what is left of its earliest get's.
  *-------------------------------------------------------------------------
  */
 #include <stdio.h>
@@ -36,6 +40,7 @@
 #define FBATCH_KEYS		64
 #define FBATCH_BYTES	(256 * 1024)
 #define FBATCH_GROUPS	64
+#define FBATCH_FLYING	4		/* POSTs in flight to one owner and store, but full ones */
 
 /* the gets queued for one owner and store, not yet sent */
 typedef struct FGroup
@@ -47,10 +52,20 @@ typedef struct FGroup
 	IqForwardJob *last;
 	int			n;
 	size_t		bytes;
+	int			flying;			/* its POSTs in flight */
 } FGroup;
 
 static FGroup groups[FBATCH_GROUPS];
 static int	ngroups = 0;
+static bool stopping = false;
+
+/* iq_fbatch_init: no group, before the forwarder starts */
+void
+iq_fbatch_init(void)
+{
+	ngroups = 0;
+	stopping = false;
+}
 
 /* fail_get: a get of a batch is over without an answer */
 static void
@@ -98,9 +113,12 @@ batch_request(IqForwardJob *jobs, int n, int store, IqBuf *out)
 	return !out->oom;
 }
 
-/* send_group: g's gets as one POST to their owner; g emptied */
+/*
+ * send_group: g's gets as one POST to their owner; g emptied.  counted:
+ * g is a group of the table, whose POSTs in flight are counted
+ */
 static void
-send_group(FGroup *g)
+send_group(FGroup *g, bool counted)
 {
 	IqForwardJob *jobs = g->first;
 	IqForwardJob *batch = calloc(1, sizeof(IqForwardJob));
@@ -131,26 +149,49 @@ send_group(FGroup *g)
 	}
 	g->n = 0;
 	g->bytes = 0;
+	snprintf(batch->host, sizeof(batch->host), "%s", g->host);
+	batch->port = g->port;
+	batch->store = g->store;
+	batch->resent = !counted;	/* not counted in its group */
+	if (counted)
+		g->flying++;
 	batch->members = jobs;
+	/* the POST ends by the earliest get's deadline (forwarded_get.c) */
+	batch->deadline = jobs->deadline;
+	for (; jobs; jobs = jobs->next)
+		if (jobs->deadline < batch->deadline)
+			batch->deadline = jobs->deadline;
 	iq_forward_launch(batch);
+}
+
+/* find_group: the group of an owner and store, NULL if none */
+static FGroup *
+find_group(const IqForwardJob *job)
+{
+	int			i;
+
+	for (i = 0; i < ngroups; i++)
+	{
+		FGroup	   *g = &groups[i];
+
+		if (g->port == job->port && g->store == job->store && strcmp(g->host, job->host) == 0)
+			return g;
+	}
+	return NULL;
 }
 
 /* group_of: the group of job's owner and store, made if need be (NULL: no room) */
 static FGroup *
 group_of(const IqForwardJob *job)
 {
-	FGroup	   *g;
+	FGroup	   *g = find_group(job);
 	int			i;
 
+	if (g)
+		return g;
+	/* an idle group leaves its place to another owner or store */
 	for (i = 0; i < ngroups; i++)
-	{
-		g = &groups[i];
-		if (g->port == job->port && g->store == job->store && strcmp(g->host, job->host) == 0)
-			return g;
-	}
-	/* an emptied group leaves its place to another owner or store */
-	for (i = 0; i < ngroups; i++)
-		if (groups[i].n == 0)
+		if (groups[i].n == 0 && groups[i].flying == 0)
 			break;
 	if (i == FBATCH_GROUPS)
 		return NULL;
@@ -172,10 +213,18 @@ iq_fbatch_add(IqForwardJob *job)
 
 	if (g == NULL)
 	{
-		/* every group busy with other owners: send them, then there is room */
-		iq_fbatch_launch_all();
-		ngroups = 0;
-		g = group_of(job);
+		/* as many owners and stores busy as groups: it goes alone, uncounted */
+		FGroup		alone;
+
+		memset(&alone, 0, sizeof(alone));
+		snprintf(alone.host, sizeof(alone.host), "%s", job->host);
+		alone.port = job->port;
+		alone.store = job->store;
+		job->next = NULL;
+		alone.first = alone.last = job;
+		alone.n = 1;
+		send_group(&alone, false);
+		return;
 	}
 	job->next = NULL;
 	if (g->last)
@@ -186,18 +235,54 @@ iq_fbatch_add(IqForwardJob *job)
 	g->n++;
 	g->bytes += job->key_len + 8;
 	if (g->n >= FBATCH_KEYS || g->bytes >= FBATCH_BYTES)
-		send_group(g);
+		send_group(g, true);
 }
 
-/* iq_fbatch_launch_all: every batch with gets goes out */
+/* iq_fbatch_launch_all: every batch with gets and room in flight goes out */
 void
 iq_fbatch_launch_all(void)
 {
 	int			i;
 
 	for (i = 0; i < ngroups; i++)
-		if (groups[i].n > 0)
-			send_group(&groups[i]);
+		if (groups[i].n > 0 && groups[i].flying < FBATCH_FLYING)
+			send_group(&groups[i], true);
+}
+
+/* release: a counted batch is over; what waited for it goes out */
+static void
+release(const IqForwardJob *batch)
+{
+	FGroup	   *g;
+
+	if (batch->resent || (g = find_group(batch)) == NULL)
+		return;
+	g->flying--;
+	if (g->n > 0 && !stopping)
+		send_group(g, true);
+}
+
+/* iq_fbatch_shutdown: the gets waiting for a batch fail; none is sent from now on */
+void
+iq_fbatch_shutdown(void)
+{
+	int			i;
+
+	stopping = true;
+	for (i = 0; i < ngroups; i++)
+	{
+		IqForwardJob *jobs = groups[i].first;
+
+		groups[i].first = groups[i].last = NULL;
+		groups[i].n = 0;
+		while (jobs)
+		{
+			IqForwardJob *next = jobs->next;
+
+			fail_get(jobs, false, false, "the server is stopping");
+			jobs = next;
+		}
+	}
 }
 
 /* answer_row: a row of the owner's answer, to every get of its key */
@@ -264,7 +349,7 @@ ask_alone(IqForwardJob *jobs)
 		jobs->next = NULL;
 		g.first = g.last = jobs;
 		g.n = 1;
-		send_group(&g);
+		send_group(&g, false);
 		jobs = next;
 	}
 }
@@ -331,5 +416,6 @@ iq_fbatch_done(IqForwardJob *batch, CURLcode rc, const char *error)
 			jobs = next;
 		}
 	batch->members = NULL;
+	release(batch);
 	iq_forward_job_free(batch);
 }

@@ -42,7 +42,9 @@ extern void iq_forward_finish(IqForwardJob *job);
 extern void iq_forward_launch(IqForwardJob *job);
 
 /* in forward_batch.c (forwarder thread only) */
+extern void iq_fbatch_init(void);
 extern void iq_fbatch_add(IqForwardJob *job);
+extern void iq_fbatch_shutdown(void);
 extern void iq_fbatch_launch_all(void);
 extern void iq_fbatch_done(IqForwardJob *batch, CURLcode rc, const char *error);
 

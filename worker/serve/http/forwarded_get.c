@@ -133,6 +133,21 @@ iq_forward_finish(IqForwardJob *job)
 }
 
 /*
+ * transfer_timeout_ms: iq_fdw.peer_timeout, or for a batch what is left of
+ * its earliest get's (at least 1 ms: curl takes 0 as none)
+ */
+static long
+transfer_timeout_ms(const IqForwardJob *job)
+{
+	long long	left;
+
+	if (job->members == NULL)
+		return (long) iq_http_config.peer_timeout_ms;
+	left = job->deadline - iq_http_now_ms();
+	return left < 1 ? 1L : (long) left;
+}
+
+/*
  * iq_forward_launch: a queued job's transfer, added to the multi handle: a
  * GET of its url, or a batch's POST of its request
  */
@@ -152,7 +167,7 @@ iq_forward_launch(IqForwardJob *job)
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->request.data);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) job->request.len);
 	}
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, transfer_timeout_ms(job));
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, job);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, job);
@@ -266,7 +281,8 @@ forwarder_main(void *arg)
 		iq_fbatch_launch_all();
 		if (stopping)
 		{
-			/* answer whatever is still in flight as failed, then go */
+			/* answer whatever waits or is in flight as failed, then go */
+			iq_fbatch_shutdown();
 			while (flying)
 				complete(flying, CURLE_ABORTED_BY_CALLBACK);
 			iq_fstream_shutdown();
@@ -375,6 +391,7 @@ iq_forwarder_start(char **err)
 		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
 	}
 	iq_fstream_init(epoll_fd);
+	iq_fbatch_init();
 	fwd_stopping = false;
 	rc = iq_thread_create(&fwd_thread, NULL, forwarder_main, NULL);
 	if (rc != 0)
