@@ -278,7 +278,8 @@ forwarder_main(void *arg)
 			jobs = next;
 		}
 		/* what was queued for one owner goes out in one POST over TLS */
-		iq_fbatch_launch_all();
+		if (!stopping)
+			iq_fbatch_launch_all();
 		if (stopping)
 		{
 			/* answer whatever waits or is in flight as failed, then go */
