@@ -357,8 +357,9 @@ static int	forwards;
 static int	wire_store = -1;	/* the store of a get forwarded over a peer stream */
 
 /*
- * iq_forward_submit_get: a get forwarded over a peer stream (TLS off) names
- * the key asked for, as the route decoded it
+ * iq_forward_submit_get: a get forwarded to its owner (a peer stream, or a
+ * batch over HTTPS with TLS on) names the key asked for, as the route
+ * decoded it
  */
 IqForwardJob *
 iq_forward_submit_get(struct MHD_Connection *conn, const char *host, int port,

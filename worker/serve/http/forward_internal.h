@@ -23,7 +23,12 @@ struct IqForwardJob
 	/* a get over a peer stream (url NULL): the request, framed */
 	char		host[IQ_HTTP_HOST_LEN];
 	int			port;
-	IqBuf		request;		/* u32 length and the wire request */
+	IqBuf		request;		/* u32 length and the wire request; a batch's: unframed */
+	/* a get in a batch over HTTPS (TLS on, forward_batch.c): what it asks */
+	int			store;
+	char	   *key;			/* malloc'd */
+	uint32_t	key_len;
+	IqForwardJob *members;		/* a batch's POST: the gets it carries (conn NULL) */
 	long long	deadline;		/* monotonic ms: iq_fdw.peer_timeout from submit */
 	bool		resent;			/* sent again once, after a stream broke */
 	bool		done;			/* atomic: set by the forwarder, read by MHD's thread */
@@ -32,6 +37,16 @@ struct IqForwardJob
 
 /* in forwarded_get.c: hand a finished job back to its request */
 extern void iq_forward_finish(IqForwardJob *job);
+
+/* in forwarded_get.c: a POST of a batch's request to url, on the multi handle */
+extern void iq_forward_launch(IqForwardJob *job);
+
+/* in forward_batch.c (forwarder thread only) */
+extern void iq_fbatch_init(void);
+extern void iq_fbatch_add(IqForwardJob *job);
+extern void iq_fbatch_shutdown(void);
+extern void iq_fbatch_launch_all(void);
+extern void iq_fbatch_done(IqForwardJob *batch, CURLcode rc, const char *error);
 
 /* in forward_stream.c (forwarder thread only) */
 extern void iq_fstream_init(int epoll_fd);

@@ -98,6 +98,14 @@ complete(IqForwardJob *job, CURLcode rc)
 				break;
 			}
 	}
+	curl_slist_free_all(job->headers);
+	job->headers = NULL;
+	if (job->members)
+	{
+		/* a batch's POST (forward_batch.c): its gets are answered there */
+		iq_fbatch_done(job, rc, job->errbuf[0] ? job->errbuf : curl_easy_strerror(rc));
+		return;
+	}
 	if (rc != CURLE_OK)
 	{
 		job->result.status = 0;
@@ -107,8 +115,6 @@ complete(IqForwardJob *job, CURLcode rc)
 				 job->errbuf[0] ? job->errbuf : curl_easy_strerror(rc));
 		iq_buf_free(&job->result.body);
 	}
-	curl_slist_free_all(job->headers);
-	job->headers = NULL;
 	iq_forward_finish(job);
 }
 
@@ -126,9 +132,27 @@ iq_forward_finish(IqForwardJob *job)
 	MHD_resume_connection(job->conn);
 }
 
-/* launch: a queued job's transfer, added to the multi handle */
-static void
-launch(IqForwardJob *job)
+/*
+ * transfer_timeout_ms: iq_fdw.peer_timeout, or for a batch what is left of
+ * its earliest get's (at least 1 ms: curl takes 0 as none)
+ */
+static long
+transfer_timeout_ms(const IqForwardJob *job)
+{
+	long long	left;
+
+	if (job->members == NULL)
+		return (long) iq_http_config.peer_timeout_ms;
+	left = job->deadline - iq_http_now_ms();
+	return left < 1 ? 1L : (long) left;
+}
+
+/*
+ * iq_forward_launch: a queued job's transfer, added to the multi handle: a
+ * GET of its url, or a batch's POST of its request
+ */
+void
+iq_forward_launch(IqForwardJob *job)
 {
 	CURL	   *h = nspare > 0 ? spare[--nspare] : curl_easy_init();
 
@@ -137,8 +161,13 @@ launch(IqForwardJob *job)
 		complete(job, CURLE_OUT_OF_MEMORY);
 		return;
 	}
-	job->headers = iq_http_peer_setup(h, job->url, false);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) iq_http_config.peer_timeout_ms);
+	job->headers = iq_http_peer_setup(h, job->url, job->members != NULL);
+	if (job->members)
+	{
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->request.data);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) job->request.len);
+	}
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, transfer_timeout_ms(job));
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, job);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, job);
@@ -240,15 +269,21 @@ forwarder_main(void *arg)
 
 			if (stopping)
 				complete(jobs, CURLE_ABORTED_BY_CALLBACK);
+			else if (jobs->url == NULL && jobs->key != NULL)
+				iq_fbatch_add(jobs);
 			else if (jobs->url == NULL)
 				iq_fstream_submit(jobs);
 			else
-				launch(jobs);
+				iq_forward_launch(jobs);
 			jobs = next;
 		}
+		/* what was queued for one owner goes out in one POST over TLS */
+		if (!stopping)
+			iq_fbatch_launch_all();
 		if (stopping)
 		{
-			/* answer whatever is still in flight as failed, then go */
+			/* answer whatever waits or is in flight as failed, then go */
+			iq_fbatch_shutdown();
 			while (flying)
 				complete(flying, CURLE_ABORTED_BY_CALLBACK);
 			iq_fstream_shutdown();
@@ -357,6 +392,7 @@ iq_forwarder_start(char **err)
 		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
 	}
 	iq_fstream_init(epoll_fd);
+	iq_fbatch_init();
 	fwd_stopping = false;
 	rc = iq_thread_create(&fwd_thread, NULL, forwarder_main, NULL);
 	if (rc != 0)
@@ -436,6 +472,7 @@ enqueue(struct MHD_Connection *conn, IqForwardJob *job)
 		MHD_resume_connection(conn);
 		iq_buf_free(&job->request);
 		free(job->url);
+		free(job->key);
 		free(job);
 		return NULL;
 	}
@@ -475,13 +512,32 @@ iq_forward_job_free(IqForwardJob *job)
 	iq_buf_free(&job->result.body);
 	iq_buf_free(&job->request);
 	free(job->url);
+	free(job->key);
 	free(job);
+}
+
+/* submit_batched: job asks key of store in its owner's next batch */
+static IqForwardJob *
+submit_batched(struct MHD_Connection *conn, IqForwardJob *job, int store,
+			   const char *key, size_t len)
+{
+	job->key = malloc(len > 0 ? len : 1);
+	if (job->key == NULL)
+	{
+		free(job);
+		return NULL;
+	}
+	memcpy(job->key, key, len);
+	job->key_len = (uint32_t) len;
+	job->store = store;
+	return enqueue(conn, job);
 }
 
 /*
  * iq_forward_submit_get: suspend conn and ask the owner at host:port for
- * key of store over a peer stream (forward_stream.c); the answer is the
- * wire's (IqForwardResult.wire).  TLS on: NULL, the stream is plain only.
+ * key of store, over a peer stream (forward_stream.c), or with TLS on in
+ * a batch over HTTPS (forward_batch.c), the stream being plain only; the
+ * answer is the wire's (IqForwardResult.wire).
  */
 IqForwardJob *
 iq_forward_submit_get(struct MHD_Connection *conn, const char *host, int port,
@@ -493,7 +549,7 @@ iq_forward_submit_get(struct MHD_Connection *conn, const char *host, int port,
 	uint32_t	lens[1] = {(uint32_t) len};
 	size_t		at;
 
-	if (!fwd_running || iq_http_config.tls.on || len > IQ_WIRE_MAX_REQUEST / 2)
+	if (!fwd_running || len > IQ_WIRE_MAX_REQUEST / 2)
 		return NULL;
 	job = calloc(1, sizeof(IqForwardJob));
 	if (job == NULL)
@@ -501,6 +557,8 @@ iq_forward_submit_get(struct MHD_Connection *conn, const char *host, int port,
 	snprintf(job->host, sizeof(job->host), "%s", host);
 	job->port = port;
 	job->deadline = iq_http_now_ms() + iq_http_config.peer_timeout_ms;
+	if (iq_http_config.tls.on)
+		return submit_batched(conn, job, store, key, len);
 	memset(&req, 0, sizeof(req));
 	req.op = IQ_OP_GET;
 	req.store = (uint8_t) store;

@@ -145,9 +145,6 @@ static enum MHD_Result
 forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owner,
 			const IqStoreInfo *store, const char *key, size_t len, int partition)
 {
-	IqBuf		url;
-	char		base[IQ_PEER_URL_LEN];
-
 	snprintf(ctx->owner, sizeof(ctx->owner), "%s:%d", owner->host, owner->port);
 	ctx->partition = partition;
 	/* a forwarded request that is not ours either: ownership is moving */
@@ -156,40 +153,16 @@ forward_get(struct MHD_Connection *conn, IqGetCtx *ctx, const IqHttpMember *owne
 								  "partition %d moved while the request was forwarded",
 								  partition);
 
-	/* plain: over a pooled peer stream, the JSON rendered here (forward_stream.c) */
-	if (!iq_http_config.tls.on)
-	{
-		ctx->job = iq_forward_submit_get(conn, owner->host, owner->port, store->id, key, len);
-		if (ctx->job == NULL)
-			return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
-									  "cannot forward to the owner of partition %d now (server stopping?)",
-									  partition);
-		iq_count_forward(ctx->owner, false);
-		return MHD_YES;
-	}
-
-	/* hosts are shorter than IQ_HTTP_HOST_LEN = 256 bytes: the base fits */
-	(void) iq_peer_url(base, sizeof(base), iq_http_config.tls.on, owner->host, owner->port,
-					   "/stores/");
-	iq_buf_init(&url);
-	iq_buf_append(&url, base, strlen(base));
-	iq_url_encode(&url, store->name, strlen(store->name));
-	iq_buf_append(&url, "/get/", 5);
-	iq_url_encode(&url, key, len);
-	iq_buf_u8(&url, 0);
-	if (url.oom)
-	{
-		iq_buf_free(&url);
-		return iq_http_send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "out of memory");
-	}
-	ctx->job = iq_forward_submit(conn, url.data);
-	iq_buf_free(&url);
-	if (ctx->job != NULL)
-		iq_count_forward(ctx->owner, false);
+	/*
+	 * over a pooled peer stream, or with TLS on in a batch of gets over
+	 * HTTPS; the JSON rendered here (forward_stream.c, forward_batch.c)
+	 */
+	ctx->job = iq_forward_submit_get(conn, owner->host, owner->port, store->id, key, len);
 	if (ctx->job == NULL)
 		return iq_http_send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, ctx->owner,
 								  "cannot forward to the owner of partition %d now (server stopping?)",
 								  partition);
+	iq_count_forward(ctx->owner, false);
 	return MHD_YES;
 }
 
