@@ -79,6 +79,19 @@ fail_get(IqForwardJob *job, bool timed_out, bool refused, const char *what)
 	iq_forward_finish(job);
 }
 
+/* fail_all: every get of the list jobs fails so */
+static void
+fail_all(IqForwardJob *jobs, bool timed_out, bool refused, const char *what)
+{
+	while (jobs)
+	{
+		IqForwardJob *next = jobs->next;
+
+		fail_get(jobs, timed_out, refused, what);
+		jobs = next;
+	}
+}
+
 /* batch_request: the wire request asking every key of jobs (false: out of memory) */
 static bool
 batch_request(IqForwardJob *jobs, int n, int store, IqBuf *out)
@@ -138,13 +151,7 @@ send_group(FGroup *g, bool counted)
 		}
 		g->n = 0;
 		g->bytes = 0;
-		while (jobs)
-		{
-			IqForwardJob *next = jobs->next;
-
-			fail_get(jobs, false, false, "out of memory");
-			jobs = next;
-		}
+		fail_all(jobs, false, false, "out of memory");
 		return;
 	}
 	g->n = 0;
@@ -275,13 +282,7 @@ iq_fbatch_shutdown(void)
 
 		groups[i].first = groups[i].last = NULL;
 		groups[i].n = 0;
-		while (jobs)
-		{
-			IqForwardJob *next = jobs->next;
-
-			fail_get(jobs, false, false, "the server is stopping");
-			jobs = next;
-		}
+		fail_all(jobs, false, false, "the server is stopping");
 	}
 }
 
@@ -313,21 +314,7 @@ finish_all(IqForwardJob *jobs, const IqWireReader *rd, bool ok)
 	{
 		IqForwardJob *next = jobs->next;
 
-		jobs->result.wire = true;
-		if (ok)
-		{
-			jobs->result.wire_status = IQ_WIRE_OK;
-			jobs->result.status = 200;
-		}
-		else
-		{
-			jobs->result.wire_status = rd->status;
-			/* as the owner's JSON get answers: 503 while partitions move, else 500 */
-			jobs->result.status = (rd->status == IQ_WIRE_NOT_HELD ||
-								   rd->status == IQ_WIRE_RESTORING) ? 503 : 500;
-			snprintf(jobs->result.error, sizeof(jobs->result.error), "%s", rd->message);
-		}
-		iq_forward_finish(jobs);
+		iq_forward_finish_wire(jobs, ok ? NULL : rd);
 		jobs = next;
 	}
 }
@@ -383,13 +370,7 @@ read_answer(IqForwardJob *batch)
 			snprintf(err, sizeof(err), "corrupt answer from the owner (HTTP %ld): %s",
 					 batch->result.status, ev == IQ_EV_ROW ? "out of memory" :
 					 ev == IQ_EV_NEED_MORE ? "cut short" : rd.message);
-			while (jobs)
-			{
-				IqForwardJob *next = jobs->next;
-
-				fail_get(jobs, false, false, err);
-				jobs = next;
-			}
+			fail_all(jobs, false, false, err);
 		}
 		break;
 	}
@@ -408,13 +389,7 @@ iq_fbatch_done(IqForwardJob *batch, CURLcode rc, const char *error)
 	if (rc == CURLE_OK)
 		read_answer(batch);
 	else
-		while (jobs)
-		{
-			IqForwardJob *next = jobs->next;
-
-			fail_get(jobs, rc == CURLE_OPERATION_TIMEDOUT, rc == CURLE_COULDNT_CONNECT, error);
-			jobs = next;
-		}
+		fail_all(jobs, rc == CURLE_OPERATION_TIMEDOUT, rc == CURLE_COULDNT_CONNECT, error);
 	batch->members = NULL;
 	release(batch);
 	iq_forward_job_free(batch);

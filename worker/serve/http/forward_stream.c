@@ -394,21 +394,7 @@ answer_head(FStream *st, IqWireEvent ev)
 	if (st->first == NULL)
 		st->last = NULL;
 	st->n--;
-	job->result.wire = true;
-	if (ev == IQ_EV_END)
-	{
-		job->result.wire_status = IQ_WIRE_OK;
-		job->result.status = 200;
-	}
-	else
-	{
-		job->result.wire_status = st->rd.status;
-		/* as the owner's JSON get answers: 503 while partitions move, else 500 */
-		job->result.status = (st->rd.status == IQ_WIRE_NOT_HELD ||
-							  st->rd.status == IQ_WIRE_RESTORING) ? 503 : 500;
-		snprintf(job->result.error, sizeof(job->result.error), "%s", st->rd.message);
-	}
-	iq_forward_finish(job);
+	iq_forward_finish_wire(job, ev == IQ_EV_END ? NULL : &st->rd);
 }
 
 /* next_answer: a fresh reader for the next answer, given the bytes left over */

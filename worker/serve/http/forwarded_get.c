@@ -133,6 +133,31 @@ iq_forward_finish(IqForwardJob *job)
 }
 
 /*
+ * iq_forward_finish_wire: a get's answer from the owner's wire reader: its
+ * value (already in result.body) when failed is NULL, else the owner's
+ * error, given the status the owner's JSON get would have answered (503
+ * while partitions move, else 500)
+ */
+void
+iq_forward_finish_wire(IqForwardJob *job, const IqWireReader *failed)
+{
+	job->result.wire = true;
+	if (failed == NULL)
+	{
+		job->result.wire_status = IQ_WIRE_OK;
+		job->result.status = 200;
+	}
+	else
+	{
+		job->result.wire_status = failed->status;
+		job->result.status = (failed->status == IQ_WIRE_NOT_HELD ||
+							  failed->status == IQ_WIRE_RESTORING) ? 503 : 500;
+		snprintf(job->result.error, sizeof(job->result.error), "%s", failed->message);
+	}
+	iq_forward_finish(job);
+}
+
+/*
  * transfer_timeout_ms: iq_fdw.peer_timeout, or for a batch what is left of
  * its earliest get's (at least 1 ms: curl takes 0 as none)
  */
