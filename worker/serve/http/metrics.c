@@ -319,9 +319,9 @@ scan_snapshots(IqBuf *out)
 	put(out, "iq_scan_snapshot_hits_total %llu\n", (unsigned long long) st.hits);
 	family(out, "iq_scan_snapshot_drops_total", "counter",
 		   "Snapshots and builds dropped: stale (a write, an ingest, a close) or over the budget.");
-	put(out, "iq_scan_snapshot_drops_total{reason=\"stale\"} %llu\n",
+	put(out, "iq_scan_snapshot_drops_total{kind=\"stale\"} %llu\n",
 		(unsigned long long) st.drops_stale);
-	put(out, "iq_scan_snapshot_drops_total{reason=\"budget\"} %llu\n",
+	put(out, "iq_scan_snapshot_drops_total{kind=\"budget\"} %llu\n",
 		(unsigned long long) st.drops_budget);
 	family(out, "iq_scan_snapshot_bytes", "gauge",
 		   "Memory held by snapshots and builds, of iq_scan_snapshot_budget_bytes.");
