@@ -32,6 +32,7 @@ int			iq_partitioner;
 int			iq_processing_guarantee;
 int			iq_memory_budget_mb;
 int			iq_value_cache_mb;
+int			iq_scan_snapshot_memory_mb;
 int			iq_http_threads;
 int			iq_commit_interval_ms;
 int			iq_request_timeout_ms;
@@ -406,6 +407,13 @@ iq_define_settings(void)
 							"Memory of the stream worker: RocksDB, key cache, Kafka queues and batch.",
 							NULL,
 							&iq_memory_budget_mb, 256, 16, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomIntVariable("iq_fdw.scan_snapshot_memory",
+							"Memory of the worker's in-memory copies of partitions made by full scans; 0 turns them off.",
+							"A full scan of a partition keeps its rows in memory while nothing is written to it; "
+							"the next scans read them instead of RocksDB (worker/store/scan_snapshot.c). "
+							"A copy that would not fit is not kept.",
+							&iq_scan_snapshot_memory_mb, 64, 0, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("iq_fdw.rocksdb_statistics",
 							 "Keep RocksDB's statistics (block cache hits, write stalls) for GET /metrics.",

@@ -74,6 +74,7 @@ extern int	iq_processing_guarantee;
 extern int	iq_memory_budget_mb;
 extern bool iq_rocksdb_statistics;
 extern int	iq_value_cache_mb;
+extern int	iq_scan_snapshot_memory_mb;
 extern int	iq_http_threads;
 extern int	iq_commit_interval_ms;
 /* the servers' limits: applied on reload, without a worker restart */

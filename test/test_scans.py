@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import (INSTANCES, Session, http_get, import_stores_sql, java_partition,
-                      produce, psql, tls_on, wait_for_counts, wait_until)
+                      produce, psql, readable_everywhere, tls_on, wait_for_counts, wait_until)
 
 PREFIX = f"scan{os.getpid() % 10000:04d}{time.monotonic_ns() % 100000:05d}:"
 PARTITIONS = 3
@@ -145,3 +145,151 @@ def test_a_range_asked_again_sees_each_write(truth):
                        message=f"round {rnd} of writes in the range")
             for _ in range(10):
                 assert s.run(sql) == want, rnd
+
+
+# ---- scan snapshots (worker/store/scan_snapshot.c) ----
+#
+# A full scan of a partition keeps its rows in memory; the next scans and
+# ranges read them while nothing was written to the partition. The scans
+# below filter locally by PREFIX: the worker still reads every partition
+# from its first row to its end (no bound is pushed down to order_count).
+
+def snapshot_metric(i, name):
+    """Instance i's value of an iq_scan_snapshot_* metric (first sample)."""
+    status, body = http_get(i, "/metrics")
+    assert status == 200, body
+    m = re.search(rf"^iq_scan_snapshot_{name}(?:\{{[^}}]*\}})? (\d+)", body, re.M)
+    assert m, f"no iq_scan_snapshot_{name} in /metrics of instance {i}"
+    return int(m.group(1))
+
+
+def snapshot_total(name):
+    return sum(snapshot_metric(i, name) for i in INSTANCES)
+
+
+def rows_of(counts, keys=None):
+    return "\n".join(f"{k}|{counts[k]}" for k in sorted(keys or counts))
+
+
+def full_scan(s, prefix):
+    return s.run(f"SELECT key, count FROM order_count WHERE key LIKE '{prefix}%' ORDER BY key")
+
+
+def assert_full_scan(s, prefix, want):
+    plan = s.run("EXPLAIN (COSTS OFF) SELECT key, count FROM order_count "
+                 f"WHERE key LIKE '{prefix}%'")
+    assert "Full Scan" in plan, plan
+    assert full_scan(s, prefix) == want
+
+
+def scanned_until_served(s, prefix, want):
+    """Full scans until one is read from snapshots (a write of another
+    test's keys, still arriving, makes a build stale); each one exact."""
+    def served():
+        before = snapshot_total("hits_total")
+        assert full_scan(s, prefix) == want
+        return snapshot_total("hits_total") > before
+    wait_until(served, timeout=60, interval=0.5, message="a full scan read from snapshots")
+
+
+def test_a_full_scan_twice_reads_a_snapshot_and_equals_the_truth(truth):
+    with Session(1) as s:
+        s.run("SET search_path = scantest, public")
+        want = rows_of(truth)
+        assert_full_scan(s, PREFIX, want)
+        scanned_until_served(s, PREFIX, want)
+        assert snapshot_total("builds_total") >= 1
+        # the whole store too: a heap copy made by point lookups (never a
+        # cursor, so never a snapshot) of every key the scans name
+        keys = s.run("SELECT DISTINCT key FROM order_count").split("\n")
+        lookup = ("SELECT key, count FROM order_count WHERE key = ANY(ARRAY[{}])".format(
+            ", ".join(f"'{k}'" for k in keys)))
+        assert "Key Lookup" in s.run("EXPLAIN (COSTS OFF) " + lookup)
+        s.run("CREATE TEMP TABLE heap_copy AS " + lookup)
+        for _ in range(3):
+            assert (s.run("SELECT key, count FROM order_count ORDER BY key") ==
+                    s.run("SELECT key, count FROM heap_copy ORDER BY key"))
+
+
+def test_a_scan_after_writes_sees_every_write(truth):
+    """Writes to existing and new keys between scans: the next scan equals
+    the counts produced, read as soon as point lookups show them (a stale
+    snapshot would answer the counts before)."""
+    prefix = f"{PREFIX[:-1]}s:"
+    counts = {f"{prefix}{n:04d}": 1 for n in range(300)}
+    produce("order", (f"{k}--food" for k in counts))
+    with Session(INSTANCES[len(INSTANCES) // 2]) as s:
+        s.run("SET search_path = scantest, public")
+        wait_for_counts(q, "order_count_exact", prefix, f"{len(counts)}|{len(counts)}",
+                        "the first round")
+        scanned_until_served(s, prefix, rows_of(counts))
+        for rnd in range(3):
+            written = [k for n, k in enumerate(sorted(counts)) if n % (rnd + 2) == 0]
+            new = [f"{prefix}{rnd}n{n:03d}" for n in range(20)]
+            for k in written + new:
+                counts[k] = counts.get(k, 0) + 1
+            produce("order", (f"{k}--food" for k in written + new))
+            probe = written[::7] + new
+            sql = "SELECT key, count FROM order_count WHERE key IN ({}) ORDER BY key".format(
+                ", ".join(f"'{k}'" for k in probe))
+            wait_until(lambda: s.run(sql) == rows_of(counts, probe), timeout=120,
+                       message=f"round {rnd}'s writes in point lookups")
+            # the whole prefix, as ranges: a stale snapshot would never show it
+            wait_for_counts(q, "order_count_exact", prefix,
+                            f"{len(counts)}|{sum(counts.values())}", f"round {rnd}")
+            assert_full_scan(s, prefix, rows_of(counts))
+            scanned_until_served(s, prefix, rows_of(counts))
+
+
+def test_ranges_read_from_a_snapshot_equal_a_heap_copy(truth):
+    keys = sorted(truth)
+    with Session(INSTANCES[-1]) as s:
+        s.run("SET search_path = scantest, public")
+        scanned_until_served(s, PREFIX, rows_of(truth))
+        s.run("CREATE TEMP TABLE heap_copy (key text COLLATE \"C\" PRIMARY KEY, count bigint)")
+        s.run("INSERT INTO heap_copy VALUES " +
+              ", ".join(f"('{k}', {c})" for k, c in truth.items()))
+        before = snapshot_total("hits_total")
+        cases = []
+        for lo, hi in [(0, 459), (37, 38), (37, 300), (100, 101), (458, 459)]:
+            for lop in (">=", ">"):
+                for hiop in ("<", "<="):
+                    for limit in ("", " LIMIT 1", " LIMIT 10", " LIMIT 250"):
+                        cases.append(f"WHERE key {lop} '{keys[lo]}' AND key {hiop} '{keys[hi]}' "
+                                     f"ORDER BY key{limit}")
+        cases.append(f"WHERE key > '{keys[-1]}' AND key < '{PREFIX}~' ORDER BY key")
+        for where in cases:
+            got = s.run(f"SELECT key, count FROM order_count_exact {where}")
+            assert got == s.run(f"SELECT key, count FROM heap_copy {where}"), where
+        assert snapshot_total("hits_total") > before
+
+
+def set_snapshot_memory(i, value):
+    psql(i, ("ALTER SYSTEM RESET iq_fdw.scan_snapshot_memory;" if value is None else
+             f"ALTER SYSTEM SET iq_fdw.scan_snapshot_memory = '{value}';") +
+         "SELECT pg_reload_conf();")
+
+
+def test_no_snapshot_without_memory(truth):
+    """iq_fdw.scan_snapshot_memory = 0: the worker restarts with it and
+    never builds one, the scans stay exact."""
+    budget = 0
+    try:
+        set_snapshot_memory(1, budget)
+        wait_until(lambda: snapshot_metric(1, "budget_bytes") == budget, timeout=120,
+                   interval=0.5, message="instance 1's worker to restart without snapshots")
+        wait_until(readable_everywhere, timeout=240, interval=0.5,
+                   message="every partition readable again")
+        with Session(1) as s:
+            s.run("SET search_path = scantest, public")
+            for _ in range(3):
+                assert_full_scan(s, PREFIX, rows_of(truth))
+        assert snapshot_metric(1, "builds_total") == 0
+        assert snapshot_metric(1, "hits_total") == 0
+        assert snapshot_metric(1, "bytes") == 0
+    finally:
+        set_snapshot_memory(1, None)
+        wait_until(lambda: snapshot_metric(1, "budget_bytes") > 0, timeout=120, interval=0.5,
+                   message="instance 1's worker to restart with snapshots")
+        wait_until(readable_everywhere, timeout=240, interval=0.5,
+                   message="every partition readable again")

@@ -84,6 +84,7 @@ iq_worker_config_load(IqWorkerConfig *c, MemoryContext cxt)
 	c->partitioner = iq_partitioner;
 	c->guarantee = iq_processing_guarantee;
 	c->memory_budget_mb = iq_memory_budget_mb;
+	c->scan_snapshot_memory_mb = iq_scan_snapshot_memory_mb;
 	c->http_threads = iq_http_threads > 0 ? iq_http_threads : http_threads_per_cpu();
 	if (iq_commit_interval_ms >= 0)
 		c->commit_interval_ms = iq_commit_interval_ms;
@@ -122,6 +123,7 @@ iq_worker_config_changed(const IqWorkerConfig *o)
 		n.partitioner != o->partitioner ||
 		n.guarantee != o->guarantee ||
 		n.memory_budget_mb != o->memory_budget_mb ||
+		n.scan_snapshot_memory_mb != o->scan_snapshot_memory_mb ||
 		n.http_threads != o->http_threads ||
 		n.commit_interval_ms != o->commit_interval_ms ||
 		n.standby_replicas != o->standby_replicas ||

@@ -27,6 +27,7 @@ typedef struct IqWorkerConfig
 	int			partitioner;
 	int			guarantee;
 	int			memory_budget_mb;
+	int			scan_snapshot_memory_mb;
 	int			http_threads;
 	int			commit_interval_ms;
 	int			standby_replicas;	/* IQ_STANDBY_ALL or 0.. */

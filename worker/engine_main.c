@@ -273,6 +273,7 @@ stores_init(void)
 {
 	char	   *err = NULL;
 
+	iq_store_snapshot_budget((size_t) iq_w->cfg.scan_snapshot_memory_mb * 1024 * 1024);
 	while (!iq_store_init(iq_w->cfg.state_dir, iq_w->mem.block_cache,
 						  iq_w->mem.memtables, &err))
 	{

@@ -19,6 +19,14 @@
  * The first batch is small (IQ_STORE_BATCH_FIRST_ROWS), for LIMITs and
  * point-like ranges, and each next one twice as large up to the bound.
  *
+ * A partition read from its first row to its end (no bounds) is also
+ * copied into a scan snapshot (scan_snapshot.c), batch after batch, while
+ * every batch's iterator has the stamp of the first; it is published when
+ * the partition ends.  A batch reads a partition whose snapshot is still
+ * exact from the snapshot instead of an iterator (a Reader is either), with
+ * the same seeks and bounds, so any cursor's rows stay exactly a new
+ * iterator's.
+ *
  * Any thread; no PostgreSQL call (lifecycle.c says why).
  *-------------------------------------------------------------------------
  */
@@ -45,7 +53,17 @@ typedef struct CursorPart
 	bool		done;			/* no more rows within the bounds */
 	bool		locked;			/* while a batch is read */
 	int			last_row;		/* in this batch, -1 none */
+	IqScanSnapshot *build;		/* its rows so far, while a full read may publish them */
+	bool		no_build;		/* tried and given up, or published */
 } CursorPart;
+
+/* What a batch reads a partition from: an iterator, or a snapshot's rows */
+typedef struct Reader
+{
+	rocksdb_iterator_t *it;
+	IqScanSnapshot *snap;		/* when not NULL, it is NULL */
+	size_t		pos;			/* the snapshot's row */
+} Reader;
 
 typedef struct BatchRow
 {
@@ -76,25 +94,80 @@ struct IqStoreCursor
 	int			next;
 	int			batch_rows;		/* rows the next batch may take */
 	/* while a batch is read (locks held) */
-	rocksdb_iterator_t **iters;
+	Reader	   *rd;
 	IqIterStamp *stamps;		/* what each iterator saw (iter_pool.c) */
-	int		   *heap;			/* indexes into iters, min-heap by key */
+	int		   *heap;			/* indexes into rd, min-heap by key */
 	int			heap_len;
 	bool		standby_ok;		/* standby replicas may answer */
 	IqReadStatus status;		/* IQ_READ_OK, _MOVED or _ERROR */
 	char	   *error;			/* why, when not OK */
 };
 
+/* ---- readers ---- */
+
+static inline bool
+rd_valid(const Reader *r)
+{
+	return r->snap ? r->pos < r->snap->nrows : rocksdb_iter_valid(r->it);
+}
+
+static inline const char *
+rd_key(const Reader *r, size_t *len)
+{
+	if (r->snap)
+	{
+		const IqSnapRow *row = &r->snap->rows[r->pos];
+
+		*len = row->key_len;
+		return r->snap->data + row->off;
+	}
+	return rocksdb_iter_key(r->it, len);
+}
+
+static inline const char *
+rd_value(const Reader *r, size_t *len)
+{
+	if (r->snap)
+	{
+		const IqSnapRow *row = &r->snap->rows[r->pos];
+
+		*len = row->value_len;
+		return r->snap->data + row->off + row->key_len;
+	}
+	return rocksdb_iter_value(r->it, len);
+}
+
+static inline void
+rd_next(Reader *r)
+{
+	if (r->snap)
+		r->pos++;
+	else
+		rocksdb_iter_next(r->it);
+}
+
+/* rd_seek: at the first row at or after key; the first row when key is NULL */
+static void
+rd_seek(Reader *r, const char *key, size_t key_len)
+{
+	if (r->snap)
+		r->pos = key ? iq_snap_seek(r->snap, key, key_len) : 0;
+	else if (key)
+		rocksdb_iter_seek(r->it, key, key_len);
+	else
+		rocksdb_iter_seek_to_first(r->it);
+}
+
 /* ---- the merge ---- */
 
-/* key_cmp: the order of two iterators' current keys */
+/* key_cmp: the order of two readers' current keys */
 static int
-key_cmp(rocksdb_iterator_t *a, rocksdb_iterator_t *b)
+key_cmp(const Reader *a, const Reader *b)
 {
 	size_t		la,
 				lb;
-	const char *ka = rocksdb_iter_key(a, &la);
-	const char *kb = rocksdb_iter_key(b, &lb);
+	const char *ka = rd_key(a, &la);
+	const char *kb = rd_key(b, &lb);
 
 	return iq_key_cmp(ka, la, kb, lb);
 }
@@ -109,9 +182,9 @@ heap_down(IqStoreCursor *c, int i)
 					r = l + 1,
 					m = i;
 
-		if (l < c->heap_len && key_cmp(c->iters[c->heap[l]], c->iters[c->heap[m]]) < 0)
+		if (l < c->heap_len && key_cmp(&c->rd[c->heap[l]], &c->rd[c->heap[m]]) < 0)
 			m = l;
-		if (r < c->heap_len && key_cmp(c->iters[c->heap[r]], c->iters[c->heap[m]]) < 0)
+		if (r < c->heap_len && key_cmp(&c->rd[c->heap[r]], &c->rd[c->heap[m]]) < 0)
 			m = r;
 		if (m == i)
 			return;
@@ -150,13 +223,14 @@ cursor_fail(IqStoreCursor *c, IqReadStatus status, const char *fmt,...)
 static bool
 iter_usable(IqStoreCursor *c, int i)
 {
-	rocksdb_iterator_t *it = c->iters[i];
+	const Reader *r = &c->rd[i];
 
-	if (!rocksdb_iter_valid(it))
+	if (!rd_valid(r))
 	{
 		char	   *e = NULL;
 
-		rocksdb_iter_get_error(it, &e);
+		if (r->it)
+			rocksdb_iter_get_error(r->it, &e);
 		if (e != NULL)
 		{
 			cursor_fail(c, IQ_READ_ERROR, "RocksDB iterator failed on partition %d: %s",
@@ -168,7 +242,7 @@ iter_usable(IqStoreCursor *c, int i)
 	if (c->upper != NULL)
 	{
 		size_t		kl;
-		const char *k = rocksdb_iter_key(it, &kl);
+		const char *k = rd_key(r, &kl);
 		int			cmp = iq_key_cmp(k, kl, c->upper, c->upper_len);
 
 		if (cmp > 0 || (cmp == 0 && !c->upper_incl))
@@ -177,39 +251,46 @@ iter_usable(IqStoreCursor *c, int i)
 	return true;
 }
 
-/* seek_past: position it after what was handed out, or at the lower bound */
+/* seek_past: position r after what was handed out, or at the lower bound */
 static void
-seek_past(IqStoreCursor *c, rocksdb_iterator_t *it, const CursorPart *cp)
+seek_past(IqStoreCursor *c, Reader *r, const CursorPart *cp)
 {
 	const char *at = cp->started ? cp->pos : c->lower;
 	size_t		at_len = cp->started ? cp->pos_len : c->lower_len;
 	bool		incl = cp->started ? false : c->lower_incl;
 
-	if (at == NULL)
-	{
-		rocksdb_iter_seek_to_first(it);
-		return;
-	}
-	rocksdb_iter_seek(it, at, at_len);
-	if (!incl && rocksdb_iter_valid(it))
+	rd_seek(r, at, at_len);
+	if (at != NULL && !incl && rd_valid(r))
 	{
 		size_t		kl;
-		const char *k = rocksdb_iter_key(it, &kl);
+		const char *k = rd_key(r, &kl);
 
 		if (kl == at_len && memcmp(k, at, kl) == 0)
-			rocksdb_iter_next(it);
+			rd_next(r);
 	}
 }
 
-/* batch_append: copy the row under iterator i into the batch */
+/* build_append: the row also into partition i's snapshot being built */
+static void
+build_append(CursorPart *cp, const char *k, size_t kl, const char *v, size_t vl)
+{
+	if (!iq_snap_build_append(cp->build, k, kl, v, vl))
+	{
+		iq_snap_build_discard(cp->build, false);
+		cp->build = NULL;
+		cp->no_build = true;
+	}
+}
+
+/* batch_append: copy the row under reader i into the batch */
 static bool
 batch_append(IqStoreCursor *c, int i)
 {
-	rocksdb_iterator_t *it = c->iters[i];
+	const Reader *rd = &c->rd[i];
 	size_t		kl,
 				vl;
-	const char *k = rocksdb_iter_key(it, &kl);
-	const char *v = rocksdb_iter_value(it, &vl);
+	const char *k = rd_key(rd, &kl);
+	const char *v = rd_value(rd, &vl);
 	BatchRow   *r;
 
 	if (c->data_len + kl + vl > c->data_cap)
@@ -237,6 +318,8 @@ batch_append(IqStoreCursor *c, int i)
 	r->part = i;
 	c->cp[i].last_row = c->nrows;
 	c->nrows++;
+	if (c->cp[i].build)
+		build_append(&c->cp[i], k, kl, v, vl);
 	return true;
 }
 
@@ -271,6 +354,48 @@ remember_positions(IqStoreCursor *c)
 /* ---- one batch ---- */
 
 /*
+ * build_check
+ *		Partition i's snapshot build: begun on a full read's first batch
+ *		(no bounds, nothing handed out yet, no snapshot to read), given up
+ *		when this batch's iterator saw another stamp than the first (a
+ *		write between batches) or a snapshot is there now.
+ */
+static void
+build_check(IqStoreCursor *c, int i)
+{
+	CursorPart *cp = &c->cp[i];
+	const Reader *r = &c->rd[i];
+
+	if (cp->build != NULL)
+	{
+		if (r->snap == NULL && iq_store_same_stamp(&cp->build->stamp, &c->stamps[i]))
+			return;
+		iq_snap_build_discard(cp->build, r->snap == NULL);
+		cp->build = NULL;
+		cp->no_build = true;
+	}
+	else if (!cp->no_build && !cp->started && r->snap == NULL &&
+			 c->lower == NULL && c->upper == NULL)
+	{
+		cp->build = iq_snap_build_begin(c->stamps[i]);
+		cp->no_build = cp->build == NULL;
+	}
+}
+
+/* reader_take: partition i's exact snapshot if there is one, else an iterator */
+static void
+reader_take(IqStoreCursor *c, int i, PartStore *ps)
+{
+	Reader	   *r = &c->rd[i];
+
+	r->pos = 0;
+	r->it = NULL;
+	r->snap = iq_snap_take(ps, c->store);
+	if (r->snap == NULL)
+		r->it = iq_store_iter_take(ps, CF_OF(c->store), &c->stamps[i]);
+}
+
+/*
  * lock_and_seek
  *		Take the read lock of each partition not yet done and set an
  *		iterator just past what it handed out; the ones with a row within
@@ -286,7 +411,8 @@ lock_and_seek(IqStoreCursor *c)
 		PartStore  *ps = &iq_store_parts[cp->partition];
 
 		cp->last_row = -1;
-		c->iters[i] = NULL;
+		c->rd[i].it = NULL;
+		c->rd[i].snap = NULL;
 		if (cp->done)
 			continue;
 		pthread_rwlock_rdlock(&ps->lock);
@@ -298,8 +424,9 @@ lock_and_seek(IqStoreCursor *c)
 						cp->partition);
 			return;
 		}
-		c->iters[i] = iq_store_iter_take(ps, CF_OF(c->store), &c->stamps[i]);
-		seek_past(c, c->iters[i], cp);
+		reader_take(c, i, ps);
+		build_check(c, i);
+		seek_past(c, &c->rd[i], cp);
 		if (iter_usable(c, i))
 			c->heap[c->heap_len++] = i;
 		else
@@ -325,7 +452,7 @@ merge_rows(IqStoreCursor *c)
 
 		if (!batch_append(c, top))
 			return false;
-		rocksdb_iter_next(c->iters[top]);
+		rd_next(&c->rd[top]);
 		if (!iter_usable(c, top))
 		{
 			c->cp[top].done = true;
@@ -339,16 +466,44 @@ merge_rows(IqStoreCursor *c)
 	return true;
 }
 
-/* unlock_all: the batch's iterators destroyed and its read locks released */
+/*
+ * finish_builds
+ *		Publish the snapshots of partitions read to their end (read locks
+ *		still held: publishing reads the database's stamp); a failed batch
+ *		publishes nothing.
+ */
+static void
+finish_builds(IqStoreCursor *c, bool ok)
+{
+	for (int i = 0; i < c->nparts; i++)
+	{
+		CursorPart *cp = &c->cp[i];
+
+		if (cp->build == NULL || (ok && !cp->done))
+			continue;
+		if (ok)
+			iq_snap_publish(&iq_store_parts[cp->partition], c->store, cp->build);
+		else
+			iq_snap_build_discard(cp->build, false);
+		cp->build = NULL;
+		cp->no_build = true;
+	}
+}
+
+/* unlock_all: the batch's readers given back and its read locks released */
 static void
 unlock_all(IqStoreCursor *c)
 {
 	for (int i = 0; i < c->nparts; i++)
 	{
-		if (c->iters[i])
-			iq_store_iter_give(&iq_store_parts[c->cp[i].partition],
-							   CF_OF(c->store), c->iters[i], c->stamps[i]);
-		c->iters[i] = NULL;
+		PartStore  *ps = &iq_store_parts[c->cp[i].partition];
+
+		if (c->rd[i].it)
+			iq_store_iter_give(ps, CF_OF(c->store), c->rd[i].it, c->stamps[i]);
+		if (c->rd[i].snap)
+			iq_snap_release(ps, c->rd[i].snap);
+		c->rd[i].it = NULL;
+		c->rd[i].snap = NULL;
 		if (c->cp[i].locked)
 			pthread_rwlock_unlock(&iq_store_parts[c->cp[i].partition].lock);
 		c->cp[i].locked = false;
@@ -391,6 +546,7 @@ cursor_fill(IqStoreCursor *c)
 	lock_and_seek(c);
 	if (c->status == IQ_READ_OK)
 		oom = !merge_rows(c);
+	finish_builds(c, !oom && c->status == IQ_READ_OK);
 	unlock_all(c);
 	if (oom || !remember_positions(c))
 		cursor_fail(c, IQ_READ_ERROR, "out of memory reading a batch of a scan");
@@ -408,9 +564,12 @@ cursor_free(IqStoreCursor *c)
 {
 	if (c->cp)
 		for (int i = 0; i < c->nparts; i++)
+		{
 			free(c->cp[i].pos);
+			iq_snap_build_discard(c->cp[i].build, false);
+		}
 	free(c->cp);
-	free(c->iters);
+	free(c->rd);
 	free(c->stamps);
 	free(c->heap);
 	free(c->rows);
@@ -437,11 +596,11 @@ cursor_alloc(IqStoreId store, int npartitions)
 	c->store = store;
 	c->batch_rows = IQ_STORE_BATCH_FIRST_ROWS;
 	c->cp = calloc(alloc, sizeof(CursorPart));
-	c->iters = calloc(alloc, sizeof(rocksdb_iterator_t *));
+	c->rd = calloc(alloc, sizeof(Reader));
 	c->stamps = calloc(alloc, sizeof(IqIterStamp));
 	c->heap = malloc(sizeof(int) * alloc);
 	c->rows = malloc(sizeof(BatchRow) * IQ_STORE_BATCH_FIRST_ROWS);
-	if (!c->cp || !c->iters || !c->stamps || !c->heap || !c->rows)
+	if (!c->cp || !c->rd || !c->stamps || !c->heap || !c->rows)
 	{
 		cursor_free(c);
 		return NULL;

@@ -33,9 +33,13 @@
 
 #include "worker/store/store_internal.h"
 
-/* stamp_now: what an iterator made now would see (ok false: do not pool) */
-static IqIterStamp
-stamp_now(PartStore *ps)
+/*
+ * iq_store_stamp_now
+ *		What an iterator made now would see (ok false: do not pool); also
+ *		the stamp of scan snapshots (scan_snapshot.c).
+ */
+IqIterStamp
+iq_store_stamp_now(PartStore *ps)
 {
 	IqIterStamp s;
 
@@ -45,8 +49,8 @@ stamp_now(PartStore *ps)
 	return s;
 }
 
-static bool
-same_stamp(const IqIterStamp *a, const IqIterStamp *b)
+bool
+iq_store_same_stamp(const IqIterStamp *a, const IqIterStamp *b)
 {
 	return a->ok && b->ok && a->seq == b->seq && a->ingest_epoch == b->ingest_epoch;
 }
@@ -61,14 +65,14 @@ rocksdb_iterator_t *
 iq_store_iter_take(PartStore *ps, int cf, IqIterStamp *stamp)
 {
 	rocksdb_iterator_t *found = NULL;
-	IqIterStamp now = stamp_now(ps);
+	IqIterStamp now = iq_store_stamp_now(ps);
 
 	pthread_mutex_lock(&ps->idle_lock);
 	for (int i = ps->nidle - 1; i >= 0; i--)
 	{
 		IqIdleIter *e = &ps->idle[i];
 
-		if (!same_stamp(&e->stamp, &now))
+		if (!iq_store_same_stamp(&e->stamp, &now))
 			rocksdb_iter_destroy(e->it);
 		else if (found == NULL && e->cf == cf)
 			found = e->it;
@@ -93,10 +97,10 @@ void
 iq_store_iter_give(PartStore *ps, int cf, rocksdb_iterator_t *it, IqIterStamp stamp)
 {
 	char	   *err = NULL;
-	IqIterStamp now = stamp_now(ps);
+	IqIterStamp now = iq_store_stamp_now(ps);
 
 	rocksdb_iter_get_error(it, &err);
-	if (err == NULL && same_stamp(&stamp, &now))
+	if (err == NULL && iq_store_same_stamp(&stamp, &now))
 	{
 		pthread_mutex_lock(&ps->idle_lock);
 		if (ps->nidle < IQ_IDLE_ITERS)
@@ -128,12 +132,13 @@ iq_store_iter_drop_all(PartStore *ps)
 	pthread_mutex_unlock(&ps->idle_lock);
 }
 
-/* iq_store_iter_written: after a write to ps, its idle iterators are stale */
+/* iq_store_iter_written: after a write to ps, its idle iterators and snapshots are stale */
 void
 iq_store_iter_written(PartStore *ps)
 {
 	if (__atomic_load_n(&ps->nidle, __ATOMIC_RELAXED) > 0)
 		iq_store_iter_drop_all(ps);
+	iq_snap_drop_all(ps);
 }
 
 /* iq_store_iter_ingest_begin/_end: around a file ingest into ps */
@@ -148,4 +153,5 @@ iq_store_iter_ingest_end(PartStore *ps)
 {
 	__atomic_add_fetch(&ps->ingest_epoch, 1, __ATOMIC_ACQ_REL);
 	iq_store_iter_drop_all(ps);
+	iq_snap_drop_all(ps);
 }

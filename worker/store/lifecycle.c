@@ -340,8 +340,9 @@ close_locked(PartStore *ps)
 {
 	if (ps->db == NULL)
 		return;
-	/* an iterator must go before its database */
+	/* an iterator must go before its database; a snapshot is stale with it */
 	iq_store_iter_drop_all(ps);
+	iq_snap_drop_all(ps);
 	for (int i = 0; i < NUM_CF; i++)
 	{
 		rocksdb_column_family_handle_destroy(ps->cf[i]);

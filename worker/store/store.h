@@ -132,6 +132,24 @@ typedef struct IqStoreStatistics
 /* false if the partition is not open here or keeps no statistics */
 extern bool iq_store_statistics(int partition, IqStoreStatistics *out);
 
+/*
+ * The scans' in-memory snapshots (scan_snapshot.c), for GET /metrics: built
+ * and published, batches of a partition read from one, dropped (stale after
+ * a write or before publication, or over the budget), bytes held now by
+ * snapshots and builds, and the budget (iq_fdw.scan_snapshot_memory).
+ */
+typedef struct IqSnapshotStats
+{
+	uint64_t	builds;
+	uint64_t	hits;
+	uint64_t	drops_stale;
+	uint64_t	drops_budget;
+	uint64_t	bytes;
+	uint64_t	budget;
+} IqSnapshotStats;
+
+extern void iq_store_snapshot_stats(IqSnapshotStats *out);
+
 /* Position of a held partition; false if not held. */
 extern bool iq_store_position(int partition, IqPartitionPosition *pos);
 

@@ -58,6 +58,8 @@ extern bool iq_store_format_on_disk(int partition, int *format, char **err);
  * Set up the shared block cache; memtable_bytes is split between the
  * partitions.  base_dir is <state_dir>/<application_id>.
  */
+/* iq_fdw.scan_snapshot_memory in bytes, set before iq_store_init (0: no snapshots) */
+extern void iq_store_snapshot_budget(size_t bytes);
 extern bool iq_store_init(const char *base_dir, size_t block_cache_bytes,
 						  size_t memtable_bytes, char **err);
 

@@ -15,6 +15,8 @@
  *	  read.c		point reads, held partitions, counts, positions
  *	  cursor.c		the merged scan, a bounded batch at a time
  *	  iter_pool.c	idle iterators, reused while nothing was written
+ *	  scan_snapshot.c	in-memory copies of a store made by full scans,
+ *					read instead of iterators while nothing was written
  *	  write.c		write batches and the bulk load of restores
  *	  message.c		error messages as malloc'd strings
  *
@@ -56,6 +58,33 @@ typedef struct IqIdleIter
 	IqIterStamp stamp;
 } IqIdleIter;
 
+/* A row of a scan snapshot: its key at off in data, its value right after */
+typedef struct IqSnapRow
+{
+	uint64_t	off;
+	uint32_t	key_len;
+	uint32_t	value_len;
+} IqSnapRow;
+
+/*
+ * All rows of a partition's store, in key order, as a database with stamp
+ * holds them (scan_snapshot.c).  refs and attached under the partition's
+ * idle_lock; the rows never change once published.
+ */
+typedef struct IqScanSnapshot
+{
+	IqIterStamp stamp;
+	char	   *data;
+	size_t		data_len;
+	size_t		data_cap;
+	IqSnapRow  *rows;
+	size_t		nrows;
+	size_t		rows_cap;		/* bytes */
+	size_t		charged;		/* of iq_fdw.scan_snapshot_memory */
+	int			refs;			/* cursor batches reading it */
+	bool		attached;		/* its partition's, else freed by its last reader */
+} IqScanSnapshot;
+
 /* idle iterators kept per partition: a few cursors at once take them */
 #define IQ_IDLE_ITERS	4
 
@@ -81,6 +110,9 @@ typedef struct PartStore
 	IqIdleIter	idle[IQ_IDLE_ITERS];
 	int			nidle;
 	uint64_t	ingest_epoch;	/* atomic */
+	/* scan snapshots (scan_snapshot.c), under idle_lock */
+	IqScanSnapshot *snap[IQ_NUM_STORES];
+	int			nsnap;			/* atomic: how many, read without the lock */
 } PartStore;
 
 /* in lifecycle.c */
@@ -91,6 +123,8 @@ extern PartStore *iq_store_slot(int partition);
 extern void iq_store_partition_path(int partition, char *out, size_t outlen);
 
 /* in iter_pool.c */
+extern IqIterStamp iq_store_stamp_now(PartStore *ps);
+extern bool iq_store_same_stamp(const IqIterStamp *a, const IqIterStamp *b);
 extern rocksdb_iterator_t *iq_store_iter_take(PartStore *ps, int cf, IqIterStamp *stamp);
 extern void iq_store_iter_give(PartStore *ps, int cf, rocksdb_iterator_t *it,
 							   IqIterStamp stamp);
@@ -98,6 +132,17 @@ extern void iq_store_iter_drop_all(PartStore *ps);
 extern void iq_store_iter_written(PartStore *ps);
 extern void iq_store_iter_ingest_begin(PartStore *ps);
 extern void iq_store_iter_ingest_end(PartStore *ps);
+
+/* in scan_snapshot.c */
+extern IqScanSnapshot *iq_snap_build_begin(IqIterStamp stamp);
+extern bool iq_snap_build_append(IqScanSnapshot *b, const char *key, size_t key_len,
+								 const char *value, size_t value_len);
+extern void iq_snap_build_discard(IqScanSnapshot *b, bool stale);
+extern void iq_snap_publish(PartStore *ps, int store, IqScanSnapshot *b);
+extern IqScanSnapshot *iq_snap_take(PartStore *ps, int store);
+extern void iq_snap_release(PartStore *ps, IqScanSnapshot *s);
+extern void iq_snap_drop_all(PartStore *ps);
+extern size_t iq_snap_seek(const IqScanSnapshot *s, const char *key, size_t key_len);
 
 /* in message.c */
 extern void iq_store_set_err(char **err, const char *fmt,...)

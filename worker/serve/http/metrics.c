@@ -304,6 +304,33 @@ value_cache(IqBuf *out, const IqHttpWorkerView *v)
 	put(out, "iq_value_cache_misses_total %llu\n", (unsigned long long) v->value_cache_misses);
 }
 
+/* scan_snapshots: the full scans' in-memory copies (iq_fdw.scan_snapshot_memory) */
+static void
+scan_snapshots(IqBuf *out)
+{
+	IqSnapshotStats st;
+
+	iq_store_snapshot_stats(&st);
+	family(out, "iq_scan_snapshot_builds_total", "counter",
+		   "Partition snapshots a full scan built and published (iq_fdw.scan_snapshot_memory).");
+	put(out, "iq_scan_snapshot_builds_total %llu\n", (unsigned long long) st.builds);
+	family(out, "iq_scan_snapshot_hits_total", "counter",
+		   "Batches of a partition a scan read from a snapshot instead of RocksDB.");
+	put(out, "iq_scan_snapshot_hits_total %llu\n", (unsigned long long) st.hits);
+	family(out, "iq_scan_snapshot_drops_total", "counter",
+		   "Snapshots and builds dropped: stale (a write, an ingest, a close) or over the budget.");
+	put(out, "iq_scan_snapshot_drops_total{kind=\"stale\"} %llu\n",
+		(unsigned long long) st.drops_stale);
+	put(out, "iq_scan_snapshot_drops_total{kind=\"budget\"} %llu\n",
+		(unsigned long long) st.drops_budget);
+	family(out, "iq_scan_snapshot_bytes", "gauge",
+		   "Memory held by snapshots and builds, of iq_scan_snapshot_budget_bytes.");
+	put(out, "iq_scan_snapshot_bytes %llu\n", (unsigned long long) st.bytes);
+	family(out, "iq_scan_snapshot_budget_bytes", "gauge",
+		   "iq_fdw.scan_snapshot_memory.");
+	put(out, "iq_scan_snapshot_budget_bytes %llu\n", (unsigned long long) st.budget);
+}
+
 static void
 rocksdb_sizes(IqBuf *out, const IqHttpWorkerView *v)
 {
@@ -436,6 +463,7 @@ iq_http_metrics(struct MHD_Connection *conn)
 	flushes(&out);
 	http_requests(&out);
 	value_cache(&out, &view);
+	scan_snapshots(&out);
 	rocksdb_sizes(&out, &view);
 	rocksdb_statistics(&out, &view);
 	memory(&out, &view);
