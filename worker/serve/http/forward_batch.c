@@ -67,18 +67,6 @@ iq_fbatch_init(void)
 	stopping = false;
 }
 
-/* fail_get: a get of a batch is over without an answer */
-static void
-fail_get(IqForwardJob *job, bool timed_out, bool refused, const char *what)
-{
-	job->result.status = 0;
-	job->result.timed_out = timed_out;
-	job->result.refused = refused;
-	snprintf(job->result.error, sizeof(job->result.error), "%s", what);
-	iq_buf_free(&job->result.body);
-	iq_forward_finish(job);
-}
-
 /* fail_all: every get of the list jobs fails so */
 static void
 fail_all(IqForwardJob *jobs, bool timed_out, bool refused, const char *what)
@@ -87,7 +75,7 @@ fail_all(IqForwardJob *jobs, bool timed_out, bool refused, const char *what)
 	{
 		IqForwardJob *next = jobs->next;
 
-		fail_get(jobs, timed_out, refused, what);
+		iq_forward_fail(jobs, timed_out, refused, what);
 		jobs = next;
 	}
 }
@@ -171,6 +159,22 @@ send_group(FGroup *g, bool counted)
 	iq_forward_launch(batch);
 }
 
+/* send_alone: job in a POST of its own, counted in no group */
+static void
+send_alone(IqForwardJob *job)
+{
+	FGroup		g;
+
+	memset(&g, 0, sizeof(g));
+	snprintf(g.host, sizeof(g.host), "%s", job->host);
+	g.port = job->port;
+	g.store = job->store;
+	job->next = NULL;
+	g.first = g.last = job;
+	g.n = 1;
+	send_group(&g, false);
+}
+
 /* find_group: the group of an owner and store, NULL if none */
 static FGroup *
 find_group(const IqForwardJob *job)
@@ -221,16 +225,7 @@ iq_fbatch_add(IqForwardJob *job)
 	if (g == NULL)
 	{
 		/* as many owners and stores busy as groups: it goes alone, uncounted */
-		FGroup		alone;
-
-		memset(&alone, 0, sizeof(alone));
-		snprintf(alone.host, sizeof(alone.host), "%s", job->host);
-		alone.port = job->port;
-		alone.store = job->store;
-		job->next = NULL;
-		alone.first = alone.last = job;
-		alone.n = 1;
-		send_group(&alone, false);
+		send_alone(job);
 		return;
 	}
 	job->next = NULL;
@@ -326,17 +321,9 @@ ask_alone(IqForwardJob *jobs)
 	while (jobs)
 	{
 		IqForwardJob *next = jobs->next;
-		FGroup		g;
 
-		memset(&g, 0, sizeof(g));
-		snprintf(g.host, sizeof(g.host), "%s", jobs->host);
-		g.port = jobs->port;
-		g.store = jobs->store;
 		jobs->resent = true;
-		jobs->next = NULL;
-		g.first = g.last = jobs;
-		g.n = 1;
-		send_group(&g, false);
+		send_alone(jobs);
 		jobs = next;
 	}
 }

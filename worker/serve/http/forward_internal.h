@@ -38,6 +38,9 @@ struct IqForwardJob
 /* in forwarded_get.c: hand a finished job back to its request */
 extern void iq_forward_finish(IqForwardJob *job);
 
+/* in forwarded_get.c: the same, over without an answer */
+extern void iq_forward_fail(IqForwardJob *job, bool timed_out, bool refused, const char *what);
+
 /* in forwarded_get.c: the same, answered by the owner's wire reader (failed NULL: ok) */
 extern void iq_forward_finish_wire(IqForwardJob *job, const IqWireReader *failed);
 

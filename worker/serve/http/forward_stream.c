@@ -103,18 +103,6 @@ set_mask(FStream *st, uint32_t mask, int op)
 	st->mask = mask;
 }
 
-/* fail_job: the get is over without an answer */
-static void
-fail_job(IqForwardJob *job, bool timed_out, bool refused, const char *what)
-{
-	job->result.status = 0;
-	job->result.timed_out = timed_out;
-	job->result.refused = refused;
-	snprintf(job->result.error, sizeof(job->result.error), "%s", what);
-	iq_buf_free(&job->result.body);
-	iq_forward_finish(job);
-}
-
 /* take_jobs: st's gets, its FIFO emptied */
 static IqForwardJob *
 take_jobs(FStream *st)
@@ -147,7 +135,7 @@ stream_broke(FStream *st, bool resend, bool refused, const char *what)
 			iq_fstream_submit(job);
 		}
 		else
-			fail_job(job, false, refused, what);
+			iq_forward_fail(job, false, refused, what);
 		job = next;
 	}
 }
@@ -314,13 +302,13 @@ iq_fstream_submit(IqForwardJob *job)
 
 	if (peer == NULL)
 	{
-		fail_job(job, false, false, "too many peers for the forwarder's streams");
+		iq_forward_fail(job, false, false, "too many peers for the forwarder's streams");
 		return;
 	}
 	st = pick(peer);
 	if (st->state == FS_CLOSED && !stream_open(peer, st, err, sizeof(err), &refused))
 	{
-		fail_job(job, false, refused, err);
+		iq_forward_fail(job, false, refused, err);
 		return;
 	}
 	job->next = NULL;
@@ -573,7 +561,7 @@ expire(FStream *st, long long now)
 		{
 			snprintf(err, sizeof(err), "Operation timed out after %d milliseconds",
 					 iq_http_config.peer_timeout_ms);
-			fail_job(job, true, false, err);
+			iq_forward_fail(job, true, false, err);
 		}
 		else
 			iq_fstream_submit(job);

@@ -132,6 +132,18 @@ iq_forward_finish(IqForwardJob *job)
 	MHD_resume_connection(job->conn);
 }
 
+/* iq_forward_fail: a get is over without an answer from the owner */
+void
+iq_forward_fail(IqForwardJob *job, bool timed_out, bool refused, const char *what)
+{
+	job->result.status = 0;
+	job->result.timed_out = timed_out;
+	job->result.refused = refused;
+	snprintf(job->result.error, sizeof(job->result.error), "%s", what);
+	iq_buf_free(&job->result.body);
+	iq_forward_finish(job);
+}
+
 /*
  * iq_forward_finish_wire: a get's answer from the owner's wire reader: its
  * value (already in result.body) when failed is NULL, else the owner's
