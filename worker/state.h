@@ -26,13 +26,14 @@
 #include "worker/memory.h"
 #include "worker/store/store_admin.h"
 
-/* The three librdkafka handles, for their log queues */
+/* The librdkafka handles, for their log queues */
 typedef enum IqHandle
 {
 	IQ_H_CONSUMER = 0,
 	IQ_H_PRODUCER,
 	IQ_H_RESTORER,
 	IQ_H_STANDBY,
+	IQ_H_STANDBY_ENDS,
 	IQ_H_CUSTOMERS,
 	IQ_H_COUNT
 } IqHandle;

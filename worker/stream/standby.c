@@ -17,7 +17,11 @@
  * How current a standby is: the owner marks the last changelog record of a
  * partition in each flush with the order position the flush covers
  * (IQ_POSITION_HEADER); a thread of ours asks the broker for the order
- * partitions' ends twice a second.  A standby's lag is the end minus what
+ * partitions' ends twice a second, and each read asks for its partition's.
+ * They ask on a handle of their own: on the standby consumer's connection
+ * the broker answers a ListOffsets only after the Fetch before it, which
+ * waits up to STANDBY_FETCH_WAIT_MS for records, so every standby read
+ * took that long.  A standby's lag is the end minus what
  * its last mark covered, in the owner's own unit (order records), so
  * iq_fdw.max_lag means the same for both.  The thread calls librdkafka only.
  *
@@ -69,6 +73,41 @@ static char ends_topic[NAMEDATALEN * 4];
 /* the handle readers ask for fresh ends; taken away (write lock) before it goes */
 static pthread_rwlock_t fresh_lock = PTHREAD_RWLOCK_INITIALIZER;
 static rd_kafka_t *fresh_rk;
+/* the handle that asks for the ends: it never fetches */
+static rd_kafka_t *ends_rk;
+
+/*
+ * ask_ends
+ *		The ends of the order partitions marked in which, into ends[p]; how
+ *		many the broker gave.  One ListOffsets for them all (the latest
+ *		offset asked as a time), where rd_kafka_query_watermark_offsets
+ *		sends two a partition: its start is not wanted.  Any thread:
+ *		librdkafka only.
+ */
+static int
+ask_ends(rd_kafka_t *rk, const bool *which, int64_t *ends, int timeout_ms)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(4);
+	int			got = 0;
+
+	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+		if (which[p])
+			rd_kafka_topic_partition_list_add(list, ends_topic, p)->offset = RD_KAFKA_OFFSET_END;
+	if (list->cnt > 0 &&
+		rd_kafka_offsets_for_times(rk, list, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		for (int i = 0; i < list->cnt; i++)
+		{
+			rd_kafka_topic_partition_t *tp = &list->elems[i];
+
+			if (tp->err == RD_KAFKA_RESP_ERR_NO_ERROR && tp->offset >= 0)
+			{
+				ends[tp->partition] = tp->offset;
+				got++;
+			}
+		}
+	rd_kafka_topic_partition_list_destroy(list);
+	return got;
+}
 
 /*
  * fresh_end
@@ -78,15 +117,18 @@ static rd_kafka_t *fresh_rk;
 static bool
 fresh_end(int p, int64_t *end)
 {
-	int64_t		lo;
+	bool		which[IQ_MAX_PARTITIONS] = {0};
+	int64_t		ends[IQ_MAX_PARTITIONS];
 	bool		ok = false;
 
+	if (p < 0 || p >= IQ_MAX_PARTITIONS)
+		return false;
+	which[p] = true;
 	pthread_rwlock_rdlock(&fresh_lock);
-	if (fresh_rk != NULL && p >= 0 && p < IQ_MAX_PARTITIONS &&
-		rd_kafka_query_watermark_offsets(fresh_rk, ends_topic, p, &lo, end,
-										 FRESH_END_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (fresh_rk != NULL && ask_ends(fresh_rk, which, ends, FRESH_END_TIMEOUT_MS) == 1)
 	{
 		ok = true;
+		*end = ends[p];
 		/* the next round's publish starts from it */
 		if (*end > __atomic_load_n(&order_end[p], __ATOMIC_RELAXED))
 			__atomic_store_n(&order_end[p], *end, __ATOMIC_RELAXED);
@@ -110,20 +152,19 @@ ends_main(void *arg)
 	while (!ends_stop)
 	{
 		struct timespec until;
+		bool		which[IQ_MAX_PARTITIONS];
+		int64_t		ends[IQ_MAX_PARTITIONS];
 
 		pthread_mutex_unlock(&ends_mutex);
 		for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		{
-			int64_t		lo,
-						hi;
-
-			if (!__atomic_load_n(&watched[p], __ATOMIC_RELAXED) ||
-				__atomic_load_n(&ends_stop, __ATOMIC_RELAXED))
-				continue;
-			if (rd_kafka_query_watermark_offsets(rk, ends_topic, p, &lo, &hi,
-												 ENDS_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
-				__atomic_store_n(&order_end[p], hi, __ATOMIC_RELAXED);
+			which[p] = __atomic_load_n(&watched[p], __ATOMIC_RELAXED);
+			ends[p] = -1;
 		}
+		ask_ends(rk, which, ends, ENDS_TIMEOUT_MS);
+		for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
+			if (ends[p] >= 0)
+				__atomic_store_n(&order_end[p], ends[p], __ATOMIC_RELAXED);
 		pthread_mutex_lock(&ends_mutex);
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_nsec += (long) ENDS_INTERVAL_MS * 1000000L;
@@ -182,16 +223,29 @@ iq_standby_start(char **err)
 	batch_size = Max(iq_w->mem.restore_batch / 2, 500);
 	msgs = MemoryContextAlloc(TopMemoryContext, sizeof(rd_kafka_message_t *) * batch_size);
 
+	/* the same ends as the standby consumer's: its last stable offsets */
+	conf = iq_conf_new(err);
+	if (conf == NULL)
+		return false;
+	if (!iq_conf_set(conf, "isolation.level", "read_committed", err))
+	{
+		rd_kafka_conf_destroy(conf);
+		return false;
+	}
+	ends_rk = iq_kafka_new(RD_KAFKA_CONSUMER, conf, IQ_H_STANDBY_ENDS, err);
+	if (ends_rk == NULL)
+		return false;
+
 	strlcpy(ends_topic, iq_w->cfg.order_topic, sizeof(ends_topic));
 	ends_stop = false;
-	if (iq_thread_create(&ends_thread, NULL, ends_main, iq_w->standby) != 0)
+	if (iq_thread_create(&ends_thread, NULL, ends_main, ends_rk) != 0)
 	{
 		*err = strdup("could not start the thread that follows the standbys' input ends");
 		return false;
 	}
 	ends_running = true;
 	pthread_rwlock_wrlock(&fresh_lock);
-	fresh_rk = iq_w->standby;
+	fresh_rk = ends_rk;
 	pthread_rwlock_unlock(&fresh_lock);
 	iq_store_set_standby_end_fn(fresh_end);
 	return true;
@@ -244,6 +298,12 @@ iq_standby_stop(void)
 		pthread_mutex_unlock(&ends_mutex);
 		pthread_join(ends_thread, NULL);
 		ends_running = false;
+	}
+	if (ends_rk != NULL)
+	{
+		iq_log_detach(IQ_H_STANDBY_ENDS);
+		rd_kafka_destroy(ends_rk);
+		ends_rk = NULL;
 	}
 	for (int p = 0; p < IQ_MAX_PARTITIONS; p++)
 		if (kept[p])
