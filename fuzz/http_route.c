@@ -258,7 +258,7 @@ iq_store_get_as(IqStoreId store, int partition, const char *key, size_t key_len,
 
 /* iq_store_standby_position: partitions 0 and 3 kept here, one behind by many */
 bool
-iq_store_standby_position(int partition, IqPartitionPosition *pos)
+iq_store_standby_position(int partition, int64_t since, IqPartitionPosition *pos)
 {
 	if (partition != 0 && partition != 3)
 		return false;
@@ -266,6 +266,13 @@ iq_store_standby_position(int partition, IqPartitionPosition *pos)
 	pos->consumed_offset = 100;
 	pos->end_offset = partition == 0 ? 100 : 1000000;
 	return true;
+}
+
+/* iq_store_read_clock: the real one's clock does not matter here */
+int64_t
+iq_store_read_clock(void)
+{
+	return 0;
 }
 
 /* iq_standby_place: the member after the owner */

@@ -160,6 +160,7 @@ header_for(IqBuf *out, const int *parts, int nparts)
 	IqWirePosition *pos = NULL;
 	int			n = 0;
 	int			i;
+	int64_t		since = iq_store_read_clock();
 
 	if (nparts > 0)
 		pos = malloc(sizeof(IqWirePosition) * nparts);
@@ -174,7 +175,7 @@ header_for(IqBuf *out, const int *parts, int nparts)
 
 		/* parts were checked: held, or standbys the caller asked for */
 		if (!iq_store_position(parts[i], &pp) &&
-			!iq_store_standby_position(parts[i], &pp))
+			!iq_store_standby_position(parts[i], since, &pp))
 			continue;
 		pos[n].partition = (uint16_t) parts[i];
 		pos[n].consumed = pp.consumed_offset;

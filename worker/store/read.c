@@ -366,6 +366,15 @@ iq_store_set_standby_end_fn(IqStandbyEndFn fn)
 	__atomic_store_n(&standby_end_fn, fn, __ATOMIC_RELEASE);
 }
 
+int64_t
+iq_store_read_clock(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* iq_store_standby_readable: a standby kept here whose position is known */
 bool
 iq_store_standby_readable(int partition)
@@ -381,10 +390,11 @@ iq_store_standby_readable(int partition)
  *		How far a standby replica kept here has read, against the end of its
  *		input now; false while that is not known (no flush's mark read yet,
  *		no end of its input, the broker not answering in time), as a lag
- *		that cannot be told must not pass for none.
+ *		that cannot be told must not pass for none.  since: when the read
+ *		began (iq_store_read_clock); the end is the broker's at or after it.
  */
 bool
-iq_store_standby_position(int partition, IqPartitionPosition *pos)
+iq_store_standby_position(int partition, int64_t since, IqPartitionPosition *pos)
 {
 	IqStandbyEndFn fn = __atomic_load_n(&standby_end_fn, __ATOMIC_ACQUIRE);
 	int64_t		end;
@@ -392,7 +402,7 @@ iq_store_standby_position(int partition, IqPartitionPosition *pos)
 	if (!position_of(partition, true, pos) || pos->consumed_offset < 0 ||
 		pos->end_offset < 0)
 		return false;
-	if (fn == NULL || !fn(partition, &end))
+	if (fn == NULL || !fn(partition, since, &end))
 		return false;
 	if (end > pos->end_offset)
 		pos->end_offset = end;

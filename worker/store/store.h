@@ -161,7 +161,10 @@ extern bool iq_store_position(int partition, IqPartitionPosition *pos);
  * The value cache is neither read nor filled for it: backends serve only
  * owned partitions from there.
  */
-extern bool iq_store_standby_position(int partition, IqPartitionPosition *pos);
+extern bool iq_store_standby_position(int partition, int64_t since,
+									  IqPartitionPosition *pos);
+/* now, for iq_store_standby_position's since (CLOCK_MONOTONIC, in ns) */
+extern int64_t iq_store_read_clock(void);
 /* Whether a standby kept here could answer (its position known), without asking the broker. */
 extern bool iq_store_standby_readable(int partition);
 
@@ -169,10 +172,12 @@ extern bool iq_store_standby_readable(int partition);
  * The end of a standby's input asked of the broker at the time of the read
  * (standby.c sets it while standbys run; NULL otherwise): the end the
  * standby last saw may be half a second old, and a lag measured against it
- * would pass a standby further behind than the caller's bound.  False when
- * the broker cannot say in time: then the standby is not read.
+ * would pass a standby further behind than the caller's bound.  An end the
+ * broker gave for a request sent at or after since (the read's start) will
+ * do: several partitions of one read, or reads at once, share a request.
+ * False when the broker cannot say in time: then the standby is not read.
  */
-typedef bool (*IqStandbyEndFn) (int partition, int64_t *end);
+typedef bool (*IqStandbyEndFn) (int partition, int64_t since, int64_t *end);
 extern void iq_store_set_standby_end_fn(IqStandbyEndFn fn);
 extern IqReadStatus iq_store_get_as(IqStoreId store, int partition,
 									const char *key, size_t key_len, bool standby_ok,

@@ -75,6 +75,10 @@ static pthread_rwlock_t fresh_lock = PTHREAD_RWLOCK_INITIALIZER;
 static rd_kafka_t *fresh_rk;
 /* the handle that asks for the ends: it never fetches */
 static rd_kafka_t *ends_rk;
+/* the last end readers were given, and when its request was sent (ns) */
+static pthread_mutex_t asked_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int64_t asked_at[IQ_MAX_PARTITIONS];
+static int64_t asked_end[IQ_MAX_PARTITIONS];
 
 /*
  * ask_ends
@@ -111,29 +115,61 @@ ask_ends(rd_kafka_t *rk, const bool *which, int64_t *ends, int timeout_ms)
 
 /*
  * fresh_end
- *		The end of order partition p now, for a reader of its standby (any
- *		thread: librdkafka only).
+ *		The end of order partition p at or after since, for a reader of its
+ *		standby (any thread: librdkafka only).  Each request asks for every
+ *		watched partition; an end from a request sent at or after since is
+ *		taken as it is, so a read of several standbys asks once.
  */
 static bool
-fresh_end(int p, int64_t *end)
+fresh_end(int p, int64_t since, int64_t *end)
 {
-	bool		which[IQ_MAX_PARTITIONS] = {0};
+	bool		which[IQ_MAX_PARTITIONS];
 	int64_t		ends[IQ_MAX_PARTITIONS];
+	int64_t		sent;
 	bool		ok = false;
 
 	if (p < 0 || p >= IQ_MAX_PARTITIONS)
 		return false;
-	which[p] = true;
-	pthread_rwlock_rdlock(&fresh_lock);
-	if (fresh_rk != NULL && ask_ends(fresh_rk, which, ends, FRESH_END_TIMEOUT_MS) == 1)
+	pthread_mutex_lock(&asked_mutex);
+	if (asked_at[p] >= since)
 	{
-		ok = true;
-		*end = ends[p];
-		/* the next round's publish starts from it */
-		if (*end > __atomic_load_n(&order_end[p], __ATOMIC_RELAXED))
-			__atomic_store_n(&order_end[p], *end, __ATOMIC_RELAXED);
+		*end = asked_end[p];
+		pthread_mutex_unlock(&asked_mutex);
+		return true;
 	}
+	pthread_mutex_unlock(&asked_mutex);
+
+	for (int q = 0; q < IQ_MAX_PARTITIONS; q++)
+	{
+		which[q] = q == p || __atomic_load_n(&watched[q], __ATOMIC_RELAXED);
+		ends[q] = -1;
+	}
+	sent = iq_store_read_clock();
+	pthread_rwlock_rdlock(&fresh_lock);
+	if (fresh_rk != NULL)
+		ask_ends(fresh_rk, which, ends, FRESH_END_TIMEOUT_MS);
 	pthread_rwlock_unlock(&fresh_lock);
+
+	pthread_mutex_lock(&asked_mutex);
+	for (int q = 0; q < IQ_MAX_PARTITIONS; q++)
+	{
+		if (ends[q] < 0)
+			continue;
+		if (sent > asked_at[q])
+		{
+			asked_at[q] = sent;
+			asked_end[q] = ends[q];
+		}
+		/* the next round's publish starts from it */
+		if (ends[q] > __atomic_load_n(&order_end[q], __ATOMIC_RELAXED))
+			__atomic_store_n(&order_end[q], ends[q], __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&asked_mutex);
+	if (ends[p] >= 0)
+	{
+		*end = ends[p];
+		ok = true;
+	}
 	return ok;
 }
 

@@ -211,7 +211,8 @@ standby_here(int p, int64_t *lag)
 {
 	IqPartitionPosition pos;
 
-	if (iq_http_config.standby_replicas == 0 || !iq_store_standby_position(p, &pos))
+	if (iq_http_config.standby_replicas == 0 ||
+		!iq_store_standby_position(p, iq_store_read_clock(), &pos))
 		return false;
 	*lag = pos.end_offset - pos.consumed_offset;
 	if (*lag < 0)
