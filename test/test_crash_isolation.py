@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (BOOTSTRAP, INSTANCES, IQ_HOME, Session, import_stores_sql,
-                      java_partition, psql, pushdown, settled, unique, wait_until)
+                      SCRIPTS, java_partition, psql, pushdown, settled, unique, wait_until)
 
 SCHEMA = "crash"
 PARTITIONS = 3
@@ -710,3 +710,49 @@ def test_repeated_crashes_are_counted_shown_and_spaced_out():
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert all(b > a for a, b in zip(gaps, gaps[1:])), \
         f"the engines' start gaps (clock ticks) do not grow: {gaps}"
+
+
+# ---- 5. a stop that does not end ------------------------------------------------
+
+def instance_script(*args, env=None):
+    subprocess.run([str(SCRIPTS / "instance"), *args], check=True, capture_output=True,
+                   text=True, timeout=180, env=env)
+
+
+@pytest.mark.restarts_cluster
+def test_an_engine_whose_stop_outlives_its_deadline_is_ended_and_started_again(data):
+    """librdkafka 2.8 once spun for good destroying the consumer of a failed
+    pipeline, and the engine stayed stalled, never applying a reload.  A
+    stop now has a deadline (60 s): past it the engine exits and its
+    supervisor starts another.  No stop hangs on demand, so the instance
+    runs with the hidden hook IQ_TEST_STOP_DEADLINE_MS=1, shorter than any
+    stop: a reload that restarts the engine makes its stop outlive the
+    deadline.  The new engine runs, nothing is lost, and the log says why."""
+    victim = 2
+    instance_script("stop", str(victim))
+    try:
+        instance_script("start", str(victim), env=dict(os.environ, IQ_TEST_STOP_DEADLINE_MS="1"))
+        wait_settled()
+        before = engine(victim)
+        offset = server_log(victim).stat().st_size
+        # a setting that restarts the engine: its stop runs with the 1 ms deadline
+        psql(victim, "ALTER SYSTEM SET iq_fdw.commit_interval = '150ms'; SELECT pg_reload_conf()")
+        after = wait_engine_back(victim, before["pid"])
+        assert "outlived" in after["engine_last_exit"], after
+        assert after["engine_restarts"] > before["engine_restarts"], (before, after)
+        log = log_since(victim, offset)
+        assert "stopping the pipeline did not end in time" in log, log[-2000:]
+        assert re.search(r"the engine \(PID \d+\) was ended: its stop of the pipeline outlived", log), \
+            log[-2000:]
+        assert instance_restart_lines(log) == [], instance_restart_lines(log)
+        # nothing lost: new orders are counted exactly, the module's counts are kept
+        wait_settled()
+        lines, truth = random_orders(data.prefix + "w", 300, 30, seed=5)
+        kcat_orders(by_partition(lines))
+        wait_counts(victim, data.prefix + "w", truth)
+        got = counts(victim, data.prefix)
+        assert {k: got.get(k) for k in data.counts} == data.counts
+    finally:
+        psql(victim, "ALTER SYSTEM RESET iq_fdw.commit_interval; SELECT pg_reload_conf()")
+        instance_script("stop", str(victim))
+        instance_script("start", str(victim))

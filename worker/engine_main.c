@@ -35,6 +35,7 @@
 #include "worker/serve/servers.h"
 #include "worker/state.h"
 #include "worker/stats.h"
+#include "worker/stop_watchdog.h"
 #include "worker/stream/key_cache.h"
 #include "worker/stream/stream.h"
 
@@ -61,6 +62,7 @@ static int64 last_release = 0;
 static void
 pipeline_stop(void)
 {
+	iq_stop_watchdog_arm(IQ_STOP_DEADLINE_MS);
 	iq_step(IQ_STEP_STOPPING, -1);
 	iq_rebalance_revoke();
 	iq_consumer_stop();
@@ -80,6 +82,7 @@ pipeline_stop(void)
 	iq_drain_logs();
 	pipeline_up = false;
 	iq_step(IQ_STEP_IDLE, -1);
+	iq_stop_watchdog_disarm();
 }
 
 /*

@@ -12,6 +12,8 @@
 
 /* the engine stopped to be started again with changed settings */
 #define IQ_ENGINE_EXIT_RELOAD	3
+/* the engine's stop of its pipeline outlived its deadline (stop_watchdog.c) */
+#define IQ_ENGINE_EXIT_STOP_HUNG	4
 
 /* the supervisor: fork an engine running iq_engine_main; -1 with errno */
 extern pid_t iq_engine_fork(void);

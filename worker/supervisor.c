@@ -30,6 +30,7 @@
 #include "common/shmem.h"
 #include "worker/engine_process.h"
 #include "worker/state.h"
+#include "worker/stop_watchdog.h"
 
 /*
  * Between an engine's death and the next start: at once, then doubling, up
@@ -90,6 +91,9 @@ describe_exit(int status, char *buf, size_t len)
 				 WTERMSIG(status), pg_strsignal(WTERMSIG(status)));
 	else if (WIFEXITED(status) && WEXITSTATUS(status) == IQ_ENGINE_EXIT_RELOAD)
 		snprintf(buf, len, "restarted to apply changed settings");
+	else if (WIFEXITED(status) && WEXITSTATUS(status) == IQ_ENGINE_EXIT_STOP_HUNG)
+		snprintf(buf, len, "ended: its stop of the pipeline outlived %d s (a Kafka client would not close)",
+				 IQ_STOP_DEADLINE_MS / 1000);
 	else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		snprintf(buf, len, "stopped");
 	else if (WIFEXITED(status))
