@@ -425,7 +425,7 @@ text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key)
 	char	   *fixed;
 	size_t		fixed_len;
 
-	if (pg_verifymbstr(data, len, true))
+	if (iq_ascii_text(data, len) || pg_verifymbstr(data, len, true))
 		return (text *) DatumGetPointer(bytes_datum(is_key ? &s->key_buf : &s->value_buf,
 													data, len));
 
