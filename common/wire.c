@@ -26,13 +26,13 @@
 /* a position in a response header: u16 partition, i64 consumed, i64 end */
 #define WIRE_POSITION_BYTES 18
 
-/* Reader stages */
+/* Reader stages (the order of IqWireStage, wire.h) */
 enum
 {
 	STAGE_START = 0,			/* expecting "IQ" version status */
 	STAGE_ERROR_MESSAGE,		/* status != OK: u32 len, message */
 	STAGE_POSITIONS,			/* u16 n, positions */
-	STAGE_FRAMES,				/* 'R' rows and the 'E' end */
+	STAGE_FRAMES = IQ_WIRE_STAGE_FRAMES,	/* 'R' rows and the 'E' end */
 	STAGE_DONE,					/* clean end seen */
 	STAGE_FAILED				/* error reported; stays failed */
 };

@@ -52,6 +52,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/bigendian.h"
+
 #define IQ_WIRE_VERSION 1
 #define IQ_WIRE_VERSION_OLDEST 1
 #define IQ_WIRE_MAX_REQUEST (16 * 1024 * 1024)
@@ -207,6 +209,48 @@ typedef struct IqWireReader
 	const char *value;
 	int32_t		value_len;		/* -1 for null */
 } IqWireReader;
+
+/* the reader's stage in which rows come (wire.c has them all) */
+#define IQ_WIRE_STAGE_FRAMES 3
+
+/*
+ * iq_wire_reader_row
+ *		Takes the next event when it is a row that has arrived whole, as
+ *		iq_wire_reader_next would, without its stage machine: a full scan
+ *		reads a million rows, and the calls per row showed in its profile.
+ *		False otherwise, having taken nothing: anything else (the end, a
+ *		partial or malformed frame, a failure) is iq_wire_reader_next's.
+ */
+static inline bool
+iq_wire_reader_row(IqWireReader *r)
+{
+	const unsigned char *p;
+	size_t		avail = r->buf.len - r->pos;
+	uint32_t	klen;
+	int32_t		vlen;
+	size_t		need;
+
+	if (r->stage != IQ_WIRE_STAGE_FRAMES || r->buf.oom || avail < 9)
+		return false;
+	p = (const unsigned char *) r->buf.data + r->pos;
+	if (p[0] != 'R')
+		return false;
+	klen = iq_be32_get(p + 1);
+	if (klen > avail - 9)
+		return false;
+	vlen = (int32_t) iq_be32_get(p + 5 + klen);
+	if (vlen < -1)
+		return false;
+	need = 9 + (size_t) klen + (vlen > 0 ? (size_t) vlen : 0);
+	if (need > avail || need > IQ_WIRE_MAX_FRAME)
+		return false;
+	r->key = (const char *) p + 5;
+	r->key_len = klen;
+	r->value_len = vlen;
+	r->value = vlen >= 0 ? (const char *) p + 9 + klen : NULL;
+	r->pos += need;
+	return true;
+}
 
 extern void iq_wire_reader_init(IqWireReader *r);
 extern void iq_wire_reader_feed(IqWireReader *r, const char *data, size_t len);

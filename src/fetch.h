@@ -44,6 +44,13 @@ typedef struct IqFetchRow
 	int			key_len;
 	char	   *value;
 	int			value_len;		/* -1 for null */
+
+	/*
+	 * The byte before key and before value is the caller's to overwrite
+	 * until the next row (the last of its length on the wire, read by now):
+	 * room for a short varlena header, so a datum needs no copy.
+	 */
+	bool		header_room;
 } IqFetchRow;
 
 typedef struct IqFetch IqFetch;

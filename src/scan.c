@@ -31,7 +31,7 @@ static bool read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntarg
 static void note_standby_reads(IqScanState *s);
 static Datum key_datum(IqScanState *s, IqFetchRow *row);
 static Datum value_datum(IqScanState *s, IqFetchRow *row);
-static Datum bytes_datum(IqDatumBuf *buf, const char *data, int len);
+static Datum bytes_datum(IqDatumBuf *buf, char *data, int len, bool in_place);
 static text *text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key);
 
 
@@ -89,6 +89,7 @@ iqIterateForeignScan(ForeignScanState *node)
 		row.key_len = (int) s->cached_key_len;
 		row.value = s->cached_value;
 		row.value_len = (int) s->cached_value_len;
+		row.header_room = false;
 	}
 	else if (s->fetch == NULL || s->at_end || !iq_fetch_next(s->fetch, &row))
 	{
@@ -98,7 +99,9 @@ iqIterateForeignScan(ForeignScanState *node)
 	}
 	note_standby_reads(s);
 
-	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	/* a loop, not memset: a call per row for two columns showed */
+	for (int i = 0; i < slot->tts_tupleDescriptor->natts; i++)
+		slot->tts_isnull[i] = true;
 	if (s->key_attno != InvalidAttrNumber)
 	{
 		slot->tts_values[s->key_attno - 1] = key_datum(s, &row);
@@ -332,6 +335,18 @@ read_cached(IqScanState *s, IqAsk *ask, IqTarget *targets, int ntargets)
 }
 
 /*
+ * in_place
+ *		Whether a row's datums may lie in the fetch's buffer: a scan's, not
+ *		a lookup's, which reads on to the answer's end (moving the buffer)
+ *		before its row is used.
+ */
+static inline bool
+in_place(IqScanState *s, IqFetchRow *row)
+{
+	return row->header_room && s->rows_left < 0;
+}
+
+/*
  * key_datum
  *		A key in the column's type: bytea as stored, text with what is not
  *		valid in the database encoding replaced or refused (invalid_utf8).
@@ -340,7 +355,7 @@ static Datum
 key_datum(IqScanState *s, IqFetchRow *row)
 {
 	if (s->key_type == BYTEAOID)
-		return bytes_datum(&s->key_buf, row->key, row->key_len);
+		return bytes_datum(&s->key_buf, row->key, row->key_len, in_place(s, row));
 	return PointerGetDatum(text_or_replaced(s, row, true));
 }
 
@@ -376,20 +391,29 @@ value_datum(IqScanState *s, IqFetchRow *row)
 	}
 
 	if (s->value_type == BYTEAOID)
-		return bytes_datum(&s->value_buf, row->value, row->value_len);
+		return bytes_datum(&s->value_buf, row->value, row->value_len, in_place(s, row));
 	return PointerGetDatum(text_or_replaced(s, row, false));
 }
 
 /*
  * bytes_datum
- *		A varlena of the bytes as they are, in buf (see IqDatumBuf): valid
- *		until the next row.  The buffer grows in the scan's own context.
+ *		A varlena of the bytes as they are, valid until the next row: with
+ *		in_place, where they lie, behind a 1-byte header written over the
+ *		byte before them (IqFetchRow.header_room) when they are short
+ *		enough for one, as a heap tuple holds short values; otherwise a
+ *		copy in buf (see IqDatumBuf), which grows in the scan's context.
  */
 static Datum
-bytes_datum(IqDatumBuf *buf, const char *data, int len)
+bytes_datum(IqDatumBuf *buf, char *data, int len, bool in_place)
 {
 	Size		need = VARHDRSZ + (Size) len;
 	struct varlena *v;
+
+	if (in_place && len <= (int) (VARATT_SHORT_MAX - VARHDRSZ_SHORT))
+	{
+		SET_VARSIZE_SHORT(data - 1, len + VARHDRSZ_SHORT);
+		return PointerGetDatum(data - 1);
+	}
 
 	if (need > buf->cap)
 	{
@@ -420,14 +444,14 @@ bytes_datum(IqDatumBuf *buf, const char *data, int len)
 static text *
 text_or_replaced(IqScanState *s, IqFetchRow *row, bool is_key)
 {
-	const char *data = is_key ? row->key : row->value;
+	char	   *data = is_key ? row->key : row->value;
 	int			len = is_key ? row->key_len : row->value_len;
 	char	   *fixed;
 	size_t		fixed_len;
 
 	if (iq_ascii_text(data, len) || pg_verifymbstr(data, len, true))
 		return (text *) DatumGetPointer(bytes_datum(is_key ? &s->key_buf : &s->value_buf,
-													data, len));
+													data, len, in_place(s, row)));
 
 	if (s->invalid_utf8 == IQ_INVALID_UTF8_ERROR ||
 		GetDatabaseEncoding() != PG_UTF8)

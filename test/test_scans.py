@@ -275,6 +275,52 @@ def test_ranges_read_from_a_snapshot_equal_a_heap_copy(truth):
         assert snapshot_total("hits_total") > before
 
 
+def test_plans_that_hold_a_scans_rows_equal_a_heap_copy(truth):
+    """A scan's text datums lie in its receive buffer until its next row
+    (src/scan.c, bytes_datum): joins, sorts, unions and aggregates that
+    hold rows or read two scans at once give the heap copy's answer."""
+    with Session(INSTANCES[0]) as s:
+        s.run("SET search_path = scantest, public")
+        s.run("CREATE TEMP TABLE heap_copy (key text COLLATE \"C\" PRIMARY KEY, count bigint)")
+        s.run("INSERT INTO heap_copy VALUES " +
+              ", ".join(f"('{k}', {c})" for k, c in truth.items()))
+        s.run("ANALYZE heap_copy")
+        mine = f"LIKE '{PREFIX}%'"
+        shapes = [
+            # each join method, the scan on either side
+            ("enable_hashjoin = off, enable_mergejoin = off",
+             "SELECT a.key, a.count, b.count FROM {t} a JOIN heap_copy b ON a.key = b.key "
+             f"WHERE a.key {mine} ORDER BY 1"),
+            ("enable_nestloop = off, enable_mergejoin = off",
+             "SELECT a.key, b.key, a.count FROM heap_copy b JOIN {t} a ON a.key = b.key "
+             f"WHERE a.key {mine} ORDER BY 1"),
+            ("enable_nestloop = off, enable_hashjoin = off",
+             "SELECT a.key, a.count + b.count FROM {t} a JOIN {t} b ON a.key = b.key "
+             f"WHERE a.key {mine} AND b.key {mine} ORDER BY 1"),
+            ("enable_hashjoin = off, enable_mergejoin = off",
+             "SELECT a.key, b.key FROM {t} a JOIN {t} b ON b.key = a.key || 'x' OR b.key = a.key "
+             f"WHERE a.key {mine} AND b.key {mine} ORDER BY 1"),
+            ("enable_sort = on",
+             f"SELECT key FROM {{t}} WHERE key {mine} UNION ALL "
+             f"SELECT key || '.' FROM {{t}} WHERE key {mine} ORDER BY 1 DESC"),
+            ("enable_sort = on",
+             f"SELECT count, string_agg(key, ',' ORDER BY key), max(key), min(key) "
+             f"FROM {{t}} WHERE key {mine} GROUP BY count ORDER BY 1"),
+            ("enable_sort = on",
+             f"SELECT DISTINCT left(key, -1) FROM {{t}} WHERE key {mine} ORDER BY 1"),
+            ("enable_sort = on",
+             f"SELECT key, lag(key) OVER (ORDER BY key), lead(count, 2) OVER (ORDER BY key) "
+             f"FROM {{t}} WHERE key {mine} ORDER BY 1"),
+        ]
+        for settings, sql in shapes:
+            for setting in settings.split(", "):
+                s.run(f"SET {setting}")
+            got = s.run(sql.format(t="order_count"))
+            assert got == s.run(sql.format(t="heap_copy")), sql
+            assert got.count(PREFIX) >= 40, (sql, got[:200])
+            s.run("RESET ALL; SET search_path = scantest, public")
+
+
 def set_snapshot_memory(i, value):
     psql(i, ("ALTER SYSTEM RESET iq_fdw.scan_snapshot_memory;" if value is None else
              f"ALTER SYSTEM SET iq_fdw.scan_snapshot_memory = '{value}';") +
