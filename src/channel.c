@@ -578,7 +578,24 @@ iq_chan_receive(IqChannel *ch)
 		receive_post(ch);
 		return;
 	}
-	r = iq_conn_recv(&ch->conn, buf, sizeof(buf), &why);
+	if (!ch->handshaking)
+	{
+		/* straight into the inbox: a scan's every byte once less copied */
+		if (!iq_buf_reserve(&ch->inbox, sizeof(buf)))
+		{
+			fail(ch, "Out of memory reading an answer.");
+			return;
+		}
+		r = iq_conn_recv(&ch->conn, ch->inbox.data + ch->inbox.len, sizeof(buf), &why);
+		if (r > 0)
+		{
+			ch->inbox.len += (size_t) r;
+			ch->received += (size_t) r;
+			return;
+		}
+	}
+	else
+		r = iq_conn_recv(&ch->conn, buf, sizeof(buf), &why);
 	if (r > 0)
 	{
 		if (ch->handshaking && !take_head(ch, buf, (size_t) r, &used))
