@@ -5,12 +5,14 @@
  *	  on every peer's.
  *
  * The input's first byte picks a chunk size; the rest is an answer, fed
- * once whole and once in chunks of that size.  Either way the reader must
- * not crash, read outside its buffer or leak; must give the same events
+ * once whole and once in chunks of that size, the chunks read with
+ * iq_wire_reader_row first (the scans' inline path) and the whole with
+ * iq_wire_reader_next alone.  Either way the reader must not crash, read outside its buffer or leak; must give the same events
  * with the same rows; must hand out rows that lie inside its buffer, no
  * more than IQ_WIRE_MAX_FRAME long; and must keep its messages printable.
  *-------------------------------------------------------------------------
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,13 +51,16 @@ check_message(const IqWireReader *r)
 			abort();			/* a peer's byte unescaped */
 }
 
-/* drain: events until more bytes are needed, or the end, or a failure */
+/*
+ * drain: events until more bytes are needed, or the end, or a failure;
+ * with fast, each taken by iq_wire_reader_row when it takes it
+ */
 static int
-drain(IqWireReader *r, Trace *t)
+drain(IqWireReader *r, Trace *t, bool fast)
 {
 	for (;;)
 	{
-		IqWireEvent ev = iq_wire_reader_next(r);
+		IqWireEvent ev = (fast && iq_wire_reader_row(r)) ? IQ_EV_ROW : iq_wire_reader_next(r);
 		uint64_t	h = 14695981039346656037ULL;
 
 		if (ev == IQ_EV_NEED_MORE)
@@ -101,7 +106,7 @@ drain(IqWireReader *r, Trace *t)
 
 /* run: feed data in chunks of chunk bytes (0: whole), tracing the events */
 static void
-run(const uint8_t *data, size_t size, size_t chunk, Trace *t)
+run(const uint8_t *data, size_t size, size_t chunk, Trace *t, bool fast)
 {
 	IqWireReader r;
 	size_t		off = 0;
@@ -109,7 +114,7 @@ run(const uint8_t *data, size_t size, size_t chunk, Trace *t)
 
 	t->n = 0;
 	iq_wire_reader_init(&r);
-	stop = drain(&r, t);		/* before any feed: nothing to point into */
+	stop = drain(&r, t, fast);	/* before any feed: nothing to point into */
 	while (!stop && off < size)
 	{
 		size_t		n = chunk ? chunk : size;
@@ -121,10 +126,10 @@ run(const uint8_t *data, size_t size, size_t chunk, Trace *t)
 		/* a reader holds at most a frame and the chunk last fed */
 		if (r.buf.len - r.pos > (size_t) IQ_WIRE_MAX_FRAME + n)
 			abort();
-		stop = drain(&r, t);
+		stop = drain(&r, t, fast);
 	}
 	if (!stop)
-		drain(&r, t);
+		drain(&r, t, fast);
 	iq_wire_reader_free(&r);
 }
 
@@ -138,8 +143,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	chunk = (size_t) data[0] % 17 + 1;
-	run(data + 1, size - 1, 0, &whole);
-	run(data + 1, size - 1, chunk, &pieces);
+	run(data + 1, size - 1, 0, &whole, false);
+	run(data + 1, size - 1, chunk, &pieces, true);
 	if (whole.n != pieces.n)
 		abort();
 	for (int i = 0; i < whole.n; i++)
