@@ -704,11 +704,9 @@ read_row(IqWireReader *r, const unsigned char *p, size_t avail)
 		return frame_too_large(r, need);
 	if (avail < need)
 		return IQ_EV_NEED_MORE;
-	r->key = (const char *) p + 5;
-	r->key_len = klen;
-	r->value_len = vlen;
-	r->value = vlen >= 0 ? (const char *) p + 9 + klen : NULL;
-	r->pos += need;
+	/* whole and well-formed: the inline reader takes it (wire.h) */
+	if (!iq_wire_reader_row(r))
+		return reader_fail(r, IQ_WIRE_INTERNAL, "internal error: a whole row was not taken");
 	return IQ_EV_ROW;
 }
 

@@ -10,6 +10,10 @@
  * iq_wire_reader_next alone.  Either way the reader must not crash, read outside its buffer or leak; must give the same events
  * with the same rows; must hand out rows that lie inside its buffer, no
  * more than IQ_WIRE_MAX_FRAME long; and must keep its messages printable.
+ * The input is also cut into rows (a length byte, then that many bytes,
+ * split into key and value at the next byte's value), written as an
+ * answer with the server's functions and read back: the reader must give
+ * exactly those rows, whatever the chunks.
  *-------------------------------------------------------------------------
  */
 #include <stdbool.h>
@@ -133,6 +137,76 @@ run(const uint8_t *data, size_t size, size_t chunk, Trace *t, bool fast)
 	iq_wire_reader_free(&r);
 }
 
+/* round_trip: rows cut from data, written as an answer, read back alike */
+static void
+round_trip(const uint8_t *data, size_t size, size_t chunk)
+{
+	IqBuf		out;
+	IqWireReader r;
+	size_t		off = 0;
+	size_t		fed = 0;
+	int			rows = 0;
+	int			read = 0;
+	uint64_t	want = 14695981039346656037ULL;
+	uint64_t	got = 14695981039346656037ULL;
+	IqWireEvent ev = IQ_EV_NEED_MORE;
+
+	iq_buf_init(&out);
+	iq_wire_response_header(&out, 0, NULL);
+	while (off + 2 <= size)
+	{
+		size_t		n = data[off];
+		size_t		k = data[off + 1];
+		int32_t		vlen;
+
+		off += 2;
+		if (n > size - off)
+			n = size - off;
+		if (k > n)
+			k = n;
+		vlen = (k == n && n % 2) ? -1 : (int32_t) (n - k);
+		iq_wire_response_row(&out, (const char *) data + off, (uint32_t) k,
+							 (const char *) data + off + k, vlen);
+		want = fnv(want, data + off, k);
+		want = fnv(want, &vlen, sizeof(vlen));
+		if (vlen > 0)
+			want = fnv(want, data + off + k, (size_t) vlen);
+		off += n;
+		rows++;
+	}
+	iq_wire_response_end(&out, IQ_WIRE_OK, "");
+	if (out.oom)
+		abort();
+	iq_wire_reader_init(&r);
+	while (ev != IQ_EV_END)
+	{
+		ev = iq_wire_reader_row(&r) ? IQ_EV_ROW : iq_wire_reader_next(&r);
+		if (ev == IQ_EV_ROW)
+		{
+			got = fnv(got, r.key, r.key_len);
+			got = fnv(got, &r.value_len, sizeof(r.value_len));
+			if (r.value_len > 0)
+				got = fnv(got, r.value, (size_t) r.value_len);
+			read++;
+		}
+		else if (ev == IQ_EV_NEED_MORE)
+		{
+			size_t		n = chunk < out.len - fed ? chunk : out.len - fed;
+
+			if (n == 0)
+				abort();		/* the whole answer fed, and no end */
+			iq_wire_reader_feed(&r, out.data + fed, n);
+			fed += n;
+		}
+		else if (ev != IQ_EV_HEADER && ev != IQ_EV_END)
+			abort();
+	}
+	if (read != rows || got != want || fed != out.len)
+		abort();
+	iq_wire_reader_free(&r);
+	iq_buf_free(&out);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -145,6 +219,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	chunk = (size_t) data[0] % 17 + 1;
 	run(data + 1, size - 1, 0, &whole, false);
 	run(data + 1, size - 1, chunk, &pieces, true);
+	round_trip(data + 1, size - 1, chunk);
 	if (whole.n != pieces.n)
 		abort();
 	for (int i = 0; i < whole.n; i++)
