@@ -15,7 +15,8 @@
 #   4. ranges: WHERE key >= :k ORDER BY key LIMIT 1000 (and LIMIT 10), from
 #      200 start keys spread over the bench keys, on the store (a table with
 #      invalid_utf8 'error', so that the bound, order and limit are pushed
-#      down) and on the heap
+#      down) and on the heap; and backward pages, WHERE key <= :k ORDER BY
+#      key DESC LIMIT 10
 #   5. a full scan of the store vs a sequential scan of the heap table (rows/s):
 #      SELECT * FROM t OFFSET <rows>, so that PostgreSQL itself sees every
 #      row (count(*) would let a scan skip making tuples; no aggregate is
@@ -112,14 +113,18 @@ script heap_remote bench.heap "$remote_keys"
 starts=$(sql -c "SELECT string_agg(quote_literal(key), ',') FROM (
           SELECT key FROM bench.heap WHERE key >= 'b:' AND key < 'b:' || lpad(greatest($ROWS - 1000, 1)::text, 7, '0')
            ORDER BY md5(key) LIMIT 200) s")
-range_script() { # range_script NAME TABLE LIMIT
-	printf '\\set r random(1, %d)\nSELECT key, count FROM %s WHERE key >= (ARRAY[%s])[:r] ORDER BY key LIMIT %d;\n' \
-		"$(tr -cd , <<<"$starts," | wc -c)" "$2" "$starts" "$3" >"$WORK/$1.sql"
+range_script() { # range_script NAME TABLE LIMIT [DESC]
+	printf '\\set r random(1, %d)\nSELECT key, count FROM %s WHERE key %s (ARRAY[%s])[:r] ORDER BY key %s LIMIT %d;\n' \
+		"$(tr -cd , <<<"$starts," | wc -c)" "$2" "$([[ -n ${4:-} ]] && echo '<=' || echo '>=')" \
+		"$starts" "${4:-}" "$3" >"$WORK/$1.sql"
 }
 range_script fdw_range bench.order_count_ordered 1000
 range_script heap_range bench.heap 1000
 range_script fdw_range10 bench.order_count_ordered 10
 range_script heap_range10 bench.heap 10
+# backward pages: the stores read backwards (ORDER BY key DESC)
+range_script fdw_desc10 bench.order_count_ordered 10 DESC
+range_script heap_desc10 bench.heap 10 DESC
 # every row reaches the executor and is thrown away by OFFSET: the same
 # work for both sides, and no aggregate to push down
 printf 'SELECT * FROM bench.order_count OFFSET %d;\n' "$total" >"$WORK/fdw_scan.sql"
@@ -137,7 +142,7 @@ tps() { # tps SCRIPT CLIENTS SECONDS [PGOPTIONS...]
 # both sides of a ratio alike; the median ratio of the rounds is reported.
 declare -A R
 ROUNDS=${BENCH_ROUNDS:-3}
-ALL_RUNS="heap_local fdw_local fdw_local_socket heap_remote fdw_remote heap_range fdw_range heap_range10 fdw_range10 heap_scan fdw_scan"
+ALL_RUNS="heap_local fdw_local fdw_local_socket heap_remote fdw_remote heap_range fdw_range heap_range10 fdw_range10 heap_desc10 fdw_desc10 heap_scan fdw_scan"
 RUNS=${BENCH_RUNS:-$ALL_RUNS}
 for ((round = 1; round <= ROUNDS; round++)); do
 	for s in $RUNS; do
@@ -176,6 +181,7 @@ cat <<EOF
 | key = :k, keys owned by other instances | $(tps_m fdw_remote) tps | $(tps_m heap_remote) tps | $(median_ratio "${R[fdw_remote]}" "${R[heap_remote]}") | >= 0.33 |
 | key >= :k ORDER BY key LIMIT 1000 | $(tps_m fdw_range) tps | $(tps_m heap_range) tps | $(median_ratio "${R[fdw_range]}" "${R[heap_range]}") | >= 0.33 |
 | key >= :k ORDER BY key LIMIT 10 | $(tps_m fdw_range10) tps | $(tps_m heap_range10) tps | $(median_ratio "${R[fdw_range10]}" "${R[heap_range10]}") | >= 0.5 |
+| key <= :k ORDER BY key DESC LIMIT 10 | $(tps_m fdw_desc10) tps | $(tps_m heap_desc10) tps | $(median_ratio "${R[fdw_desc10]}" "${R[heap_desc10]}") | (reported) |
 | SELECT * OFFSET $total: all $total rows | $(rows_s "$(median "${R[fdw_scan]}")") rows/s | $(rows_s "$(median "${R[heap_scan]}")") rows/s | $(median_ratio "${R[fdw_scan]}" "${R[heap_scan]}") | >= 0.33 |
 EOF
 for s in $RUNS; do

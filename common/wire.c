@@ -289,7 +289,8 @@ decode_head(Cur *c, IqWireRequest *req)
 	if (req->op < IQ_OP_GET || req->op > IQ_OP_POSITIONS)
 		return "unknown operation";
 	if (req->flags & ~(IQ_FLAG_LOWER | IQ_FLAG_LOWER_INCL |
-					   IQ_FLAG_UPPER | IQ_FLAG_UPPER_INCL | IQ_FLAG_STANDBY))
+					   IQ_FLAG_UPPER | IQ_FLAG_UPPER_INCL | IQ_FLAG_STANDBY |
+					   IQ_FLAG_REVERSE))
 		return "unknown flags";
 	return NULL;
 }

@@ -24,7 +24,7 @@
  *				   then frames: 'R' u32 klen key i32 vlen value  (a row)
  *								'E' u8 status u32 len message (the end)
  *	 Rows of IQ_OP_SCAN come in key byte order over all the partitions
- *	 asked; IQ_OP_GET returns the keys found; IQ_OP_COUNT one row with an
+ *	 asked (descending with IQ_FLAG_REVERSE); IQ_OP_GET returns the keys found; IQ_OP_COUNT one row with an
  *	 empty key and an 8-byte count; IQ_OP_POSITIONS only the header.
  *
  * Peer stream: "GET /iq/v1/stream HTTP/1.1" with "Connection: Upgrade" and
@@ -97,6 +97,12 @@ typedef enum IqWireOp
  * flags"): it keeps no standby.
  */
 #define IQ_FLAG_STANDBY		0x10
+/*
+ * IQ_OP_SCAN: rows in descending key byte order, from the upper bound down
+ * (an ORDER BY key DESC, a backward page).  A server of an earlier release
+ * refuses the flag ("unknown flags").
+ */
+#define IQ_FLAG_REVERSE		0x20
 
 typedef enum IqWireStatus
 {

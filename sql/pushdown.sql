@@ -47,9 +47,12 @@ EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count WHERE key ~>=~ '3';
 EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count WHERE key BETWEEN '1' AND '5' ORDER BY key;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count ORDER BY key;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count ORDER BY key, count;
--- descending, or by another column: a Sort
+-- descending: the stores read backwards, no Sort, and LIMIT goes with it
 EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count WHERE key >= '1' ORDER BY key DESC;
+EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count WHERE key < '5' ORDER BY key DESC LIMIT 3;
+-- by another column, or descending then by another: a Sort
 EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count ORDER BY count;
+EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count ORDER BY key DESC, count;
 -- point lookups promise no order
 EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM order_count WHERE key IN ('2', '1') ORDER BY key;
 

@@ -47,6 +47,8 @@ iqExplainForeignScan(ForeignScanState *node, ExplainState *es)
 		ExplainPropertyText("Key Range", pushed, es);
 	else
 		ExplainPropertyText("Full Scan", "all partitions", es);
+	if (intVal(list_nth(priv, IQ_PRIV_ORDERED)) == IQ_ORDER_DESC)
+		ExplainPropertyText("Key Order", "descending", es);
 	if (limit[0] != '\0')
 		ExplainPropertyText("Limit", limit, es);
 

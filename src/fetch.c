@@ -163,6 +163,7 @@ iq_fetch_start(const IqWireRequest *req, const IqTarget *targets, int ntargets)
 	f->subid = GetCurrentSubTransactionId();
 	f->op = req->op;
 	f->store = req->store;
+	f->direction = (req->flags & IQ_FLAG_REVERSE) ? -1 : 1;
 	/* listed before anything is allocated for it: an error frees it all */
 	f->next = active_fetches;
 	if (active_fetches)
@@ -222,7 +223,7 @@ next_source(IqFetch *f, IqFetchSource *prev)
 
 		if (src->has_row &&
 			(best == NULL || key_cmp(src->reader.key, src->reader.key_len,
-									 best->reader.key, best->reader.key_len) < 0))
+									 best->reader.key, best->reader.key_len) * f->direction < 0))
 			best = src;
 	}
 	return best;

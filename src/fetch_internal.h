@@ -87,6 +87,7 @@ struct IqFetch
 	bool		primed;
 	bool		released;
 	bool		any_order;		/* iq_fetch_any_order: no merge by key */
+	int			direction;		/* merge order: 1 ascending, -1 IQ_FLAG_REVERSE */
 	int			npositions;
 	IqWirePosition *positions;
 

@@ -173,7 +173,8 @@ iq_fetch_wants_more(IqFetch *f, IqFetchSource *src)
 
 /*
  * iq_fetch_continue: ask src, whose share ran out (iq_fetch_wants_more),
- * for the next batch: the same range past its last key, twice the rows,
+ * for the next batch: the same range past its last key (below it in
+ * reverse), twice the rows,
  * over the same connection (the answer was read to its end, so it is
  * pooled and taken again).  Rows stay in key order and none comes twice;
  * the batch reads the store as it is now, as a longer answer would have
@@ -185,9 +186,18 @@ iq_fetch_continue(IqFetch *f, IqFetchSource *src)
 	IqWireRequest r = *f->req;
 	uint64		left = f->req->limit - src->rows_total;
 
-	r.lower = src->last_key;
-	r.lower_len = src->last_key_len;
-	r.flags = (r.flags | IQ_FLAG_LOWER) & ~IQ_FLAG_LOWER_INCL;
+	if (r.flags & IQ_FLAG_REVERSE)
+	{
+		r.upper = src->last_key;
+		r.upper_len = src->last_key_len;
+		r.flags = (r.flags | IQ_FLAG_UPPER) & ~IQ_FLAG_UPPER_INCL;
+	}
+	else
+	{
+		r.lower = src->last_key;
+		r.lower_len = src->last_key_len;
+		r.flags = (r.flags | IQ_FLAG_LOWER) & ~IQ_FLAG_LOWER_INCL;
+	}
 	r.limit = (uint32) Min(left, (uint64) src->limit * 2);
 	iq_chan_finish(&src->chan, true);
 	iq_buf_free(&src->request);

@@ -53,6 +53,7 @@ static double fetched_rows(PlannerInfo *root, RelOptInfo *baserel,
 						   IqRelInfo *ri, IqKeyQuals *q);
 static void scan_cost(RelOptInfo *baserel, double rows,
 					  Cost *startup, Cost *total);
+static IqKeyOrder key_order_of(List *pathkeys);
 static List *key_order_pathkeys(PlannerInfo *root, RelOptInfo *baserel,
 								IqRelInfo *ri);
 static bool ec_member_is_key(PlannerInfo *root, RelOptInfo *rel,
@@ -166,10 +167,11 @@ iqGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 
 /*
  * key_order_pathkeys
- *		The query's leading pathkey if it is "key ASC" in an order that is
- *		the store's byte order: a bytea key, or text under a collation that
- *		orders as bytes, unless keys may show U+FFFD in place of their bytes
- *		(their text sorts elsewhere).  The store's order then needs no Sort.
+ *		The query's leading pathkey if it is "key ASC" or "key DESC" in an
+ *		order that is the store's byte order: a bytea key, or text under a
+ *		collation that orders as bytes, unless keys may show U+FFFD in place
+ *		of their bytes (their text sorts elsewhere).  The store's order, or
+ *		its reverse (RocksDB reads backwards as well), then needs no Sort.
  */
 static List *
 key_order_pathkeys(PlannerInfo *root, RelOptInfo *baserel, IqRelInfo *ri)
@@ -182,7 +184,8 @@ key_order_pathkeys(PlannerInfo *root, RelOptInfo *baserel, IqRelInfo *ri)
 		return NIL;
 	pk = linitial_node(PathKey, root->query_pathkeys);
 	ec = pk->pk_eclass;
-	if (pk->pk_strategy != BTLessStrategyNumber || ec->ec_has_volatile)
+	if ((pk->pk_strategy != BTLessStrategyNumber &&
+		 pk->pk_strategy != BTGreaterStrategyNumber) || ec->ec_has_volatile)
 		return NIL;
 	if (ri->table.key_is_bytea)
 	{
@@ -204,6 +207,16 @@ key_order_pathkeys(PlannerInfo *root, RelOptInfo *baserel, IqRelInfo *ri)
 			return list_make1(pk);
 	}
 	return NIL;
+}
+
+/* key_order_of: what a path's pathkeys (key_order_pathkeys' or none) ask */
+static IqKeyOrder
+key_order_of(List *pathkeys)
+{
+	if (pathkeys == NIL)
+		return IQ_ORDER_NONE;
+	return linitial_node(PathKey, pathkeys)->pk_strategy == BTGreaterStrategyNumber ?
+		IQ_ORDER_DESC : IQ_ORDER_ASC;
 }
 
 /*
@@ -341,7 +354,7 @@ iqGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	fdw_private = lappend(fdw_private, makeInteger(ri->table.key_type));
 	fdw_private = lappend(fdw_private, makeInteger(ri->table.invalid_utf8));
 	/* without pathkeys nothing above relies on key order: no merge needed */
-	fdw_private = lappend(fdw_private, makeInteger(best_path->path.pathkeys != NIL));
+	fdw_private = lappend(fdw_private, makeInteger(key_order_of(best_path->path.pathkeys)));
 	Assert(list_length(fdw_private) == IQ_PRIV_COUNT);
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid, fdw_exprs,

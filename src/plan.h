@@ -20,9 +20,17 @@ typedef enum IqPrivateIndex
 	IQ_PRIV_CONST_KEYS,			/* List of String: constant point keys, or NIL */
 	IQ_PRIV_KEY_TYPE,			/* Integer: type Oid of the key column */
 	IQ_PRIV_INVALID_UTF8,		/* Integer: IqInvalidUtf8 of the table */
-	IQ_PRIV_ORDERED,			/* Integer: 1 if the plan relies on key order */
+	IQ_PRIV_ORDERED,			/* Integer: IqKeyOrder the plan relies on */
 	IQ_PRIV_COUNT
 } IqPrivateIndex;
+
+/* The order of rows a scan's plan relies on. */
+typedef enum IqKeyOrder
+{
+	IQ_ORDER_NONE = 0,			/* any: no merge by key */
+	IQ_ORDER_ASC,				/* key byte order */
+	IQ_ORDER_DESC				/* descending: the stores read backwards */
+} IqKeyOrder;
 
 /* Role of each expression in fdw_exprs, evaluated when the scan starts. */
 typedef enum IqExprRole

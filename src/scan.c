@@ -57,7 +57,7 @@ iqBeginForeignScan(ForeignScanState *node, int eflags)
 	s->value_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_VALUE_TYPE));
 	s->key_type = intVal(list_nth(plan->fdw_private, IQ_PRIV_KEY_TYPE));
 	s->invalid_utf8 = intVal(list_nth(plan->fdw_private, IQ_PRIV_INVALID_UTF8));
-	s->ordered = intVal(list_nth(plan->fdw_private, IQ_PRIV_ORDERED)) != 0;
+	s->order = intVal(list_nth(plan->fdw_private, IQ_PRIV_ORDERED));
 	s->expr_states = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
 	s->batch_cxt = AllocSetContextCreate(node->ss.ps.state->es_query_cxt,
 										 "iq_fdw read", ALLOCSET_DEFAULT_SIZES);
@@ -276,9 +276,12 @@ start_read(ForeignScanState *node, IqScanState *s)
 		req->upper_len = ask.upper.len;
 	}
 
+	if (s->order == IQ_ORDER_DESC && req->op == IQ_OP_SCAN)
+		req->flags |= IQ_FLAG_REVERSE;
+
 	s->rows_left = (req->op == IQ_OP_GET) ? ask.nkeys : -1;
 	s->fetch = iq_fetch_start(req, targets, ntargets);
-	if (!s->ordered)
+	if (s->order == IQ_ORDER_NONE)
 		iq_fetch_any_order(s->fetch);
 	MemoryContextSwitchTo(old);
 }

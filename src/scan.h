@@ -13,6 +13,7 @@
 #include "common/value_cache.h"
 #include "src/fetch.h"
 #include "src/option.h"
+#include "src/plan.h"
 #include "src/quals.h"
 
 /*
@@ -39,7 +40,7 @@ typedef struct IqScanState
 	Oid			key_type;
 	Oid			value_type;
 	IqInvalidUtf8 invalid_utf8;	/* for text columns */
-	bool		ordered;		/* the plan relies on rows in key order */
+	IqKeyOrder	order;			/* the order of rows the plan relies on */
 
 	MemoryContext batch_cxt;	/* one read: keys, targets, the fetch */
 	IqDatumBuf	key_buf;		/* the current row's key datum */

@@ -82,6 +82,35 @@ def test_ranges_past_a_share_equal_the_truth(truth, instance):
                 s.run(f"SELECT key FROM order_count_exact WHERE key >= '{start}' ORDER BY key LIMIT 3")
 
 
+def expected_desc(counts, start, limit):
+    keys = [k for k in sorted(counts, reverse=True) if k <= start][:limit]
+    return "\n".join(f"{k}|{counts[k]}" for k in keys)
+
+
+def test_descending_ranges_past_a_share_equal_the_truth(truth, instance):
+    """ORDER BY key DESC reads every store backwards from the upper bound and
+    merges in descending order; a share that runs out is asked again below
+    its last key."""
+    keys = sorted(truth)
+    starts = [keys[-1], keys[421], keys[300], keys[37], keys[0]]
+    limits = [1, 2, 10, 33, 100, 250, 459, 460, 1000]
+    with Session(instance) as s:
+        s.run("SET search_path = scantest, public")
+        plan = s.run(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+                     f"SELECT key FROM order_count_exact WHERE key <= '{keys[-1]}' "
+                     f"AND key >= '{PREFIX}' ORDER BY key DESC LIMIT 300")
+        assert "Key Order: descending" in plan and "Sort" not in plan, plan
+        m = re.search(r"Next Batches: (\d+)", plan)
+        assert m and int(m.group(1)) >= 1, plan
+        for start in starts:
+            for limit in limits:
+                sql = (f"SELECT key, count FROM order_count_exact WHERE key <= '{start}' "
+                       f"AND key >= '{PREFIX}' ORDER BY key DESC LIMIT {limit}")
+                assert s.run(sql) == expected_desc(truth, start, limit), sql
+                s.run(f"SELECT key FROM order_count_exact WHERE key < '{start}' "
+                      f"ORDER BY key DESC LIMIT 3")
+
+
 def test_next_batches_show_in_explain_analyze(truth, instance):
     sql = (f"SELECT key, count FROM order_count_exact WHERE key >= '{PREFIX}' "
            f"AND key < '{PREFIX}~' ORDER BY key LIMIT 300")
@@ -266,9 +295,11 @@ def test_ranges_read_from_a_snapshot_equal_a_heap_copy(truth):
             for lop in (">=", ">"):
                 for hiop in ("<", "<="):
                     for limit in ("", " LIMIT 1", " LIMIT 10", " LIMIT 250"):
-                        cases.append(f"WHERE key {lop} '{keys[lo]}' AND key {hiop} '{keys[hi]}' "
-                                     f"ORDER BY key{limit}")
+                        for order in ("", " DESC"):
+                            cases.append(f"WHERE key {lop} '{keys[lo]}' AND key {hiop} "
+                                         f"'{keys[hi]}' ORDER BY key{order}{limit}")
         cases.append(f"WHERE key > '{keys[-1]}' AND key < '{PREFIX}~' ORDER BY key")
+        cases.append(f"WHERE key < '{keys[0]}' AND key > '{PREFIX}' ORDER BY key DESC")
         for where in cases:
             got = s.run(f"SELECT key, count FROM order_count_exact {where}")
             assert got == s.run(f"SELECT key, count FROM heap_copy {where}"), where

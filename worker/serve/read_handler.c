@@ -474,6 +474,8 @@ start_scan(IqReadStream *s, const int *parts, int nparts)
 		free(err);
 		return;
 	}
+	if (r->flags & IQ_FLAG_REVERSE)
+		iq_store_cursor_set_reverse(s->cursor);
 	if (r->limit > 0)
 		iq_store_cursor_expect(s->cursor, r->limit);
 	header_for(&s->pending, parts, nparts);

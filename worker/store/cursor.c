@@ -23,6 +23,11 @@
  * The first batch is small (IQ_STORE_BATCH_FIRST_ROWS), for LIMITs and
  * point-like ranges, and each next one twice as large up to the bound.
  *
+ * A reverse cursor (iq_store_cursor_set_reverse) does the same from the
+ * upper bound down: it seeks at or before, steps back, and stops below the
+ * lower bound; the merge takes the largest key first.  It builds no
+ * snapshot, but reads an exact one as a forward cursor does.
+ *
  * A partition read from its first row to its end (no bounds) is also
  * copied into a scan snapshot (scan_snapshot.c), batch after batch, while
  * every batch's iterator has the stamp of the first; it is published when
@@ -106,6 +111,7 @@ struct IqStoreCursor
 	int		   *heap;			/* indexes into rd, min-heap by key */
 	int			heap_len;
 	bool		standby_ok;		/* standby replicas may answer */
+	bool		reverse;		/* descending key order */
 	IqReadStatus status;		/* IQ_READ_OK, _MOVED or _ERROR */
 	char	   *error;			/* why, when not OK */
 };
@@ -144,11 +150,15 @@ rd_value(const Reader *r, size_t *len)
 	return rocksdb_iter_value(r->it, len);
 }
 
+/* rd_step: to the next row in the cursor's order (a snapshot's position
+ * below 0 wraps to SIZE_MAX, which rd_valid refuses) */
 static inline void
-rd_next(Reader *r)
+rd_step(Reader *r, bool reverse)
 {
 	if (r->snap)
-		r->pos++;
+		r->pos += reverse ? (size_t) -1 : 1;
+	else if (reverse)
+		rocksdb_iter_prev(r->it);
 	else
 		rocksdb_iter_next(r->it);
 }
@@ -165,21 +175,47 @@ rd_seek(Reader *r, const char *key, size_t key_len)
 		rocksdb_iter_seek_to_first(r->it);
 }
 
+/* rd_seek_back: at the last row at or before key; the last row when key is NULL */
+static void
+rd_seek_back(Reader *r, const char *key, size_t key_len)
+{
+	if (r->snap)
+	{
+		size_t		i = key ? iq_snap_seek(r->snap, key, key_len) : r->snap->nrows;
+		if (i < r->snap->nrows)
+		{
+			size_t		kl;
+			const char *k;
+
+			r->pos = i;
+			k = rd_key(r, &kl);
+			if (iq_key_cmp(k, kl, key, key_len) == 0)
+				return;
+		}
+		r->pos = i - 1;			/* SIZE_MAX when i == 0: none */
+	}
+	else if (key)
+		rocksdb_iter_seek_for_prev(r->it, key, key_len);
+	else
+		rocksdb_iter_seek_to_last(r->it);
+}
+
 /* ---- the merge ---- */
 
-/* key_cmp: the order of two readers' current keys */
+/* key_cmp: the order of two readers' current keys in the cursor's order */
 static int
-key_cmp(const Reader *a, const Reader *b)
+key_cmp(const IqStoreCursor *c, const Reader *a, const Reader *b)
 {
 	size_t		la,
 				lb;
 	const char *ka = rd_key(a, &la);
 	const char *kb = rd_key(b, &lb);
+	int			cmp = iq_key_cmp(ka, la, kb, lb);
 
-	return iq_key_cmp(ka, la, kb, lb);
+	return c->reverse ? -cmp : cmp;
 }
 
-/* heap_down: restore the min-heap below position i */
+/* heap_down: restore the heap (first in the cursor's order on top) below i */
 static void
 heap_down(IqStoreCursor *c, int i)
 {
@@ -189,9 +225,9 @@ heap_down(IqStoreCursor *c, int i)
 					r = l + 1,
 					m = i;
 
-		if (l < c->heap_len && key_cmp(&c->rd[c->heap[l]], &c->rd[c->heap[m]]) < 0)
+		if (l < c->heap_len && key_cmp(c, &c->rd[c->heap[l]], &c->rd[c->heap[m]]) < 0)
 			m = l;
-		if (r < c->heap_len && key_cmp(&c->rd[c->heap[r]], &c->rd[c->heap[m]]) < 0)
+		if (r < c->heap_len && key_cmp(c, &c->rd[c->heap[r]], &c->rd[c->heap[m]]) < 0)
 			m = r;
 		if (m == i)
 			return;
@@ -225,7 +261,8 @@ cursor_fail(IqStoreCursor *c, IqReadStatus status, const char *fmt,...)
 
 /*
  * iter_usable
- *		Valid and within the upper bound; records an iterator error.
+ *		Valid and within the bound it moves towards (the upper one, or the
+ *		lower in reverse); records an iterator error.
  */
 static bool
 iter_usable(IqStoreCursor *c, int i)
@@ -246,34 +283,45 @@ iter_usable(IqStoreCursor *c, int i)
 		}
 		return false;
 	}
-	if (c->upper != NULL)
+	if (c->reverse ? c->lower != NULL : c->upper != NULL)
 	{
 		size_t		kl;
 		const char *k = rd_key(r, &kl);
-		int			cmp = iq_key_cmp(k, kl, c->upper, c->upper_len);
+		int			cmp = c->reverse ?
+			iq_key_cmp(c->lower, c->lower_len, k, kl) :
+			iq_key_cmp(k, kl, c->upper, c->upper_len);
 
-		if (cmp > 0 || (cmp == 0 && !c->upper_incl))
+		if (cmp > 0 || (cmp == 0 && !(c->reverse ? c->lower_incl : c->upper_incl)))
 			return false;
 	}
 	return true;
 }
 
-/* seek_past: position r after what was handed out, or at the lower bound */
+/*
+ * seek_past: position r past what was handed out, or at the bound the
+ * cursor starts from (the lower one, or the upper in reverse)
+ */
 static void
 seek_past(IqStoreCursor *c, Reader *r, const CursorPart *cp)
 {
-	const char *at = cp->started ? cp->pos : c->lower;
-	size_t		at_len = cp->started ? cp->pos_len : c->lower_len;
-	bool		incl = cp->started ? false : c->lower_incl;
+	const char *from = c->reverse ? c->upper : c->lower;
+	const char *at = cp->started ? cp->pos : from;
+	size_t		at_len = cp->started ? cp->pos_len :
+		(c->reverse ? c->upper_len : c->lower_len);
+	bool		incl = cp->started ? false :
+		(c->reverse ? c->upper_incl : c->lower_incl);
 
-	rd_seek(r, at, at_len);
+	if (c->reverse)
+		rd_seek_back(r, at, at_len);
+	else
+		rd_seek(r, at, at_len);
 	if (at != NULL && !incl && rd_valid(r))
 	{
 		size_t		kl;
 		const char *k = rd_key(r, &kl);
 
 		if (kl == at_len && memcmp(k, at, kl) == 0)
-			rd_next(r);
+			rd_step(r, c->reverse);
 	}
 }
 
@@ -416,7 +464,7 @@ build_check(IqStoreCursor *c, int i)
 		cp->build = NULL;
 		cp->no_build = true;
 	}
-	else if (!cp->no_build && !cp->started && r->snap == NULL &&
+	else if (!cp->no_build && !cp->started && r->snap == NULL && !c->reverse &&
 			 c->lower == NULL && c->upper == NULL)
 	{
 		cp->build = iq_snap_build_begin(c->stamps[i]);
@@ -478,7 +526,7 @@ lock_and_seek(IqStoreCursor *c)
 
 /*
  * merge_rows
- *		Copy rows in key order, the smallest of the heap's iterators first,
+ *		Copy rows in the cursor's order, the heap's first reader's row first,
  *		until the batch is full or every partition is done; false when out
  *		of memory.
  */
@@ -494,7 +542,7 @@ merge_rows(IqStoreCursor *c)
 
 		if (!batch_append(c, top))
 			return false;
-		rd_next(&c->rd[top]);
+		rd_step(&c->rd[top], c->reverse);
 		if (!iter_usable(c, top))
 		{
 			c->cp[top].done = true;
@@ -821,6 +869,18 @@ iq_store_cursor_open_as(IqStoreId store, const int *partitions, int npartitions,
 		return NULL;
 	}
 	return c;
+}
+
+/*
+ * iq_store_cursor_set_reverse
+ *		Hand rows out in descending key order, from the upper bound down;
+ *		before the first row.
+ */
+void
+iq_store_cursor_set_reverse(IqStoreCursor *c)
+{
+	if (c->nrows == 0 && c->next == 0)
+		c->reverse = true;
 }
 
 /*

@@ -96,6 +96,8 @@ extern IqStoreCursor *iq_store_cursor_open(IqStoreId store,
 										   const char *lower, size_t lower_len, bool lower_incl,
 										   const char *upper, size_t upper_len, bool upper_incl,
 										   IqReadStatus *status, char **err);
+/* Descending key order instead: call before the first row. */
+extern void iq_store_cursor_set_reverse(IqStoreCursor *cursor);
 /* The next row, valid until the next call; false at the end or on failure. */
 extern void iq_store_cursor_expect(IqStoreCursor *cursor, uint64_t rows);
 extern bool iq_store_cursor_next(IqStoreCursor *cursor, IqStoreRow *row);
