@@ -325,6 +325,12 @@ iq_store_cursor_open(IqStoreId store, const int *partitions, int npart,
 	return c;
 }
 
+void
+iq_store_cursor_set_reverse(IqStoreCursor *c)
+{
+	(void) c;					/* the rows are the bounds either way */
+}
+
 bool
 iq_store_cursor_next(IqStoreCursor *c, IqStoreRow *row)
 {
@@ -449,9 +455,10 @@ iq_forward_job_result(IqForwardJob *job)
 
 enum MHD_Result
 iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
-					const char *from, size_t from_len, const char *to, size_t to_len)
+					const char *from, size_t from_len, const char *to, size_t to_len,
+					bool descending)
 {
-	volatile char sink = 0;
+	volatile char sink = descending;
 
 	for (size_t i = 0; i < from_len; i++)
 		sink ^= from[i];

@@ -68,6 +68,8 @@ SEEDS = {
         "all": b"\x20/stores/order-count/all",
         "count_all": b"\x30/stores/order-count/approximate-num-entries?scope=all",
         "bad_scope": b"\x30/stores/order-count/all?scope=x",
+        "range_desc_all": b"\x30/stores/order-count/range?from=a&to=b&order=desc&scope=all",
+        "bad_order": b"\x30/stores/order-count/all?order=up",
         "unknown_store": b"\x30/stores/nope%22/get/1",
         "not_a_path": b"\x30*",
     },

@@ -155,6 +155,32 @@ def test_range_like_the_seed(data):
     assert [r["key"] for r in everywhere["result"]] == truth
 
 
+def test_descending_order_reads_backwards_locally_and_gathered(data):
+    """order=desc (Kafka Streams' reverseRange, reverseAll): the keys of the
+    ascending answer, the other way round; every store is read backwards."""
+    customers, _ = data
+    lo, hi = f"{RUN}-k0040", f"{RUN}-k0290"
+    truth = sorted((k for k in customers if lo <= k <= hi), reverse=True)
+    assert len(truth) == 251
+    q = f"from={url_key(lo)}&to={url_key(hi)}"
+    union = []
+    for i in INSTANCES:
+        asc = http_json(i, f"/stores/customer-v1-changelog/range?{q}")["result"]
+        desc = http_json(i, f"/stores/customer-v1-changelog/range?{q}&order=desc")["result"]
+        assert desc == asc[::-1]
+        union += [r["key"] for r in desc]
+        everywhere = http_json(i, f"/stores/customer-v1-changelog/range?{q}&order=desc&scope=all")
+        assert [r["key"] for r in everywhere["result"]] == truth
+        assert all(r["value"] == customers[r["key"]] for r in everywhere["result"])
+    assert sorted(union, reverse=True) == truth
+    mine = lambda rows: [r for r in rows if r["key"].startswith(f"{RUN}-k")]
+    asc = mine(all_local(2, "customer-v1-changelog", "?scope=all"))
+    assert len(asc) == len(BULK_KEYS)
+    assert mine(all_local(2, "customer-v1-changelog", "?scope=all&order=desc")) == asc[::-1]
+    status, body = error_of(1, "/stores/customer-v1-changelog/all?order=up")
+    assert status == 400 and "order" in body["error"]
+
+
 def test_approximate_num_entries(data):
     total = 0
     for i in INSTANCES:

@@ -76,6 +76,7 @@ typedef struct Gather
 	IqBuf		out;			/* JSON not yet handed to MHD */
 	size_t		off;
 	bool		first;
+	int			direction;		/* of the merge: 1 ascending, -1 descending */
 	bool		done;
 	bool		failed;
 } Gather;
@@ -475,7 +476,8 @@ fill(Gather *g)
 		for (int i = 0; i < g->n; i++)
 			if (g->src[i].has_row &&
 				(best == NULL || iq_key_cmp(g->src[i].reader.key, g->src[i].reader.key_len,
-											best->reader.key, best->reader.key_len) < 0))
+											best->reader.key, best->reader.key_len) *
+				 g->direction < 0))
 				best = &g->src[i];
 		if (best == NULL)
 		{
@@ -525,11 +527,14 @@ gather_done(void *cls)
 	gather_free(cls);
 }
 
-/* iq_http_gather_scan: all / range over every instance, merged by key, streamed */
+/*
+ * iq_http_gather_scan: all / range over every instance, merged by key (in
+ * descending order when asked: every instance reads backwards), streamed
+ */
 enum MHD_Result
 iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
 					const char *from, size_t from_len,
-					const char *to, size_t to_len)
+					const char *to, size_t to_len, bool descending)
 {
 	IqWireRequest req;
 	Gather	   *g;
@@ -550,9 +555,12 @@ iq_http_gather_scan(struct MHD_Connection *conn, const IqStoreInfo *store,
 		req.upper = to;
 		req.upper_len = (uint32_t) to_len;
 	}
+	if (descending)
+		req.flags |= IQ_FLAG_REVERSE;
 	g = gather_start(conn, &req, &ret);
 	if (g == NULL)
 		return ret;
+	g->direction = descending ? -1 : 1;
 	iq_buf_append(&g->out, "{\"result\":[", 11);
 	return iq_http_send_stream(conn, "application/json", GATHER_OUT_CHUNK,
 							   gather_reader, g, gather_done);

@@ -12,7 +12,8 @@
 extern enum MHD_Result iq_http_gather_scan(struct MHD_Connection *conn,
 										   const IqStoreInfo *store,
 										   const char *from, size_t from_len,
-										   const char *to, size_t to_len);
+										   const char *to, size_t to_len,
+										   bool descending);
 extern enum MHD_Result iq_http_gather_count(struct MHD_Connection *conn,
 											const IqStoreInfo *store);
 

@@ -6,13 +6,14 @@
  *		GET /metadata/stores/:store
  *		GET /metadata/stores/:store/key/:k
  *		GET /stores/:store/get/:k
- *		GET /stores/:store/all					[?scope=all]
- *		GET /stores/:store/range?from=&to=		[&scope=all]
+ *		GET /stores/:store/all					[?scope=all][&order=desc]
+ *		GET /stores/:store/range?from=&to=		[&scope=all][&order=desc]
  *		GET /stores/:store/approximate-num-entries	[?scope=all]
  *
  * As in the seed, all, range and approximate-num-entries answer for the
  * partitions this instance holds; ?scope=all gathers every instance's
- * (gather.c).  A get of a key another instance owns is forwarded to
+ * (gather.c).  order=desc lists keys in descending byte order, as Kafka
+ * Streams' reverseAll and reverseRange do.  A get of a key another instance owns is forwarded to
  * the owner (forwarded_get.c, without blocking a server thread) and its
  * answer returned as it is.  Keys are
  * everything after ".../get/" or ".../key/", percent-decoded, so a key may
@@ -541,7 +542,7 @@ local_partitions(struct MHD_Connection *conn, int *held, int *nheld,
 static enum MHD_Result
 route_scan_local(struct MHD_Connection *conn, const IqStoreInfo *store,
 				 const char *from, size_t from_len,
-				 const char *to, size_t to_len)
+				 const char *to, size_t to_len, bool descending)
 {
 	int			held[IQ_HTTP_MAX_PARTITIONS];
 	int			nheld;
@@ -571,6 +572,8 @@ route_scan_local(struct MHD_Connection *conn, const IqStoreInfo *store,
 		free(err);
 		return ret;
 	}
+	if (descending)
+		iq_store_cursor_set_reverse(js->cursor);
 	js->store = store->id;
 	js->first = true;
 	iq_buf_init(&js->buf);
@@ -623,6 +626,21 @@ scope_all(struct MHD_Connection *conn, bool *bad)
 	return false;
 }
 
+/* order_desc: whether ?order=desc asks for descending key order */
+static bool
+order_desc(struct MHD_Connection *conn, bool *bad)
+{
+	const char *order = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "order");
+
+	*bad = false;
+	if (order == NULL || strcmp(order, "asc") == 0)
+		return false;
+	if (strcmp(order, "desc") == 0)
+		return true;
+	*bad = true;
+	return false;
+}
+
 /* route_store: the /stores/:store/... endpoints */
 static enum MHD_Result
 route_store(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store,
@@ -655,16 +673,20 @@ route_store(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store
 		char	   *from = NULL;
 		char	   *to = NULL;
 		enum MHD_Result ret;
+		bool		desc = order_desc(conn, &bad);
 
+		if (bad)
+			return iq_http_send_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
+									  "order must be \"asc\" (the default) or \"desc\"");
 		if (rest[0] == 'r')
 		{
 			from = query_arg(conn, "from", &from_len);
 			to = query_arg(conn, "to", &to_len);
 		}
 		if (all)
-			ret = iq_http_gather_scan(conn, store, from, from_len, to, to_len);
+			ret = iq_http_gather_scan(conn, store, from, from_len, to, to_len, desc);
 		else
-			ret = route_scan_local(conn, store, from, from_len, to, to_len);
+			ret = route_scan_local(conn, store, from, from_len, to, to_len, desc);
 		free(from);
 		free(to);
 		return ret;
