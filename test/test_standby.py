@@ -247,7 +247,9 @@ def pipeline():
     apply_settings(settings)
     try:
         for i in INSTANCES:
-            psql(i, import_stores_sql(SCHEMA, "iq_stb"))
+            psql(i, import_stores_sql(SCHEMA, "iq_stb") +
+                 f"CREATE FOREIGN TABLE {SCHEMA}.order_count_exact (key text COLLATE \"C\", "
+                 f"count bigint) SERVER iq_stb OPTIONS (store 'order-count', invalid_utf8 'error');\n")
         prefix = unique("stb") + "_"
         tracked = {p: ks[0] for p, ks in keys_by_partition(prefix + "t", 1).items()}
         filler = keys_by_partition(prefix + "f", FILLER_PER_PARTITION)
@@ -301,6 +303,10 @@ def test_standbys_appear_catch_up_and_answer_nearest(pipeline):
         try:
             out = psql(standby, "SET iq_fdw.read_from = 'nearest'; SET statement_timeout = '5s';\n"
                        + counts_sql(keys), timeout=30)
+            # a backward range over every partition: the standby reads backwards too
+            desc = psql(standby, "SET iq_fdw.read_from = 'nearest'; SET statement_timeout = '5s';\n"
+                        f"SELECT key, count FROM {SCHEMA}.order_count_exact WHERE key >= "
+                        f"'{min(keys)}' AND key <= '{max(keys)}' ORDER BY key DESC", timeout=30)
         except PsqlError as e:
             row = [r for r in stat_rows(standby) if r["partition"] == p]
             raise AssertionError(f"partition {p} read with nearest on its standby's instance {standby}, "
@@ -310,6 +316,9 @@ def test_standbys_appear_catch_up_and_answer_nearest(pipeline):
             thaw(pid)
         assert counts_of(out) == want, \
             f"partition {p} read on its standby's instance {standby} with nearest: {out[:300]}"
+        rows = [line.split("|") for line in desc.splitlines() if "|" in line]
+        assert [k for k, _ in rows] == sorted((k for k, _ in rows), reverse=True), desc[:300]
+        assert {k: int(v) for k, v in rows if k in want} == want, desc[:300]
 
 
 @pytest.mark.restarts_cluster
