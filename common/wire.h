@@ -24,8 +24,9 @@
  *				   then frames: 'R' u32 klen key i32 vlen value  (a row)
  *								'E' u8 status u32 len message (the end)
  *	 Rows of IQ_OP_SCAN come in key byte order over all the partitions
- *	 asked (descending with IQ_FLAG_REVERSE); IQ_OP_GET returns the keys found; IQ_OP_COUNT one row with an
- *	 empty key and an 8-byte count; IQ_OP_POSITIONS only the header.
+ *	 asked (descending with IQ_FLAG_REVERSE); IQ_OP_GET returns the keys
+ *	 found; IQ_OP_COUNT one row with an empty key and an 8-byte count;
+ *	 IQ_OP_POSITIONS only the header.
  *
  * Peer stream: "GET /iq/v1/stream HTTP/1.1" with "Connection: Upgrade" and
  * "Upgrade: iq-wire/1" (common/peer_api.h) is answered "101 Switching

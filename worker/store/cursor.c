@@ -108,7 +108,7 @@ struct IqStoreCursor
 	/* while a batch is read (locks held) */
 	Reader	   *rd;
 	IqIterStamp *stamps;		/* what each iterator saw (iter_pool.c) */
-	int		   *heap;			/* indexes into rd, min-heap by key */
+	int		   *heap;			/* indexes into rd, first in the cursor's order on top */
 	int			heap_len;
 	bool		standby_ok;		/* standby replicas may answer */
 	bool		reverse;		/* descending key order */
@@ -150,8 +150,10 @@ rd_value(const Reader *r, size_t *len)
 	return rocksdb_iter_value(r->it, len);
 }
 
-/* rd_step: to the next row in the cursor's order (a snapshot's position
- * below 0 wraps to SIZE_MAX, which rd_valid refuses) */
+/*
+ * rd_step: to the next row in the cursor's order (a snapshot's position
+ * below 0 wraps to SIZE_MAX, which rd_valid refuses)
+ */
 static inline void
 rd_step(Reader *r, bool reverse)
 {
@@ -182,6 +184,7 @@ rd_seek_back(Reader *r, const char *key, size_t key_len)
 	if (r->snap)
 	{
 		size_t		i = key ? iq_snap_seek(r->snap, key, key_len) : r->snap->nrows;
+
 		if (i < r->snap->nrows)
 		{
 			size_t		kl;

@@ -12,9 +12,9 @@
  *
  * As in the seed, all, range and approximate-num-entries answer for the
  * partitions this instance holds; ?scope=all gathers every instance's
- * (gather.c).  order=desc lists keys in descending byte order, as Kafka
- * Streams' reverseAll and reverseRange do.  A get of a key another instance owns is forwarded to
- * the owner (forwarded_get.c, without blocking a server thread) and its
+ * (gather.c); order=desc lists keys in descending byte order, as Kafka
+ * Streams' reverseAll and reverseRange do.  A get of a key another
+ * instance owns is forwarded to the owner (forwarded_get.c, without blocking a server thread) and its
  * answer returned as it is.  Keys are
  * everything after ".../get/" or ".../key/", percent-decoded, so a key may
  * hold '/', '%', NUL or any byte.
@@ -611,31 +611,20 @@ query_arg(struct MHD_Connection *conn, const char *name, size_t *len)
 	return v;
 }
 
-/* scope_all: whether ?scope=all asks for every instance's partitions */
+/*
+ * choice_arg: whether query argument name is on_value rather than
+ * off_value, its default when absent; *bad for any other value
+ */
 static bool
-scope_all(struct MHD_Connection *conn, bool *bad)
+choice_arg(struct MHD_Connection *conn, const char *name,
+		   const char *off_value, const char *on_value, bool *bad)
 {
-	const char *scope = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "scope");
+	const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
 
 	*bad = false;
-	if (scope == NULL || strcmp(scope, "local") == 0)
+	if (v == NULL || strcmp(v, off_value) == 0)
 		return false;
-	if (strcmp(scope, "all") == 0)
-		return true;
-	*bad = true;
-	return false;
-}
-
-/* order_desc: whether ?order=desc asks for descending key order */
-static bool
-order_desc(struct MHD_Connection *conn, bool *bad)
-{
-	const char *order = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "order");
-
-	*bad = false;
-	if (order == NULL || strcmp(order, "asc") == 0)
-		return false;
-	if (strcmp(order, "desc") == 0)
+	if (strcmp(v, on_value) == 0)
 		return true;
 	*bad = true;
 	return false;
@@ -662,7 +651,8 @@ route_store(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store
 		return ret;
 	}
 
-	all = scope_all(conn, &bad);
+	/* ?scope=all: every instance's partitions */
+	all = choice_arg(conn, "scope", "local", "all", &bad);
 	if (bad)
 		return iq_http_send_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
 								  "scope must be \"local\" (the default) or \"all\"");
@@ -673,7 +663,7 @@ route_store(struct MHD_Connection *conn, IqGetCtx *ctx, const IqStoreInfo *store
 		char	   *from = NULL;
 		char	   *to = NULL;
 		enum MHD_Result ret;
-		bool		desc = order_desc(conn, &bad);
+		bool		desc = choice_arg(conn, "order", "asc", "desc", &bad);
 
 		if (bad)
 			return iq_http_send_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
