@@ -75,6 +75,14 @@ typedef struct Reader
 	size_t		pos;			/* the snapshot's row */
 } Reader;
 
+/* One end of the scan's range; key NULL when that side is open */
+typedef struct Bound
+{
+	char	   *key;
+	size_t		len;
+	bool		incl;			/* the bound itself is in */
+} Bound;
+
 typedef struct BatchRow
 {
 	size_t		key_off;
@@ -90,12 +98,10 @@ struct IqStoreCursor
 	IqStoreId	store;
 	int			nparts;
 	CursorPart *cp;				/* ascending partition: locks in one order */
-	char	   *lower;
-	size_t		lower_len;
-	bool		lower_incl;
-	char	   *upper;
-	size_t		upper_len;
-	bool		upper_incl;
+	Bound		lower;
+	Bound		upper;
+	Bound	   *from;			/* where the scan starts: lower, or upper in reverse */
+	Bound	   *to;				/* where it stops: the other */
 	/* the batch in hand */
 	char	   *data;
 	size_t		data_len;
@@ -286,15 +292,16 @@ iter_usable(IqStoreCursor *c, int i)
 		}
 		return false;
 	}
-	if (c->reverse ? c->lower != NULL : c->upper != NULL)
+	if (c->to->key != NULL)
 	{
 		size_t		kl;
 		const char *k = rd_key(r, &kl);
-		int			cmp = c->reverse ?
-			iq_key_cmp(c->lower, c->lower_len, k, kl) :
-			iq_key_cmp(k, kl, c->upper, c->upper_len);
+		int			cmp = iq_key_cmp(k, kl, c->to->key, c->to->len);
 
-		if (cmp > 0 || (cmp == 0 && !(c->reverse ? c->lower_incl : c->upper_incl)))
+		/* past it: above the upper bound, or below the lower in reverse */
+		if (c->reverse)
+			cmp = -cmp;
+		if (cmp > 0 || (cmp == 0 && !c->to->incl))
 			return false;
 	}
 	return true;
@@ -307,12 +314,9 @@ iter_usable(IqStoreCursor *c, int i)
 static void
 seek_past(IqStoreCursor *c, Reader *r, const CursorPart *cp)
 {
-	const char *from = c->reverse ? c->upper : c->lower;
-	const char *at = cp->started ? cp->pos : from;
-	size_t		at_len = cp->started ? cp->pos_len :
-		(c->reverse ? c->upper_len : c->lower_len);
-	bool		incl = cp->started ? false :
-		(c->reverse ? c->upper_incl : c->lower_incl);
+	const char *at = cp->started ? cp->pos : c->from->key;
+	size_t		at_len = cp->started ? cp->pos_len : c->from->len;
+	bool		incl = cp->started ? false : c->from->incl;
 
 	if (c->reverse)
 		rd_seek_back(r, at, at_len);
@@ -468,7 +472,7 @@ build_check(IqStoreCursor *c, int i)
 		cp->no_build = true;
 	}
 	else if (!cp->no_build && !cp->started && r->snap == NULL && !c->reverse &&
-			 c->lower == NULL && c->upper == NULL)
+			 c->lower.key == NULL && c->upper.key == NULL)
 	{
 		cp->build = iq_snap_build_begin(c->stamps[i]);
 		cp->no_build = cp->build == NULL;
@@ -691,8 +695,8 @@ cursor_free(IqStoreCursor *c)
 	free(c->heap);
 	free(c->rows);
 	free(c->data);
-	free(c->lower);
-	free(c->upper);
+	free(c->lower.key);
+	free(c->upper.key);
 	free(c->error);
 	free(c);
 }
@@ -711,6 +715,8 @@ cursor_alloc(IqStoreId store, int npartitions)
 	if (c == NULL)
 		return NULL;
 	c->store = store;
+	c->from = &c->lower;
+	c->to = &c->upper;
 	c->batch_rows = IQ_STORE_BATCH_FIRST_ROWS;
 	c->cp = calloc(alloc, sizeof(CursorPart));
 	c->rd = calloc(alloc, sizeof(Reader));
@@ -731,17 +737,16 @@ cursor_alloc(IqStoreId store, int npartitions)
  *		key is a bound); nothing for an absent one.
  */
 static bool
-set_bound(char **dst, size_t *dst_len, bool *dst_incl,
-		  const char *src, size_t len, bool incl)
+set_bound(Bound *dst, const char *src, size_t len, bool incl)
 {
 	if (src == NULL)
 		return true;
-	*dst = malloc(len > 0 ? len : 1);
-	if (*dst == NULL)
+	dst->key = malloc(len > 0 ? len : 1);
+	if (dst->key == NULL)
 		return false;
-	memcpy(*dst, src, len);
-	*dst_len = len;
-	*dst_incl = incl;
+	memcpy(dst->key, src, len);
+	dst->len = len;
+	dst->incl = incl;
 	return true;
 }
 
@@ -856,8 +861,8 @@ iq_store_cursor_open_as(IqStoreId store, const int *partitions, int npartitions,
 	if (c != NULL)
 		c->standby_ok = standby_ok;
 	if (c == NULL ||
-		!set_bound(&c->lower, &c->lower_len, &c->lower_incl, lower, lower_len, lower_incl) ||
-		!set_bound(&c->upper, &c->upper_len, &c->upper_incl, upper, upper_len, upper_incl))
+		!set_bound(&c->lower, lower, lower_len, lower_incl) ||
+		!set_bound(&c->upper, upper, upper_len, upper_incl))
 	{
 		if (c)
 			cursor_free(c);
@@ -883,7 +888,11 @@ void
 iq_store_cursor_set_reverse(IqStoreCursor *c)
 {
 	if (c->nrows == 0 && c->next == 0)
+	{
 		c->reverse = true;
+		c->from = &c->upper;
+		c->to = &c->lower;
+	}
 }
 
 /*
